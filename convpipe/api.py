@@ -1,0 +1,260 @@
+"""The Python API: ``convpipe.load(spec) -> Pipeline`` with ``apply``, ``explain`` and ``run``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .cluster import describe, open_cluster
+from .errors import ConvpipeError, ExecutionError, InputError, OutputExistsError, SpecError
+from .io import Manifest, create_output, fingerprint, open_input, open_output, output_state
+from .plan import ArrayInfo, Plan, make_plan, parse_bytes
+from .spec import AXES_ORDER, Spec, load_spec
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    output_url: str
+    elapsed: float
+    voxels: int
+    tasks: int
+    tiles: int
+    skipped_tiles: int = 0
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def voxels_per_second(self) -> float:
+        return self.voxels / self.elapsed if self.elapsed > 0 else float("inf")
+
+
+def load(source: str | os.PathLike | dict | Spec) -> "Pipeline":
+    """Load a spec (YAML/JSON path, or a dict) into a :class:`Pipeline`.
+
+    Examples
+    --------
+    >>> import numpy as np, convpipe
+    >>> p = convpipe.load({"convpipe": 1, "input": {"url": "in.zarr"}, "steps": [{"gaussian": {"sigma": 1}}]})
+    >>> p.apply(np.ones((8, 8)), axes="yx").compute().shape
+    (8, 8)
+    """
+    return Pipeline(source if isinstance(source, Spec) else load_spec(source))
+
+
+def _backend(requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    from .backends import gpu_available
+
+    if requested == "gpu":
+        if not gpu_available():
+            from .errors import BackendError
+
+            raise BackendError("backend gpu: no usable GPU (CuPy cannot see a CUDA device); use backend: cpu")
+        return "gpu"
+    return "gpu" if gpu_available() else "cpu"
+
+
+class Pipeline:
+    """A validated spec, ready to plan and run."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.spec.name!r}, {len(self.spec.steps)} steps)"
+
+    # ------------------------------------------------------------------ planning
+    def _cluster_resources(self, spec: Spec) -> tuple[int, int]:
+        _, workers, mem = describe(spec.execution.cluster)
+        limit = parse_bytes(spec.execution.memory_limit)
+        if limit is not None:
+            mem = limit
+        elif spec.execution.cluster == "threads":
+            mem = mem // max(workers, 1)
+        return workers, mem
+
+    def _plan_for(self, spec: Spec, info: ArrayInfo, backend: str) -> Plan:
+        workers, mem = self._cluster_resources(spec)
+        out = spec.output
+        return make_plan(spec.steps, info, spec=spec, out_chunks=out.chunks if out else None,
+                         out_dtype=out.dtype if out else None, tile=spec.execution.tile,
+                         precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
+                         cluster=spec.execution.cluster, backend=backend)
+
+    def _open(self, spec: Spec):
+        i = spec.input
+        url = spec.resolve(i.url)
+        arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
+        return url, arr, axes, ome
+
+    def explain(self, **overrides: Any) -> Plan:
+        """The plan on the spec's input (reads metadata only, never chunk data)."""
+        spec = self.spec.with_overrides(**overrides) if overrides else self.spec
+        _, arr, axes, _ = self._open(spec)
+        info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
+        backend = spec.execution.backend if spec.execution.backend != "auto" else "auto"
+        return self._plan_for(spec, info, backend)
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, array: Any, axes: str | None = None, *, tile: Any = None) -> Any:
+        """Apply the steps to an in-memory or dask array; returns a lazy dask array.
+
+        Parameters
+        ----------
+        array : numpy.ndarray or dask.array.Array, shape (..., y, x)
+        axes : str, optional
+            One letter per axis from 'tczyx'; default the last ``array.ndim`` letters.
+        tile : dict or list, optional
+            Work tile; default the array's chunks.
+
+        Returns
+        -------
+        dask.array.Array
+            Same axes (plus ``c`` for ops that add channels), dtype by the pipeline's dtype rule.
+        """
+        import dask.array as da
+
+        from .execute import execute
+
+        if axes is None:
+            axes = AXES_ORDER[-array.ndim:]
+        if len(axes) != array.ndim:
+            raise InputError(f"axes {axes!r} has {len(axes)} letters but the array has {array.ndim} axes")
+        if not isinstance(array, da.Array):
+            if type(array).__module__.split(".")[0] == "cupy":
+                raise InputError("CuPy input needs the GPU backend (not available in this build)")
+            array = da.from_array(np.asarray(array), chunks="auto")
+        info = ArrayInfo(tuple(array.shape), np.dtype(array.dtype), tuple(c[0] for c in array.chunks), axes)
+        spec = self.spec
+        workers, mem = self._cluster_resources(spec)
+        out = spec.output
+        t = tile if tile is not None else (spec.execution.tile if spec.execution.tile != "auto" else None)
+        plan = make_plan(spec.steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
+                         tile=t if t is not None else list(info.chunks),
+                         precision=spec.execution.precision, workers=workers, memory_per_worker=mem)
+        return execute(plan, array)
+
+    # ------------------------------------------------------------------ run
+    def run(self, *, input: str | None = None, output: str | None = None, cluster: str | None = None,
+            backend: str | None = None, overwrite: bool | None = None, resume: bool = False,
+            tile: Any = None, progress: Callable[[int, int], None] | None = None,
+            log: Callable[[str], None] | None = None) -> RunResult:
+        """Run the pipeline from the input to the output Zarr.
+
+        An existing output is refused unless ``overwrite``; an output left incomplete by an interrupted run
+        is refused unless ``resume`` (finish it, recomputing only unrecorded tiles) or ``overwrite``.
+        """
+        import dask.array as da
+
+        from .execute import ProgressCounter, execute
+
+        spec = self.spec.with_overrides(input=input, output=output, cluster=cluster, backend=backend,
+                                        overwrite=overwrite, tile=tile)
+        if spec.output is None:
+            raise SpecError("the spec has no output section: add output.url or pass --output", path="output")
+        be = _backend(spec.execution.backend)
+        in_url, arr, axes, ome = self._open(spec)
+        info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
+        plan = self._plan_for(spec, info, be)
+        out_url = spec.resolve(spec.output.url)
+        if os.path.abspath(out_url) == os.path.abspath(in_url):
+            raise InputError(f"output {out_url} is the input; write somewhere else")
+        so = spec.output.storage_options
+        fp = fingerprint(arr, in_url)
+        state = output_state(out_url, so)
+        skip: set[str] = set()
+        manifest = Manifest(out_url, so)
+        tile_list = [plan.passes[-1].tile[a] for a in plan.output.axes]
+        prov = {"complete": False, "spec": spec.canonical(), "spec_hash": spec.hash(), "version": __version__,
+                "input_fingerprint": fp, "input_url": in_url, "tile": tile_list, "axes": plan.output.axes}
+        if state is not None and not spec.output.overwrite:
+            if not resume:
+                if state.get("complete") is False:
+                    raise OutputExistsError(f"output {out_url} is incomplete (an earlier run was interrupted): "
+                                            "use --resume to finish it or --overwrite to start again")
+                raise OutputExistsError(f"output {out_url} exists; use --overwrite to replace it")
+            if not state:
+                raise OutputExistsError(f"output {out_url} exists and was not written by convpipe; "
+                                        "refusing to resume into it (use --overwrite)")
+            if state.get("complete"):
+                if log:
+                    log(f"output {out_url} is already complete; nothing to resume")
+                return RunResult(out_url, 0.0, int(np.prod(plan.output.shape)), 0, plan.passes[-1].n_tiles,
+                                 plan.passes[-1].n_tiles)
+            if state.get("spec_hash") != prov["spec_hash"]:
+                raise InputError(f"cannot resume {out_url}: the spec changed since the interrupted run "
+                                 "(use --overwrite to start again)")
+            if state.get("input_fingerprint") != fp:
+                raise InputError(f"cannot resume {out_url}: the input changed since the interrupted run "
+                                 "(use --overwrite to start again)")
+            if list(state.get("tile", [])) != tile_list:
+                plan = self._plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info, be)
+            sink = open_output(out_url, so)
+            skip = manifest.done()
+        else:
+            if state is not None:
+                manifest.clear()
+            sink = create_output(out_url, shape=plan.output.shape, chunks=plan.output.chunks,
+                                 dtype=plan.output.dtype, zarr_format=spec.output.zarr_format,
+                                 attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
+                                 storage_options=so)
+            manifest.clear()
+        source = da.from_zarr(arr, inline_array=False)
+        t0 = time.perf_counter()
+        result = execute(plan, source, sink=sink, manifest=manifest, skip=skip)
+        n_tiles = plan.passes[-1].n_tiles
+        todo = n_tiles - len(skip & _all_keys(plan))
+        counter = ProgressCounter(todo, progress, result.name)
+        if log:
+            log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
+                f"{plan.tasks} tasks on {spec.execution.cluster}")
+        try:
+            with open_cluster(spec.execution.cluster, log=log) as cl:
+                if cl.client is not None:
+                    _run_distributed(cl.client, result, counter)
+                else:
+                    import dask
+
+                    with counter.callback():
+                        dask.compute(result, **cl.compute_kwargs)
+        except ConvpipeError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except MemoryError as e:
+            raise ExecutionError(f"out of memory while running (output left incomplete; --resume finishes it): "
+                                 f"{e}") from None
+        except Exception as e:
+            raise ExecutionError(f"failed while running {spec.name!r} (output left incomplete; --resume "
+                                 f"finishes it): {type(e).__name__}: {e}") from e
+        elapsed = time.perf_counter() - t0
+        prov["complete"] = True
+        prov["elapsed_s"] = round(elapsed, 3)
+        sink.attrs.update({"convpipe": prov})  # the completeness mark is the last write
+        return RunResult(out_url, elapsed, int(np.prod(plan.output.shape, dtype=np.int64)), plan.tasks,
+                         n_tiles, len(skip))
+
+
+def _all_keys(plan: Plan) -> set[str]:
+    import itertools
+
+    from .execute import tile_key
+
+    pp = plan.passes[-1]
+    return {tile_key(i, pp.index) for i in itertools.product(*[range(len(g)) for g in pp.tile_grid()])}
+
+
+def _run_distributed(client: Any, result: Any, counter: Any) -> None:
+    from distributed import as_completed
+
+    futures = client.compute(result.to_delayed().ravel().tolist())
+    for fut in as_completed(futures):
+        fut.result()
+        counter.tick()

@@ -1,0 +1,200 @@
+"""The ``convpipe`` command line: a thin typer app over the Python API.
+
+User mistakes (bad specs, missing inputs, existing outputs) end with one line on stderr and exit 1;
+failures while running end with exit 2. Never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ConvpipeError, SpecErrors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Declarative, chunk-exact image-processing pipelines over Zarr stacks.")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+class _Progress:
+    """A rich bar on a terminal, plain ``progress: done/total`` lines otherwise."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.tty = sys.stdout.isatty()
+        self.bar = None
+        self.task = None
+        self._last = (0.0, -1)
+
+    def __enter__(self):
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            if self.task is None:
+                self.task = self.bar.add_task(self.label, total=total)
+            self.bar.update(self.task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        last_t, last_pct = self._last
+        pct = int(100 * done / max(total, 1))
+        if done >= total or (now - last_t >= 1.0 and pct != last_pct):
+            self._last = (now, pct)
+            print(f"progress: {done}/{total}", flush=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="pipeline spec (YAML or JSON)"),
+    input: Optional[str] = typer.Option(None, "--input", help="override input.url"),
+    output: Optional[str] = typer.Option(None, "--output", help="override output.url"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="threads | processes | local:N | tcp://... | profile:NAME"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="cpu | gpu | auto"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output"),
+    resume: bool = typer.Option(False, "--resume", help="finish an output left incomplete by an interrupted run"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write an HTML run report"),
+) -> None:
+    """Run a pipeline: input Zarr -> steps -> output Zarr."""
+    from .api import load
+
+    p = load(spec)
+    with _Progress(p.spec.name) as prog:
+        res = p.run(input=input, output=output, cluster=cluster, backend=backend,
+                    overwrite=True if overwrite else None, resume=resume, progress=prog,
+                    log=lambda m: _err(m))
+    vps = res.voxels_per_second
+    typer.echo(f"done: {res.output_url}  {res.elapsed:.2f} s, {vps / 1e6:.1f} Mvoxel/s, {res.tasks} tasks, "
+               f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else ""))
+    if report is not None:
+        try:
+            from .report import write_report
+        except ImportError:
+            _err("warning: run reports are not available in this build; no report written")
+        else:
+            write_report(p, res, report)
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
+    """Check a spec without touching data: exit 0 valid, 1 invalid (errors on stderr)."""
+    from .spec import load_spec
+
+    s = load_spec(spec)
+    typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s)")
+
+
+@app.command()
+def explain(
+    spec: Path = typer.Argument(..., help="pipeline spec"),
+    input: Optional[str] = typer.Option(None, "--input"),
+    cluster: Optional[str] = typer.Option(None, "--cluster"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
+    from .api import load
+
+    plan = load(spec).explain(input=input, cluster=cluster)
+    typer.echo(json.dumps(plan.to_dict(), indent=2) if as_json else str(plan))
+
+
+@app.command()
+def ops() -> None:
+    """List every op with its parameters and defaults."""
+    from .ops import registry
+
+    for name in registry.names():
+        cls = registry.get(name)
+        params = []
+        for fname, f in cls.Params.model_fields.items():
+            params.append(fname if f.is_required() else f"{fname}={f.default!r}")
+        typer.echo(f"{name:28s} [{cls.kind}] {cls.summary}")
+        typer.echo(f"{'':28s} {', '.join(params) if params else '(no parameters)'}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec."""
+    from .spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-out"), "--out", help="folder for sample data and outputs")) -> None:
+    """Make sample data and run the example pipelines (no network)."""
+    from .demo import run_demo
+
+    run_demo(out, echo=typer.echo)
+
+
+def _register_optional() -> None:
+    """Commands living in their own modules (each adds itself with ``register(app)``)."""
+    import importlib
+
+    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError as e:
+            if e.name and e.name.startswith("convpipe"):
+                continue  # that part is not in this build
+            raise
+        reg = getattr(m, "register", None)
+        if reg is not None:
+            reg(app)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except SpecErrors as e:
+        for err in e.errors:
+            _err(f"error: {err.format()}")
+        return e.exit_code
+    except ConvpipeError as e:
+        _err(f"error: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted (outputs left incomplete; --resume finishes them)")
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        _err("aborted")
+        return 1
+    except Exception as e:  # click usage errors come as ClickException
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def _entry() -> None:
+    sys.exit(main())

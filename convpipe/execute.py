@@ -1,0 +1,196 @@
+"""Plan -> Dask graph -> Zarr.
+
+One task per tile per pass: it receives the input chunks its runs touch (each chunk is read once, by
+its own read task, and shared by the tiles that need it), assembles the exactly padded block, runs the
+fused chain, and either returns the core (``Pipeline.apply``) or writes it into the output chunks it owns
+and records itself in the manifest (``run``). No two tasks write one chunk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .io import Manifest, cast_output
+from .plan import PassPlan, Plan
+from .tiles import Runs, backward, run_chain, runs_to_array
+
+
+@dataclass(frozen=True)
+class _Program:
+    """What every tile task of a pass shares (put in the graph once, not once per task)."""
+
+    ops: tuple
+    extents: tuple
+    compute: np.dtype
+    out_dtype: np.dtype
+    sink: Any = None
+    manifest: Any = None
+
+
+@dataclass(frozen=True)
+class _TileMeta:
+    key: str
+    targets: tuple  # per op stage: dict axis -> runs
+    chunk_ranges: tuple  # per input axis: tuple of (chunk start, chunk stop) for the deps, in dep order
+    dep_shape: tuple  # number of dep chunks per input axis
+    core: tuple  # per output axis: (start, stop)
+
+
+def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.ndarray:
+    """Build the block holding exactly the tile's input runs from the chunks it depends on."""
+    need = meta.targets[0]
+    pos = [runs_to_array(need[a]) for a in in_axes]
+    if len(chunks) == 1:
+        c = chunks[0]
+        sel = []
+        for p, (c0, c1) in zip(pos, (r[0] for r in meta.chunk_ranges)):
+            off = p - c0
+            if off.size and off[0] == 0 and off.size == c1 - c0 and off[-1] == off.size - 1:
+                sel.append(slice(None))
+            elif off.size and np.all(np.diff(off) == 1):
+                sel.append(slice(int(off[0]), int(off[-1]) + 1))
+            else:
+                sel.append(off)
+        if all(isinstance(s, slice) for s in sel):
+            return c[tuple(sel)]
+        return c[np.ix_(*[np.arange(c.shape[i])[s] if isinstance(s, slice) else s for i, s in enumerate(sel)])]
+    out = np.empty(tuple(p.size for p in pos), dtype=chunks[0].dtype)
+    # per axis: for each dep chunk, which slice of `pos` falls in it and where inside the chunk
+    per_axis = []
+    for p, ranges in zip(pos, meta.chunk_ranges):
+        parts = []
+        for c0, c1 in ranges:
+            i0, i1 = np.searchsorted(p, c0), np.searchsorted(p, c1)
+            off = p[i0:i1] - c0
+            contiguous = off.size and off[-1] - off[0] == off.size - 1
+            parts.append((slice(int(i0), int(i1)),
+                          slice(int(off[0]), int(off[-1]) + 1) if contiguous else off))
+        per_axis.append(parts)
+    for flat, combo in enumerate(itertools.product(*per_axis)):
+        dst = tuple(c[0] for c in combo)
+        src = tuple(c[1] for c in combo)
+        if any((isinstance(s, slice) and s.stop <= s.start) or (not isinstance(s, slice) and s.size == 0)
+               for s in dst):
+            continue
+        chunk = chunks[flat]
+        if all(isinstance(s, slice) for s in src):
+            out[dst] = chunk[src]
+        else:
+            out[dst] = chunk[np.ix_(*[np.arange(chunk.shape[i])[s] if isinstance(s, slice) else s
+                                      for i, s in enumerate(src)])]
+    return out
+
+
+def _tile_task(prog: _Program, meta: _TileMeta, in_axes: str, *chunks: np.ndarray) -> np.ndarray:
+    block = _assemble(list(chunks), meta, in_axes)
+    res = run_chain(block, prog.ops, list(meta.targets), prog.extents, prog.compute)
+    res = cast_output(res, prog.out_dtype)
+    if prog.sink is None:
+        return res
+    prog.sink[tuple(slice(s, e) for s, e in meta.core)] = res
+    if prog.manifest is not None:
+        prog.manifest.mark(meta.key)
+    return np.ones((1,) * res.ndim, dtype=bool)
+
+
+def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
+    return f"p{pass_index}." + ".".join(map(str, index))
+
+
+def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manifest: Any = None,
+               skip: set[str] | None = None, name: str | None = None) -> Any:
+    """The dask array of one pass: chunks = tiles (``sink`` None) or one marker per tile (writing)."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    skip = skip or set()
+    prog = _Program(tuple(pp.ops), tuple(pp.extents), plan.compute_dtype,
+                    plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
+                    sink, manifest)
+    # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
+    # transposed view alike, silently merging two different correlations.
+    canon = [(op.name, op.params.model_dump_json(), op.in_axes) for op in pp.ops]
+    token = tokenize(canon, pp.tile, source.name, str(plan.compute_dtype), str(plan.output.dtype),
+                     sink is not None, getattr(sink, "store_path", None) and str(sink.store_path), sorted(skip))
+    name = name or f"convpipe-pass{pp.index}-{token}"
+    prog_key = f"{name}-program"
+    dsk: dict = {prog_key: prog}
+    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
+    grid = pp.tile_grid()
+    out_axes = pp.out_axes
+    ext_out = pp.extents[-1]
+    chunks_out = []
+    for a, cells in zip(out_axes, grid):
+        chunks_out.append(tuple((1 if sink is not None else e - s) for s, e in cells))
+    for index in itertools.product(*[range(len(g)) for g in grid]):
+        core_cells = tuple(grid[i][j] for i, j in enumerate(index))
+        key = tile_key(index, pp.index)
+        out_key = (name,) + index
+        if key in skip:
+            dsk[out_key] = np.ones((1,) * len(out_axes), dtype=bool)
+            continue
+        core = {a: ((s, e),) for a, (s, e) in zip(out_axes, core_cells)}
+        targets = backward(pp.ops, core, pp.extents)
+        need = targets[0]
+        dep_ids, ranges = [], []
+        for ax, a in enumerate(pp.in_axes):
+            b = bounds[ax]
+            ids = set()
+            for s, e in need[a]:
+                ids.update(range(int(np.searchsorted(b, s, "right")) - 1, int(np.searchsorted(b, e, "left"))))
+            ids = sorted(ids)
+            dep_ids.append(ids)
+            ranges.append(tuple((int(b[i]), int(b[i + 1])) for i in ids))
+        deps = [(source.name,) + combo for combo in itertools.product(*dep_ids)]
+        meta = _TileMeta(key, tuple(targets), tuple(ranges), tuple(len(d) for d in dep_ids), core_cells)
+        dsk[out_key] = (_tile_task, prog_key, meta, pp.in_axes, *deps)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[source])
+    dtype = bool if sink is not None else prog.out_dtype
+    return da.Array(graph, name, chunks=tuple(chunks_out), dtype=dtype)
+
+
+def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
+            skip: set[str] | None = None) -> Any:
+    """Build the whole plan's graph; returns the dask array of the result (or of tile markers)."""
+    arr = source
+    for pp in plan.passes:
+        last = pp is plan.passes[-1]
+        arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
+                         skip=skip if last else None)
+    return arr
+
+
+class ProgressCounter:
+    """Counts finished tile tasks for local schedulers (dask callbacks) and reports them."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None] | None, prefix: str):
+        self.total = total
+        self.done = 0
+        self.report = report
+        self.prefix = prefix
+        self._last = 0.0
+
+    def callback(self):
+        from dask.callbacks import Callback
+
+        outer = self
+
+        class _CB(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(outer.prefix):
+                    outer.tick()
+
+        return _CB()
+
+    def tick(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.report is not None and (now - self._last > 0.2 or self.done >= self.total):
+            self._last = now
+            self.report(self.done, self.total)

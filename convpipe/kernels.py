@@ -1,0 +1,199 @@
+"""Kernels: inline lists, ``.npy`` files and named kernels; normalisation; separability.
+
+A kernel source in a spec is one of
+
+- an inline nested list (``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``),
+- a path to a ``.npy`` file (relative to the spec's folder),
+- a named kernel ``{name: gaussian, sigma: 2}`` (see :data:`NAMED`).
+
+Kernels are returned as C-contiguous float64 arrays: dask's tokenize once gave a kernel and its transposed
+view the same key, so nothing here hands out views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# --------------------------------------------------------------------------- named kernels
+
+
+def _grid(radius: int, ndim: int) -> list[np.ndarray]:
+    r = np.arange(-radius, radius + 1, dtype=float)
+    return list(np.meshgrid(*([r] * ndim), indexing="ij"))
+
+
+def _gaussian(sigma: float = 1.0, truncate: float = 4.0, ndim: int = 2, radius: int | None = None) -> np.ndarray:
+    rad = int(truncate * float(sigma) + 0.5) if radius is None else int(radius)
+    g = _grid(rad, ndim)
+    k = np.exp(-sum(x * x for x in g) / (2.0 * float(sigma) ** 2))
+    return k / k.sum()
+
+
+def _box(size: int = 3, ndim: int = 2) -> np.ndarray:
+    return np.full((int(size),) * ndim, 1.0 / int(size) ** ndim)
+
+
+def _edge(smooth: list[float]) -> Callable[..., np.ndarray]:
+    def make(axis: str | int = "x", ndim: int = 2) -> np.ndarray:
+        ax = {"x": ndim - 1, "y": ndim - 2, "z": ndim - 3}.get(axis, axis) if isinstance(axis, str) else axis
+        if not isinstance(ax, int) or not 0 <= ax < ndim:
+            raise ValueError(f"axis {axis!r} does not fit a {ndim}-D kernel")
+        k = np.ones((1,) * ndim)
+        for d in range(ndim):
+            w = np.array([-1.0, 0.0, 1.0]) if d == ax else np.asarray(smooth, float)
+            k = k * w.reshape([-1 if i == d else 1 for i in range(ndim)])
+        return k
+    return make
+
+
+def _laplace(ndim: int = 2) -> np.ndarray:
+    k = np.zeros((3,) * ndim)
+    c = (1,) * ndim
+    k[c] = -2.0 * ndim
+    for d in range(ndim):
+        for s in (0, 2):
+            idx = list(c)
+            idx[d] = s
+            k[tuple(idx)] = 1.0
+    return k
+
+
+def _log(sigma: float = 1.0, truncate: float = 4.0, ndim: int = 2) -> np.ndarray:
+    rad = int(truncate * float(sigma) + 0.5)
+    g = _grid(rad, ndim)
+    r2 = sum(x * x for x in g)
+    s2 = float(sigma) ** 2
+    k = (r2 - ndim * s2) / (s2 * s2) * np.exp(-r2 / (2 * s2))
+    return k - k.mean()  # zero DC, so flat regions give zero
+
+
+def _gabor(frequency: float = 0.1, theta: float = 0.0, sigma: float | None = None, radius: int | None = None,
+           offset: float = 0.0) -> np.ndarray:
+    sigma = float(sigma) if sigma is not None else 0.56 / float(frequency)
+    rad = int(np.ceil(3 * sigma)) if radius is None else int(radius)
+    y, x = _grid(rad, 2)
+    xr = x * np.cos(theta) + y * np.sin(theta)
+    yr = -x * np.sin(theta) + y * np.cos(theta)
+    env = np.exp(-(xr ** 2 + yr ** 2) / (2 * sigma ** 2)) / (2 * np.pi * sigma ** 2)
+    return env * np.cos(2 * np.pi * frequency * xr + offset)
+
+
+def _disk(radius: int = 2, ndim: int = 2) -> np.ndarray:
+    g = _grid(int(radius), ndim)
+    k = (sum(x * x for x in g) <= int(radius) ** 2).astype(float)
+    return k / k.sum()
+
+
+NAMED: dict[str, Callable[..., np.ndarray]] = {
+    "gaussian": _gaussian,
+    "box": _box,
+    "sobel": _edge([1.0, 2.0, 1.0]),
+    "prewitt": _edge([1.0, 1.0, 1.0]),
+    "scharr": _edge([3 / 16, 10 / 16, 3 / 16]),
+    "laplace": _laplace,
+    "log": _log,
+    "gabor": _gabor,
+    "sharpen": lambda: np.array([[0.0, -1, 0], [-1, 5, -1], [0, -1, 0]]),
+    "emboss": lambda: np.array([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]]),
+    "disk": _disk,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
+    """Build a float64 C-contiguous kernel from a spec's kernel source. Raises ValueError with the cause."""
+    if isinstance(src, dict):
+        src = dict(src)
+        name = src.pop("name", None)
+        if name is None:
+            raise ValueError(f"a named kernel needs 'name' (one of {', '.join(sorted(NAMED))})")
+        if name not in NAMED:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(NAMED), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown kernel {name!r}{hint}; named kernels: {', '.join(sorted(NAMED))}")
+        try:
+            k = NAMED[name](**src)
+        except TypeError as e:
+            raise ValueError(f"kernel {name!r}: {e}") from None
+    elif isinstance(src, str):
+        path = Path(src)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if path.suffix != ".npy":
+            raise ValueError(f"kernel file {src!r} must be a .npy file")
+        try:
+            k = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise ValueError(f"kernel file not found: {path}") from None
+        except ValueError as e:
+            raise ValueError(f"kernel file {path} cannot be read without pickles: {e}") from None
+    elif isinstance(src, (list, tuple, np.ndarray)):
+        try:
+            k = np.array(src, dtype=float)
+        except (ValueError, TypeError):
+            raise ValueError("kernel is ragged or not numeric: every row must have the same length") from None
+    elif isinstance(src, (int, float)):
+        k = np.array([float(src)])
+    else:
+        raise ValueError(f"a kernel is a nested list, a .npy path or a named kernel mapping, got {type(src).__name__}")
+    k = np.asarray(k)
+    if k.dtype.kind not in "biuf":
+        raise ValueError(f"kernel must be numeric, got dtype {k.dtype}")
+    if k.size == 0 or 0 in k.shape:
+        raise ValueError("kernel is empty")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("kernel has NaN or infinite weights")
+    return np.ascontiguousarray(k, dtype=np.float64)
+
+
+def normalize(k: np.ndarray, how: str = "none", temperature: float = 1.0) -> np.ndarray:
+    """Normalise weights: ``none``, ``sum`` (divide by the sum), ``l1`` (by the sum of |w|), ``softmax``."""
+    if how == "none":
+        return k
+    if how == "sum":
+        s = k.sum()
+        if abs(s) < 1e-12 * max(1.0, float(np.abs(k).max())):
+            raise ValueError("normalize: sum needs weights whose sum is not zero (this kernel sums to 0)")
+        return np.ascontiguousarray(k / s)
+    if how == "l1":
+        s = np.abs(k).sum()
+        if s == 0:
+            raise ValueError("normalize: l1 needs a kernel with a non-zero weight")
+        return np.ascontiguousarray(k / s)
+    if how == "softmax":
+        if not temperature > 0:
+            raise ValueError("softmax temperature must be > 0")
+        z = k / float(temperature)
+        e = np.exp(z - z.max())
+        return np.ascontiguousarray(e / e.sum())
+    raise ValueError(f"unknown normalize {how!r}")
+
+
+def separable_factors(k: np.ndarray, rtol: float = 1e-12) -> list[np.ndarray] | None:
+    """1-D factors whose outer product is ``k`` (rank one), or None when ``k`` is not separable."""
+    if k.ndim == 1:
+        return [k.copy()]
+    amax = float(np.abs(k).max())
+    if amax == 0:
+        return None
+    pivot = np.unravel_index(np.argmax(np.abs(k)), k.shape)
+    factors = []
+    for d in range(k.ndim):
+        idx = list(pivot)
+        idx[d] = slice(None)
+        factors.append(np.array(k[tuple(idx)], dtype=float))
+    scale = k[pivot] ** (k.ndim - 1)
+    factors[0] = factors[0] / scale
+    recon = factors[0]
+    for f in factors[1:]:
+        recon = np.multiply.outer(recon, f)
+    if np.max(np.abs(recon - k)) <= rtol * amax * 10:
+        return [np.ascontiguousarray(f) for f in factors]
+    return None

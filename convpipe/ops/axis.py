@@ -1,0 +1,1 @@
+"""Ops of the 'axis' family (see SPEC.md); registered on import."""

@@ -1,0 +1,1 @@
+"""Ops of the 'features' family (see SPEC.md); registered on import."""

@@ -1,0 +1,627 @@
+"""Local filters: every output voxel depends on a bounded neighbourhood (the halo).
+
+Each op's oracle is the scipy.ndimage / scikit-image function named in SPEC.md, applied to the whole
+array in float64. ``apply`` receives a block padded by exactly ``halo()`` (boundary modes already
+applied by the tiling machinery) and returns the valid part.
+
+Dtype rule: local ops compute in the pipeline's precision (float32 by default, float64 on request);
+integer inputs are cast before the first op.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from .. import engines
+from ..kernels import kernel_from_source, normalize, separable_factors
+from .base import AxesParam, Mode, Op, OpParams, PerAxis, PerAxisInt, insert_axis
+from .registry import register
+
+try:
+    from scipy.ndimage._filters import _gaussian_kernel1d as _scipy_gauss1d
+except ImportError:  # pragma: no cover - private in scipy; keep our copy of its formula
+    _scipy_gauss1d = None
+
+
+def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian (derivative) weights, reversed as gaussian_filter1d uses them."""
+    if _scipy_gauss1d is not None:
+        w = _scipy_gauss1d(sigma, order, radius)
+    else:  # pragma: no cover
+        x = np.arange(-radius, radius + 1)
+        phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+        phi /= phi.sum()
+        if order == 0:
+            w = phi
+        else:
+            exp_range = np.arange(order + 1)
+            q = np.zeros(order + 1)
+            q[0] = 1
+            d = np.diag(exp_range[1:], 1)
+            p = np.diag(np.ones(order) / -(sigma * sigma), -1)
+            for _ in range(order):
+                q = (d + p).dot(q)
+            w = (x[:, None] ** exp_range).dot(q) * phi
+    return np.ascontiguousarray(w[::-1], dtype=np.float64)
+
+
+def gaussian_radius(sigma: float, truncate: float) -> int:
+    return int(truncate * float(sigma) + 0.5)
+
+
+class _ModeParams(OpParams):
+    mode: Mode = "reflect"
+    cval: float = 0.0
+
+
+class _LocalOp(Op):
+    kind = "local"
+
+    def crop(self, y: np.ndarray) -> np.ndarray:
+        """Drop the halo: the valid region of a result computed on the padded block."""
+        sl = [slice(None)] * y.ndim
+        for a, (lo, hi) in self.halo().items():
+            i = self.in_axes.index(a)
+            sl[i] = slice(lo, y.shape[i] - hi)
+        return y[tuple(sl)]
+
+    def ax(self, letter: str) -> int:
+        return self.in_axes.index(letter)
+
+
+def _check_positive(v, name):
+    vals = v.values() if isinstance(v, dict) else [v]
+    for x in vals:
+        if x is None or not (x >= 0) or not math.isfinite(x):
+            raise ValueError(f"{name} must be >= 0 and finite, got {x!r}")
+    return v
+
+
+def _check_size(v, name="size"):
+    vals = v.values() if isinstance(v, dict) else [v]
+    for x in vals:
+        if int(x) != x or x < 1:
+            raise ValueError(f"{name} must be a positive integer, got {x!r}")
+    return v
+
+
+# --------------------------------------------------------------------------- convolve / correlate
+
+
+class KernelParams(_ModeParams, AxesParam):
+    kernel: Any = Field(description="nested list, .npy path, or {name: gaussian|box|sobel|..., ...}")
+    axes: str | None = None
+    origin: int | list[int] = 0
+    normalize: Literal["none", "sum", "l1", "softmax"] = "none"
+    temperature: float = 1.0
+    method: Literal["auto", "direct", "separable", "fft"] = "auto"
+
+    @model_validator(mode="after")
+    def _kernel_ok(self, info: ValidationInfo):
+        base = (info.context or {}).get("base_dir") if info else None
+        try:
+            k = kernel_from_source(self.kernel, base)
+            normalize(k, self.normalize, self.temperature)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class _Correlate(_LocalOp):
+    Params = KernelParams
+    linear = True
+    flip = False
+
+    def setup(self) -> None:
+        p = self.params
+        base = self.step.spec.base_dir if (self.step is not None and self.step.spec is not None) else None
+        k = normalize(kernel_from_source(p.kernel, base), p.normalize, p.temperature)
+        default = {1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx")
+        self.axes = self.resolve_axes(p.axes, default=default)
+        if k.ndim == 1 and len(self.axes) > 1:
+            k = k.reshape((1,) * (len(self.axes) - 1) + (-1,))
+        if k.ndim != len(self.axes):
+            raise self.error(f"a {k.ndim}-D kernel needs {k.ndim} axes, but the op acts on {self.axes!r}", "kernel")
+        origins = [p.origin] * k.ndim if isinstance(p.origin, int) else list(p.origin)
+        if len(origins) != k.ndim:
+            raise self.error(f"origin needs {k.ndim} values", "origin")
+        if self.flip:  # scipy.ndimage.convolve == correlate with the flipped kernel and mirrored origin
+            k = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
+            origins = [-o - (0 if s & 1 else 1) for o, s in zip(origins, k.shape)]
+        self.centers = []
+        for o, s in zip(origins, k.shape):
+            c = s // 2 + o
+            if not 0 <= c < s:
+                raise self.error(f"origin {o} is outside the kernel (size {s})", "origin")
+            self.centers.append(c)
+        self.kernel = k
+        self.factors = separable_factors(k)
+        if p.method == "separable" and self.factors is None:
+            raise self.error("method separable: this kernel is not separable (rank > 1)", "method")
+
+    def halo(self):
+        return {a: (c, s - 1 - c) for a, c, s in zip(self.axes, self.centers, self.kernel.shape)}
+
+    def method(self) -> str:
+        m = self.params.method
+        if m == "auto":
+            if self.factors is not None and self.kernel.size > 1:
+                return "separable"
+            return "fft" if self.kernel.size >= 31 * 31 else "direct"
+        return m
+
+    def apply(self, x, xp=np):
+        m = self.method()
+        idx = tuple(self.ax(a) for a in self.axes)
+        if m == "separable":
+            y = engines.sep_correlate(x, {i: (f, c) for i, f, c in zip(idx, self.factors, self.centers)})
+        elif m == "fft":
+            return self._fft(x, idx)
+        else:
+            y = engines.correlate_nd(x, self.kernel, tuple(self.centers), idx)
+        return self.crop(y)
+
+    def _fft(self, x, idx):
+        from scipy.signal import fftconvolve
+
+        shape = [1] * x.ndim
+        for i, s in zip(idx, self.kernel.shape):
+            shape[i] = s
+        k = self.kernel[(slice(None, None, -1),) * self.kernel.ndim].reshape(shape)
+        return fftconvolve(x, k.astype(x.dtype), mode="valid", axes=idx).astype(x.dtype, copy=False)
+
+    def describe(self) -> str:
+        return f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}, {self.method()})"
+
+
+@register
+class Correlate(_Correlate):
+    name = "correlate"
+    summary = "scipy.ndimage.correlate with an inline, .npy or named kernel"
+
+
+@register
+class Convolve(_Correlate):
+    name = "convolve"
+    flip = True
+    summary = "scipy.ndimage.convolve with an inline, .npy or named kernel"
+
+
+# --------------------------------------------------------------------------- gaussian family
+
+
+class GaussianParams(_ModeParams, AxesParam):
+    sigma: PerAxis
+    order: PerAxisInt = 0
+    truncate: float = Field(4.0, gt=0)
+    axes: str | None = None
+
+    _s = field_validator("sigma")(lambda v: _check_positive(v, "sigma"))
+
+
+@register
+class Gaussian(_LocalOp):
+    name = "gaussian"
+    linear = True
+    Params = GaussianParams
+    summary = "scipy.ndimage.gaussian_filter"
+
+    def setup(self):
+        p = self.params
+        self.axes = self.resolve_axes(p.axes, p.sigma, p.order)
+        self.sigma = self.per_axis(p.sigma, self.axes, "sigma")
+        self.order = self.per_axis(p.order, self.axes, "order")
+        if any(o < 0 or int(o) != o for o in self.order.values()):
+            raise self.error("order must be a non-negative integer", "order")
+        # scipy skips axes whose sigma is ~0 (order ignored there too)
+        self.active = {a: s for a, s in self.sigma.items() if s > 1e-15}
+        self.radius = {a: gaussian_radius(s, p.truncate) for a, s in self.active.items()}
+
+    def halo(self):
+        return {a: (r, r) for a, r in self.radius.items()}
+
+    def weights(self, x_axes_index):
+        return {x_axes_index(a): (gaussian_kernel1d(s, int(self.order[a]), self.radius[a]), self.radius[a])
+                for a, s in self.active.items()}
+
+    def apply(self, x, xp=np):
+        return self.crop(engines.sep_correlate(x, self.weights(self.ax)))
+
+    def method(self):
+        return "separable"
+
+
+class SigmaParams(_ModeParams, AxesParam):
+    sigma: PerAxis
+    truncate: float = Field(4.0, gt=0)
+    axes: str | None = None
+
+    _s = field_validator("sigma")(lambda v: _check_positive(v, "sigma"))
+
+
+class _GaussDerivs(_LocalOp):
+    """Sum over axes of Gaussian derivative filters of one input (one padding, one halo)."""
+
+    Params = SigmaParams
+    deriv_order = 2
+
+    def setup(self):
+        p = self.params
+        self.axes = self.resolve_axes(p.axes, p.sigma)
+        self.sigma = self.per_axis(p.sigma, self.axes, "sigma")
+        self.radius = {a: gaussian_radius(s, p.truncate) if s > 1e-15 else 0 for a, s in self.sigma.items()}
+
+    def halo(self):
+        return {a: (r, r) for a, r in self.radius.items()}
+
+    def derivative(self, x, along: str):
+        w = {}
+        for a, s in self.sigma.items():
+            if s > 1e-15:
+                order = self.deriv_order if a == along else 0
+                w[self.ax(a)] = (gaussian_kernel1d(s, order, self.radius[a]), self.radius[a])
+        return engines.sep_correlate(x, w)
+
+    def method(self):
+        return "separable"
+
+
+@register
+class GaussianLaplace(_GaussDerivs):
+    name = "gaussian_laplace"
+    linear = True
+    summary = "scipy.ndimage.gaussian_laplace"
+
+    def apply(self, x, xp=np):
+        out = None
+        for a in self.axes:
+            d = self.crop(self.derivative(x, a))
+            out = d.copy() if out is None else np.add(out, d, out=out)
+        return out
+
+
+@register
+class GaussianGradientMagnitude(_GaussDerivs):
+    name = "gaussian_gradient_magnitude"
+    deriv_order = 1
+    summary = "scipy.ndimage.gaussian_gradient_magnitude"
+
+    def apply(self, x, xp=np):
+        out = None
+        for a in self.axes:
+            d = self.crop(self.derivative(x, a))
+            out = d * d if out is None else out + d * d
+        return np.sqrt(out, out=out)
+
+
+class DogParams(OpParams, AxesParam):
+    low_sigma: PerAxis
+    high_sigma: PerAxis | None = None
+    mode: Mode = "nearest"
+    cval: float = 0.0
+    truncate: float = Field(4.0, gt=0)
+    axes: str | None = None
+
+    _s = field_validator("low_sigma", "high_sigma")(lambda v: v if v is None else _check_positive(v, "sigma"))
+
+
+@register
+class DifferenceOfGaussians(_LocalOp):
+    name = "difference_of_gaussians"
+    linear = True
+    Params = DogParams
+    summary = "skimage.filters.difference_of_gaussians (float input)"
+
+    def setup(self):
+        p = self.params
+        self.axes = self.resolve_axes(p.axes, p.low_sigma, p.high_sigma)
+        self.low = self.per_axis(p.low_sigma, self.axes, "low_sigma")
+        hs = p.high_sigma if p.high_sigma is not None else {a: 1.6 * s for a, s in self.low.items()}
+        self.high = self.per_axis(hs, self.axes, "high_sigma")
+        if any(self.high[a] < self.low[a] for a in self.axes):
+            raise self.error("high_sigma must be >= low_sigma on every axis", "high_sigma")
+        self.radius = {a: max(gaussian_radius(self.high[a], p.truncate), gaussian_radius(self.low[a], p.truncate))
+                       for a in self.axes}
+
+    def halo(self):
+        return {a: (r, r) for a, r in self.radius.items()}
+
+    def _blur(self, x, sig):
+        w = {}
+        for a, s in sig.items():
+            if s > 1e-15:
+                r = gaussian_radius(s, self.params.truncate)
+                k = np.zeros(2 * self.radius[a] + 1)
+                k[self.radius[a] - r: self.radius[a] + r + 1] = gaussian_kernel1d(s, 0, r)
+                w[self.ax(a)] = (k, self.radius[a])
+        return engines.sep_correlate(x, w)
+
+    def apply(self, x, xp=np):
+        lo = self.crop(self._blur(x, self.low))
+        hi = self.crop(self._blur(x, self.high))
+        return lo - hi
+
+    def method(self):
+        return "separable"
+
+
+class UnsharpParams(OpParams, AxesParam):
+    radius: PerAxis = 1.0
+    amount: float = 1.0
+    axes: str | None = None
+
+    _s = field_validator("radius")(lambda v: _check_positive(v, "radius"))
+
+
+@register
+class UnsharpMask(_LocalOp):
+    name = "unsharp_mask"
+    linear = True
+    Params = UnsharpParams
+    summary = "skimage.filters.unsharp_mask on float input, preserve_range=True"
+
+    def setup(self):
+        self.axes = self.resolve_axes(self.params.axes, self.params.radius)
+        self.sigma = self.per_axis(self.params.radius, self.axes, "radius")
+        self.radius = {a: gaussian_radius(s, 4.0) if s > 1e-15 else 0 for a, s in self.sigma.items()}
+
+    def boundary(self, axis):
+        return "reflect", 0.0  # skimage's unsharp_mask blurs with mode='reflect'
+
+    def halo(self):
+        return {a: (r, r) for a, r in self.radius.items()}
+
+    def apply(self, x, xp=np):
+        w = {self.ax(a): (gaussian_kernel1d(s, 0, self.radius[a]), self.radius[a])
+             for a, s in self.sigma.items() if s > 1e-15}
+        blurred = self.crop(engines.sep_correlate(x, w))
+        core = self.crop(x)
+        return core + (core - blurred) * np.asarray(self.params.amount, dtype=x.dtype)
+
+    def method(self):
+        return "separable"
+
+
+# --------------------------------------------------------------------------- uniform and rank filters
+
+
+class SizeParams(_ModeParams, AxesParam):
+    size: PerAxisInt
+    axes: str | None = None
+
+    _s = field_validator("size")(lambda v: _check_size(v))
+
+
+class _SizeOp(_LocalOp):
+    Params = SizeParams
+
+    def setup(self):
+        self.axes = self.resolve_axes(self.params.axes, self.params.size)
+        self.size = {a: int(v) for a, v in self.per_axis(self.params.size, self.axes, "size").items()}
+
+    def halo(self):
+        return {a: (s // 2, s - 1 - s // 2) for a, s in self.size.items()}
+
+
+@register
+class Uniform(_SizeOp):
+    name = "uniform"
+    linear = True
+    summary = "scipy.ndimage.uniform_filter"
+
+    def apply(self, x, xp=np):
+        w = {self.ax(a): (np.full(s, 1.0 / s), s // 2) for a, s in self.size.items() if s > 1}
+        return self.crop(engines.sep_correlate(x, w))
+
+    def method(self):
+        return "separable"
+
+
+class _Rank(_SizeOp):
+    def apply(self, x, xp=np):
+        return self.crop(engines.rank_filter(x, self.name, {self.ax(a): s for a, s in self.size.items()}))
+
+
+@register
+class Median(_Rank):
+    name = "median"
+    summary = "scipy.ndimage.median_filter"
+
+
+@register
+class Minimum(_Rank):
+    name = "minimum"
+    summary = "scipy.ndimage.minimum_filter"
+
+
+@register
+class Maximum(_Rank):
+    name = "maximum"
+    summary = "scipy.ndimage.maximum_filter"
+
+
+# --------------------------------------------------------------------------- edges
+
+
+class EdgeParams(_ModeParams, AxesParam):
+    axes: str | None = None
+    output: Literal["magnitude", "components", "orientation"] = "magnitude"
+
+
+class _Edge(_LocalOp):
+    Params = EdgeParams
+    smooth: np.ndarray
+    deriv = np.array([-1.0, 0.0, 1.0])
+
+    def setup(self):
+        self.axes = self.resolve_axes(self.params.axes)
+        if self.params.output == "orientation" and len(self.axes) != 2:
+            raise self.error(f"orientation needs exactly 2 axes, got {self.axes!r}", "output")
+        if self.params.output == "components" and "c" in self.in_axes:
+            raise self.error("components would add a 'c' axis, but the input already has one", "output")
+        self.linear = self.params.output == "components"
+
+    @property
+    def out_axes(self):
+        return insert_axis(self.in_axes, "c") if self.params.output == "components" else self.in_axes
+
+    def out_extent(self, axis, n):
+        return len(self.axes)
+
+    def halo(self):
+        return {a: (1, 1) for a in self.axes}
+
+    def component(self, x, along):
+        w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
+        return self.crop(engines.sep_correlate(x, w))
+
+    def apply(self, x, xp=np):
+        comps = [self.component(x, a) for a in self.axes]
+        out = self.params.output
+        if out == "magnitude":
+            acc = comps[0] * comps[0]
+            for c in comps[1:]:
+                acc += c * c
+            return np.sqrt(acc, out=acc)
+        if out == "orientation":
+            dy, dx = comps  # axes are in array order: first is the 'y-like' one
+            return np.arctan2(dy, dx)
+        cpos = self.out_axes.index("c")
+        return np.stack(comps, axis=cpos)
+
+    def method(self):
+        return "separable"
+
+
+@register
+class Sobel(_Edge):
+    name = "sobel"
+    smooth = np.array([1.0, 2.0, 1.0])
+    summary = "scipy.ndimage.sobel along each axis; magnitude / components / orientation"
+
+
+@register
+class Prewitt(_Edge):
+    name = "prewitt"
+    smooth = np.array([1.0, 1.0, 1.0])
+    summary = "scipy.ndimage.prewitt along each axis; magnitude / components / orientation"
+
+
+@register
+class Scharr(_Edge):
+    name = "scharr"
+    smooth = np.array([3.0, 10.0, 3.0]) / 16.0
+    summary = "scikit-image scharr weights ([3,10,3]/16 smoothing, [-1,0,1] derivative) along each axis"
+
+
+class LaplaceParams(_ModeParams, AxesParam):
+    axes: str | None = None
+
+
+@register
+class Laplace(_LocalOp):
+    name = "laplace"
+    linear = True
+    Params = LaplaceParams
+    summary = "scipy.ndimage.laplace"
+
+    def setup(self):
+        self.axes = self.resolve_axes(self.params.axes)
+
+    def halo(self):
+        return {a: (1, 1) for a in self.axes}
+
+    def apply(self, x, xp=np):
+        out = None
+        w = np.array([1.0, -2.0, 1.0])
+        for a in self.axes:
+            d = self.crop(engines.sep_correlate(x, {self.ax(a): (w, 1)}))
+            out = d.copy() if out is None else np.add(out, d, out=out)
+        return out
+
+    def method(self):
+        return "separable"
+
+
+# --------------------------------------------------------------------------- diffusion
+
+
+class DiffusionParams(_ModeParams, AxesParam):
+    diffusivity: float | None = Field(None, ge=0)
+    time: float | None = Field(None, ge=0)
+    steps: int | None = Field(None, ge=1, le=10000)
+    dt: float | None = Field(None, gt=0)
+    axes: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        a = self.diffusivity is not None or self.time is not None
+        b = self.steps is not None or self.dt is not None
+        if a == b:
+            raise ValueError("give either diffusivity + time, or steps + dt")
+        if a and (self.diffusivity is None or self.time is None):
+            raise ValueError("diffusivity and time go together")
+        if b and (self.steps is None or self.dt is None):
+            raise ValueError("steps and dt go together")
+        return self
+
+
+class HeatStep(_LocalOp):
+    """One explicit step u <- u + dt * laplace(u); internal (diffusion with steps expands into these)."""
+
+    name = "heat_step"
+    linear = True
+
+    def __init__(self, params, axes, *, step=None, dt=0.1, over="yx"):
+        self.dt = dt
+        self.axes = over
+        super().__init__(params, axes, step=step)
+
+    def halo(self):
+        return {a: (1, 1) for a in self.axes}
+
+    def apply(self, x, xp=np):
+        w = np.array([1.0, -2.0, 1.0])
+        core = self.crop(x)
+        lap = None
+        for a in self.axes:
+            d = self.crop(engines.sep_correlate(x, {self.ax(a): (w, 1)}))
+            lap = d.copy() if lap is None else np.add(lap, d, out=lap)
+        return core + np.asarray(self.dt, dtype=x.dtype) * lap
+
+
+@register
+class Diffusion(_LocalOp):
+    name = "diffusion"
+    linear = True
+    Params = DiffusionParams
+    summary = "heat equation: gaussian with sigma=sqrt(2*D*t), or explicit steps of u += dt*laplace(u)"
+
+    def setup(self):
+        p = self.params
+        self.axes = self.resolve_axes(p.axes)
+        if p.steps is not None:
+            limit = 1.0 / (2 * len(self.axes))
+            if p.dt > limit:
+                raise self.error(f"dt {p.dt} is above the stability limit {limit:g} for {len(self.axes)} axes "
+                                 "(explicit scheme: dt <= 1 / (2 * number of axes))", "dt")
+            self.sub = [HeatStep(p, self.in_axes, step=self.step, dt=p.dt, over=self.axes) for _ in range(p.steps)]
+        else:
+            sigma = math.sqrt(2.0 * p.diffusivity * p.time)
+            gp = GaussianParams(sigma={a: sigma for a in self.axes}, mode=p.mode, cval=p.cval)
+            self.sub = [Gaussian(gp, self.in_axes, step=self.step)]
+
+    def expand(self):
+        return self.sub
+
+    def halo(self):
+        h = {}
+        for s in self.sub:
+            for a, (lo, hi) in s.halo().items():
+                plo, phi = h.get(a, (0, 0))
+                h[a] = (plo + lo, phi + hi)
+        return h

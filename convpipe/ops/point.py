@@ -1,0 +1,120 @@
+"""Point ops: value-wise, no halo, fused into any pass.
+
+Dtype rule: point ops keep the compute dtype, except ``threshold`` (uint8 0/1) and ``astype``. ``astype``
+to an integer type saturates at the type's range (numpy would wrap around silently) and truncates
+toward zero like numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import field_validator, model_validator
+
+from ..spec import check_dtype
+from .base import Op, OpParams
+from .registry import register
+
+
+class _Point(Op):
+    kind = "point"
+
+    def method(self) -> str:
+        return "elementwise"
+
+
+class AstypeParams(OpParams):
+    dtype: str
+
+    _d = field_validator("dtype")(lambda v: (check_dtype(v), v)[1])
+
+
+@register
+class Astype(_Point):
+    name = "astype"
+    Params = AstypeParams
+    summary = "cast to a dtype (saturating for integer types)"
+
+    def out_dtype(self, compute):
+        return np.dtype(self.params.dtype)
+
+    def apply(self, x, xp=np):
+        dt = np.dtype(self.params.dtype)
+        if dt.kind in "iu" and x.dtype.kind == "f":
+            info = np.iinfo(dt)
+            x = np.clip(np.nan_to_num(x, nan=0.0), info.min, info.max)
+        return x.astype(dt)
+
+
+class ScaleParams(OpParams):
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+@register
+class Scale(_Point):
+    name = "scale"
+    Params = ScaleParams
+    linear = True
+    summary = "x * factor + offset"
+
+    def apply(self, x, xp=np):
+        f = np.asarray(self.params.factor, dtype=x.dtype)
+        o = np.asarray(self.params.offset, dtype=x.dtype)
+        return x * f + o if self.params.offset else x * f
+
+
+class ClipParams(OpParams):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min is None and self.max is None:
+            raise ValueError("clip needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"clip min {self.min} is above max {self.max}")
+        return self
+
+
+@register
+class Clip(_Point):
+    name = "clip"
+    Params = ClipParams
+    summary = "numpy.clip"
+
+    def apply(self, x, xp=np):
+        return np.clip(x, self.params.min, self.params.max)
+
+
+class NoParams(OpParams):
+    pass
+
+
+def _unary(opname: str, fn, doc: str):
+    cls = type(opname.capitalize(), (_Point,), {
+        "name": opname, "Params": NoParams, "summary": doc,
+        "apply": lambda self, x, xp=np: fn(x),
+    })
+    return register(cls)
+
+
+_unary("abs", np.abs, "numpy.abs")
+_unary("log1p", np.log1p, "numpy.log1p")
+_unary("sqrt", np.sqrt, "numpy.sqrt")
+
+
+class ThresholdParams(OpParams):
+    value: float
+
+
+@register
+class Threshold(_Point):
+    name = "threshold"
+    Params = ThresholdParams
+    summary = "x > value as uint8 0/1"
+
+    def out_dtype(self, compute):
+        return np.dtype(np.uint8)
+
+    def apply(self, x, xp=np):
+        return (x > self.params.value).astype(np.uint8)

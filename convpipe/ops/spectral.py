@@ -1,0 +1,1 @@
+"""Ops of the 'spectral' family (see SPEC.md); registered on import."""

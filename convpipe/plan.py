@@ -1,0 +1,358 @@
+"""Spec -> Plan: passes, halos, tiles, methods, task counts and memory, without touching data.
+
+A plan is data: printable (``str(plan)`` is ``convpipe explain``), testable without running, and it refuses
+an impossible plan (a task that cannot fit a worker's memory) before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import PlanError, SpecError
+from .ops import registry
+from .spec import Spec, Step, check_step_axes
+from .tiles import backward, runs_len
+
+# Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
+# They only steer the tile size and the time estimate in explain; nothing depends on them for exactness.
+_COST_NS = {"point": 1.0, "local": 3.0, "full": 40.0, "global": 2.0}
+_TARGET_TASK_S = 0.1
+
+
+@dataclass
+class ArrayInfo:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    axes: str
+
+    def extent(self) -> dict[str, int]:
+        return dict(zip(self.axes, self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class PassPlan:
+    index: int
+    ops: list[Any]
+    steps: list[Step]
+    in_axes: str
+    out_axes: str
+    extents: list[dict[str, int]]
+    halo: dict[str, tuple[int, int]]
+    full_axes: str
+    tile: dict[str, int]
+    n_tiles: int
+    tasks: int
+    mem_per_task: int
+    read_amplification: float
+    est_seconds_per_task: float
+
+    def tile_grid(self) -> list[list[tuple[int, int]]]:
+        ext = self.extents[-1]
+        return [[(s, min(s + self.tile[a], ext[a])) for s in range(0, ext[a], self.tile[a])] for a in self.out_axes]
+
+
+@dataclass
+class Plan:
+    spec: Spec | None
+    input: ArrayInfo
+    output: ArrayInfo
+    passes: list[PassPlan]
+    compute_dtype: np.dtype
+    workers: int
+    memory_per_worker: int
+    cluster: str
+    backend: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> int:
+        return sum(p.tasks for p in self.passes)
+
+    @property
+    def peak_memory_per_worker(self) -> int:
+        return max((p.mem_per_task for p in self.passes), default=0)
+
+    def to_dict(self) -> dict:
+        return {
+            "input": {"shape": list(self.input.shape), "dtype": str(self.input.dtype),
+                      "chunks": list(self.input.chunks), "axes": self.input.axes},
+            "output": {"shape": list(self.output.shape), "dtype": str(self.output.dtype),
+                       "chunks": list(self.output.chunks), "axes": self.output.axes},
+            "compute_dtype": str(self.compute_dtype),
+            "cluster": self.cluster, "backend": self.backend, "workers": self.workers,
+            "memory_per_worker": self.memory_per_worker,
+            "tasks": self.tasks,
+            "passes": [{
+                "ops": [op.describe() for op in p.ops_summary()] if hasattr(p, "ops_summary") else
+                       [op.describe() for op in p.ops],
+                "methods": [op.method() for op in p.ops],
+                "halo": {a: list(v) for a, v in p.halo.items()},
+                "full_axes": p.full_axes, "tile": p.tile, "tiles": p.n_tiles, "tasks": p.tasks,
+                "memory_per_task": p.mem_per_task, "read_amplification": round(p.read_amplification, 4),
+                "est_seconds_per_task": round(p.est_seconds_per_task, 4),
+            } for p in self.passes],
+            "warnings": self.warnings,
+        }
+
+    def __str__(self) -> str:
+        lines = []
+        name = self.spec.name if self.spec is not None else "pipeline"
+        i, o = self.input, self.output
+        lines.append(f"plan for {name!r}: {self.cluster} ({self.workers} workers, "
+                     f"{_fmt_bytes(self.memory_per_worker)} each), backend {self.backend}, compute {self.compute_dtype}")
+        lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
+        lines.append(f"  output  {_fmt_shape(o)}  {o.dtype}  chunks {_fmt_tuple(o.chunks)}")
+        for p in self.passes:
+            lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused")
+            for step, ops in _group_ops(p):
+                lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
+                             f"  [{ops[0].method()}]")
+            halo = ", ".join(f"{a}: {lo}+{hi}" for a, (lo, hi) in p.halo.items()) or "none"
+            lines.append(f"    halo      {halo}")
+            if p.full_axes:
+                lines.append(f"    whole     {p.full_axes} per task (rechunk to whole extents)")
+            lines.append(f"    tile      {_fmt_tuple(tuple(p.tile[a] for a in p.out_axes))} ({p.out_axes})"
+                         f"  -> {p.n_tiles} tiles")
+            n_chunks = int(np.prod([math.ceil(n / c) for n, c in zip(self.output.shape, self.output.chunks)]))
+            lines.append(f"    tasks     {p.tasks} (input reads + tiles; {p.tasks / max(n_chunks, 1):.2f} per output chunk)")
+            lines.append(f"    memory    {_fmt_bytes(p.mem_per_task)} per task (est.)")
+            lines.append(f"    read amplification {p.read_amplification:.3f}  ((tile+halo)/tile)")
+            lines.append(f"    est. time {p.est_seconds_per_task * 1e3:.0f} ms per task, "
+                         f"{p.est_seconds_per_task * p.n_tiles / max(self.workers, 1):.1f} s total")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        return "\n".join(lines)
+
+
+def _group_ops(p: PassPlan):
+    groups: list[tuple[Step, list]] = []
+    for op in p.ops:
+        st = op.step
+        if groups and st is not None and groups[-1][0] is st:
+            groups[-1][1].append(op)
+        else:
+            groups.append((st if st is not None else Step(op.name, op.params, -1), [op]))
+    return groups
+
+
+def _fmt_tuple(t) -> str:
+    return "(" + ", ".join(str(x) for x in t) + ")"
+
+
+def _fmt_shape(a: ArrayInfo) -> str:
+    return " x ".join(f"{n}{ax}" for n, ax in zip(a.shape, a.axes))
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def parse_bytes(v: str | int | None) -> int | None:
+    if v is None or isinstance(v, int):
+        return v
+    try:
+        import dask.utils
+
+        return int(dask.utils.parse_bytes(v))
+    except (ValueError, TypeError):
+        raise SpecError(f"cannot read memory size {v!r} (try '4GiB')", path="execution.memory_limit") from None
+
+
+# --------------------------------------------------------------------------- building a plan
+
+
+def bind_ops(spec_steps: list[Step], axes: str) -> list[Any]:
+    """Bind each step to the axes of its input, expanding composite ops."""
+    ops = []
+    cur = axes
+    for step in spec_steps:
+        op = registry.get(step.name)(step.params, cur, step=step)
+        ops.extend(op.expand())
+        cur = op.out_axes
+    return ops
+
+
+def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
+    ext = [dict(inp)]
+    for op in ops:
+        cur = dict(ext[-1])
+        new = {}
+        for a in op.out_axes:
+            new[a] = cur[a] if a in cur else op.out_extent(a, 0)
+        ext.append(new)
+    return ext
+
+
+def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = None,
+              out_chunks: tuple[int, ...] | dict[str, int] | list[int] | None = None,
+              out_dtype: str | None = None, tile: Any = "auto", precision: str = "float32",
+              workers: int = 1, memory_per_worker: int = 4 << 30, cluster: str = "threads",
+              backend: str = "cpu") -> Plan:
+    """Build the plan of ``spec_steps`` on an input described by ``inp`` (no data is read)."""
+    if spec is not None:
+        check_step_axes(spec, inp.axes)
+    compute = np.dtype(precision)
+    ops = bind_ops(spec_steps, inp.axes)
+    if any(op.kind == "global" for op in ops):
+        raise PlanError("zscore / rescale need a global pre-pass, which this build does not plan yet")
+    ext = _extents(ops, inp.extent())
+    out_axes = ops[-1].out_axes if ops else inp.axes
+    out_shape = tuple(ext[-1][a] for a in out_axes)
+    if any(n == 0 for n in inp.shape):
+        raise PlanError(f"the input is empty (shape {inp.shape}); nothing to compute")
+
+    # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
+    dt = compute
+    for op in ops:
+        dt = op.out_dtype(compute) if op.kind == "point" else compute
+    odt = np.dtype(out_dtype) if out_dtype else dt
+
+    chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
+    full = "".join(a for a in out_axes if any(a in op.full_axes() for op in ops))
+    halo = _total_halo(ops)
+
+    warnings: list[str] = []
+    t = _choose_tile(tile, out_axes, ext, chunks, halo, full, ops, compute, workers, memory_per_worker,
+                     inp, spec, warnings)
+    grid = {a: math.ceil(ext[-1][a] / t[a]) for a in out_axes}
+    n_tiles = int(np.prod(list(grid.values()), dtype=np.int64))
+    in_chunks = dict(zip(inp.axes, inp.chunks))
+    read_chunks = 1
+    for a in inp.axes:
+        read_chunks *= math.ceil(ext[0][a] / in_chunks[a])
+    amp, mem, secs = _tile_costs(ops, t, ext, halo, full, inp, compute, out_axes)
+    pp = PassPlan(0, ops, list(spec_steps), inp.axes, out_axes, ext, halo, full, t, n_tiles,
+                  n_tiles + read_chunks, mem, amp, secs)
+    if mem > memory_per_worker:
+        raise PlanError(f"a task needs about {_fmt_bytes(mem)} but a worker has {_fmt_bytes(memory_per_worker)}: "
+                        f"use smaller tiles (execution.tile), more memory per worker, or fewer whole axes")
+    if amp > 1.5:
+        warnings.append(f"read amplification {amp:.2f} > 1.5: tiles are small for this halo; use larger tiles")
+    if secs < 0.02:
+        warnings.append(f"tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead will dominate")
+    out = ArrayInfo(out_shape, odt, tuple(chunks[a] for a in out_axes), out_axes)
+    return Plan(spec, inp, out, [pp], compute, workers, memory_per_worker, cluster, backend, warnings)
+
+
+def _total_halo(ops) -> dict[str, tuple[int, int]]:
+    h: dict[str, tuple[int, int]] = {}
+    for op in ops:
+        for a, (lo, hi) in op.halo().items():
+            plo, phi = h.get(a, (0, 0))
+            h[a] = (plo + lo, phi + hi)
+    return h
+
+
+def _out_chunks(out_chunks, inp: ArrayInfo, out_axes: str, ext: dict[str, int], spec: Spec | None) -> dict[str, int]:
+    in_chunks = dict(zip(inp.axes, inp.chunks))
+    if out_chunks is None:
+        ch = {a: in_chunks.get(a, ext[a]) for a in out_axes}
+    elif isinstance(out_chunks, dict):
+        bad = [a for a in out_chunks if a not in out_axes]
+        if bad:
+            raise _err(spec, f"chunks name axis {bad[0]!r}, not one of the output axes {out_axes!r}",
+                       ("output", "chunks"))
+        ch = {a: int(out_chunks.get(a, in_chunks.get(a, ext[a]))) for a in out_axes}
+    else:
+        if len(out_chunks) != len(out_axes):
+            raise _err(spec, f"chunks has {len(out_chunks)} values but the output has {len(out_axes)} axes "
+                             f"({out_axes!r})", ("output", "chunks"))
+        ch = dict(zip(out_axes, (int(c) for c in out_chunks)))
+    return {a: max(1, min(c, ext[a])) for a, c in ch.items()}
+
+
+def _err(spec: Spec | None, msg: str, loc: tuple) -> SpecError:
+    return spec.error(msg, loc) if spec is not None else SpecError(msg, path=".".join(map(str, loc)))
+
+
+def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
+    core = {a: ((0, min(t[a], ext[-1][a])),) for a in out_axes}
+    # a tile in the middle of the array: shift the core away from the edges when the array allows
+    mid = {}
+    for a in out_axes:
+        n = ext[-1][a]
+        s = max(0, min(n - t[a], (n // 2 // t[a]) * t[a])) if a not in full else 0
+        mid[a] = ((s, min(s + t[a], n)),)
+    targets = backward(ops, mid, ext)
+    need = targets[0]
+    core_vox = np.prod([runs_len(core[a]) for a in out_axes], dtype=np.float64)
+    in_vox = np.prod([runs_len(need[a]) for a in inp.axes], dtype=np.float64)
+    core_in = np.prod([min(t.get(a, ext[0][a]), ext[0][a]) for a in inp.axes], dtype=np.float64)
+    amp = float(in_vox / max(core_in, 1))
+    biggest = max((np.prod([runs_len(tg.get(a, ((0, 1),))) for a in tg], dtype=np.float64) for tg in targets),
+                  default=in_vox)
+    per_vox = compute.itemsize
+    mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
+    ns = sum(_COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    secs = float(in_vox * ns * 1e-9)
+    return amp, mem, secs
+
+
+def _op_weight(op) -> float:
+    h = op.halo()
+    if not h:
+        return 1.0
+    if op.method() in ("separable", "fft"):
+        return 1.0 + sum(lo + hi for lo, hi in h.values()) / 8.0
+    return float(np.prod([lo + hi + 1 for lo, hi in h.values()])) / 4.0
+
+
+def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers, mem_budget, inp, spec,
+                 warnings) -> dict[str, int]:
+    ext = exts[-1]
+    if tile != "auto":
+        if isinstance(tile, dict):
+            bad = [a for a in tile if a not in out_axes]
+            if bad:
+                raise _err(spec, f"tile names axis {bad[0]!r}, not one of the output axes {out_axes!r}",
+                           ("execution", "tile"))
+            t = {a: int(tile.get(a, chunks[a])) for a in out_axes}
+        else:
+            if len(tile) != len(out_axes):
+                raise _err(spec, f"tile has {len(tile)} values but the output has {len(out_axes)} axes",
+                           ("execution", "tile"))
+            t = dict(zip(out_axes, (int(v) for v in tile)))
+        # a task owns whole output chunks: round up to a multiple of the chunk
+        for a in out_axes:
+            v = max(1, min(t[a], ext[a]))
+            r = -(-v // chunks[a]) * chunks[a]
+            if r != v and v < ext[a]:
+                warnings.append(f"tile {a}={v} rounded up to {r}, a multiple of the output chunk {chunks[a]}")
+            t[a] = min(r, ext[a]) if r < ext[a] else ext[a]
+    else:
+        t = {a: chunks[a] for a in out_axes}
+        for a in full:
+            t[a] = ext[a]
+        # grow along the axis whose halo costs most relative to the tile, while tasks are short,
+        # plenty of tasks remain for the workers, and memory allows
+        for _ in range(64):
+            amp, mem, secs = _tile_costs(ops, t, exts, halo, full, inp, compute, out_axes)
+            n_tiles = np.prod([math.ceil(ext[a] / t[a]) for a in out_axes])
+            if secs >= _TARGET_TASK_S or n_tiles < 4 * workers:
+                break
+            cands = [a for a in out_axes if t[a] < ext[a] and a not in full]
+            if not cands:
+                break
+            a = max(cands, key=lambda a: (sum(halo.get(a, (0, 0))) / t[a], -t[a]))
+            new = dict(t)
+            new[a] = min(ext[a], t[a] * 2)
+            if _tile_costs(ops, new, exts, halo, full, inp, compute, out_axes)[1] > mem_budget / 2:
+                break
+            t = new
+    for a in full:
+        if t[a] != ext[a]:
+            t[a] = ext[a]
+    return t

@@ -1,0 +1,430 @@
+"""The spec: typed models, safe YAML loading with line numbers, JSON Schema.
+
+A spec is data: YAML is read with the safe loader (no python tags, no pickles), and nothing in it is
+evaluated. Every error names the YAML path and line, e.g.
+``steps[1].sobel.axes (line 17): axis 'q' is not one of the input axes 'zyx'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SpecError, SpecErrors
+
+SPEC_VERSION = 1
+AXES_ORDER = "tczyx"
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate keys (a silent overwrite would hide a user's mistake)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map every YAML path (a tuple of keys and indices) to its 1-based line."""
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _line_map(v, path + (key,), out)
+            out[path + (key,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_map(v, path + (i,), out)
+    return out
+
+
+def format_path(loc: tuple | list) -> str:
+    """``('steps', 1, 'sobel', 'axes')`` -> ``steps[1].sobel.axes``."""
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        else:
+            s += ("." if s else "") + str(part)
+    return s
+
+
+def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML text safely; return the data and its line map. YAML errors become SpecError."""
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        if node is None:
+            return None, {}
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = e.problem or str(e)
+        if "python/" in str(problem) or "python/" in str(e.context or ""):
+            problem = f"YAML tags that build Python objects are refused (specs are data): {problem}"
+        raise SpecError(f"invalid YAML: {problem}", path=source, line=line) from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid YAML: {e}", path=source) from None
+    return data, _line_map(node)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    url: str = Field(description="path or fsspec URL of a Zarr array or OME-Zarr group")
+    level: int = Field(0, ge=0, description="OME-Zarr multiscale level")
+    axes: str | None = Field(None, description="one letter per axis from 'tczyx'")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_axes_string(v)
+        return v
+
+
+class OutputSpec(_Model):
+    url: str
+    dtype: str | None = Field(None, description="default float32 (float64 with precision float64)")
+    chunks: list[int] | dict[str, int] | None = None
+    zarr_format: Literal[2, 3] = 3
+    overwrite: bool = False
+    ome: bool | None = None
+    pyramid: int = Field(0, ge=0, le=16)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_dtype(v)
+        return v
+
+    @field_validator("chunks")
+    @classmethod
+    def _chunks(cls, v):
+        vals = v.values() if isinstance(v, dict) else (v or [])
+        if any(int(c) <= 0 for c in vals):
+            raise ValueError("chunk sizes must be positive")
+        return v
+
+
+class ExecutionSpec(_Model):
+    backend: Literal["cpu", "gpu", "auto"] = "auto"
+    cluster: str = "threads"
+    tile: Literal["auto"] | dict[str, int] | list[int] = "auto"
+    precision: Literal["float32", "float64"] = "float32"
+    memory_limit: str | int | None = Field(None, description="per worker, e.g. '4GiB'; default: from the machine")
+
+    @field_validator("tile")
+    @classmethod
+    def _tile(cls, v):
+        if v != "auto":
+            vals = v.values() if isinstance(v, dict) else v
+            if any(int(c) <= 0 for c in vals):
+                raise ValueError("tile sizes must be positive")
+        return v
+
+
+class _TopLevel(_Model):
+    convpipe: int
+    name: str = "pipeline"
+    input: InputSpec
+    output: OutputSpec | None = None
+    steps: list[Any] = Field(min_length=1)
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @field_validator("convpipe")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SPEC_VERSION:
+            raise ValueError(f"spec version {v} is not supported (this convpipe reads version {SPEC_VERSION})")
+        return v
+
+
+def check_axes_string(v: str) -> None:
+    if not v or any(a not in AXES_ORDER for a in v) or len(set(v)) != len(v):
+        raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
+
+
+def check_dtype(v: str) -> None:
+    import numpy as np
+
+    try:
+        dt = np.dtype(v)
+    except TypeError:
+        raise ValueError(f"unknown dtype {v!r}") from None
+    if dt.kind not in "biuf":
+        raise ValueError(f"dtype {v!r} is not a numeric type")
+
+
+class Step:
+    """One parsed step: its op name, validated parameters, and where it sits in the YAML."""
+
+    def __init__(self, name: str, params: Any, index: int, spec: "Spec | None" = None):
+        self.name = name
+        self.params = params
+        self.index = index
+        self.spec = spec
+
+    @property
+    def path(self) -> str:
+        return f"steps[{self.index}].{self.name}"
+
+    def error(self, message: str, field: str | None = None) -> SpecError:
+        """A SpecError located at this step (or one of its fields)."""
+        loc = ("steps", self.index, self.name) + ((field,) if field else ())
+        line = self.spec.line_of(loc) if self.spec is not None else None
+        return SpecError(message, path=format_path(loc), line=line)
+
+    def canonical(self) -> dict:
+        return {self.name: self.params.model_dump(mode="json")}
+
+    def __repr__(self) -> str:
+        return f"Step({self.name}, {self.params!r})"
+
+
+class Spec:
+    """A validated spec. Build it with :func:`load_spec`."""
+
+    def __init__(self, top: _TopLevel, steps: list[Step], raw: dict, lines: dict, base_dir: Path, source: str):
+        self.top = top
+        self.steps = steps
+        self.raw = raw
+        self.lines = lines
+        self.base_dir = base_dir
+        self.source = source
+        for s in steps:
+            s.spec = self
+
+    name = property(lambda self: self.top.name)
+    input = property(lambda self: self.top.input)
+    output = property(lambda self: self.top.output)
+    execution = property(lambda self: self.top.execution)
+
+    def line_of(self, loc: tuple) -> int | None:
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return None
+
+    def error(self, message: str, loc: tuple) -> SpecError:
+        return SpecError(message, path=format_path(loc), line=self.line_of(loc))
+
+    def resolve(self, url: str) -> str:
+        """Resolve a relative path against the spec's folder; URLs and absolute paths pass through."""
+        if "://" in url or os.path.isabs(url):
+            return url
+        return str((self.base_dir / url).resolve())
+
+    def canonical(self) -> dict:
+        d = self.top.model_dump(mode="json", exclude={"steps"})
+        d["steps"] = [s.canonical() for s in self.steps]
+        return d
+
+    def hash(self) -> str:
+        """Hash of what determines the output values (not where they go, not how they are scheduled)."""
+        c = self.canonical()
+        keep = {"steps": c["steps"], "precision": c["execution"]["precision"],
+                "dtype": (c.get("output") or {}).get("dtype")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_overrides(self, **overrides: Any) -> "Spec":
+        """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile."""
+        raw = json.loads(json.dumps(self.raw, default=str))
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key == "input":
+                raw.setdefault("input", {})["url"] = value
+            elif key == "output":
+                raw.setdefault("output", {})["url"] = value
+            elif key == "overwrite":
+                raw.setdefault("output", {})["overwrite"] = bool(value)
+            elif key in ("cluster", "backend", "tile", "precision", "memory_limit"):
+                raw.setdefault("execution", {})[key] = value
+            else:
+                raise TypeError(f"unknown override {key!r}")
+        return build_spec(raw, self.lines, self.base_dir, self.source)
+
+
+def _pydantic_errors(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
+    out = []
+    for err in e.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown parameter {loc[-1]!r}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        line = None
+        probe = loc
+        while probe:
+            if probe in spec_lines:
+                line = spec_lines[probe]
+                break
+            probe = probe[:-1]
+        out.append(SpecError(msg, path=format_path(loc), line=line))
+    return out
+
+
+def _is_union_tag(p: str) -> bool:
+    # pydantic puts the union member's type name into loc (e.g. 'float', 'dict[str,float]'); hide them.
+    return p in {"float", "int", "str", "bool", "list", "dict", "literal['auto']", "function-after"} or "[" in p
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
+    """Validate parsed YAML/dict data into a :class:`Spec`; collect every error."""
+    from .ops import registry
+
+    if not isinstance(raw, dict):
+        raise SpecError("a spec must be a mapping with 'convpipe', 'input' and 'steps'", path=source, line=1)
+    if "convpipe" not in raw:
+        raise SpecError("missing 'convpipe: 1' (the spec version)", path="convpipe", line=1)
+    errors: list[SpecError] = []
+    top = None
+    try:
+        top = _TopLevel.model_validate(raw)
+    except ValidationError as e:
+        errors.extend(_pydantic_errors(e, (), lines))
+        if any(err.path == "convpipe" for err in errors):
+            raise SpecErrors([err for err in errors if err.path == "convpipe"]) from None
+
+    steps: list[Step] = []
+    raw_steps = raw.get("steps")
+    if isinstance(raw_steps, list):
+        for i, item in enumerate(raw_steps):
+            loc = ("steps", i)
+            if isinstance(item, str):
+                item = {item: {}}
+            if not isinstance(item, dict) or len(item) != 1:
+                errors.append(SpecError("each step is a one-key mapping like '- gaussian: {sigma: 2}'",
+                                        path=format_path(loc), line=_line(lines, loc)))
+                continue
+            (name, params), = item.items()
+            if not isinstance(name, str) or name not in registry.names():
+                errors.append(SpecError(f"unknown op {name!r}{suggest(str(name), registry.names())}",
+                                        path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
+                continue
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                errors.append(SpecError(f"parameters of {name!r} must be a mapping, got {type(params).__name__}",
+                                        path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
+                continue
+            op_cls = registry.get(name)
+            try:
+                p = op_cls.Params.model_validate(params, context={"base_dir": base_dir})
+            except ValidationError as e:
+                for err in _pydantic_errors(e, loc + (name,), lines):
+                    if err.message.startswith("unknown parameter"):
+                        known = list(op_cls.Params.model_fields)
+                        err = SpecError(err.message + suggest(err.path.rsplit(".", 1)[-1], known)
+                                        + f"; {name} takes: {', '.join(known)}", path=err.path, line=err.line)
+                    errors.append(err)
+                continue
+            steps.append(Step(name, p, i))
+    if errors:
+        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+    assert top is not None
+    spec = Spec(top, steps, raw, lines, base_dir, source)
+    if top.input.axes:
+        check_step_axes(spec, top.input.axes)
+    return spec
+
+
+def _line(lines: dict, loc: tuple) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def check_step_axes(spec: Spec, axes: str) -> None:
+    """Check every step's axis parameters against the input's axes (raises SpecError)."""
+    from .ops import registry
+
+    errors = []
+    cur = axes
+    for step in spec.steps:
+        op_cls = registry.get(step.name)
+        try:
+            op = op_cls(step.params, cur, step=step)
+            cur = op.out_axes
+        except SpecError as e:
+            errors.append(e)
+    if errors:
+        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+
+
+def load_spec(source: str | os.PathLike | dict) -> Spec:
+    """Load and validate a spec from a YAML/JSON file path, YAML text, or a dict."""
+    if isinstance(source, dict):
+        return build_spec(source, {}, Path.cwd(), "<dict>")
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}", path=str(path)) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read spec file: {e}", path=str(path)) from None
+    return load_spec_text(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def load_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>") -> Spec:
+    data, lines = parse_yaml(text, source)
+    return build_spec(data, lines, base_dir or Path.cwd(), source)
+
+
+def json_schema() -> dict:
+    """JSON Schema of the spec, with every op's parameters."""
+    from .ops import registry
+
+    schema = _TopLevel.model_json_schema()
+    step_variants = []
+    for name in registry.names():
+        ps = registry.get(name).Params.model_json_schema()
+        defs = ps.pop("$defs", {})
+        schema.setdefault("$defs", {}).update(defs)
+        step_variants.append({"type": "object", "properties": {name: ps}, "required": [name],
+                              "additionalProperties": False})
+    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"oneOf": step_variants}}
+    schema["title"] = "convpipe pipeline spec, version 1"
+    return schema

@@ -1,0 +1,202 @@
+"""Exact halos for fused chains of local ops, on any tiling.
+
+Positions along an axis are kept as *runs*: sorted, disjoint ``(start, stop)`` intervals of global
+indices. For a tile, the planner walks the chain backwards: the last op must produce the tile's core; an
+op needing a halo ``(lo, hi)`` needs its input at the core dilated by the halo, with positions outside the
+array mapped *by that op's own boundary mode* (reflect, mirror, nearest, wrap; constant needs nothing).
+Wrap therefore pulls in runs from the far end of the array, and a halo larger than a chunk or than the
+array just yields longer runs. Walking forward, each op gets its input gathered into an exactly padded
+block (a view when the padding is a plain slice), runs its engine, and keeps the valid part. The result
+equals the whole-array computation for every mode and every chain, because every op sees exactly the
+values the whole-array reference would see.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+Runs = tuple[tuple[int, int], ...]
+
+
+def merge_runs(runs: Iterable[tuple[int, int]]) -> Runs:
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in runs if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return tuple((s, e) for s, e in out)
+
+
+def runs_to_array(runs: Runs) -> np.ndarray:
+    if not runs:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in runs])
+
+
+def runs_len(runs: Runs) -> int:
+    return sum(e - s for s, e in runs)
+
+
+def _array_to_runs(p: np.ndarray) -> Runs:
+    p = np.unique(p)
+    if p.size == 0:
+        return ()
+    breaks = np.nonzero(np.diff(p) != 1)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks + 1, [p.size]])
+    return tuple((int(p[s]), int(p[e - 1]) + 1) for s, e in zip(starts, ends))
+
+
+def map_index(p: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map global positions (possibly outside [0, n)) to in-array positions, as scipy.ndimage's modes.
+
+    Returns -1 where the value is the constant ``cval`` (mode ``constant``).
+    """
+    p = np.asarray(p, dtype=np.int64)
+    if n <= 0:
+        return np.full(p.shape, -1, dtype=np.int64)
+    inside = (p >= 0) & (p < n)
+    if inside.all():
+        return p
+    if mode == "constant":
+        return np.where(inside, p, -1)
+    if mode == "nearest":
+        return np.clip(p, 0, n - 1)
+    if mode == "wrap":
+        return np.mod(p, n)
+    if mode == "reflect":  # d c b a | a b c d | d c b a   (half-sample symmetric, period 2n)
+        q = np.mod(p, 2 * n)
+        return np.where(q >= n, 2 * n - 1 - q, q)
+    if mode == "mirror":  # d c b | a b c d | c b a      (whole-sample symmetric, period 2n - 2)
+        if n == 1:
+            return np.zeros_like(p)
+        q = np.mod(p, 2 * n - 2)
+        return np.where(q >= n, 2 * n - 2 - q, q)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+_PERIOD = {"wrap": 1, "reflect": 2, "mirror": 2}
+
+
+def dilate(runs: Runs, lo: int, hi: int, n: int, mode: str) -> Runs:
+    """Positions an op with halo (lo, hi) and boundary ``mode`` reads to produce ``runs``."""
+    out: list[tuple[int, int]] = []
+    for s, e in runs:
+        a, b = s - lo, e + hi
+        out.append((max(a, 0), min(b, n)))
+        for u, v in ((a, min(b, 0)), (max(a, n), b)):
+            if v <= u or mode == "constant":
+                continue
+            if mode == "nearest":
+                out.append((0, 1) if u < 0 else (n - 1, n))
+            elif v - u >= 2 * n:
+                out.append((0, n))  # the extension covers a whole period: everything is read
+            else:
+                out.extend(_array_to_runs(map_index(np.arange(u, v), n, mode)))
+    return merge_runs(out)
+
+
+# --------------------------------------------------------------------------- the chain
+
+
+def backward(ops: Sequence[Any], core: dict[str, Runs], extents: Sequence[dict[str, int]]) -> list[dict[str, Runs]]:
+    """Runs per axis that each op must *produce*; element ``len(ops)`` is what must be read.
+
+    ``extents[i]`` maps axis letters to lengths of op i's input (``extents[len(ops)]`` the final output).
+    Returns ``need`` with ``need[i]`` = runs op i must output (``need[-1]`` = core) and ``need_in`` = input.
+    """
+    targets: list[dict[str, Runs]] = [dict() for _ in range(len(ops) + 1)]
+    targets[len(ops)] = dict(core)
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        out_t = targets[i + 1]
+        n_in = extents[i]
+        halo = op.halo()
+        full = op.full_axes()
+        need: dict[str, Runs] = {}
+        for a in op.in_axes:
+            if a in full:
+                need[a] = ((0, n_in[a]),)
+            elif a in halo:
+                lo, hi = halo[a]
+                need[a] = dilate(out_t[a], lo, hi, n_in[a], op.boundary(a)[0])
+            else:
+                need[a] = out_t[a]
+        targets[i] = need
+    # targets[i] is what op i needs as input == what op i-1 must output
+    return targets
+
+
+def _take(u: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
+    """np.take that returns a view when ``idx`` is a contiguous increasing range."""
+    if idx.size and idx[0] >= 0 and idx[-1] - idx[0] == idx.size - 1 and (idx.size < 2 or np.all(np.diff(idx) == 1)):
+        if idx[0] == 0 and idx.size == u.shape[axis]:
+            return u
+        sl = [slice(None)] * u.ndim
+        sl[axis] = slice(int(idx[0]), int(idx[-1]) + 1)
+        return u[tuple(sl)]
+    return np.take(u, idx, axis=axis)
+
+
+def _local_index(have: Runs, want: np.ndarray) -> np.ndarray:
+    """Local indices (into the concatenation of ``have``) of global positions ``want``; -1 stays -1."""
+    pos = runs_to_array(have)
+    loc = np.searchsorted(pos, want)
+    if want.size:
+        bad = (want >= 0) & ((loc >= pos.size) | (pos[np.minimum(loc, max(pos.size - 1, 0))] != want))
+        if bad.any():  # a planner bug, never a user error: fail loudly rather than compute garbage
+            raise AssertionError(f"halo bookkeeping: position {int(want[bad][0])} was not read")
+    return np.where(want < 0, -1, loc)
+
+
+def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Runs]],
+              extents: Sequence[dict[str, int]], compute: np.dtype, xp: Any = np) -> np.ndarray:
+    """Run a fused chain on ``block`` (holding ``targets[0]`` of the input) and return the core."""
+    u = block
+    have = targets[0]
+    for i, op in enumerate(ops):
+        out_t = targets[i + 1]
+        n = extents[i]
+        if op.kind != "point" and u.dtype != compute:
+            u = u.astype(compute)
+        halo = op.halo()
+        full = op.full_axes()
+        valid: dict[int, np.ndarray] = {}
+        for ax, a in enumerate(op.in_axes):
+            if a in halo:
+                lo, hi = halo[a]
+                mode, cval = op.boundary(a)
+                pieces, vsel, off = [], [], 0
+                for s, e in out_t[a]:
+                    pieces.append(map_index(np.arange(s - lo, e + hi), n[a], mode))
+                    vsel.append(np.arange(off, off + e - s))
+                    off += e - s + lo + hi
+                want = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+                loc = _local_index(have[a], want)
+                outside = loc < 0
+                u = _take(u, ax, np.where(outside, 0, loc))
+                if outside.any():
+                    if not u.flags.writeable or u.base is not None:
+                        u = u.copy()
+                    sl = [slice(None)] * u.ndim
+                    sl[ax] = outside
+                    u[tuple(sl)] = cval
+                if len(out_t[a]) > 1:
+                    valid[ax] = np.concatenate(vsel)
+            elif a not in full:
+                u = _take(u, ax, _local_index(have[a], runs_to_array(out_t[a])))
+        y = op.apply(u, xp)
+        out_axes = op.out_axes
+        for ax, sel in valid.items():
+            oax = out_axes.index(op.in_axes[ax])
+            y = np.take(y, sel, axis=oax)
+        for a in full:
+            if out_t[a] != ((0, n[a]),):
+                oax = out_axes.index(a)
+                y = np.take(y, runs_to_array(out_t[a]), axis=oax)
+        u = y
+        have = {a: out_t.get(a, ((0, y.shape[out_axes.index(a)]),)) for a in out_axes}
+    return u
