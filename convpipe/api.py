@@ -206,9 +206,20 @@ class Pipeline:
                                  attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
                                  storage_options=so)
             manifest.clear()
+        tables = {}
+        for pp in plan.passes:
+            for op in pp.ops:
+                if getattr(op, "emits_table", False) and getattr(op.params, "table", None):
+                    from .tables import TableSink
+
+                    tables[id(op)] = (op, TableSink(spec.resolve(op.params.table), so))
+        if not skip:
+            for _, ts in tables.values():
+                ts.clear()
         source = da.from_zarr(arr, inline_array=False)
         t0 = time.perf_counter()
-        result = execute(plan, source, sink=sink, manifest=manifest, skip=skip)
+        result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
+                         tables={k: v[1] for k, v in tables.items()})
         n_tiles = plan.passes[-1].n_tiles
         todo = n_tiles - len(skip & _all_keys(plan))
         counter = ProgressCounter(todo, progress, result.name)
@@ -234,12 +245,19 @@ class Pipeline:
         except Exception as e:
             raise ExecutionError(f"failed while running {spec.name!r} (output left incomplete; --resume "
                                  f"finishes it): {type(e).__name__}: {e}") from e
+        outputs = {"image": out_url}
+        for op, ts in tables.values():
+            rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
+                                "step": op.step.path if op.step is not None else op.name},
+                               merge=getattr(op, "merge_rows", None))
+            outputs[op.step.path if op.step is not None else op.name] = {"table": ts.url, "rows": rows}
         elapsed = time.perf_counter() - t0
         prov["complete"] = True
+        prov["outputs"] = outputs
         prov["elapsed_s"] = round(elapsed, 3)
         sink.attrs.update({"convpipe": prov})  # the completeness mark is the last write
         return RunResult(out_url, elapsed, int(np.prod(plan.output.shape, dtype=np.int64)), plan.tasks,
-                         n_tiles, len(skip))
+                         n_tiles, len(skip), outputs)
 
 
 def _all_keys(plan: Plan) -> set[str]:

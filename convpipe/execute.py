@@ -30,6 +30,7 @@ class _Program:
     out_dtype: np.dtype
     sink: Any = None
     manifest: Any = None
+    tables: tuple = ()  # (op index, TableSink) for ops that emit rows
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,11 @@ def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.nda
 
 def _tile_task(prog: _Program, meta: _TileMeta, in_axes: str, *chunks: np.ndarray) -> np.ndarray:
     block = _assemble(list(chunks), meta, in_axes)
-    res = run_chain(block, prog.ops, list(meta.targets), prog.extents, prog.compute)
+    rows: dict | None = {} if prog.tables else None
+    res = run_chain(block, prog.ops, list(meta.targets), prog.extents, prog.compute, tables=rows)
     res = cast_output(res, prog.out_dtype)
+    for i, table in prog.tables:
+        table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
         return res
     prog.sink[tuple(slice(s, e) for s, e in meta.core)] = res
@@ -103,7 +107,7 @@ def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
 
 
 def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manifest: Any = None,
-               skip: set[str] | None = None, name: str | None = None) -> Any:
+               skip: set[str] | None = None, name: str | None = None, tables: tuple = ()) -> Any:
     """The dask array of one pass: chunks = tiles (``sink`` None) or one marker per tile (writing)."""
     import dask.array as da
     from dask.base import tokenize
@@ -112,7 +116,7 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
     skip = skip or set()
     prog = _Program(tuple(pp.ops), tuple(pp.extents), plan.compute_dtype,
                     plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
-                    sink, manifest)
+                    sink, manifest, tables)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
     canon = [(op.name, op.params.model_dump_json(), op.in_axes) for op in pp.ops]
@@ -156,13 +160,17 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
 
 
 def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
-            skip: set[str] | None = None) -> Any:
-    """Build the whole plan's graph; returns the dask array of the result (or of tile markers)."""
+            skip: set[str] | None = None, tables: dict | None = None) -> Any:
+    """Build the whole plan's graph; returns the dask array of the result (or of tile markers).
+
+    ``tables`` maps an op (by identity) to the TableSink its rows go to.
+    """
     arr = source
     for pp in plan.passes:
         last = pp is plan.passes[-1]
+        tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
         arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
-                         skip=skip if last else None)
+                         skip=skip if last else None, tables=tb)
     return arr
 
 

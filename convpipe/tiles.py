@@ -153,8 +153,14 @@ def _local_index(have: Runs, want: np.ndarray) -> np.ndarray:
 
 
 def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Runs]],
-              extents: Sequence[dict[str, int]], compute: np.dtype, xp: Any = np) -> np.ndarray:
-    """Run a fused chain on ``block`` (holding ``targets[0]`` of the input) and return the core."""
+              extents: Sequence[dict[str, int]], compute: np.dtype, xp: Any = np,
+              tables: dict[int, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+    """Run a fused chain on ``block`` (holding ``targets[0]`` of the input) and return the core.
+
+    Ops with ``emits_table`` add their rows to ``tables[op_index]``, in global coordinates and only
+    for voxels in the tile's core (``targets[-1]``): a tile reports just the rows it owns, so nothing is
+    lost or doubled at tile borders.
+    """
     u = block
     have = targets[0]
     for i, op in enumerate(ops):
@@ -164,7 +170,10 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
             u = u.astype(compute)
         halo = op.halo()
         full = op.full_axes()
+        wants_coords = getattr(op, "wants_coords", False)
+        need_coords = wants_coords or (tables is not None and getattr(op, "emits_table", False))
         valid: dict[int, np.ndarray] = {}
+        coords: dict[str, np.ndarray] = {}
         for ax, a in enumerate(op.in_axes):
             if a in halo:
                 lo, hi = halo[a]
@@ -175,6 +184,9 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
                     vsel.append(np.arange(off, off + e - s))
                     off += e - s + lo + hi
                 want = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+                if need_coords:
+                    raw = np.concatenate([np.arange(s - lo, e + hi) for s, e in out_t[a]])
+                    coords[a] = raw[lo: raw.size - hi]
                 loc = _local_index(have[a], want)
                 outside = loc < 0
                 u = _take(u, ax, np.where(outside, 0, loc))
@@ -188,8 +200,15 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
                     valid[ax] = np.concatenate(vsel)
             elif a not in full:
                 u = _take(u, ax, _local_index(have[a], runs_to_array(out_t[a])))
-        y = op.apply(u, xp)
+                coords[a] = runs_to_array(out_t[a])
+            else:
+                coords[a] = np.arange(n[a])
+        # ops whose values depend on where a voxel is (stochastic draws) get global coordinates of
+        # every output index along each axis (entries between two runs are discarded afterwards)
+        y = op.apply(u, xp, coords=coords) if wants_coords else op.apply(u, xp)
         out_axes = op.out_axes
+        if tables is not None and getattr(op, "emits_table", False):
+            tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1])
         for ax, sel in valid.items():
             oax = out_axes.index(op.in_axes[ax])
             y = np.take(y, sel, axis=oax)
@@ -200,3 +219,28 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
         u = y
         have = {a: out_t.get(a, ((0, y.shape[out_axes.index(a)]),)) for a in out_axes}
     return u
+
+
+def _owned_rows(op: Any, x: np.ndarray, y: np.ndarray, coords: dict[str, np.ndarray], out_t: dict[str, Runs],
+                core: dict[str, Runs]) -> dict[str, np.ndarray]:
+    """The op's rows (local indices into ``y``) mapped to global coordinates, kept where the tile owns them."""
+    rows = op.rows(x, y)
+    n = len(next(iter(rows.values()))) if rows else 0
+    keep = np.ones(n, dtype=bool)
+    for a in op.in_axes:
+        if a not in rows:
+            continue
+        local = np.asarray(rows[a], dtype=np.int64)
+        g = coords[a][local] if a in coords else local
+        rows[a] = g
+        if a in core:
+            owned = np.zeros(n, dtype=bool)
+            for s, e in core[a]:
+                owned |= (g >= s) & (g < e)
+            keep &= owned
+        if a in out_t:  # positions between two runs are padding garbage, never real voxels
+            valid = np.zeros(n, dtype=bool)
+            for s, e in out_t[a]:
+                valid |= (g >= s) & (g < e)
+            keep &= valid
+    return {k: np.asarray(v)[keep] for k, v in rows.items()}
