@@ -218,16 +218,16 @@ class Pipeline:
                 ts.clear()
         source = da.from_zarr(arr, inline_array=False)
         t0 = time.perf_counter()
-        result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
-                         tables={k: v[1] for k, v in tables.items()})
         n_tiles = plan.passes[-1].n_tiles
-        todo = n_tiles - len(skip & _all_keys(plan))
-        counter = ProgressCounter(todo, progress, result.name)
         if log:
             log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
                 f"{plan.tasks} tasks on {spec.execution.cluster}")
         try:
             with open_cluster(spec.execution.cluster, log=log) as cl:
+                result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
+                                 tables={k: v[1] for k, v in tables.items()}, compute=cl.compute)
+                todo = n_tiles - len(skip & _all_keys(plan))
+                counter = ProgressCounter(todo, progress, result.name)
                 if cl.client is not None:
                     _run_distributed(cl.client, result, counter)
                 else:

@@ -160,13 +160,22 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
 
 
 def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
-            skip: set[str] | None = None, tables: dict | None = None) -> Any:
+            skip: set[str] | None = None, tables: dict | None = None,
+            compute: Callable[..., Any] | None = None) -> Any:
     """Build the whole plan's graph; returns the dask array of the result (or of tile markers).
 
-    ``tables`` maps an op (by identity) to the TableSink its rows go to.
+    ``tables`` maps an op (by identity) to the TableSink its rows go to. A pass that starts with a global
+    op (zscore, rescale) first reduces the previous pass's result to the statistics the op needs, with
+    ``compute`` (default: dask's own scheduler).
     """
+    import dask
+
+    compute = compute or dask.compute
     arr = source
     for pp in plan.passes:
+        first = pp.ops[0]
+        if first.kind == "global":
+            first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
         tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
         arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,

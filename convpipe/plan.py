@@ -112,7 +112,8 @@ class Plan:
         lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
         lines.append(f"  output  {_fmt_shape(o)}  {o.dtype}  chunks {_fmt_tuple(o.chunks)}")
         for p in self.passes:
-            lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused")
+            pre = " (statistics pre-pass over the previous pass first)" if p.ops[0].kind == "global" else ""
+            lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused{pre}")
             for step, ops in _group_ops(p):
                 lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
                              f"  [{ops[0].method()}]")
@@ -206,45 +207,65 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         check_step_axes(spec, inp.axes)
     compute = np.dtype(precision)
     ops = bind_ops(spec_steps, inp.axes)
-    if any(op.kind == "global" for op in ops):
-        raise PlanError("zscore / rescale need a global pre-pass, which this build does not plan yet")
-    ext = _extents(ops, inp.extent())
-    out_axes = ops[-1].out_axes if ops else inp.axes
-    out_shape = tuple(ext[-1][a] for a in out_axes)
     if any(n == 0 for n in inp.shape):
         raise PlanError(f"the input is empty (shape {inp.shape}); nothing to compute")
 
     # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
     dt = compute
     for op in ops:
-        dt = op.out_dtype(compute) if op.kind == "point" else compute
+        dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
     odt = np.dtype(out_dtype) if out_dtype else dt
 
-    chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
-    full = "".join(a for a in out_axes if any(a in op.full_axes() for op in ops))
-    halo = _total_halo(ops)
+    # A global op (zscore, rescale) needs statistics of its whole input first: the chain is cut before
+    # it, and that pass's result is reduced to statistics before the next pass runs (it is recomputed,
+    # not stored: cheaper than writing an intermediate for archives larger than memory).
+    segments: list[list[Any]] = [[]]
+    for op in ops:
+        if op.kind == "global" and segments[-1]:
+            segments.append([])
+        segments[-1].append(op)
 
     warnings: list[str] = []
-    t = _choose_tile(tile, out_axes, ext, chunks, halo, full, ops, compute, workers, memory_per_worker,
-                     inp, spec, warnings)
-    grid = {a: math.ceil(ext[-1][a] / t[a]) for a in out_axes}
-    n_tiles = int(np.prod(list(grid.values()), dtype=np.int64))
-    in_chunks = dict(zip(inp.axes, inp.chunks))
-    read_chunks = 1
-    for a in inp.axes:
-        read_chunks *= math.ceil(ext[0][a] / in_chunks[a])
-    amp, mem, secs = _tile_costs(ops, t, ext, halo, full, inp, compute, out_axes)
-    pp = PassPlan(0, ops, list(spec_steps), inp.axes, out_axes, ext, halo, full, t, n_tiles,
-                  n_tiles + read_chunks, mem, amp, secs)
-    if mem > memory_per_worker:
-        raise PlanError(f"a task needs about {_fmt_bytes(mem)} but a worker has {_fmt_bytes(memory_per_worker)}: "
-                        f"use smaller tiles (execution.tile), more memory per worker, or fewer whole axes")
-    if amp > 1.5:
-        warnings.append(f"read amplification {amp:.2f} > 1.5: tiles are small for this halo; use larger tiles")
-    if secs < 0.02:
-        warnings.append(f"tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead will dominate")
-    out = ArrayInfo(out_shape, odt, tuple(chunks[a] for a in out_axes), out_axes)
-    return Plan(spec, inp, out, [pp], compute, workers, memory_per_worker, cluster, backend, warnings)
+    passes: list[PassPlan] = []
+    cur = inp
+    final_axes = ops[-1].out_axes if ops else inp.axes
+    for k, seg in enumerate(segments):
+        last = k == len(segments) - 1
+        ext = _extents(seg, cur.extent())
+        out_axes = seg[-1].out_axes
+        if last:  # the output's chunks default to the input's, whatever passes came before
+            chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
+        else:
+            chunks = {a: c for a, c in zip(cur.axes, cur.chunks)}
+            chunks = {a: chunks.get(a, ext[-1][a]) for a in out_axes}
+        full = "".join(a for a in out_axes if any(a in op.full_axes() for op in seg))
+        halo = _total_halo(seg)
+        t = _choose_tile(tile if last else "auto", out_axes, ext, chunks, halo, full, seg, compute, workers,
+                         memory_per_worker, cur, spec, warnings)
+        n_tiles = int(np.prod([math.ceil(ext[-1][a] / t[a]) for a in out_axes], dtype=np.int64))
+        in_chunks = dict(zip(cur.axes, cur.chunks))
+        reads = int(np.prod([math.ceil(ext[0][a] / in_chunks[a]) for a in cur.axes], dtype=np.int64))
+        amp, mem, secs = _tile_costs(seg, t, ext, halo, full, cur, compute, out_axes)
+        seg_steps = []
+        for op in seg:
+            if op.step is not None and (not seg_steps or seg_steps[-1] is not op.step):
+                seg_steps.append(op.step)
+        pp = PassPlan(k, seg, seg_steps, cur.axes, out_axes, ext, halo, full, t, n_tiles,
+                      n_tiles + (reads if k == 0 else 0), mem, amp, secs)
+        passes.append(pp)
+        if mem > memory_per_worker:
+            raise PlanError(f"pass {k}: a task needs about {_fmt_bytes(mem)} but a worker has "
+                            f"{_fmt_bytes(memory_per_worker)}: use smaller tiles (execution.tile), more memory "
+                            "per worker, or fewer whole axes")
+        if amp > 1.5:
+            warnings.append(f"pass {k}: read amplification {amp:.2f} > 1.5: tiles are small for this halo")
+        if secs < 0.02:
+            warnings.append(f"pass {k}: tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead "
+                            "will dominate; larger tiles help")
+        cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
+    chunks = _out_chunks(out_chunks, inp, final_axes, passes[-1].extents[-1], spec)
+    out = ArrayInfo(cur.shape, odt, tuple(chunks[a] for a in final_axes), final_axes)
+    return Plan(spec, inp, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings)
 
 
 def _total_halo(ops) -> dict[str, tuple[int, int]]:
