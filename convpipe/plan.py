@@ -206,7 +206,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if spec is not None:
         check_step_axes(spec, inp.axes)
     compute = np.dtype(precision)
-    ops = bind_ops(spec_steps, inp.axes)
+    from .ops.local import merge_linear
+
+    ops = merge_linear(bind_ops(spec_steps, inp.axes))
     if any(n == 0 for n in inp.shape):
         raise PlanError(f"the input is empty (shape {inp.shape}); nothing to compute")
 

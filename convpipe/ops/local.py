@@ -625,3 +625,77 @@ class Diffusion(_LocalOp):
                 plo, phi = h.get(a, (0, 0))
                 h[a] = (plo + lo, phi + hi)
         return h
+
+
+# --------------------------------------------------------------------------- merged linear filters
+
+
+class MergedSeparable(_LocalOp):
+    """Two or more consecutive symmetric separable filters run as one (the planner builds these).
+
+    Correlation is associative, and for ``wrap`` (periodic extension) or ``reflect`` / ``mirror``
+    (symmetric extensions) with *symmetric* kernels the extension of a filtered signal equals the filtered
+    extension. Filtering twice with the array-edge mode is therefore exactly filtering once with the
+    composed kernel. ``nearest`` and ``constant`` lack that property and are never merged.
+    """
+
+    name = "merged"
+    linear = True
+
+    def __init__(self, parts: list[Any], weights: dict[str, np.ndarray], mode: str, axes: str):
+        self.parts = parts
+        self.w = weights
+        self._mode = mode
+        self.axes_ = axes
+        super().__init__(parts[0].params, parts[0].in_axes, step=parts[0].step)
+
+    def boundary(self, axis):
+        return self._mode, 0.0
+
+    def halo(self):
+        return {a: (len(w) // 2, len(w) // 2) for a, w in self.w.items()}
+
+    def apply(self, x, xp=np):
+        return self.crop(engines.sep_correlate(x, {self.ax(a): (w, len(w) // 2) for a, w in self.w.items()}))
+
+    def method(self):
+        return "separable (merged)"
+
+    def describe(self):
+        return " * ".join(p.describe() for p in self.parts) + " (merged into one separable pass)"
+
+
+def symmetric_weights(op: Op) -> tuple[str, dict[str, np.ndarray]] | None:
+    """(mode, per-axis symmetric 1-D weights) when ``op`` is a mergeable filter, else None."""
+    mode = op.boundary(op.in_axes[0])[0] if op.kind == "local" else None
+    if mode not in ("wrap", "reflect", "mirror"):
+        return None
+    if isinstance(op, Gaussian) and all(int(o) == 0 for o in op.order.values()):
+        w = {a: gaussian_kernel1d(s, 0, op.radius[a]) for a, s in op.active.items()}
+    elif isinstance(op, Uniform) and all(s % 2 == 1 for s in op.size.values()):
+        w = {a: np.full(s, 1.0 / s) for a, s in op.size.items() if s > 1}
+    elif isinstance(op, MergedSeparable):
+        w = dict(op.w)
+    else:
+        return None
+    if not all(np.allclose(v, v[::-1], rtol=1e-12, atol=1e-15) for v in w.values()):
+        return None
+    return mode, w
+
+
+def merge_linear(ops: list[Op]) -> list[Op]:
+    """Merge runs of consecutive mergeable filters that share a boundary mode."""
+    out: list[Op] = []
+    for op in ops:
+        cur = symmetric_weights(op)
+        prev = symmetric_weights(out[-1]) if out else None
+        if cur is not None and prev is not None and cur[0] == prev[0] and out[-1].in_axes == op.in_axes:
+            w = dict(prev[1])
+            for a, v in cur[1].items():
+                w[a] = np.convolve(w[a], v) if a in w else v
+            parts = (out[-1].parts if isinstance(out[-1], MergedSeparable) else [out[-1]]) + [op]
+            out[-1] = MergedSeparable(parts, {a: np.ascontiguousarray(v) for a, v in w.items()}, cur[0],
+                                      "".join(sorted(w)))
+        else:
+            out.append(op)
+    return out

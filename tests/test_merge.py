@@ -1,0 +1,50 @@
+"""Linear-filter merging: merged only where exact (wrap / reflect / mirror), and exact at the edges."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+import convpipe
+from convpipe.ops.local import MergedSeparable
+from convpipe.plan import ArrayInfo, make_plan
+
+STEPS = [{"gaussian": {"sigma": 2}}, {"uniform": {"size": 3}}, {"gaussian": {"sigma": {"y": 1, "x": 3}}}]
+
+
+def _steps(mode):
+    return [{k: {**v, "mode": mode}} for s in STEPS for k, v in s.items()]
+
+
+def _oracle(x, mode):
+    g = ndi.gaussian_filter(x, (0, 2, 2), mode=mode)
+    u = ndi.uniform_filter(g, (1, 3, 3), mode=mode)
+    return ndi.gaussian_filter(u, (0, 1, 3), mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["wrap", "reflect", "mirror", "nearest", "constant"])
+@pytest.mark.parametrize("shape", [(3, 41, 29), (2, 6, 5), (1, 1, 3)])
+def test_merged_chain_equals_scipy_at_edges(mode, shape):
+    x = np.random.default_rng(7).random(shape)
+    p = convpipe.load({"convpipe": 1, "input": {"url": "unused"}, "steps": _steps(mode),
+                       "execution": {"precision": "float64"}})
+    y = p.apply(da.from_array(x, chunks=(1, 4, 3)), axes="zyx", tile=[1, 4, 3]).compute()
+    np.testing.assert_allclose(y, _oracle(x, mode), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode,merged", [("wrap", True), ("reflect", True), ("mirror", True),
+                                         ("nearest", False), ("constant", False)])
+def test_merge_only_where_exact(mode, merged):
+    p = convpipe.load({"convpipe": 1, "input": {"url": "unused"}, "steps": _steps(mode)})
+    plan = make_plan(p.spec.steps, ArrayInfo((4, 64, 64), np.dtype("float32"), (4, 32, 32), "zyx"))
+    ops = plan.passes[0].ops
+    assert (len(ops) == 1 and isinstance(ops[0], MergedSeparable)) == merged
+    assert ("merged" in str(plan)) == merged
+
+
+def test_derivative_gaussians_are_not_merged():
+    p = convpipe.load({"convpipe": 1, "input": {"url": "unused"},
+                       "steps": [{"gaussian": {"sigma": 1, "order": 1, "mode": "wrap"}},
+                                 {"gaussian": {"sigma": 1, "mode": "wrap"}}]})
+    plan = make_plan(p.spec.steps, ArrayInfo((32, 32), np.dtype("float32"), (16, 16), "yx"))
+    assert len(plan.passes[0].ops) == 2
