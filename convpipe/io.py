@@ -35,7 +35,10 @@ def open_input(url: str, *, level: int = 0, axes: str | None = None,
     An OME-Zarr group opens at ``level``; axes come from the spec, else OME-Zarr metadata, else the last
     N letters of 'tczyx'.
     """
-    arr, ome_axes, ome = _open_array(url, level, storage_options)
+    from .ome import open_level
+
+    arr, ome_axes, info = open_level(url, level, storage_options)
+    ome = {"info": info} if info is not None else {}
     if axes is None:
         axes = ome_axes or (AXES_ORDER[-arr.ndim:] if 0 < arr.ndim <= 5 else None)
     if axes is None or len(axes) != arr.ndim:
@@ -44,42 +47,6 @@ def open_input(url: str, *, level: int = 0, axes: str | None = None,
     if arr.dtype.kind not in "biuf":
         raise InputError(f"input {url} has dtype {arr.dtype}; convpipe reads numeric arrays")
     return arr, axes, ome
-
-
-def _open_array(url: str, level: int, storage_options: dict | None) -> tuple[Any, str | None, dict]:
-    """Open a Zarr array, or level ``level`` of an OME-Zarr multiscales group."""
-    import zarr
-
-    try:
-        node = zarr.open(store=_storage(url, storage_options), mode="r")
-    except (FileNotFoundError, KeyError):
-        raise InputError(f"input not found: {url}") from None
-    except InputError:
-        raise
-    except Exception as e:
-        msg = str(e)
-        if "not found" in msg.lower() or "nothing found" in msg.lower():
-            raise InputError(f"input not found: {url}") from None
-        raise InputError(f"cannot open input {url}: {type(e).__name__}: {msg}") from None
-    if isinstance(node, zarr.Array):
-        if level:
-            raise InputError(f"input {url} is a plain array; level {level} needs an OME-Zarr group")
-        return node, None, {}
-    attrs = dict(node.attrs)
-    ms = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
-    if not ms:
-        raise InputError(f"input {url} is a Zarr group without OME-Zarr multiscales; point input.url at an array")
-    datasets = ms[0].get("datasets", [])
-    if level >= len(datasets):
-        raise InputError(f"input {url} has {len(datasets)} levels; level {level} does not exist")
-    arr = node[datasets[level]["path"]]
-    axes_meta = ms[0].get("axes")
-    axes = None
-    if axes_meta:
-        names = [a["name"] if isinstance(a, dict) else a for a in axes_meta]
-        if all(n in AXES_ORDER for n in names):
-            axes = "".join(names)
-    return arr, axes, {"multiscales": ms[0], "level": level}
 
 
 def fingerprint(arr: Any, url: str) -> str:

@@ -1,0 +1,867 @@
+"""OME-Zarr (NGFF) helpers: read and write ``multiscales`` metadata, open a level, downsample a level.
+
+Two NGFF versions are spoken, one per Zarr format, as the NGFF specification ties them:
+
+* **0.4** with Zarr v2: ``multiscales`` is a top-level key of the group attributes
+  (``.zattrs``) and each multiscale carries its own ``"version": "0.4"``.
+* **0.5** with Zarr v3: everything lives under the ``"ome"`` key of the group attributes
+  (``{"ome": {"version": "0.5", "multiscales": [...]}}``).
+
+Reading is lenient (it accepts both layouts on either format, 0.1-0.3 string axes, and missing
+coordinate transformations, which are then derived from the level shapes); writing is strict and
+produces metadata that validates against the NGFF schema.
+
+convpipe names axes with single letters from ``"tczyx"``. NGFF axis names are free text; a name
+is mapped to a letter when it is one of those letters (any case), or by its type (``time`` → ``t``,
+``channel`` → ``c``). When some axis cannot be mapped, :attr:`OmeInfo.axes` is ``None`` and the
+caller falls back to the axes of the spec.
+
+Everything here is a pure function of its arguments: no module state, no caching.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from .errors import InputError
+
+__all__ = [
+    "AXES_ORDER",
+    "NGFF_SPACE_UNITS",
+    "NGFF_TIME_UNITS",
+    "OmeInfo",
+    "OmeLevel",
+    "downsample_level",
+    "ngff_axes_problem",
+    "normalize_unit",
+    "open_level",
+    "open_node",
+    "pyramid_transforms",
+    "read_multiscales",
+    "write_multiscales",
+    "zarr_storage_options",
+]
+
+AXES_ORDER = "tczyx"
+
+#: Units the NGFF specification lists for ``space`` axes.
+NGFF_SPACE_UNITS = frozenset(
+    {
+        "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot",
+        "gigameter", "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile",
+        "millimeter", "nanometer", "parsec", "petameter", "picometer", "terameter", "yard",
+        "yoctometer", "yottameter", "zeptometer", "zettameter",
+    }
+)
+#: Units the NGFF specification lists for ``time`` axes.
+NGFF_TIME_UNITS = frozenset(
+    {
+        "attosecond", "centisecond", "day", "decisecond", "exasecond", "femtosecond", "gigasecond",
+        "hectosecond", "hour", "kilosecond", "megasecond", "microsecond", "millisecond", "minute",
+        "nanosecond", "petasecond", "picosecond", "second", "terasecond", "yoctosecond", "yottasecond",
+        "zeptosecond", "zettasecond",
+    }
+)
+
+# Spellings found in TIFF / ImageJ / OME-XML metadata -> the NGFF unit name.
+_UNIT_ALIASES = {
+    "µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
+    "microns": "micrometer", "micrometre": "micrometer", "\\u00b5m": "micrometer",
+    "nm": "nanometer", "nanometre": "nanometer", "mm": "millimeter", "millimetre": "millimeter",
+    "cm": "centimeter", "centimetre": "centimeter", "m": "meter", "metre": "meter",
+    "pm": "picometer", "å": "angstrom", "a": "angstrom", "km": "kilometer", "in": "inch",
+    "s": "second", "sec": "second", "secs": "second", "seconds": "second",
+    "ms": "millisecond", "msec": "millisecond", "milliseconds": "millisecond",
+    "µs": "microsecond", "μs": "microsecond", "us": "microsecond", "microseconds": "microsecond",
+    "ns": "nanosecond", "nanoseconds": "nanosecond", "ps": "picosecond",
+    "min": "minute", "mins": "minute", "minutes": "minute", "h": "hour", "hr": "hour",
+    "hours": "hour", "d": "day", "days": "day",
+}
+
+_AXIS_TYPE = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True)
+class OmeLevel:
+    """One resolution level of a multiscale image.
+
+    Attributes
+    ----------
+    path : str
+        Path of the level's array inside the group (``"0"``, ``"1"``, ...).
+    scale : tuple of float, shape (ndim,)
+        Physical size of one voxel per axis, with the multiscale-wide transform folded in.
+    translation : tuple of float, shape (ndim,)
+        Physical position of voxel 0 per axis (zeros when the metadata has none).
+    """
+
+    path: str
+    scale: tuple[float, ...]
+    translation: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class OmeInfo:
+    """The first multiscale of an OME-Zarr image group.
+
+    Attributes
+    ----------
+    version : str
+        NGFF version as written (``"0.4"``, ``"0.5"``, ...).
+    axes : str or None
+        One convpipe letter per axis (``"zyx"``), or None when an axis name cannot be mapped
+        onto ``"tczyx"``.
+    axis_names : tuple of str, shape (ndim,)
+        The axis names as written in the metadata.
+    axis_types : tuple of (str or None), shape (ndim,)
+        ``"space"``, ``"time"``, ``"channel"`` or None.
+    units : tuple of (str or None), shape (ndim,)
+        Unit per axis, as written (None when absent).
+    levels : tuple of OmeLevel
+        Resolution levels, highest resolution first.
+    name : str or None
+        The multiscale's ``name``.
+    method : str or None
+        The multiscale's ``type`` (the downsampling method), when recorded.
+    """
+
+    version: str
+    axes: str | None
+    axis_names: tuple[str, ...]
+    axis_types: tuple[str | None, ...]
+    units: tuple[str | None, ...]
+    levels: tuple[OmeLevel, ...]
+    name: str | None = None
+    method: str | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Level paths, highest resolution first."""
+        return tuple(lv.path for lv in self.levels)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self.axis_names)
+
+    def unit(self, axis: str) -> str | None:
+        """Unit of the axis named ``axis`` (a convpipe letter or an NGFF name), or None."""
+        names = list(self.axes) if self.axes else list(self.axis_names)
+        if axis in names:
+            return self.units[names.index(axis)]
+        return None
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def normalize_unit(unit: str | None) -> str | None:
+    """Map a unit spelling (``"µm"``, ``"micron"``, ``"s"``) onto its NGFF name.
+
+    Parameters
+    ----------
+    unit : str or None
+        A unit as found in TIFF, ImageJ or OME-XML metadata.
+
+    Returns
+    -------
+    str or None
+        The NGFF unit (``"micrometer"``, ``"second"``), or None when the spelling is unknown
+        or means "no unit" (ImageJ's ``"pixel"``).
+    """
+    if unit is None:
+        return None
+    u = str(unit).strip()
+    if u in NGFF_SPACE_UNITS or u in NGFF_TIME_UNITS:
+        return u
+    low = u.lower()
+    if low in NGFF_SPACE_UNITS or low in NGFF_TIME_UNITS:
+        return low
+    # the exact spelling first: case can matter ("Å" vs "å" are both listed, "M" is not "m")
+    return _UNIT_ALIASES.get(u, _UNIT_ALIASES.get(low))
+
+
+def ngff_axes_problem(axes: str) -> str | None:
+    """Why ``axes`` cannot be written as NGFF axes, or None when it can.
+
+    NGFF 0.4/0.5 require 2 to 5 axes, 2 or 3 of them spatial, at most one time and one channel
+    axis, ordered time, channel, space: exactly a subsequence of ``"tczyx"`` with ``y`` and ``x``.
+
+    Parameters
+    ----------
+    axes : str
+        convpipe axis letters, e.g. ``"czyx"``.
+
+    Returns
+    -------
+    str or None
+        A one-line reason, or None.
+    """
+    if not axes or any(a not in AXES_ORDER for a in axes) or len(set(axes)) != len(axes):
+        return f"axes {axes!r} must be distinct letters from {AXES_ORDER!r}"
+    if "y" not in axes or "x" not in axes:
+        return f"axes {axes!r} lack 'y' and 'x'; OME-Zarr needs 2 or 3 spatial axes"
+    canonical = "".join(a for a in AXES_ORDER if a in axes)
+    if axes != canonical:
+        return f"axes {axes!r} are not in OME-Zarr order; write them as {canonical!r}"
+    return None
+
+
+def zarr_storage_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``storage_options`` to hand zarr for ``url``.
+
+    zarr refuses ``storage_options`` for a plain local path (``TypeError: 'storage_options' was
+    provided but unused``), while specs always carry a (possibly empty) mapping; so they are
+    dropped for local paths and passed on for fsspec URLs.
+    """
+    if "://" not in str(url):
+        if storage_options:
+            raise InputError(f"{url}: storage_options given for a local path (use an fsspec URL)")
+        return None
+    opts = dict(storage_options or {})
+    if str(url).startswith("file://"):
+        # fsspec's local filesystem does not create parent folders unless asked; zarr writes
+        # "a.zarr/zarr.json" without making "a.zarr" first
+        opts.setdefault("auto_mkdir", True)
+    return opts
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _remote_hint(url: str, storage_options: Mapping[str, Any] | None, exc: BaseException) -> str:
+    """A sharper reason for a failed remote open: rejected credentials, or no such bucket.
+
+    fsspec backends report a missing bucket and a missing key alike (FileNotFoundError), and zarr
+    turns both into "does not exist"; asking the filesystem about the bucket tells them apart.
+    A refusal (PermissionError, HTTP 403) is about credentials, and then no probe is made: a
+    forbidden bucket would look missing to it.
+    """
+    if "://" not in url or url.startswith("file://"):
+        return ""
+    if isinstance(exc, PermissionError):
+        return " (access denied: check the credentials in storage_options)"
+    if not isinstance(exc, FileNotFoundError):
+        return ""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        root = path.split("/", 1)[0]
+        if root and not fs.exists(root):
+            return f" (bucket {root!r} does not exist)"
+    except Exception as err:  # noqa: BLE001 - fsspec backends raise their own client error types
+        return f" ({_describe(err)})"
+    return ""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _axis_letters(names: Sequence[str], types: Sequence[str | None]) -> str | None:
+    letters: list[str | None] = []
+    for name, typ in zip(names, types, strict=True):
+        n = name.strip().lower()
+        if len(n) == 1 and n in AXES_ORDER:
+            letters.append(n)
+        elif typ == "time":
+            letters.append("t")
+        elif typ == "channel":
+            letters.append("c")
+        else:
+            letters.append(None)
+    if any(x is None for x in letters) or len(set(letters)) != len(letters):
+        return None
+    return "".join(letters)  # type: ignore[arg-type]
+
+
+def _where(group: zarr.Group) -> str:
+    try:
+        return str(group.store_path) or "zarr group"
+    except Exception:  # noqa: BLE001 - only used to name the group in a message
+        return "zarr group"
+
+
+def _transforms(
+    items: Any, ndim: int, where: str
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """(scale, translation) from a coordinateTransformations list (None where absent)."""
+    scale: tuple[float, ...] | None = None
+    trans: tuple[float, ...] | None = None
+    if items is None:
+        return None, None
+    if not isinstance(items, list):
+        raise InputError(f"{where}: coordinateTransformations must be a list")
+    for t in items:
+        if not isinstance(t, Mapping):
+            raise InputError(f"{where}: a coordinate transformation must be a mapping, got {t!r}")
+        kind = t.get("type")
+        if kind == "identity":
+            continue
+        if kind in ("scale", "translation"):
+            if "path" in t and kind not in t:
+                raise InputError(f"{where}: {kind} stored in a separate file ('path') is not supported")
+            vals = t.get(kind)
+            if not isinstance(vals, list) or len(vals) != ndim:
+                raise InputError(f"{where}: {kind} must list {ndim} numbers, got {vals!r}")
+            try:
+                num = tuple(float(v) for v in vals)
+            except (TypeError, ValueError) as err:
+                raise InputError(f"{where}: {kind} must be numbers, got {vals!r}") from err
+            if kind == "scale":
+                scale = num
+            else:
+                trans = num
+        else:
+            raise InputError(f"{where}: unsupported coordinate transformation type {kind!r}")
+    return scale, trans
+
+
+def _member_shape(group: zarr.Group, path: str) -> tuple[int, ...] | None:
+    """Shape of the array at ``path`` in ``group``, or None when there is no array there."""
+    try:
+        node = group[path]
+    except KeyError:
+        return None
+    return tuple(node.shape) if isinstance(node, zarr.Array) else None
+
+
+def read_multiscales(group: zarr.Group) -> OmeInfo | None:
+    """Read the first multiscale of an OME-Zarr image group.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A group opened with zarr-python 3 (Zarr format 2 or 3).
+
+    Returns
+    -------
+    OmeInfo or None
+        None when the group has no ``multiscales`` metadata (a plain group). Levels' scale and
+        translation include the multiscale-wide transform (NGFF applies the dataset transform
+        first, then the multiscale one); when a level has no scale, it is derived from the ratio
+        of level-0 shape to the level's shape (translation 0).
+
+    Raises
+    ------
+    InputError
+        Multiscales metadata that is present but malformed.
+    """
+    attrs = group.attrs.asdict()
+    where = _where(group)
+    ome = attrs.get("ome")
+    if isinstance(ome, Mapping) and "multiscales" in ome:
+        multiscales = ome["multiscales"]
+        version = str(ome.get("version", "0.5"))
+    elif "multiscales" in attrs:
+        multiscales = attrs["multiscales"]
+        version = ""
+    else:
+        return None
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], Mapping):
+        raise InputError(f"{where}: 'multiscales' must be a non-empty list of mappings")
+    ms = multiscales[0]
+    version = version or str(ms.get("version", "0.4"))
+
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise InputError(f"{where}: multiscales[0].datasets must be a non-empty list")
+    paths: list[str] = []
+    for d in datasets:
+        if not isinstance(d, Mapping) or not isinstance(d.get("path"), str):
+            raise InputError(f"{where}: every multiscales[0].datasets item needs a string 'path'")
+        paths.append(d["path"])
+
+    raw_axes = ms.get("axes")
+    if raw_axes is None:
+        # NGFF 0.1/0.2 had no axes: the arrays were always 5-D tczyx
+        shape_first = _member_shape(group, paths[0])
+        if shape_first is None:
+            raise InputError(f"{where}: level 0 (path {paths[0]!r}) is missing")
+        ndim = len(shape_first)
+        names = tuple(AXES_ORDER[5 - ndim :])
+        types: tuple[str | None, ...] = tuple(_AXIS_TYPE[a] for a in names)
+        units: tuple[str | None, ...] = (None,) * ndim
+    elif isinstance(raw_axes, list):
+        n_list: list[str] = []
+        t_list: list[str | None] = []
+        u_list: list[str | None] = []
+        for a in raw_axes:
+            if isinstance(a, str):  # NGFF 0.3: a list of names
+                n_list.append(a)
+                t_list.append(_AXIS_TYPE.get(a.lower()))
+                u_list.append(None)
+            elif isinstance(a, Mapping) and isinstance(a.get("name"), str):
+                n_list.append(a["name"])
+                t_list.append(a.get("type") if isinstance(a.get("type"), str) else None)
+                u_list.append(a.get("unit") if isinstance(a.get("unit"), str) else None)
+            else:
+                raise InputError(f"{where}: multiscales[0].axes items need a 'name', got {a!r}")
+        names, types, units = tuple(n_list), tuple(t_list), tuple(u_list)
+        ndim = len(names)
+    else:
+        raise InputError(f"{where}: multiscales[0].axes must be a list")
+
+    g_scale, g_trans = _transforms(ms.get("coordinateTransformations"), ndim, where)
+    levels: list[OmeLevel] = []
+    shape0: tuple[int, ...] | None = None
+    for i, (d, path) in enumerate(zip(datasets, paths, strict=True)):
+        scale, trans = _transforms(d.get("coordinateTransformations"), ndim, f"{where} level {i}")
+        if scale is None:
+            # pre-0.4 data: no transforms, so the level's scale is the shape ratio to level 0
+            shape = _member_shape(group, path) or (1,) * ndim
+            shape0 = shape0 or _member_shape(group, paths[0]) or (1,) * ndim
+            scale = tuple(s0 / max(s, 1) for s0, s in zip(shape0, shape, strict=False))
+        trans = trans or (0.0,) * ndim
+        if g_scale is not None:
+            scale = tuple(a * b for a, b in zip(scale, g_scale, strict=True))
+            trans = tuple(a * b for a, b in zip(trans, g_scale, strict=True))
+        if g_trans is not None:
+            trans = tuple(a + b for a, b in zip(trans, g_trans, strict=True))
+        levels.append(OmeLevel(path=path, scale=scale, translation=trans))
+
+    name = ms.get("name") if isinstance(ms.get("name"), str) else None
+    method = ms.get("type") if isinstance(ms.get("type"), str) else None
+    return OmeInfo(
+        version=version,
+        axes=_axis_letters(names, types),
+        axis_names=names,
+        axis_types=types,
+        units=units,
+        levels=tuple(levels),
+        name=name,
+        method=method,
+    )
+
+
+def open_node(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, mode: Literal["r", "r+"] = "r"
+) -> zarr.Array | zarr.Group:
+    """Open whatever zarr node (array or group) lies at ``url``.
+
+    Parameters
+    ----------
+    url : str
+        Local path or fsspec URL (``s3://bucket/x.zarr``, ``memory://x``, ``file:///...``).
+    storage_options : mapping, optional
+        Handed to fsspec (ignored for a plain local path, where it must be empty).
+    mode : {"r", "r+"}
+        Read only, or read/write of an existing node.
+
+    Raises
+    ------
+    InputError
+        Nothing there, no permission, bad credentials, missing bucket; the message names ``url``.
+    """
+    url = str(url)
+    so = zarr_storage_options(url, storage_options)
+    _preflight(url, storage_options)
+    try:
+        return zarr.open(store=url, mode=mode, storage_options=so)
+    except FileNotFoundError as err:
+        raise InputError(
+            f"{url}: no zarr array or group there{_remote_hint(url, storage_options, err)}"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - fsspec/zarr raise many types; all mean an unusable input
+        hint = _remote_hint(url, storage_options, err)
+        raise InputError(f"{url}: cannot open as zarr ({_describe(err)}){hint}") from err
+
+
+def _preflight(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse rejected credentials with one request before zarr starts its concurrent reads.
+
+    zarr probes several metadata keys at once; when the store refuses them all, the abandoned
+    s3fs coroutines later spill "Exception ignored" tracebacks onto stderr at interpreter exit,
+    after the one-line error. A single synchronous ``info`` call surfaces the refusal cleanly.
+    Only a PermissionError is decisive here: "not found" from ``info`` can be wrong for
+    prefix-less stores (HTTP), so anything else is left for zarr to judge.
+    """
+    if "://" not in url or url.split("://", 1)[0] in ("file", "memory"):
+        return
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        fs.info(path)
+    except PermissionError as err:
+        raise InputError(
+            f"{url}: cannot open as zarr ({_describe(err)}) (access denied: check the credentials in storage_options)"
+        ) from err
+    except Exception:  # noqa: BLE001 - not decisive, see above
+        return
+
+
+def _array_axes(arr: zarr.Array) -> str | None:
+    """Axis letters recorded on a plain array (v3 ``dimension_names`` or xarray's v2 attribute)."""
+    names: Any = None
+    try:
+        names = getattr(arr.metadata, "dimension_names", None)
+    except Exception:  # noqa: BLE001 - metadata without the field
+        names = None
+    if not names:
+        names = arr.attrs.get("_ARRAY_DIMENSIONS")
+    if not names or len(names) != arr.ndim:
+        return None
+    letters = [str(n).lower() if n is not None else "" for n in names]
+    if all(len(n) == 1 and n in AXES_ORDER for n in letters) and len(set(letters)) == len(letters):
+        return "".join(letters)
+    return None
+
+
+def open_level(
+    url: str,
+    level: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[zarr.Array, str | None, OmeInfo | None]:
+    """Open a plain zarr array, or level ``level`` of an OME-Zarr image group.
+
+    Parameters
+    ----------
+    url : str
+        Local path or fsspec URL of an array, an OME-Zarr image group, or a bioformats2raw
+        container (its image ``0`` is used).
+    level : int
+        Multiscale level; must be 0 for a plain array.
+    storage_options : mapping, optional
+        Handed to fsspec.
+
+    Returns
+    -------
+    array : zarr.Array
+        The level's array, shape ``(n_0, ..., n_{ndim-1})``.
+    axes : str or None
+        Axis letters from the OME metadata, else from the array's dimension names, else None
+        (the caller then uses the spec's axes or the last ``ndim`` letters of ``"tczyx"``).
+    info : OmeInfo or None
+        The multiscale metadata when ``url`` is an OME-Zarr group.
+
+    Raises
+    ------
+    InputError
+        Missing URL, group without multiscales, missing level, level listed but absent, or a
+        level whose dimensionality disagrees with its axes; the message names ``url``.
+    """
+    url = str(url)
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+        raise InputError(f"{url}: level must be a non-negative integer, got {level!r}")
+    node = open_node(url, storage_options)
+    if isinstance(node, zarr.Array):
+        if level != 0:
+            raise InputError(f"{url}: a plain zarr array, not an OME-Zarr group; it has no level {level}")
+        return node, _array_axes(node), None
+
+    group: zarr.Group = node
+    info = read_multiscales(group)
+    where = url
+    if info is None and "bioformats2raw.layout" in group.attrs:
+        # bioformats2raw output: the first image is the group "0" inside the container
+        try:
+            inner = group["0"]
+        except KeyError as err:
+            raise InputError(f"{url}: bioformats2raw container without image '0'") from err
+        if isinstance(inner, zarr.Group):
+            group, where = inner, f"{url}/0"
+            info = read_multiscales(group)
+    if info is None:
+        members = sorted(k for k, _ in group.arrays())[:5]
+        tip = f"; point the URL at an array, e.g. {url.rstrip('/')}/{members[0]}" if members else ""
+        raise InputError(f"{url}: a zarr group without OME-Zarr multiscales metadata{tip}")
+    n = len(info.levels)
+    if level >= n:
+        raise InputError(
+            f"{url}: level {level} does not exist; this OME-Zarr has {n} level(s), 0..{n - 1}"
+        )
+    path = info.levels[level].path
+    try:
+        arr = group[path]
+    except KeyError as err:
+        raise InputError(
+            f"{where}: level {level} (path {path!r}) is listed in the multiscales metadata but missing"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - a corrupt member's metadata
+        raise InputError(f"{where}: level {level} (path {path!r}) cannot be opened ({_describe(err)})") from err
+    if not isinstance(arr, zarr.Array):
+        raise InputError(f"{where}: level {level} (path {path!r}) is a group, not an array")
+    if arr.ndim != info.ndim:
+        raise InputError(
+            f"{where}: level {level} has {arr.ndim} dimensions but the metadata names "
+            f"{info.ndim} axes {list(info.axis_names)}"
+        )
+    return arr, info.axes, info
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_multiscales(
+    group: zarr.Group,
+    axes: str,
+    levels: Sequence[str],
+    scales: Sequence[Sequence[float]],
+    *,
+    translations: Sequence[Sequence[float]] | None = None,
+    units: Mapping[str, str] | None = None,
+    name: str | None = None,
+    method: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write NGFF ``multiscales`` metadata into ``group``'s attributes.
+
+    Zarr format 2 gets NGFF 0.4 (``"multiscales"`` at the top level); Zarr format 3 gets NGFF 0.5
+    (``{"ome": {"version": "0.5", "multiscales": [...]}}``). Other attributes are kept. The level
+    arrays may be created before or after; for 0.5 they must carry ``dimension_names`` equal to
+    the axis letters, and for 0.4 a ``"/"`` dimension separator, to be valid NGFF.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Writable group (zarr-python 3).
+    axes : str
+        Axis letters in NGFF order, a subsequence of ``"tczyx"`` with ``y`` and ``x``.
+    levels : sequence of str
+        Level array paths, highest resolution first.
+    scales : sequence of sequence of float, shape (n_levels, ndim)
+        Voxel size per level and axis; positive and finite.
+    translations : sequence of sequence of float, shape (n_levels, ndim), optional
+        Position of voxel 0 per level and axis; omitted from the metadata when None.
+    units : mapping of str to str, optional
+        Unit per axis letter, e.g. ``{"z": "micrometer", "t": "second"}``; common spellings
+        (``"µm"``, ``"s"``) are normalised; space axes take length units, ``t`` time units.
+    name : str, optional
+        The multiscale's name.
+    method : str, optional
+        Downsampling method recorded as the multiscale ``type`` (``"mean"``, ``"nearest"``).
+    metadata : mapping, optional
+        Free-form ``metadata`` of the multiscale (e.g. the downsampling parameters).
+
+    Returns
+    -------
+    dict
+        The attributes written (``{"multiscales": [...]}`` or ``{"ome": {...}}``).
+
+    Raises
+    ------
+    ValueError
+        Axes not valid NGFF, a shape mismatch, a non-positive scale, or a unit NGFF does not know.
+    """
+    problem = ngff_axes_problem(axes)
+    if problem:
+        raise ValueError(problem)
+    ndim = len(axes)
+    levels = [str(p) for p in levels]
+    if not levels:
+        raise ValueError("at least one level is needed")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"level paths must be distinct, got {levels}")
+    if len(scales) != len(levels):
+        raise ValueError(f"{len(levels)} levels but {len(scales)} scales")
+    if translations is not None and len(translations) != len(levels):
+        raise ValueError(f"{len(levels)} levels but {len(translations)} translations")
+
+    ax_entries: list[dict[str, Any]] = []
+    units = dict(units or {})
+    for a in units:
+        if a not in axes:
+            raise ValueError(f"unit given for axis {a!r}, which is not in axes {axes!r}")
+    for a in axes:
+        entry: dict[str, Any] = {"name": a, "type": _AXIS_TYPE[a]}
+        if units.get(a) is not None:
+            u = normalize_unit(units[a])
+            allowed = NGFF_TIME_UNITS if a == "t" else NGFF_SPACE_UNITS if a in "zyx" else frozenset()
+            if u is None or u not in allowed:
+                raise ValueError(f"unit {units[a]!r} is not an NGFF unit for axis {a!r}")
+            entry["unit"] = u
+        ax_entries.append(entry)
+
+    datasets: list[dict[str, Any]] = []
+    for i, path in enumerate(levels):
+        sc = [float(v) for v in scales[i]]
+        if len(sc) != ndim:
+            raise ValueError(f"level {i}: scale has {len(sc)} values for {ndim} axes {axes!r}")
+        if not all(math.isfinite(v) and v > 0 for v in sc):
+            raise ValueError(f"level {i}: scale values must be positive and finite, got {sc}")
+        ct: list[dict[str, Any]] = [{"type": "scale", "scale": sc}]
+        if translations is not None:
+            tr = [float(v) for v in translations[i]]
+            if len(tr) != ndim or not all(math.isfinite(v) for v in tr):
+                raise ValueError(f"level {i}: translation must be {ndim} finite numbers, got {tr}")
+            ct.append({"type": "translation", "translation": tr})
+        datasets.append({"path": path, "coordinateTransformations": ct})
+
+    ms: dict[str, Any] = {"axes": ax_entries, "datasets": datasets}
+    if name is not None:
+        ms["name"] = str(name)
+    if method is not None:
+        ms["type"] = str(method)
+    if metadata is not None:
+        ms["metadata"] = dict(metadata)
+
+    if group.metadata.zarr_format == 2:
+        ms = {"version": "0.4", **ms}
+        written: dict[str, Any] = {"multiscales": [ms]}
+    else:
+        ome = group.attrs.get("ome")
+        ome = dict(ome) if isinstance(ome, Mapping) else {}
+        ome.update({"version": "0.5", "multiscales": [ms]})
+        written = {"ome": ome}
+    group.attrs.update(written)
+    return written
+
+
+# --------------------------------------------------------------------------- pyramids
+
+
+def pyramid_transforms(
+    scale: Sequence[float],
+    axes: str,
+    n_levels: int,
+    *,
+    translation: Sequence[float] | None = None,
+    method: Literal["mean", "nearest"] = "mean",
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Scales and translations of the levels made by :func:`downsample_level`.
+
+    Each level doubles the voxel size along ``y`` and ``x``. A 2x2 mean puts the centre of output
+    voxel 0 between input voxels 0 and 1, i.e. half an input voxel further along; ``nearest`` keeps
+    input voxel 0, so its position does not move.
+
+    Parameters
+    ----------
+    scale : sequence of float, shape (ndim,)
+        Level-0 voxel size.
+    axes : str
+        Axis letters, containing ``y`` and ``x``.
+    n_levels : int
+        Total number of levels including level 0 (>= 1).
+    translation : sequence of float, shape (ndim,), optional
+        Level-0 translation (zeros when None).
+    method : {"mean", "nearest"}
+        The downsampling method.
+
+    Returns
+    -------
+    scales, translations : list of list of float, shape (n_levels, ndim)
+    """
+    if n_levels < 1:
+        raise ValueError("n_levels must be >= 1")
+    base_t = list(translation) if translation is not None else [0.0] * len(axes)
+    scales, trans = [], []
+    for lv in range(n_levels):
+        f = 2.0**lv
+        s = [float(v) * (f if a in "yx" else 1.0) for v, a in zip(scale, axes, strict=True)]
+        t = [
+            float(t0) + ((s_l - float(s0)) / 2.0 if (a in "yx" and method == "mean") else 0.0)
+            for t0, s0, s_l, a in zip(base_t, scale, s, axes, strict=True)
+        ]
+        scales.append(s)
+        trans.append(t)
+    return scales, trans
+
+
+def _mean2x2_block(block: np.ndarray, *, ya: int, xa: int, out_dtype: np.dtype) -> np.ndarray:
+    """2x2 mean of one block; an odd trailing row/column averages only the pixels it has."""
+    ny, nx = block.shape[ya], block.shape[xa]
+    if block.size == 0:  # reduceat cannot take empty index lists
+        shape = list(block.shape)
+        shape[ya], shape[xa] = (ny + 1) // 2, (nx + 1) // 2
+        return np.empty(shape, dtype=out_dtype)
+    acc = np.add.reduceat(block.astype(np.float64, copy=False), np.arange(0, ny, 2), axis=ya)
+    acc = np.add.reduceat(acc, np.arange(0, nx, 2), axis=xa)
+    cy = np.full(acc.shape[ya], 2.0)
+    cx = np.full(acc.shape[xa], 2.0)
+    if ny % 2:
+        cy[-1] = 1.0
+    if nx % 2:
+        cx[-1] = 1.0
+    shape = [1] * block.ndim
+    shape_y, shape_x = list(shape), list(shape)
+    shape_y[ya], shape_x[xa] = -1, -1
+    acc /= cy.reshape(shape_y) * cx.reshape(shape_x)
+    if np.issubdtype(out_dtype, np.integer):
+        # round half to even and keep the level's dtype, as every level of a pyramid shares one
+        info = np.iinfo(out_dtype)
+        return np.clip(np.rint(acc), info.min, info.max).astype(out_dtype)
+    return acc.astype(out_dtype, copy=False)
+
+
+def downsample_level(
+    array: da.Array, axes: str, *, method: Literal["mean", "nearest"] = "mean"
+) -> da.Array:
+    """Halve ``y`` and ``x`` of a dask array: one pyramid level.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        Shape ``(..., ny, ..., nx, ...)`` with the positions of ``y``/``x`` given by ``axes``.
+    axes : str
+        One letter per axis of ``array``; must contain ``y`` and ``x``.
+    method : {"mean", "nearest"}
+        ``mean``: each output voxel is the mean of a 2x2 block of input voxels, computed in
+        float64 and cast back to the input dtype (integers rounded half to even). ``nearest``:
+        ``array[..., ::2, ::2]`` (for labels and 0/1 masks, where a mean would invent values).
+
+    Returns
+    -------
+    dask.array.Array
+        Shape ``(..., ceil(ny / 2), ..., ceil(nx / 2), ...)``, the input's dtype.
+
+    Notes
+    -----
+    Odd sizes: both methods give ``ceil(n / 2)`` voxels. With ``mean``, the last row/column of an
+    odd-sized axis is the mean over the pixels that exist (2 or 1 along that axis), never padded
+    with zeros. This equals replicating the edge pixel (``numpy.pad(mode="edge")``) before a 2x2
+    mean, and unlike ``skimage.transform.downscale_local_mean`` (which pads with ``cval=0``)
+    it does not darken the border.
+
+    Chunks along ``y``/``x`` are first made even (except the last) so every 2x2 block lies in one
+    chunk: no halo exchange is needed, and each output chunk depends on exactly one input chunk.
+    """
+    if len(axes) != array.ndim:
+        raise ValueError(f"axes {axes!r} do not match a {array.ndim}-D array")
+    if "y" not in axes or "x" not in axes:
+        raise ValueError(f"axes {axes!r} must contain 'y' and 'x' to build a pyramid level")
+    ya, xa = axes.index("y"), axes.index("x")
+    if method == "nearest":
+        sl = [slice(None)] * array.ndim
+        sl[ya] = sl[xa] = slice(None, None, 2)
+        return array[tuple(sl)]
+    if method != "mean":
+        raise ValueError(f"method must be 'mean' or 'nearest', got {method!r}")
+    dtype = np.dtype(array.dtype)
+    if dtype == np.bool_:
+        raise ValueError("a 2x2 mean of a boolean array is not boolean; use method='nearest'")
+
+    new_chunks: dict[int, int] = {}
+    for ax in (ya, xa):
+        cs = array.chunks[ax]
+        if any(c % 2 for c in cs[:-1]):
+            # an odd chunk would split a 2x2 block between two tasks
+            new_chunks[ax] = max(2, cs[0] + cs[0] % 2)
+    if new_chunks:
+        array = array.rechunk(new_chunks)
+    out_chunks = tuple(
+        tuple((c + 1) // 2 for c in cs) if i in (ya, xa) else cs for i, cs in enumerate(array.chunks)
+    )
+    # dask's typing of the map_blocks method wrapper is wrong (it expects the array twice)
+    return array.map_blocks(  # type: ignore[call-arg]
+        _mean2x2_block,  # type: ignore[arg-type]
+        ya=ya,
+        xa=xa,
+        out_dtype=dtype,
+        dtype=dtype,
+        chunks=out_chunks,
+        meta=np.empty((0,) * array.ndim, dtype=dtype),
+        name="downsample-mean-" + da.core.tokenize(array.name, ya, xa, str(dtype)),
+    )

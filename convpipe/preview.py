@@ -1,0 +1,418 @@
+"""``convpipe preview``: one plane of a zarr array / OME-Zarr level as a PNG.
+
+The plane is the ``y``/``x`` slice at ``index`` (one integer per other axis) of level ``level``.
+Only the chunks that plane touches are read. Contrast is a linear stretch between two percentiles
+of the plane (of its finite values). ``spectrum=True`` shows ``log1p(|fftshift(fft2(plane))|)``
+instead, the same quantity as the ``log_spectrum`` op. ``overlay_table`` draws the rows of a
+Parquet table (one column per axis letter, global voxel coordinates of level 0, as the feature ops
+write them) that lie on the plane.
+
+Rendering uses matplotlib's Agg canvas on a private ``Figure`` (no pyplot, so no global figure
+registry and no GUI backend); the PNG has exactly one pixel per plane pixel unless the plane is
+larger than ``max_size``, when every ``stride``-th pixel is read and shown, keeping memory bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from .errors import InputError
+from .ome import AXES_ORDER, OmeInfo, open_level
+
+__all__ = ["Plane", "PreviewResult", "parse_index", "read_plane", "register", "render_preview"]
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    """What :func:`render_preview` drew.
+
+    Attributes
+    ----------
+    png : str
+        The PNG written.
+    axes : str
+        Axis letters of the array.
+    index : dict of str to int
+        The index used for every non-plane axis (defaults filled in).
+    plane_shape : tuple of int, shape (2,)
+        ``(ny, nx)`` of the plane read.
+    image_shape : tuple of int, shape (2,)
+        ``(height, width)`` of the PNG in pixels.
+    vmin, vmax : float
+        The display range (the percentiles of what was shown).
+    points : int
+        Overlay points drawn (0 without an overlay).
+    """
+
+    png: str
+    axes: str
+    index: dict[str, int]
+    plane_shape: tuple[int, int]
+    image_shape: tuple[int, int]
+    vmin: float
+    vmax: float
+    points: int
+
+
+def parse_index(text: str | Sequence[str] | None) -> dict[str, int]:
+    """Parse ``--index`` values: ``"z=10"``, ``"z=10,t=3"`` or several such strings.
+
+    Raises
+    ------
+    InputError
+        An item that is not ``letter=integer``, or an axis given twice.
+    """
+    if text is None:
+        return {}
+    items = [text] if isinstance(text, str) else list(text)
+    out: dict[str, int] = {}
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, val = part.partition("=")
+            key = key.strip().lower()
+            try:
+                num = int(val)
+            except ValueError:
+                num = None
+            if not sep or num is None or len(key) != 1 or key not in AXES_ORDER:
+                raise InputError(f"--index {part!r}: expected AXIS=INTEGER with AXIS one of {AXES_ORDER!r}, e.g. z=10")
+            if key in out:
+                raise InputError(f"--index: axis {key!r} given twice")
+            out[key] = num
+    return out
+
+
+def _default_position(axis: str, n: int) -> int:
+    # the middle of a stack shows typical content; the first time point / channel is the natural one
+    return n // 2 if axis == "z" else 0
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A plane read by :func:`read_plane`.
+
+    Attributes
+    ----------
+    data : numpy.ndarray, shape (ceil(ny / stride), ceil(nx / stride))
+        The plane (every ``stride``-th pixel along y and x), in the array's dtype, y down.
+    axes : str
+        The array's axis letters.
+    index : dict of str to int
+        The (non-negative) index used for each non-plane axis.
+    info : OmeInfo or None
+        OME-Zarr metadata when present.
+    shape : tuple of int, shape (2,)
+        ``(ny, nx)`` of the full plane.
+    stride : int
+        Sampling step along y and x (1: every pixel).
+    """
+
+    data: np.ndarray
+    axes: str
+    index: dict[str, int]
+    info: OmeInfo | None
+    shape: tuple[int, int]
+    stride: int
+
+
+def read_plane(
+    url: str,
+    *,
+    index: Mapping[str, int] | None = None,
+    level: int = 0,
+    axes: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    max_size: int | None = None,
+) -> Plane:
+    """Read the ``y``/``x`` plane at ``index`` of level ``level``, reading only the chunks it touches.
+
+    Parameters
+    ----------
+    url : str
+        Zarr array or OME-Zarr group (path or fsspec URL).
+    index : mapping of str to int, optional
+        Position along every other axis, in the level's voxels; negative counts from the end.
+        Missing axes: the middle of ``z``, 0 for ``t`` and ``c``.
+    level : int
+        OME-Zarr level (0 for a plain array).
+    axes : str, optional
+        Axis letters, when the data do not say (default: from OME-Zarr / dimension names, else the
+        last ``ndim`` letters of ``"tczyx"``).
+    storage_options : mapping, optional
+        Handed to fsspec.
+    max_size : int, optional
+        Read every ``stride``-th pixel, with the smallest stride that keeps both sides of the
+        result at most ``max_size``: memory stays bounded for planes far larger than a screen.
+
+    Returns
+    -------
+    Plane
+        The pixels and what was read.
+
+    Raises
+    ------
+    InputError
+        Unknown axes in ``index``, an index out of range, an array without ``y``/``x``.
+    """
+    arr, found_axes, info = open_level(url, level, storage_options)
+    if axes is None:
+        axes = found_axes
+    if axes is None:
+        if arr.ndim > len(AXES_ORDER):
+            raise InputError(f"{url}: {arr.ndim}-D array; give its axes")
+        axes = AXES_ORDER[len(AXES_ORDER) - arr.ndim :]
+    if len(axes) != arr.ndim:
+        raise InputError(f"{url}: axes {axes!r} do not match the array's {arr.ndim} dimensions")
+    if "y" not in axes or "x" not in axes:
+        raise InputError(f"{url}: axes {axes!r} have no y/x plane to show")
+    if max_size is not None and max_size < 1:
+        raise InputError(f"max_size must be >= 1, got {max_size}")
+    index = dict(index or {})
+    for a in index:
+        if a not in axes:
+            raise InputError(f"{url}: --index names axis {a!r}, which is not one of its axes {axes!r}")
+        if a in "yx":
+            raise InputError(f"{url}: --index cannot fix {a!r}; the plane is y/x")
+    ny, nx = arr.shape[axes.index("y")], arr.shape[axes.index("x")]
+    stride = max(1, math.ceil(max(ny, nx) / max_size)) if max_size else 1
+    sel: list[int | slice] = []
+    used: dict[str, int] = {}
+    for a, n in zip(axes, arr.shape, strict=True):
+        if a in "yx":
+            sel.append(slice(None, None, stride))
+            continue
+        i = index.get(a, _default_position(a, n))
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise InputError(f"{url}: index {a}={i} is out of range; axis {a!r} has {n} positions (0..{n - 1})")
+        sel.append(j)
+        used[a] = j
+    try:
+        data = np.asarray(arr[tuple(sel)])
+    except Exception as err:  # noqa: BLE001 - codec / storage errors while reading the chunks
+        raise InputError(f"{url}: cannot read the plane {used} ({type(err).__name__}: {err})") from err
+    if axes.index("y") > axes.index("x"):
+        data = data.T  # an "xy"-ordered array: show y down, x across
+    return Plane(data=data, axes=axes, index=used, info=info, shape=(int(ny), int(nx)), stride=stride)
+
+
+def _read_points(
+    table: str,
+    axes: str,
+    index: Mapping[str, int],
+    factors: Mapping[str, float],
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) of the table rows on the plane, in the level's voxel coordinates."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(table, "rb", **dict(storage_options or {})) as fh:
+            t = pq.read_table(fh)
+    except FileNotFoundError as err:
+        raise InputError(f"{table}: no such overlay table") from err
+    except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid & co for a non-Parquet file
+        raise InputError(f"{table}: cannot read as Parquet ({type(err).__name__}: {err})") from err
+    cols = set(t.column_names)
+    if not {"y", "x"} <= cols:
+        raise InputError(f"{table}: an overlay table needs columns 'y' and 'x'; it has {sorted(cols)}")
+    keep = np.ones(t.num_rows, dtype=bool)
+    for a, i in index.items():
+        if a in cols:
+            # a row is on the plane when its coordinate rounds to the plane's (blob centres are
+            # fractional); the table is in level-0 voxels, the index in this level's
+            v = np.asarray(t.column(a).to_numpy(zero_copy_only=False), dtype=np.float64) / factors.get(a, 1.0)
+            keep &= np.rint(v) == i
+    y = np.asarray(t.column("y").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("y", 1.0)
+    x = np.asarray(t.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("x", 1.0)
+    return y, x
+
+
+def _level_factors(info: OmeInfo | None, axes: str, level: int) -> dict[str, float]:
+    """Level-0 voxels per voxel of ``level`` along each axis (from the OME scales; 1 if unknown)."""
+    if info is None or level == 0 or info.axes != axes:
+        return {a: 1.0 for a in axes}
+    s0, sl = info.levels[0].scale, info.levels[level].scale
+    return {a: (b / a0 if a0 > 0 else 1.0) for a, a0, b in zip(axes, s0, sl, strict=True)}
+
+
+def render_preview(
+    url: str,
+    *,
+    png: str | os.PathLike[str],
+    index: Mapping[str, int] | None = None,
+    level: int = 0,
+    spectrum: bool = False,
+    overlay_table: str | None = None,
+    percentiles: tuple[float, float] = (1, 99.8),
+    cmap: str = "gray",
+    axes: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    max_size: int = 4096,
+    marker_color: str = "red",
+) -> PreviewResult:
+    """Render one plane (or its log spectrum) of a zarr array / OME-Zarr level to a PNG.
+
+    Parameters
+    ----------
+    url : str
+        Zarr array or OME-Zarr group (path or fsspec URL).
+    png : str or path
+        PNG file to write (its folder is created).
+    index : mapping of str to int, optional
+        Position along each non-plane axis, e.g. ``{"z": 10}`` (see :func:`read_plane`).
+    level : int
+        OME-Zarr level.
+    spectrum : bool
+        Show ``log1p(abs(fftshift(fft2(plane))))`` (float64) instead of the plane.
+    overlay_table : str, optional
+        Parquet table whose rows on this plane are drawn as markers: columns ``y``, ``x`` and any
+        other axis letters in level-0 voxel coordinates. Not with ``spectrum``.
+    percentiles : (float, float)
+        Display range: these percentiles of the plane's finite values (0 <= low < high <= 100).
+    cmap : str
+        A matplotlib colormap name.
+    axes : str, optional
+        Axis letters when the data do not record them.
+    storage_options : mapping, optional
+        Handed to fsspec (for ``url`` and ``overlay_table``).
+    max_size : int
+        Planes taller or wider are read and shown at an integer stride so neither side exceeds
+        it (the spectrum is then that of the subsampled plane, aliased above its Nyquist).
+    marker_color : str
+        Colour of the overlay markers.
+
+    Returns
+    -------
+    PreviewResult
+        The PNG path, the index used, shapes, display range and number of points drawn.
+
+    Raises
+    ------
+    InputError
+        Bad URL, level, index, colormap, percentiles, overlay table, or overlay with spectrum.
+    """
+    import matplotlib
+
+    # Agg via the object API: works headless, touches no pyplot state
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lo, hi = (float(p) for p in percentiles)
+    if not 0 <= lo < hi <= 100:
+        raise InputError(f"percentiles {percentiles!r}: need 0 <= low < high <= 100")
+    if spectrum and overlay_table:
+        raise InputError("an overlay of points cannot be drawn on a spectrum; drop --spectrum or --overlay")
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as err:
+        raise InputError(f"unknown colormap {cmap!r} (e.g. gray, viridis, magma)") from err
+
+    view = read_plane(
+        url, index=index, level=level, axes=axes, storage_options=storage_options, max_size=max_size
+    )
+    plane = view.data.astype(np.uint8) if view.data.dtype == np.bool_ else view.data
+    if spectrum:
+        shown = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(plane.astype(np.float64)))))
+    else:
+        shown = np.abs(plane) if np.iscomplexobj(plane) else plane.astype(np.float64)
+    stride = view.stride
+
+    finite = shown[np.isfinite(shown)]
+    if finite.size:
+        vmin, vmax = (float(v) for v in np.percentile(finite, [lo, hi]))
+    else:
+        vmin, vmax = 0.0, 1.0
+    if not vmax > vmin:
+        # a flat plane: centre it in the colormap rather than dividing by zero
+        vmin, vmax = vmin - 0.5, vmin + 0.5
+
+    h, w = shown.shape
+    dpi = 100
+    fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    ax.imshow(shown, cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+    n_points = 0
+    if overlay_table:
+        factors = _level_factors(view.info, view.axes, level)
+        py, px = _read_points(overlay_table, view.axes, view.index, factors, storage_options)
+        py, px = py / stride, px / stride
+        n_points = int(py.size)
+        if n_points:
+            size = max(4.0, min(w, h) / 64.0) ** 2
+            ax.scatter(px, py, s=size, facecolors="none", edgecolors=marker_color, linewidths=1.0)
+
+    out = os.fspath(png)
+    folder = os.path.dirname(out)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=dpi, format="png")
+    except OSError as err:
+        raise InputError(f"{out}: cannot write the PNG ({err})") from err
+    return PreviewResult(
+        png=out,
+        axes=view.axes,
+        index=view.index,
+        plane_shape=view.shape,
+        image_shape=(int(h), int(w)),
+        vmin=vmin,
+        vmax=vmax,
+        points=n_points,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``preview`` command to ``app`` (errors propagate to the main CLI)."""
+
+    @app.command("preview")
+    def preview_command(
+        url: Annotated[str, typer.Argument(metavar="URL", help="zarr array or OME-Zarr group (path or fsspec URL)")],
+        png: Annotated[str, typer.Option("--png", help="PNG file to write")],
+        index: Annotated[
+            list[str] | None, typer.Option("--index", help="AXIS=N for a non-plane axis, e.g. z=10 (repeatable)")
+        ] = None,
+        level: Annotated[int, typer.Option("--level", help="OME-Zarr level")] = 0,
+        spectrum: Annotated[bool, typer.Option("--spectrum", help="show log1p(|fftshift(fft2(plane))|)")] = False,
+        overlay: Annotated[
+            str | None, typer.Option("--overlay", help="Parquet table of points (columns named by axis)")
+        ] = None,
+        cmap: Annotated[str, typer.Option("--cmap", help="matplotlib colormap")] = "gray",
+        percentiles: Annotated[
+            str, typer.Option("--percentiles", help="display range as LOW,HIGH percentiles")
+        ] = "1,99.8",
+    ) -> None:
+        """Render one plane of a zarr array or OME-Zarr level (or its spectrum) to a PNG."""
+        try:
+            lo, hi = (float(v) for v in percentiles.split(","))
+        except ValueError as err:
+            raise InputError(f"--percentiles {percentiles!r}: expected LOW,HIGH such as 1,99.8") from err
+        res = render_preview(
+            url,
+            png=png,
+            index=parse_index(index),
+            level=level,
+            spectrum=spectrum,
+            overlay_table=overlay,
+            percentiles=(lo, hi),
+            cmap=cmap,
+        )
+        where = ", ".join(f"{k}={v}" for k, v in res.index.items()) or "the only plane"
+        extra = f", {res.points} point(s)" if overlay else ""
+        typer.echo(f"wrote {res.png}: {res.image_shape[1]}x{res.image_shape[0]} px of {where}{extra}")
