@@ -91,7 +91,11 @@ class Pipeline:
     def _open(self, spec: Spec):
         i = spec.input
         url = spec.resolve(i.url)
-        arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
+        try:
+            arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
+        except InputError as e:
+            line = spec.line_of(("input", "url"))
+            raise InputError(f"input.url{f' (line {line})' if line else ''}: {e}") from None
         return url, arr, axes, ome
 
     def explain(self, **overrides: Any) -> Plan:
@@ -136,8 +140,12 @@ class Pipeline:
         workers, mem = self._cluster_resources(spec)
         out = spec.output
         t = tile if tile is not None else (spec.execution.tile if spec.execution.tile != "auto" else None)
+        if t is None:
+            t = dict(zip(axes, info.chunks))
+        elif not isinstance(t, dict) and len(t) == len(axes):
+            t = dict(zip(axes, t))  # a list follows the input's axes; axes an op adds (c) stay whole
         plan = make_plan(spec.steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
-                         tile=t if t is not None else list(info.chunks),
+                         tile=t,
                          precision=spec.execution.precision, workers=workers, memory_per_worker=mem)
         return execute(plan, array)
 

@@ -80,6 +80,9 @@ def run(
         res = p.run(input=input, output=output, cluster=cluster, backend=backend,
                     overwrite=True if overwrite else None, resume=resume, progress=prog,
                     log=lambda m: _err(m))
+    if res.elapsed == 0 and res.skipped_tiles == res.tiles:
+        typer.echo(f"done: {res.output_url} was already complete; nothing to do")
+        return
     vps = res.voxels_per_second
     typer.echo(f"done: {res.output_url}  {res.elapsed:.2f} s, {vps / 1e6:.1f} Mvoxel/s, {res.tasks} tasks, "
                f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else ""))
@@ -182,10 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         _err("aborted")
         return 1
-    except Exception as e:  # click usage errors come as ClickException
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # usage errors: typer raises its bundled copy of click's ClickException, older typers click's own
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
         raise

@@ -280,6 +280,20 @@ class Spec:
 
 
 def _pydantic_errors(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
+    out = _pydantic_errors_raw(e, prefix, spec_lines)
+    # a value that fits none of a union's types gives one error per type: say it once, naming them all
+    merged: dict[str, SpecError] = {}
+    for err in out:
+        if err.path in merged:
+            prev = merged[err.path]
+            extra = err.message.removeprefix("Input should be ")
+            merged[err.path] = SpecError(f"{prev.message} or {extra}", path=prev.path, line=prev.line)
+        else:
+            merged[err.path] = err
+    return list(merged.values())
+
+
+def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
     out = []
     for err in e.errors():
         loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
@@ -364,8 +378,18 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     assert top is not None
     spec = Spec(top, steps, raw, lines, base_dir, source)
+    from .cluster import describe
+
+    try:
+        describe(top.execution.cluster)
+    except SpecError as e:
+        raise spec.error(e.message, ("execution", "cluster")) from None
     if top.input.axes:
-        check_step_axes(spec, top.input.axes)
+        out_axes = check_step_axes(spec, top.input.axes)
+        chunks = top.output.chunks if top.output is not None else None
+        if isinstance(chunks, list) and len(chunks) != len(out_axes):
+            raise spec.error(f"chunks has {len(chunks)} values but the output has {len(out_axes)} axes "
+                             f"({out_axes!r})", ("output", "chunks"))
     return spec
 
 
@@ -377,8 +401,8 @@ def _line(lines: dict, loc: tuple) -> int | None:
     return None
 
 
-def check_step_axes(spec: Spec, axes: str) -> None:
-    """Check every step's axis parameters against the input's axes (raises SpecError)."""
+def check_step_axes(spec: Spec, axes: str) -> str:
+    """Check every step's axis parameters against the input's axes (raises SpecError); the output axes."""
     from .ops import registry
 
     errors = []
@@ -392,6 +416,7 @@ def check_step_axes(spec: Spec, axes: str) -> None:
             errors.append(e)
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+    return cur
 
 
 def load_spec(source: str | os.PathLike | dict) -> Spec:

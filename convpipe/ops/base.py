@@ -114,18 +114,21 @@ class Op:
     def axis_index(self, letter: str) -> int:
         return self.in_axes.index(letter)
 
-    def resolve_axes(self, axes: str | None, *per_axis: Any, field: str = "axes", default: str = "yx") -> str:
+    def resolve_axes(self, axes: str | None, *, field: str = "axes", default: str = "yx",
+                     **per_axis: Any) -> str:
         """The axes an op acts on: explicit ``axes``, else the keys of a per-axis map, else ``default``.
 
-        The default ``yx`` falls back to the input's trailing axes when it has no y/x (a 1-D signal).
+        ``per_axis`` are the op's per-axis parameters by name (for error locations). The default ``yx``
+        falls back to the input's trailing axes when it has no y/x (a 1-D signal).
         """
         if axes is None:
-            for v in per_axis:
+            for name, v in per_axis.items():
                 if isinstance(v, dict):
                     axes = "".join(a for a in self.in_axes if a in v)
                     unknown = [a for a in v if a not in self.in_axes]
                     if unknown:
-                        raise self.error(f"axis {unknown[0]!r} is not one of the input axes {self.in_axes!r}")
+                        raise self.error(f"axis {unknown[0]!r} is not one of the input axes {self.in_axes!r}",
+                                         name)
                     break
         if axes is None:
             axes = "".join(a for a in default if a in self.in_axes)

@@ -100,15 +100,25 @@ class KernelParams(_ModeParams, AxesParam):
     temperature: float = 1.0
     method: Literal["auto", "direct", "separable", "fft"] = "auto"
 
-    @model_validator(mode="after")
-    def _kernel_ok(self, info: ValidationInfo):
-        base = (info.context or {}).get("base_dir") if info else None
-        try:
-            k = kernel_from_source(self.kernel, base)
-            normalize(k, self.normalize, self.temperature)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
-        return self
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_ok(cls, v):
+        if not v > 0:
+            raise ValueError("softmax temperature must be > 0")
+        return v
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel_ok(cls, v, info: ValidationInfo):
+        kernel_from_source(v, (info.context or {}).get("base_dir"))  # ValueError names the cause
+        return v
+
+    @field_validator("normalize")
+    @classmethod
+    def _normalize_ok(cls, v, info: ValidationInfo):
+        if "kernel" in info.data:  # a bad kernel was already reported on its own field
+            normalize(kernel_from_source(info.data["kernel"], (info.context or {}).get("base_dir")), v)
+        return v
 
 
 class _Correlate(_LocalOp):
@@ -212,7 +222,7 @@ class Gaussian(_LocalOp):
 
     def setup(self):
         p = self.params
-        self.axes = self.resolve_axes(p.axes, p.sigma, p.order)
+        self.axes = self.resolve_axes(p.axes, sigma=p.sigma, order=p.order)
         self.sigma = self.per_axis(p.sigma, self.axes, "sigma")
         self.order = self.per_axis(p.order, self.axes, "order")
         if any(o < 0 or int(o) != o for o in self.order.values()):
@@ -251,7 +261,7 @@ class _GaussDerivs(_LocalOp):
 
     def setup(self):
         p = self.params
-        self.axes = self.resolve_axes(p.axes, p.sigma)
+        self.axes = self.resolve_axes(p.axes, sigma=p.sigma)
         self.sigma = self.per_axis(p.sigma, self.axes, "sigma")
         self.radius = {a: gaussian_radius(s, p.truncate) if s > 1e-15 else 0 for a, s in self.sigma.items()}
 
@@ -318,7 +328,7 @@ class DifferenceOfGaussians(_LocalOp):
 
     def setup(self):
         p = self.params
-        self.axes = self.resolve_axes(p.axes, p.low_sigma, p.high_sigma)
+        self.axes = self.resolve_axes(p.axes, low_sigma=p.low_sigma, high_sigma=p.high_sigma)
         self.low = self.per_axis(p.low_sigma, self.axes, "low_sigma")
         hs = p.high_sigma if p.high_sigma is not None else {a: 1.6 * s for a, s in self.low.items()}
         self.high = self.per_axis(hs, self.axes, "high_sigma")
@@ -365,7 +375,7 @@ class UnsharpMask(_LocalOp):
     summary = "skimage.filters.unsharp_mask on float input, preserve_range=True"
 
     def setup(self):
-        self.axes = self.resolve_axes(self.params.axes, self.params.radius)
+        self.axes = self.resolve_axes(self.params.axes, radius=self.params.radius)
         self.sigma = self.per_axis(self.params.radius, self.axes, "radius")
         self.radius = {a: gaussian_radius(s, 4.0) if s > 1e-15 else 0 for a, s in self.sigma.items()}
 
@@ -400,7 +410,7 @@ class _SizeOp(_LocalOp):
     Params = SizeParams
 
     def setup(self):
-        self.axes = self.resolve_axes(self.params.axes, self.params.size)
+        self.axes = self.resolve_axes(self.params.axes, size=self.params.size)
         self.size = {a: int(v) for a, v in self.per_axis(self.params.size, self.axes, "size").items()}
 
     def halo(self):
