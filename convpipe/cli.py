@@ -127,7 +127,7 @@ def ops() -> None:
         cls = registry.get(name)
         params = []
         for fname, f in cls.Params.model_fields.items():
-            params.append(fname if f.is_required() else f"{fname}={f.default!r}")
+            params.append(fname if f.is_required() else f"{fname}={f.get_default(call_default_factory=True)!r}")
         typer.echo(f"{name:28s} [{cls.kind}] {cls.summary}")
         typer.echo(f"{'':28s} {', '.join(params) if params else '(no parameters)'}")
 

@@ -1,1 +1,302 @@
-"""Ops of the 'spectral' family (see SPEC.md); registered on import."""
+"""Spectral ops, per plane over ``axes`` (default ``yx``): ``fft_filter``, ``butterworth``, ``log_spectrum``.
+
+Every one is of kind ``full`` with ``full_axes()`` = its axes and no halo: the planner gives each task whole
+extents along those axes (tiles only cut the other axes), so the FFT of a task's block *is* the FFT of
+the whole plane and the result equals the whole-array oracle to FFT round-off. Nothing is ever padded to a
+"fast" length: a filter defined on the plane's own frequency grid (circular) changes when the grid does.
+
+Engine: ``scipy.fft`` with ``workers=1`` (dask already runs one task per core). The masks are real and even
+(they depend on f_i² only), so the real part of ``ifftn(fftn(x) * mask)`` equals
+``irfftn(rfftn(x) * mask_half)``: half the work and half the memory. ``log_spectrum`` rebuilds the
+negative-frequency half of ``|fftn(x)|`` from ``rfftn`` by Hermitian symmetry (|X(-k)| = |X(k)| for real x).
+
+Masks are computed in float64 from the plane shape (cached per shape) and cast to the compute dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
+
+from .base import AxesParam, Op, OpParams
+from .registry import register
+
+
+def _fft():
+    import scipy.fft
+
+    return scipy.fft
+
+
+class _SpectralParams(OpParams, AxesParam):
+    axes: str | None = None
+
+
+class _Spectral(Op):
+    """Base: whole planes along ``axes``, the FFT taken over those axes of the block."""
+
+    kind = "full"
+    linear = True
+
+    def setup(self) -> None:
+        self.axes = self.resolve_axes(self.params.axes)
+        if "c" in self.axes:
+            raise self.error("spectral ops do not act along the channel axis 'c'", "axes")
+
+    def full_axes(self) -> str:
+        return self.axes
+
+    def fft_axes(self) -> tuple[int, ...]:
+        return tuple(self.in_axes.index(a) for a in self.axes)
+
+    def method(self) -> str:
+        return "fft"
+
+    def _broadcast(self, mask: np.ndarray, ndim: int) -> np.ndarray:
+        """Reshape a mask over the op's axes so it broadcasts against a block of ``ndim`` dims."""
+        shape = [1] * ndim
+        for i, n in zip(self.fft_axes(), mask.shape):
+            shape[i] = n
+        return mask.reshape(shape)
+
+    def _filter(self, x: np.ndarray, half_mask: np.ndarray) -> np.ndarray:
+        """``irfftn(rfftn(x) * mask)`` over the op's axes, in x's precision."""
+        fft = _fft()
+        idx = self.fft_axes()
+        shape = [x.shape[i] for i in idx]
+        spec = fft.rfftn(x, axes=idx, workers=1)
+        spec *= self._broadcast(half_mask.astype(x.dtype, copy=False), x.ndim)
+        return fft.irfftn(spec, s=shape, axes=idx, workers=1).astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- fft_filter
+
+
+def _radius_half(shape: tuple[int, ...]) -> np.ndarray:
+    """r = sqrt(sum_i (f_i / 0.5)^2) on the rfftn grid of ``shape`` (last axis halved), float64."""
+    r2 = np.zeros((1,) * len(shape))
+    for k, n in enumerate(shape):
+        f = np.fft.fftfreq(n)
+        if k == len(shape) - 1:
+            f = f[: n // 2 + 1]
+        term = (f / 0.5) ** 2
+        term = term.reshape([-1 if j == k else 1 for j in range(len(shape))])
+        r2 = r2 + term
+    return np.sqrt(r2)
+
+
+def _lowpass(r: np.ndarray, cutoff: float, shape: str, order: float) -> np.ndarray:
+    if shape == "ideal":
+        return (r <= cutoff).astype(np.float64)
+    if shape == "gaussian":
+        return np.exp(-(r * r) / (2.0 * cutoff * cutoff))
+    return 1.0 / (1.0 + (r / cutoff) ** (2.0 * order))
+
+
+@functools.lru_cache(maxsize=8)
+def fft_filter_mask(shape: tuple[int, ...], kind: str, cutoff: tuple[float, ...], fshape: str,
+                    order: float) -> np.ndarray:
+    """The fft_filter mask on the rfftn grid of a plane of ``shape`` (float64, read-only)."""
+    r = _radius_half(shape)
+    if kind == "lowpass":
+        m = _lowpass(r, cutoff[0], fshape, order)
+    elif kind == "highpass":
+        m = 1.0 - _lowpass(r, cutoff[0], fshape, order)
+    else:
+        low, high = cutoff
+        m = _lowpass(r, high, fshape, order) * (1.0 - _lowpass(r, low, fshape, order))
+    m = np.ascontiguousarray(m)
+    m.flags.writeable = False
+    return m
+
+
+class FFTFilterParams(_SpectralParams):
+    kind: Literal["lowpass", "highpass", "bandpass"] = "lowpass"
+    cutoff: float | list[float] = Field(
+        description="fraction of Nyquist in (0, 1] (radial); [low, high] for bandpass")
+    shape: Literal["ideal", "gaussian", "butterworth"] = "ideal"
+    order: float = Field(2.0, description="butterworth order (> 0)")
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v):
+        if not (v > 0) or not math.isfinite(v):
+            raise ValueError(f"order must be > 0, got {v!r}")
+        return v
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoffs(cls, c, info: ValidationInfo):
+        kind = info.data.get("kind", "lowpass")
+        if kind == "bandpass":
+            if not isinstance(c, list) or len(c) != 2:
+                raise ValueError("bandpass needs cutoff: [low, high] (fractions of Nyquist)")
+            low, high = c
+            for v in c:
+                if not (0 < v <= 1):
+                    raise ValueError(f"cutoff {v!r} must be in (0, 1] (a fraction of Nyquist)")
+            if not low < high:
+                raise ValueError(f"bandpass needs low < high, got cutoff [{low}, {high}]")
+            return c
+        if isinstance(c, list):
+            if len(c) != 1:
+                raise ValueError(f"{kind} takes one cutoff (a list [low, high] is for bandpass)")
+            c = c[0]
+        if not (0 < c <= 1):
+            raise ValueError(f"cutoff {c!r} must be in (0, 1] (a fraction of Nyquist)")
+        return c
+
+
+@register
+class FFTFilter(_Spectral):
+    name = "fft_filter"
+    Params = FFTFilterParams
+    summary = "radial low/high/band-pass in the Fourier domain (ideal, gaussian or butterworth), per plane"
+
+    def setup(self) -> None:
+        super().setup()
+        c = self.params.cutoff
+        self.cutoff = tuple(float(v) for v in (c if isinstance(c, list) else [c]))
+
+    def mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        p = self.params
+        return fft_filter_mask(tuple(int(n) for n in shape), p.kind, self.cutoff, p.shape, float(p.order))
+
+    def apply(self, x, xp=np):
+        shape = tuple(x.shape[i] for i in self.fft_axes())
+        return self._filter(x, self.mask(shape))
+
+    def describe(self) -> str:
+        p = self.params
+        cut = self.cutoff[0] if len(self.cutoff) == 1 else list(self.cutoff)
+        extra = f", order {p.order:g}" if p.shape == "butterworth" else ""
+        return f"fft_filter({p.kind} {p.shape}, cutoff {cut}{extra} over {self.axes})"
+
+
+# --------------------------------------------------------------------------- butterworth (scikit-image)
+
+
+@functools.lru_cache(maxsize=8)
+def butterworth_mask(shape: tuple[int, ...], factor: float, order: float, high_pass: bool,
+                     squared: bool) -> np.ndarray:
+    """skimage.filters._fft_based._get_nd_butterworth_filter(real=True) in float64."""
+    ranges = []
+    for d in shape:
+        axis = np.arange(-(d - 1) // 2, (d - 1) // 2 + 1) / (d * factor)
+        ranges.append(np.fft.ifftshift(axis ** 2))
+    d = shape[-1]
+    ranges[-1] = ranges[-1][: d // 2 + 1]
+    q2 = functools.reduce(np.add, np.meshgrid(*ranges, indexing="ij", sparse=True)).astype(np.float64)
+    q2 = np.power(q2, order)
+    w = 1 / (1 + q2)
+    if high_pass:
+        w *= q2
+    if not squared:
+        np.sqrt(w, out=w)
+    w = np.ascontiguousarray(w)
+    w.flags.writeable = False
+    return w
+
+
+class ButterworthParams(_SpectralParams):
+    cutoff_frequency_ratio: float = Field(0.005, description="cutoff as a fraction of the sampling frequency, "
+                                                             "in (0, 0.5]")
+    high_pass: bool = True
+    order: float = 2.0
+    squared_butterworth: bool = True
+    npad: int = Field(0, description="edge-pad each side of the plane by npad voxels (numpy.pad mode 'edge')")
+
+    @field_validator("cutoff_frequency_ratio")
+    @classmethod
+    def _cut(cls, v):
+        if not (0 < v <= 0.5):
+            raise ValueError(f"cutoff_frequency_ratio must be in (0, 0.5] (a fraction of the sampling "
+                             f"frequency), got {v!r}")
+        return v
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v):
+        if not (v > 0) or not math.isfinite(v):
+            raise ValueError(f"order must be > 0, got {v!r}")
+        return v
+
+    @field_validator("npad")
+    @classmethod
+    def _npad(cls, v):
+        if v < 0:
+            raise ValueError(f"npad must be >= 0, got {v}")
+        return v
+
+
+@register
+class Butterworth(_Spectral):
+    name = "butterworth"
+    Params = ButterworthParams
+    summary = "skimage.filters.butterworth, per plane"
+
+    def apply(self, x, xp=np):
+        p = self.params
+        idx = self.fft_axes()
+        if p.npad:
+            pad = [(p.npad, p.npad) if i in idx else (0, 0) for i in range(x.ndim)]
+            x = np.pad(x, pad, mode="edge")
+        shape = tuple(int(x.shape[i]) for i in idx)
+        w = butterworth_mask(shape, float(p.cutoff_frequency_ratio), float(p.order), bool(p.high_pass),
+                             bool(p.squared_butterworth))
+        y = self._filter(x, w)
+        if p.npad:
+            y = y[tuple(slice(p.npad, y.shape[i] - p.npad) if i in idx else slice(None) for i in range(y.ndim))]
+        return y
+
+    def describe(self) -> str:
+        p = self.params
+        return (f"butterworth({'high' if p.high_pass else 'low'}-pass, ratio {p.cutoff_frequency_ratio:g}, "
+                f"order {p.order:g}{f', npad {p.npad}' if p.npad else ''} over {self.axes})")
+
+
+# --------------------------------------------------------------------------- log_spectrum
+
+
+class LogSpectrumParams(_SpectralParams):
+    pass
+
+
+@register
+class LogSpectrum(_Spectral):
+    name = "log_spectrum"
+    Params = LogSpectrumParams
+    linear = False
+    summary = "log1p(abs(fftshift(fftn(plane)))), per plane"
+
+    def apply(self, x, xp=np):
+        fft = _fft()
+        idx = self.fft_axes()
+        last = idx[-1]
+        n = x.shape[last]
+        h = n // 2 + 1
+        a = np.abs(fft.rfftn(x, axes=idx, workers=1))
+        if a.dtype != x.dtype:
+            a = a.astype(x.dtype)
+        # |X(k)| for the missing columns j = h .. n-1 of the last axis is |X(-k)| = |R((-k') mod n, n - j)|
+        neg = a
+        for i in idx[:-1]:
+            neg = np.roll(np.flip(neg, axis=i), 1, axis=i)
+        full = np.empty(x.shape, dtype=a.dtype)
+        sl = [slice(None)] * x.ndim
+        sl[last] = slice(0, h)
+        full[tuple(sl)] = a
+        if n > h:
+            src = [slice(None)] * x.ndim
+            src[last] = slice(n - h, 0, -1)
+            sl[last] = slice(h, n)
+            full[tuple(sl)] = neg[tuple(src)]
+        out = np.fft.fftshift(full, axes=idx)
+        return np.log1p(out, out=out)
+
+    def describe(self) -> str:
+        return f"log_spectrum(over {self.axes})"
