@@ -224,7 +224,10 @@ class Pipeline:
         if not skip:
             for _, ts in tables.values():
                 ts.clear()
-        source = da.from_zarr(arr, inline_array=False)
+        from .plan import read_chunks
+
+        rc = read_chunks(info, plan.passes[0].tile)
+        source = da.from_zarr(arr, chunks=tuple(rc[a] for a in info.axes), inline_array=False)
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
         if log:

@@ -21,16 +21,44 @@ from .tiles import Runs, backward, run_chain, runs_to_array
 
 
 @dataclass(frozen=True)
+class _AxisEntry:
+    """One tile interval along one axis: what every stage needs there, and the source chunks it reads."""
+
+    core: tuple[int, int]
+    runs: tuple  # per stage (len(ops) + 1): runs along this axis, or None where the axis does not exist yet
+    dep_ids: tuple  # source chunk indices along this axis (input axes only)
+    ranges: tuple  # (start, stop) of those chunks
+
+
+@dataclass(frozen=True)
 class _Program:
-    """What every tile task of a pass shares (put in the graph once, not once per task)."""
+    """What every tile task of a pass shares (put in the graph once, not once per task).
+
+    Halos are independent per axis, so the backward walk runs once per tile interval per axis (a few
+    hundred at most) instead of once per tile (millions for an archive); a task rebuilds its targets
+    from these tables and its tile index.
+    """
 
     ops: tuple
     extents: tuple
     compute: np.dtype
     out_dtype: np.dtype
+    in_axes: str
+    out_axes: str
+    axes: tuple  # per output axis: tuple of _AxisEntry
+    pass_index: int = 0
     sink: Any = None
     manifest: Any = None
     tables: tuple = ()  # (op index, TableSink) for ops that emit rows
+
+    def meta(self, index: tuple[int, ...]) -> "_TileMeta":
+        entries = {a: self.axes[i][j] for i, (a, j) in enumerate(zip(self.out_axes, index))}
+        targets = tuple({a: e.runs[k] for a, e in entries.items() if e.runs[k] is not None}
+                        for k in range(len(self.ops) + 1))
+        return _TileMeta(tile_key(index, self.pass_index), targets,
+                         tuple(entries[a].ranges for a in self.in_axes),
+                         tuple(len(entries[a].dep_ids) for a in self.in_axes),
+                         tuple(entries[a].core for a in self.out_axes))
 
 
 @dataclass(frozen=True)
@@ -87,8 +115,9 @@ def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.nda
     return out
 
 
-def _tile_task(prog: _Program, meta: _TileMeta, in_axes: str, *chunks: np.ndarray) -> np.ndarray:
-    block = _assemble(list(chunks), meta, in_axes)
+def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> np.ndarray:
+    meta = prog.meta(index)
+    block = _assemble(list(chunks), meta, prog.in_axes)
     rows: dict | None = {} if prog.tables else None
     res = run_chain(block, prog.ops, list(meta.targets), prog.extents, prog.compute, tables=rows)
     res = cast_output(res, prog.out_dtype)
@@ -114,9 +143,29 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
     from dask.highlevelgraph import HighLevelGraph
 
     skip = skip or set()
+    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
+    grid = pp.tile_grid()
+    out_axes = pp.out_axes
+    tables_axes = []
+    for a, cells in zip(out_axes, grid):
+        entries = []
+        for s, e in cells:
+            per_stage = backward(pp.ops, {a: ((s, e),)}, pp.extents)
+            runs = tuple(t.get(a) for t in per_stage)
+            ids: list[int] = []
+            rng: tuple = ()
+            if a in pp.in_axes:
+                b = bounds[pp.in_axes.index(a)]
+                idset: set[int] = set()
+                for rs, re_ in runs[0]:
+                    idset.update(range(int(np.searchsorted(b, rs, "right")) - 1, int(np.searchsorted(b, re_, "left"))))
+                ids = sorted(idset)
+                rng = tuple((int(b[i]), int(b[i + 1])) for i in ids)
+            entries.append(_AxisEntry((s, e), runs, tuple(ids), rng))
+        tables_axes.append(tuple(entries))
     prog = _Program(tuple(pp.ops), tuple(pp.extents), plan.compute_dtype,
                     plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
-                    sink, manifest, tables)
+                    pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
     canon = [(op.name, op.params.model_dump_json(), op.in_axes) for op in pp.ops]
@@ -125,35 +174,20 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
     name = name or f"convpipe-pass{pp.index}-{token}"
     prog_key = f"{name}-program"
     dsk: dict = {prog_key: prog}
-    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
-    grid = pp.tile_grid()
-    out_axes = pp.out_axes
-    ext_out = pp.extents[-1]
     chunks_out = []
     for a, cells in zip(out_axes, grid):
         chunks_out.append(tuple((1 if sink is not None else e - s) for s, e in cells))
+    in_pos = [out_axes.index(a) for a in pp.in_axes]
+    marker = np.ones((1,) * len(out_axes), dtype=bool)
+    src = source.name
     for index in itertools.product(*[range(len(g)) for g in grid]):
-        core_cells = tuple(grid[i][j] for i, j in enumerate(index))
-        key = tile_key(index, pp.index)
         out_key = (name,) + index
-        if key in skip:
-            dsk[out_key] = np.ones((1,) * len(out_axes), dtype=bool)
+        if skip and tile_key(index, pp.index) in skip:
+            dsk[out_key] = marker
             continue
-        core = {a: ((s, e),) for a, (s, e) in zip(out_axes, core_cells)}
-        targets = backward(pp.ops, core, pp.extents)
-        need = targets[0]
-        dep_ids, ranges = [], []
-        for ax, a in enumerate(pp.in_axes):
-            b = bounds[ax]
-            ids = set()
-            for s, e in need[a]:
-                ids.update(range(int(np.searchsorted(b, s, "right")) - 1, int(np.searchsorted(b, e, "left"))))
-            ids = sorted(ids)
-            dep_ids.append(ids)
-            ranges.append(tuple((int(b[i]), int(b[i + 1])) for i in ids))
-        deps = [(source.name,) + combo for combo in itertools.product(*dep_ids)]
-        meta = _TileMeta(key, tuple(targets), tuple(ranges), tuple(len(d) for d in dep_ids), core_cells)
-        dsk[out_key] = (_tile_task, prog_key, meta, pp.in_axes, *deps)
+        dep_ids = [tables_axes[i][index[i]].dep_ids for i in in_pos]
+        deps = [(src,) + combo for combo in itertools.product(*dep_ids)]
+        dsk[out_key] = (_tile_task, prog_key, index, *deps)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[source])
     dtype = bool if sink is not None else prog.out_dtype
     return da.Array(graph, name, chunks=tuple(chunks_out), dtype=dtype)

@@ -118,6 +118,8 @@ def backward(ops: Sequence[Any], core: dict[str, Runs], extents: Sequence[dict[s
         full = op.full_axes()
         need: dict[str, Runs] = {}
         for a in op.in_axes:
+            if a not in out_t:  # backward() may run one axis at a time: axes are independent
+                continue
             if a in full:
                 need[a] = ((0, n_in[a]),)
             elif a in halo:
