@@ -147,6 +147,7 @@ class Pipeline:
         plan = make_plan(spec.steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
                          tile=t,
                          precision=spec.execution.precision, workers=workers, memory_per_worker=mem)
+        _bind_input(plan, array, axes)
         return execute(plan, array)
 
     # ------------------------------------------------------------------ run
@@ -214,6 +215,7 @@ class Pipeline:
                                  attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
                                  storage_options=so)
             manifest.clear()
+        _bind_input(plan, arr, axes)
         tables = {}
         for pp in plan.passes:
             for op in pp.ops:
@@ -269,6 +271,16 @@ class Pipeline:
         sink.attrs.update({"convpipe": prov})  # the completeness mark is the last write
         return RunResult(out_url, elapsed, int(np.prod(plan.output.shape, dtype=np.int64)), plan.tasks,
                          n_tiles, len(skip), outputs)
+
+
+def _bind_input(plan: Plan, array: Any, axes: str) -> None:
+    """Ops that read part of the pipeline's input at plan time (match_template's crop template) read it here,
+    from the array actually being processed (explain never calls this: it reads no data)."""
+    for pp in plan.passes:
+        for op in pp.ops:
+            bind = getattr(op, "bind_input", None)
+            if bind is not None:
+                bind(array, axes)
 
 
 def _all_keys(plan: Plan) -> set[str]:

@@ -210,7 +210,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
         y = op.apply(u, xp, coords=coords) if wants_coords else op.apply(u, xp)
         out_axes = op.out_axes
         if tables is not None and getattr(op, "emits_table", False):
-            tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1])
+            tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1], n, valid)
         for ax, sel in valid.items():
             oax = out_axes.index(op.in_axes[ax])
             y = np.take(y, sel, axis=oax)
@@ -224,15 +224,28 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
 
 
 def _owned_rows(op: Any, x: np.ndarray, y: np.ndarray, coords: dict[str, np.ndarray], out_t: dict[str, Runs],
-                core: dict[str, Runs]) -> dict[str, np.ndarray]:
-    """The op's rows (local indices into ``y``) mapped to global coordinates, kept where the tile owns them."""
-    rows = op.rows(x, y)
+                core: dict[str, Runs], extent: dict[str, int] | None = None,
+                real: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The op's rows (local indices into ``y``) mapped to global coordinates, kept where the tile owns them.
+
+    ``real`` (axis index -> indices of y that are real voxels, present when several runs were gathered into
+    one block) drops rows from the seams between runs, whose coordinate labels may fall inside the core.
+    Ops with ``rows_context`` get ``rows(x, y, context=...)``: the global coordinates of y's indices, the
+    array's extent, and per axis the slice of y that the tile owns.
+    """
+    real = real or {}
+    if getattr(op, "rows_context", False):
+        rows = op.rows(x, y, context=_row_context(op, coords, core, extent, real))
+    else:
+        rows = op.rows(x, y)
     n = len(next(iter(rows.values()))) if rows else 0
     keep = np.ones(n, dtype=bool)
-    for a in op.in_axes:
+    for ax, a in enumerate(op.in_axes):
         if a not in rows:
             continue
         local = np.asarray(rows[a], dtype=np.int64)
+        if ax in real:
+            keep &= np.isin(local, real[ax])
         g = coords[a][local] if a in coords else local
         rows[a] = g
         if a in core:
@@ -246,3 +259,23 @@ def _owned_rows(op: Any, x: np.ndarray, y: np.ndarray, coords: dict[str, np.ndar
                 valid |= (g >= s) & (g < e)
             keep &= valid
     return {k: np.asarray(v)[keep] for k, v in rows.items()}
+
+
+def _row_context(op: Any, coords: dict[str, np.ndarray], core: dict[str, Runs], extent: dict[str, int] | None,
+                 real: dict[int, np.ndarray]) -> dict:
+    """What a table op may need beyond its block: y's global coordinates, the extent, the owned slice of y."""
+    owned = {}
+    for ax, a in enumerate(op.in_axes):
+        if a not in core or a not in coords:
+            continue
+        g = np.asarray(coords[a])
+        hit = np.zeros(g.size, dtype=bool)
+        for s, e in core[a]:
+            hit |= (g >= s) & (g < e)
+        if ax in real:
+            ok = np.zeros(g.size, dtype=bool)
+            ok[real[ax]] = True
+            hit &= ok
+        idx = np.nonzero(hit)[0]
+        owned[a] = slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
+    return {"coords": coords, "extent": dict(extent) if extent is not None else None, "core": owned}
