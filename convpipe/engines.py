@@ -34,14 +34,36 @@ def _planes(x: np.ndarray):
         yield idx
 
 
-def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]]) -> np.ndarray:
+def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
+                  fill: tuple[dict[int, np.ndarray], float] | None = None,
+                  order: list[int] | None = None) -> np.ndarray:
     """Correlate ``x`` with a separable kernel: ``weights[axis] = (w, center)``.
 
     Returns an array of x's shape whose values are exact where the whole kernel footprint lies inside
     ``x`` (the caller crops the rest). Output dtype = x.dtype (float32 or float64).
+
+    ``fill = (outside, cval)`` reproduces scipy's sequence of 1-D passes in ``constant`` mode: scipy pads
+    each pass's *input* (an intermediate result) with cval, so before the pass along an axis the voxels
+    outside the array along that axis (``outside[axis]``, a boolean mask) are reset to cval. The passes
+    then run in ``order`` (scipy's order for the op). Needed only when the kernel does not sum to one.
     """
     if not weights:
         return x
+    if fill is not None:
+        outside, cval = fill
+        out = x
+        for k, a in enumerate(order or sorted(weights)):
+            if a not in weights:
+                continue
+            mask = outside.get(a)
+            if k > 0 and mask is not None and mask.any():
+                out = out.copy() if out is x else out
+                sl = [slice(None)] * out.ndim
+                sl[a] = mask
+                out[tuple(sl)] = cval
+            w, c = weights[a]
+            out = _correlate1d_any(out, w, c, a)
+        return out
     out = x
     nd = x.ndim
     axes = sorted(weights)

@@ -8,7 +8,9 @@ and records itself in the manifest (``run``). No two tasks write one chunk.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -131,6 +133,29 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     return np.ones((1,) * res.ndim, dtype=bool)
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        c = np.ascontiguousarray(v)
+        return {"ndarray": hashlib.sha256(c.tobytes()).hexdigest(), "shape": c.shape, "dtype": str(c.dtype)}
+    return repr(v)
+
+
+def op_token(op: Any) -> str:
+    """A name for what an op computes: its parameters *and* the arrays it resolved (kernels, weights).
+
+    Two specs can name different kernels the same way (``kernel: k.npy`` in two folders), and dask once
+    tokenized a kernel and its transposed view alike; hashing the resolved contiguous arrays avoids both.
+    """
+    h = hashlib.sha256(json.dumps(op.params.model_dump(mode="python"), default=_jsonable, sort_keys=True).encode())
+    for k, v in sorted(vars(op).items()):
+        vals = v.items() if isinstance(v, dict) else [("", v)]
+        for kk, vv in vals:
+            if isinstance(vv, np.ndarray):
+                h.update(f"{k}.{kk}".encode())
+                h.update(json.dumps(_jsonable(vv)).encode())
+    return h.hexdigest()
+
+
 def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
     return f"p{pass_index}." + ".".join(map(str, index))
 
@@ -168,7 +193,7 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
                     pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
-    canon = [(op.name, op.params.model_dump_json(), op.in_axes) for op in pp.ops]
+    canon = [(op.name, op_token(op), op.in_axes) for op in pp.ops]
     token = tokenize(canon, pp.tile, source.name, str(plan.compute_dtype), str(plan.output.dtype),
                      sink is not None, getattr(sink, "store_path", None) and str(sink.store_path), sorted(skip))
     name = name or f"convpipe-pass{pp.index}-{token}"

@@ -207,7 +207,15 @@ class Step:
         return SpecError(message, path=format_path(loc), line=line)
 
     def canonical(self) -> dict:
-        return {self.name: self.params.model_dump(mode="json")}
+        """JSON-ready parameters (a kernel given as a numpy array becomes nested lists)."""
+        def plain(v):
+            import numpy as np
+
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+        return {self.name: json.loads(json.dumps(self.params.model_dump(mode="python"), default=plain))}
 
     def __repr__(self) -> str:
         return f"Step({self.name}, {self.params!r})"

@@ -168,7 +168,9 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
     for i, op in enumerate(ops):
         out_t = targets[i + 1]
         n = extents[i]
-        if op.kind != "point" and u.dtype != compute:
+        # every op computes in the pipeline's precision; only ops that must see the stored values
+        # (astype's exact cast, float64 statistics) take the raw input
+        if u.dtype != compute and not getattr(op, "raw_input", False):
             u = u.astype(compute)
         halo = op.halo()
         full = op.full_axes()
@@ -176,6 +178,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
         need_coords = wants_coords or (tables is not None and getattr(op, "emits_table", False))
         valid: dict[int, np.ndarray] = {}
         coords: dict[str, np.ndarray] = {}
+        masks: dict[int, np.ndarray] = {}  # padded voxels outside the array (constant mode)
         for ax, a in enumerate(op.in_axes):
             if a in halo:
                 lo, hi = halo[a]
@@ -198,6 +201,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
                     sl = [slice(None)] * u.ndim
                     sl[ax] = outside
                     u[tuple(sl)] = cval
+                    masks[ax] = outside
                 if len(out_t[a]) > 1:
                     valid[ax] = np.concatenate(vsel)
             elif a not in full:
@@ -207,7 +211,12 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
                 coords[a] = np.arange(n[a])
         # ops whose values depend on where a voxel is (stochastic draws) get global coordinates of
         # every output index along each axis (entries between two runs are discarded afterwards)
-        y = op.apply(u, xp, coords=coords) if wants_coords else op.apply(u, xp)
+        kw: dict[str, Any] = {}
+        if wants_coords:
+            kw["coords"] = coords
+        if masks and getattr(op, "wants_outside", False):
+            kw["outside"] = masks
+        y = op.apply(u, xp, **kw)
         out_axes = op.out_axes
         if tables is not None and getattr(op, "emits_table", False):
             tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1], n, valid)

@@ -1046,6 +1046,7 @@ class Stats(Op):
     (per tile: of the tile); with bands covering every r the bands sum to the energy (Parseval).
     """
 
+    raw_input = True  # float64 statistics of the stored values, not of their float32 rounding
     name = "stats"
     rows_context = True  # takes rows(x, y, context={coords, extent, core}) when the engine offers it
     kind = "point"

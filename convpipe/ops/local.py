@@ -72,6 +72,15 @@ class _LocalOp(Op):
     def ax(self, letter: str) -> int:
         return self.in_axes.index(letter)
 
+    wants_outside = False
+
+    def fill(self, outside: dict[int, np.ndarray] | None) -> tuple | None:
+        """scipy's per-pass cval padding, needed for kernels that do not sum to one (see engines)."""
+        if not outside:
+            return None
+        mode, cval = self.boundary(self.in_axes[0])
+        return (outside, cval) if mode == "constant" and cval != 0 else None
+
 
 def _check_positive(v, name):
     vals = v.values() if isinstance(v, dict) else [v]
@@ -238,8 +247,12 @@ class Gaussian(_LocalOp):
         return {x_axes_index(a): (gaussian_kernel1d(s, int(self.order[a]), self.radius[a]), self.radius[a])
                 for a, s in self.active.items()}
 
-    def apply(self, x, xp=np):
-        return self.crop(engines.sep_correlate(x, self.weights(self.ax)))
+    wants_outside = True
+
+    def apply(self, x, xp=np, outside=None):
+        w = self.weights(self.ax)
+        fill = self.fill(outside) if any(int(o) for o in self.order.values()) else None
+        return self.crop(engines.sep_correlate(x, w, fill=fill, order=sorted(w)))
 
     def method(self):
         return "separable"
@@ -268,13 +281,15 @@ class _GaussDerivs(_LocalOp):
     def halo(self):
         return {a: (r, r) for a, r in self.radius.items()}
 
-    def derivative(self, x, along: str):
+    wants_outside = True
+
+    def derivative(self, x, along: str, outside=None):
         w = {}
         for a, s in self.sigma.items():
             if s > 1e-15:
                 order = self.deriv_order if a == along else 0
                 w[self.ax(a)] = (gaussian_kernel1d(s, order, self.radius[a]), self.radius[a])
-        return engines.sep_correlate(x, w)
+        return engines.sep_correlate(x, w, fill=self.fill(outside), order=sorted(w))
 
     def method(self):
         return "separable"
@@ -286,10 +301,10 @@ class GaussianLaplace(_GaussDerivs):
     linear = True
     summary = "scipy.ndimage.gaussian_laplace"
 
-    def apply(self, x, xp=np):
+    def apply(self, x, xp=np, outside=None):
         out = None
         for a in self.axes:
-            d = self.crop(self.derivative(x, a))
+            d = self.crop(self.derivative(x, a, outside))
             out = d.copy() if out is None else np.add(out, d, out=out)
         return out
 
@@ -300,10 +315,10 @@ class GaussianGradientMagnitude(_GaussDerivs):
     deriv_order = 1
     summary = "scipy.ndimage.gaussian_gradient_magnitude"
 
-    def apply(self, x, xp=np):
+    def apply(self, x, xp=np, outside=None):
         out = None
         for a in self.axes:
-            d = self.crop(self.derivative(x, a))
+            d = self.crop(self.derivative(x, a, outside))
             out = d * d if out is None else out + d * d
         return np.sqrt(out, out=out)
 
@@ -485,12 +500,16 @@ class _Edge(_LocalOp):
     def halo(self):
         return {a: (1, 1) for a in self.axes}
 
-    def component(self, x, along):
-        w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
-        return self.crop(engines.sep_correlate(x, w))
+    wants_outside = True
 
-    def apply(self, x, xp=np):
-        comps = [self.component(x, a) for a in self.axes]
+    def component(self, x, along, outside=None):
+        w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
+        # scipy.ndimage.sobel: the derivative pass first, then smoothing along the other axes in order
+        order = [self.ax(along)] + [self.ax(a) for a in self.axes if a != along]
+        return self.crop(engines.sep_correlate(x, w, fill=self.fill(outside), order=order))
+
+    def apply(self, x, xp=np, outside=None):
+        comps = [self.component(x, a, outside) for a in self.axes]
         out = self.params.output
         if out == "magnitude":
             acc = comps[0] * comps[0]

@@ -32,6 +32,7 @@ class AstypeParams(OpParams):
 class Astype(_Point):
     name = "astype"
     Params = AstypeParams
+    raw_input = True  # cast the stored values themselves, not their float32 rounding
     summary = "cast to a dtype (saturating for integer types)"
 
     def out_dtype(self, compute):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 _OPS: dict[str, type] = {}
 _LOADED = False
+_LOCK = threading.Lock()  # the service loads specs from several threads at once
 
 
 def register(cls: type) -> type:
@@ -15,9 +18,13 @@ def register(cls: type) -> type:
 
 def _load() -> None:
     global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from . import axis, features, local, point, spectral  # noqa: F401  (they register on import)
+    if _LOADED:
+        return
+    with _LOCK:
+        if not _LOADED:
+            from . import axis, features, local, point, spectral  # noqa: F401  (they register on import)
+
+            _LOADED = True  # only once every module registered: a half-filled registry rejects valid ops
 
 
 def names() -> list[str]:
