@@ -12,8 +12,12 @@ import numpy as np
 from . import __version__
 from .cluster import describe, open_cluster
 from .errors import ConvpipeError, ExecutionError, InputError, OutputExistsError, SpecError
-from .io import Manifest, create_output, fingerprint, open_input, open_output, output_state
+from .io import Manifest, create_output, fingerprint, open_input, output_state
+from .outputs import (create_ome_output, finish_ome_output, is_ome_output, ome_output_problem, open_sink,
+                      provenance_node)
+from .outputs import pyramid_method as pyramid_method_for
 from .plan import ArrayInfo, Plan, make_plan, parse_bytes
+from .report import RunMonitor
 from .spec import AXES_ORDER, Spec, load_spec
 
 
@@ -28,6 +32,10 @@ class RunResult:
     tiles: int
     skipped_tiles: int = 0
     outputs: dict = field(default_factory=dict)
+    #: RunMonitor.to_dict(): task stream by key prefix, phases, peak RSS (empty when not measured)
+    timings: dict = field(default_factory=dict, repr=False)
+    #: the Plan the run executed (for reports); None for a resume that found nothing to do
+    plan: Any = field(default=None, repr=False, compare=False)
 
     @property
     def voxels_per_second(self) -> float:
@@ -175,6 +183,7 @@ class Pipeline:
         out_url = spec.resolve(spec.output.url)
         if os.path.abspath(out_url) == os.path.abspath(in_url):
             raise InputError(f"output {out_url} is the input; write somewhere else")
+        want_ome = _want_ome(spec, ome, plan.output.axes, log)
         so = spec.output.storage_options
         fp = fingerprint(arr, in_url)
         state = output_state(out_url, so)
@@ -192,28 +201,33 @@ class Pipeline:
             if not state:
                 raise OutputExistsError(f"output {out_url} exists and was not written by convpipe; "
                                         "refusing to resume into it (use --overwrite)")
-            if state.get("complete"):
+            if state.get("complete") and state.get("spec_hash") == prov["spec_hash"] \
+                    and state.get("input_fingerprint") == fp:
                 if log:
                     log(f"output {out_url} is already complete; nothing to resume")
                 return RunResult(out_url, 0.0, int(np.prod(plan.output.shape)), 0, plan.passes[-1].n_tiles,
                                  plan.passes[-1].n_tiles)
             if state.get("spec_hash") != prov["spec_hash"]:
-                raise InputError(f"cannot resume {out_url}: the spec changed since the interrupted run "
+                raise InputError(f"cannot resume {out_url}: the spec changed since it was written "
                                  "(use --overwrite to start again)")
             if state.get("input_fingerprint") != fp:
-                raise InputError(f"cannot resume {out_url}: the input changed since the interrupted run "
+                raise InputError(f"cannot resume {out_url}: the input changed since it was written "
                                  "(use --overwrite to start again)")
             if list(state.get("tile", [])) != tile_list:
                 plan = self._plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info, be)
-            sink = open_output(out_url, so)
+            sink = open_sink(out_url, so)
+            want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
             skip = manifest.done()
         else:
             if state is not None:
                 manifest.clear()
-            sink = create_output(out_url, shape=plan.output.shape, chunks=plan.output.chunks,
-                                 dtype=plan.output.dtype, zarr_format=spec.output.zarr_format,
-                                 attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
-                                 storage_options=so)
+            make = create_ome_output if want_ome else create_output
+            extra = ({"axes": plan.output.axes, "input_ome": ome.get("info"), "input_level": spec.input.level,
+                      "name": spec.name} if want_ome else {})
+            sink = make(out_url, shape=plan.output.shape, chunks=plan.output.chunks,
+                        dtype=plan.output.dtype, zarr_format=spec.output.zarr_format,
+                        attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
+                        storage_options=so, **extra)
             manifest.clear()
         _bind_input(plan, arr, axes)
         tables = {}
@@ -235,19 +249,35 @@ class Pipeline:
         if log:
             log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
                 f"{plan.tasks} tasks on {spec.execution.cluster}")
+        monitor = RunMonitor()
+        pyramid_method = pyramid_method_for(plan.output.dtype)
         try:
-            with open_cluster(spec.execution.cluster, log=log) as cl:
-                result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
-                                 tables={k: v[1] for k, v in tables.items()}, compute=cl.compute)
-                todo = n_tiles - len(skip & _all_keys(plan))
-                counter = ProgressCounter(todo, progress, result.name)
-                if cl.client is not None:
-                    _run_distributed(cl.client, result, counter)
-                else:
-                    import dask
+            with open_cluster(spec.execution.cluster, log=log) as cl, monitor, monitor.callback():
+                with monitor.phase("graph"):  # includes the statistics pre-pass of zscore / rescale
+                    result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
+                                     tables={k: v[1] for k, v in tables.items()}, compute=cl.compute)
+                    todo = n_tiles - len(skip & _all_keys(plan))
+                    counter = ProgressCounter(todo, progress, result.name)
+                with monitor.phase("compute"):
+                    if cl.client is not None:
+                        from distributed import get_task_stream
 
-                    with counter.callback():
-                        dask.compute(result, **cl.compute_kwargs)
+                        with get_task_stream(cl.client) as stream:
+                            _run_distributed(cl.client, result, counter)
+                        monitor.add_task_stream(stream.data)
+                    else:
+                        import dask
+
+                        with counter.callback():
+                            dask.compute(result, **cl.compute_kwargs)
+                if want_ome:
+                    with monitor.phase("pyramid"):
+                        if log and spec.output.pyramid:
+                            log(f"building {spec.output.pyramid} pyramid level(s) ({pyramid_method})")
+                        finish_ome_output(out_url, levels=spec.output.pyramid, method=pyramid_method,
+                                          axes=plan.output.axes, input_ome=ome.get("info"),
+                                          input_level=spec.input.level, storage_options=so,
+                                          compute=cl.compute, name=spec.name)
         except ConvpipeError:
             raise
         except KeyboardInterrupt:
@@ -259,6 +289,9 @@ class Pipeline:
             raise ExecutionError(f"failed while running {spec.name!r} (output left incomplete; --resume "
                                  f"finishes it): {type(e).__name__}: {e}") from e
         outputs = {"image": out_url}
+        if want_ome:
+            outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method,
+                              "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
         for op, ts in tables.values():
             rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
                                 "step": op.step.path if op.step is not None else op.name},
@@ -268,9 +301,14 @@ class Pipeline:
         prov["complete"] = True
         prov["outputs"] = outputs
         prov["elapsed_s"] = round(elapsed, 3)
-        sink.attrs.update({"convpipe": prov})  # the completeness mark is the last write
+        # the completeness mark is the last write (on the group of an OME output, else on the array)
+        (provenance_node(out_url, so) if want_ome else sink).attrs.update({"convpipe": prov})
+        if want_ome:
+            # a complete OME group keeps only NGFF members: zarr warns about the foreign ".convpipe" folder
+            # whenever a viewer lists the group, and a complete output never needs its manifest again
+            manifest.clear()
         return RunResult(out_url, elapsed, int(np.prod(plan.output.shape, dtype=np.int64)), plan.tasks,
-                         n_tiles, len(skip), outputs)
+                         n_tiles, len(skip), outputs, timings=monitor.to_dict(), plan=plan)
 
 
 def _bind_input(plan: Plan, array: Any, axes: str) -> None:
@@ -281,6 +319,30 @@ def _bind_input(plan: Plan, array: Any, axes: str) -> None:
             bind = getattr(op, "bind_input", None)
             if bind is not None:
                 bind(array, axes)
+
+
+def _want_ome(spec: Spec, ome: dict, axes: str, log: Callable[[str], None] | None) -> bool:
+    """Whether the output is an OME-Zarr group: ``output.ome``, default true for OME input or a pyramid."""
+    out = spec.output
+    if out.ome is False:
+        if out.pyramid:
+            raise SpecError("output.pyramid needs an OME-Zarr output; drop output.ome: false",
+                            path="output.pyramid", line=spec.line_of(("output", "pyramid")))
+        return False
+    problem = ome_output_problem(axes)
+    if out.ome is None:
+        if not (ome or out.pyramid):
+            return False
+        if problem:
+            if out.pyramid:
+                raise SpecError(f"output.pyramid needs an OME-Zarr output, but {problem}", path="output.pyramid",
+                                line=spec.line_of(("output", "pyramid")))
+            if log:
+                log(f"note: writing a plain Zarr array, not OME-Zarr: {problem}")
+            return False
+    elif problem:
+        raise SpecError(f"output.ome: {problem}", path="output.ome", line=spec.line_of(("output", "ome")))
+    return True
 
 
 def _all_keys(plan: Plan) -> set[str]:

@@ -92,7 +92,12 @@ def run(
         except ImportError:
             _err("warning: run reports are not available in this build; no report written")
         else:
-            write_report(p, res, report)
+            try:
+                written = write_report(p, res, report)
+            except OSError as e:  # the run succeeded; an unwritable report path is only a warning
+                _err(f"warning: cannot write the report {report}: {e}")
+            else:
+                typer.echo(f"report: {written}")
 
 
 @app.command()
@@ -169,7 +174,9 @@ _register_optional()
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # typer.Exit(n) inside a command comes back as its code
+            return rv
     except SpecErrors as e:
         for err in e.errors:
             _err(f"error: {err.format()}")
