@@ -30,9 +30,10 @@ import importlib
 import math
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -93,7 +94,8 @@ SCHEDULER_PLACEHOLDER = "${DASK_SCHEDULER_ADDRESS}"
 
 
 class _ProfileModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: validators are built on first use, not at import (every `convpipe run` imports this module)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     description: str = Field("", description="free text, shown by `convpipe cluster` commands")
 
@@ -101,7 +103,7 @@ class _ProfileModel(BaseModel):
 class Adaptive(BaseModel):
     """Adaptive scaling bounds: SLURM jobs for ``kind: slurm``, worker pods for ``kind: kubernetes``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     minimum: int = Field(0, ge=0)
     maximum: int = Field(ge=1)
@@ -189,7 +191,7 @@ class CudaProfile(_ProfileModel):
 
 
 class TlsFiles(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     ca_file: str
     cert: str
@@ -202,7 +204,7 @@ class RemoteProfile(_ProfileModel):
     kind: Literal["remote"]
     address: str
     tls: TlsFiles | None = None
-    timeout: str = "10s"
+    timeout: str | None = Field(None, description="how long to wait for the scheduler (default 10 s)")
 
     @field_validator("address")
     @classmethod
@@ -265,7 +267,7 @@ def find_profile(ref: str) -> Path:
     SpecError
         When no such profile exists (the message lists where it looked and what is there).
     """
-    name = ref[len("profile:"):] if ref.startswith("profile:") else ref
+    name = ref.removeprefix("profile:")
     if not name:
         raise SpecError("profile: needs a name or a path, e.g. profile:slurm", path="execution.cluster")
     if "/" in name or os.sep in name or name.endswith((".yaml", ".yml")):
@@ -300,7 +302,8 @@ def load_profile(profile: str | os.PathLike | dict | Profile) -> Profile:
     if isinstance(profile, Profile):
         return profile
     if isinstance(profile, dict):
-        data, lines, source, name = profile, {}, None, str(profile.get("kind", "profile"))
+        data, source, name = profile, None, str(profile.get("kind", "profile"))
+        lines: dict[tuple, int] = {}
     else:
         path = find_profile(str(profile)) if not isinstance(profile, os.PathLike) else Path(profile)
         try:
@@ -359,10 +362,15 @@ def profile_cluster_kwargs(profile: str | os.PathLike | dict | Profile) -> tuple
 
             spec_path = (p.base_dir / s.custom_cluster_spec).expanduser()
             try:
-                kw = {"custom_cluster_spec": yaml.safe_load(spec_path.read_text()), "namespace": s.namespace}
+                docs = [d for d in yaml.safe_load_all(spec_path.read_text()) if isinstance(d, dict)]
             except (OSError, yaml.YAMLError) as e:
                 raise SpecError(f"cannot read custom_cluster_spec {spec_path}: {e}",
                                 path=f"{p.source}: custom_cluster_spec") from None
+            # A manifest file may hold more than the DaskCluster (e.g. its NetworkPolicy): take that one.
+            found = [d for d in docs if d.get("kind") == "DaskCluster"]
+            if not found:
+                raise SpecError(f"{spec_path} holds no DaskCluster resource", path=f"{p.source}: custom_cluster_spec")
+            kw = {"custom_cluster_spec": found[0], "namespace": s.namespace}
         return cls_path, {k: v for k, v in kw.items() if v is not None}
     if p.kind == "cuda":
         kw = s.model_dump(exclude=skip | {"devices"})
@@ -371,7 +379,9 @@ def profile_cluster_kwargs(profile: str | os.PathLike | dict | Profile) -> tuple
                                           else ",".join(str(d) for d in s.devices))
         return cls_path, {k: v for k, v in kw.items() if v is not None}
     # remote
-    kw = {"address": s.address, "timeout": s.timeout}
+    kw = {"address": s.address}
+    if s.timeout is not None:
+        kw["timeout"] = s.timeout
     if s.tls is not None:
         kw["security"] = {
             "tls_ca_file": str(p.base_dir / s.tls.ca_file),
@@ -439,7 +449,7 @@ def _render_slurm_script(s: SlurmProfile, kwargs: dict[str, Any], scheduler: str
         extra += ["--interface", s.interface]
     cmd += extra
     prologue = "\n".join(x for x in s.job_script_prologue if x)
-    return f"#!/usr/bin/env bash\n\n" + "\n".join(header) + f"\n{prologue}\n" + " ".join(cmd) + "\n"
+    return "#!/usr/bin/env bash\n\n" + "\n".join(header) + f"\n{prologue}\n" + " ".join(cmd) + "\n"
 
 
 def cluster_script(profile: str | os.PathLike | dict | Profile, *, scheduler: str = SCHEDULER_PLACEHOLDER) -> str:
@@ -536,9 +546,10 @@ def tls_security_from_config() -> Any:
     from distributed.security import Security
 
     sec = Security(require_encryption=True)
-    missing = [key for key, value in (("distributed.comm.tls.ca-file", sec.tls_ca_file),
-                                      ("distributed.comm.tls.client.cert", sec.tls_client_cert))
-               if not value]
+    # Security sets its tls_* attributes dynamically from the config, hence getattr.
+    missing = [key for key, attr in (("distributed.comm.tls.ca-file", "tls_ca_file"),
+                                     ("distributed.comm.tls.client.cert", "tls_client_cert"))
+               if not getattr(sec, attr, None)]
     if missing:
         raise InputError("a tls:// scheduler needs TLS certificates in the Dask configuration: set "
                          + ", ".join(missing) + " (and distributed.comm.tls.client.key when the key is a "
@@ -546,9 +557,13 @@ def tls_security_from_config() -> Any:
     return sec
 
 
-def _connect(address: str, *, security: Any = None, timeout: str = "10s") -> Any:
+def _connect(address: str, *, security: Any = None, timeout: str | None = None) -> Any:
+    """A Client of the scheduler at ``address``; waits ``timeout`` (default: Dask config
+    ``convpipe.connect-timeout``, 10 s) for it to answer."""
+    import dask
     from distributed import Client
 
+    timeout = timeout or dask.config.get("convpipe.connect-timeout", "10s")
     try:
         return Client(address, timeout=timeout, security=security)
     except (OSError, TimeoutError) as e:
@@ -578,7 +593,7 @@ def _open_profile(cluster: str, log: Callable[[str], Any] | None) -> Iterator[Cl
             security = Security(**kwargs["security"])
         elif kwargs["address"].startswith("tls://"):
             security = tls_security_from_config()
-        with _connect(kwargs["address"], security=security, timeout=kwargs["timeout"]) as client:
+        with _connect(kwargs["address"], security=security, timeout=kwargs.get("timeout")) as client:
             yield _remote_handle("remote", client, per)
         return
     cls = _import_class(cls_path, p.name)

@@ -1,0 +1,324 @@
+"""Command-line parts of the job service: ``serve``, ``submit``, ``status``, ``cancel``, ``jobs`` and
+``cluster script`` / ``cluster show``.
+
+:func:`register` adds them to convpipe's typer app. This module is imported by every ``convpipe``
+invocation, so it imports nothing heavy at module level (FastAPI, uvicorn, httpx load inside commands).
+Errors are raised as :class:`~convpipe.errors.ConvpipeError`; the CLI's ``main`` prints them as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ..errors import ConvpipeError, InputError
+
+_SERVER_HELP = "service URL (default $CONVPIPE_SERVER or http://127.0.0.1:8765); the token comes from $CONVPIPE_TOKEN"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _echo(msg: str = "", err: bool = False) -> None:
+    typer.echo(msg, err=err)
+
+
+def _client(server: str | None) -> Any:
+    from ..client import ServiceClient
+
+    return ServiceClient(server)
+
+
+def _read_token(path: Path) -> str:
+    """The token in ``path``; a missing file gets a new random token (readable by its owner only)."""
+    if not path.exists():
+        token = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        _echo(f"wrote a new token to {path} (clients: export CONVPIPE_TOKEN=$(cat {path}))", err=True)
+        return token
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise InputError(f"cannot read the token file {path}: {e}") from None
+    if len(token) < 16:
+        raise InputError(f"the token in {path} is {'empty' if not token else 'too short'}: use at least 16 "
+                         "random characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    if path.stat().st_mode & stat.S_IRWXO:  # group access is normal for a Kubernetes Secret with fsGroup
+        _echo(f"warning: {path} is readable by every user; chmod 600 {path}", err=True)
+    return token
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8765, "--port", help="port (0 picks a free one)"),
+    db: Path = typer.Option(Path("jobs.sqlite"), "--db", help="SQLite job table (job logs go beside it)"),
+    token_file: Path = typer.Option(Path("token.txt"), "--token-file",
+                                    help="file holding the bearer token (created with a random token if missing)"),
+    root: List[str] = typer.Option(..., "--root", help="folder (or URL prefix) job inputs and outputs must lie under; repeatable"),
+    cluster: str = typer.Option("threads", "--cluster", help="cluster every job runs on: threads | processes | local:N | tcp://... | tls://... | profile:NAME"),
+    max_running: int = typer.Option(2, "--max-running", min=1, help="most jobs running at once"),
+    max_body: int = typer.Option(1 << 20, "--max-body", min=1024, help="largest request body in bytes"),
+    max_queued: int = typer.Option(10_000, "--max-queued", min=1, help="most jobs waiting; further submissions get 429"),
+    ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True,
+                                              help="write {url, pid} here once the service accepts requests"),
+) -> None:
+    """Run the job service: an HTTP API that queues specs and runs each in its own process."""
+    import socket
+
+    import uvicorn
+
+    from ..cluster import describe
+    from .app import ServiceConfig, create_app
+
+    describe(cluster)  # a bad --cluster is a start-up error, not a failure of every job
+    token = _read_token(token_file)
+    if host not in _LOOPBACK:
+        _echo(f"warning: listening on {host}: reachable from other machines over plain HTTP; "
+              "put a TLS-terminating proxy in front of it", err=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e}") from None
+    actual = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if family == socket.AF_INET6 else host}:{actual}"
+    config = ServiceConfig(db=db.resolve(), token=token, roots=list(root), cluster=cluster, max_running=max_running,
+                           max_body=max_body, max_queued=max_queued, url=url, ready_file=ready_file)
+    try:
+        app = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
+    _echo(f"convpipe service on {url}: roots {app.state.service.roots}; cluster {cluster}; "
+          f"at most {max_running} running; jobs in {config.db}")
+    sys.stdout.flush()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                                           lifespan="on", timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
+
+
+def _duration(job: dict[str, Any]) -> str:
+    if not job.get("started"):
+        return ""
+    start = datetime.fromisoformat(job["started"])
+    end = datetime.fromisoformat(job["finished"]) if job.get("finished") else datetime.now(start.tzinfo)
+    return f"{(end - start).total_seconds():.1f} s"
+
+
+class JobDidNotSucceed(ConvpipeError):
+    """``submit --wait`` saw its job fail or get cancelled (exit code 2, like a failed ``run``)."""
+
+    exit_code = 2
+
+
+def _summary(job: dict[str, Any]) -> str:
+    s = f"job {job['id']} {job['state']}"
+    if job["state"] in ("succeeded", "failed", "cancelled"):
+        d = _duration(job)
+        s += f" after {d}" if d else ""
+    if job.get("error"):
+        s += f": {job['error']}"
+    return s
+
+
+def submit(
+    spec: Path = typer.Argument(..., help="pipeline spec (YAML or JSON); '-' reads standard input"),
+    wait: bool = typer.Option(False, "--wait", help="show progress until the job ends; exit 0 succeeded, 2 otherwise"),
+    server: Optional[str] = typer.Option(None, "--server", help=_SERVER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the job as JSON"),
+) -> None:
+    """Submit a spec to the job service. Relative paths in it resolve under the service's first --root."""
+    try:
+        text = sys.stdin.read() if str(spec) == "-" else spec.read_text()
+    except OSError as e:
+        raise InputError(f"cannot read the spec {spec}: {e}") from None
+    with _client(server) as c:
+        job = c.submit(text)
+        if not wait:
+            _echo(json.dumps(job) if as_json else f"submitted job {job['id']} ({job['state']})")
+            return
+        _echo(f"submitted job {job['id']} ({job['name']})", err=as_json)
+        final = _follow(c, job)
+    if as_json:
+        _echo(json.dumps(final))
+    if final["state"] != "succeeded":
+        # Raised, not typer.Exit: the CLI's main turns it into one line on stderr and exit code 2.
+        raise JobDidNotSucceed(_summary(final))
+    if not as_json:
+        _echo(_summary(final))
+        for out in final.get("outputs") or []:
+            _echo(f"  output: {out}")
+
+
+def _follow(c: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll until the job ends: a bar on a terminal, one line per change otherwise."""
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn()) as bar:
+            task = bar.add_task(f"{job['id']} queued", total=1.0)
+
+            def show(j: dict[str, Any]) -> None:
+                bar.update(task, completed=j["progress"], description=f"{j['id']} {j['state']}")
+
+            return c.wait(job["id"], on_update=show)
+    last: list[Any] = [None]
+
+    def line(j: dict[str, Any]) -> None:
+        key = (j["state"], int(100 * j["progress"]))
+        if key != last[0]:
+            last[0] = key
+            print(f"job {j['id']}: {j['state']} {key[1]}%", flush=True)
+
+    return c.wait(job["id"], on_update=line)
+
+
+def status(
+    job_id: str = typer.Argument(..., help="job id"),
+    server: Optional[str] = typer.Option(None, "--server", help=_SERVER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the job as JSON"),
+    log: bool = typer.Option(False, "--log", help="print the job's log instead"),
+) -> None:
+    """Show one job of the service (or its log)."""
+    with _client(server) as c:
+        if log:
+            offset = 0
+            while True:  # the service sends a long log in pieces
+                text, nxt = c.log(job_id, offset)
+                typer.echo(text, nl=False)
+                if nxt == offset or not text:
+                    return
+                offset = nxt
+        job = c.job(job_id)
+    if as_json:
+        _echo(json.dumps(job, indent=2))
+        return
+    for key in ("id", "name", "state", "progress", "error", "submitted", "started", "finished"):
+        value = job.get(key)
+        if key == "progress":
+            value = f"{100 * value:.0f}%"
+        _echo(f"{key + ':':11} {'' if value is None else value}")
+    d = _duration(job)
+    if d:
+        _echo(f"{'elapsed:':11} {d}")
+    for out in job.get("outputs") or []:
+        _echo(f"{'output:':11} {out}")
+
+
+def cancel(
+    job_id: str = typer.Argument(..., help="job id"),
+    server: Optional[str] = typer.Option(None, "--server", help=_SERVER_HELP),
+) -> None:
+    """Cancel a queued or running job (its partial output stays marked incomplete)."""
+    with _client(server) as c:
+        job = c.cancel(job_id)
+    _echo(_summary(job))
+
+
+def jobs(
+    server: Optional[str] = typer.Option(None, "--server", help=_SERVER_HELP),
+    state: Optional[str] = typer.Option(None, "--state", help="only jobs in this state"),
+    limit: Optional[int] = typer.Option(50, "--limit", min=1, help="at most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List the service's jobs, newest first."""
+    with _client(server) as c:
+        items = c.jobs(state=state, limit=limit)
+    if as_json:
+        _echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        _echo("no jobs")
+        return
+    _echo(f"{'ID':12}  {'STATE':9}  {'PROG':>4}  {'ELAPSED':>9}  {'SUBMITTED':19}  NAME")
+    for j in items:
+        sub = (j.get("submitted") or "")[:19].replace("T", " ")
+        _echo(f"{j['id']:12}  {j['state']:9}  {100 * j['progress']:3.0f}%  {_duration(j):>9}  {sub:19}  {j['name']}")
+
+
+def cluster_script(
+    profile: str = typer.Argument(..., help="profile:NAME or a profile YAML path (kind: slurm)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="scheduler address to write in (default ${DASK_SCHEDULER_ADDRESS})"),
+) -> None:
+    """Print the SLURM batch script a slurm profile submits for each worker job."""
+    from ..cluster import SCHEDULER_PLACEHOLDER
+    from ..cluster import cluster_script as render
+
+    ref = profile if profile.startswith("profile:") else f"profile:{profile}"
+    typer.echo(render(ref, scheduler=scheduler or SCHEDULER_PLACEHOLDER), nl=False)
+
+
+def cluster_show(
+    cluster: str = typer.Argument(..., help="threads | processes | local:N | tcp://... | tls://... | profile:NAME"),
+) -> None:
+    """Show what a cluster setting means: kind, workers, memory per worker (and a profile's settings)."""
+    from dask.utils import format_bytes
+
+    from ..cluster import describe, load_profile, profile_cluster_kwargs
+
+    kind, workers, mem = describe(cluster)
+    _echo(f"cluster:    {cluster}\nkind:       {kind}\nworkers:    {workers}\nmemory:     {format_bytes(mem)} per worker")
+    if cluster.startswith("profile:"):
+        p = load_profile(cluster)
+        cls, kwargs = profile_cluster_kwargs(p)
+        _echo(f"profile:    {p.source} ({p.kind})")
+        if p.settings.description:
+            _echo(f"about:      {p.settings.description}")
+        _echo(f"class:      {cls}")
+        for k, v in kwargs.items():
+            _echo(f"  {k}: {v}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service commands (and ``cluster``) to convpipe's typer app."""
+    app.command("serve")(serve)
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("cancel")(cancel)
+    app.command("jobs")(jobs)
+    group = typer.Typer(no_args_is_help=True, help="Clusters: show a setting, print a SLURM profile's batch script.")
+    group.command("script")(cluster_script)
+    group.command("show")(cluster_show)
+    app.add_typer(group, name="cluster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run only the service commands (``python -m convpipe.service``); errors become one line."""
+    import click
+
+    from ..errors import SpecErrors
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      help="convpipe job service and its client.")
+    register(app)
+    try:
+        app(args=argv, standalone_mode=False)
+    except SpecErrors as e:
+        for err in e.errors:
+            _echo(f"error: {err.format()}", err=True)
+        return e.exit_code
+    except ConvpipeError as e:
+        _echo(f"error: {e}", err=True)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except click.exceptions.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return 130
+    return 0

@@ -1,0 +1,381 @@
+"""Runs queued jobs, each in its own OS process, at most ``max_running`` at a time.
+
+Each job is ``python -m convpipe run SPEC --cluster C [--resume]`` in a new session (its own process
+group, so cancelling it also stops any Dask workers it started). Its merged stdout/stderr goes to the
+job's log; ``progress: done/total`` lines become the job's progress.
+
+One thread (the loop) starts and reaps every job process: on Linux a job is killed by the kernel when
+the thread that started it ends, so that thread must live as long as the service.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from .store import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    JobStore,
+)
+
+_PROGRESS = re.compile(rb"progress:\s*(\d+)\s*/\s*(\d+)")
+_LAUNCHER = Path(__file__).with_name("launch.py")
+
+
+def child_pythonpath(env: dict[str, str]) -> str | None:
+    """PYTHONPATH for a child process that must import this same convpipe.
+
+    A source checkout (not installed) needs its folder on the path; an installed convpipe does not, and
+    putting site-packages ahead of the standard library could shadow stdlib modules, so it is left out.
+    """
+    import site
+
+    root = Path(__file__).resolve().parent.parent.parent
+    installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    parts = [p for p in (None if root in installed else str(root), env.get("PYTHONPATH")) if p]
+    return os.pathsep.join(parts) or None
+
+
+@dataclass
+class _Live:
+    """A job process the loop is watching."""
+
+    job_id: str
+    proc: subprocess.Popen
+    log: IO[bytes]
+    reader: threading.Thread | None = None
+    tail: deque = field(default_factory=lambda: deque(maxlen=30))
+    cancel: bool = False
+    term_sent: float | None = None
+    stopping: bool = False
+
+
+class Runner:
+    """Starts, watches, cancels and recovers job processes.
+
+    Parameters
+    ----------
+    store : JobStore
+        The job table.
+    jobs_dir : Path
+        One folder per job holds its spec and log.
+    cluster : str
+        The ``--cluster`` every job runs on.
+    max_running : int
+        Most job processes alive at once.
+    check : callable, optional
+        ``check(job)`` raises to refuse a job at start (paths re-checked against the roots, since a
+        symlink may have changed since submission).
+    kill_grace : float
+        Seconds between SIGTERM and SIGKILL when stopping a job.
+    """
+
+    def __init__(self, store: JobStore, jobs_dir: Path, *, cluster: str = "threads", max_running: int = 2,
+                 check: Callable[[Job], None] | None = None, kill_grace: float = 5.0,
+                 python: str = sys.executable, poll_interval: float = 0.1):
+        if max_running < 1:
+            raise ValueError("max_running must be >= 1")
+        self.store = store
+        self.jobs_dir = Path(jobs_dir)
+        self.cluster = cluster
+        self.max_running = max_running
+        self.check = check
+        self.kill_grace = kill_grace
+        self.python = python
+        self.poll_interval = poll_interval
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Recover jobs a previous service left running, then start the loop thread."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="convpipe-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop; running jobs are stopped and queued again, to resume at the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Look at the queue now (after a submission)."""
+        self._wake.set()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def log_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "log.txt"
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+    def recover(self) -> None:
+        """Jobs marked running belong to a service that died: kill what is left of them, queue them to resume."""
+        for job in self.store.running():
+            if job.pid:
+                _kill_group(job.pid, since=(job.last_start or job.submitted) - 1.0)
+            if job.cancel_requested:
+                self.store.finish(job.id, CANCELLED)
+                self._note(job.id, "cancelled while the service was down")
+            else:
+                self.store.requeue(job.id, resume=True)
+                self._note(job.id, "the service restarted while this job ran: it will resume from its finished chunks")
+
+    # ------------------------------------------------------------------ cancel
+
+    def cancel(self, job_id: str, *, wait: float = 10.0) -> Job | None:
+        """Cancel a job: a queued one at once, a running one by stopping its process group.
+
+        Returns the job after the cancellation (or when ``wait`` seconds passed), None if unknown.
+        """
+        with self._lock:  # the loop claims and spawns under this lock: a job is queued or has a process
+            if self.store.cancel_queued(job_id):
+                self._note(job_id, "cancelled before it started")
+                return self.store.get(job_id)
+            live = self._live.get(job_id)
+            if live is not None and self.store.request_cancel(job_id):
+                live.cancel = True
+                self._terminate(live)
+        deadline = time.monotonic() + wait
+        while True:
+            job = self.store.get(job_id)
+            if job is None or job.state in TERMINAL or time.monotonic() > deadline:
+                return job
+            self._wake.set()
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._reap()
+                    self._escalate()
+                    self._fill()
+                except Exception:  # noqa: BLE001 - the loop must outlive any one failure (disk full, ...)
+                    traceback.print_exc(file=sys.stderr)
+                    time.sleep(1.0)
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+        finally:
+            self._shutdown()
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if len(self._live) >= self.max_running:
+                    return
+                job = self.store.claim_next()
+                if job is None:
+                    return
+                try:
+                    self._spawn(job)
+                except OSError as e:  # e.g. the job folder cannot be written: fail the job, not the loop
+                    self.store.finish(job.id, FAILED, error=f"cannot start the job: {e}")
+
+    def _spawn(self, job: Job) -> None:
+        jdir = self.job_dir(job.id)
+        jdir.mkdir(parents=True, exist_ok=True)
+        spec_path = jdir / "spec.yaml"
+        spec_path.write_text(job.spec)
+        log = open(self.log_path(job.id), "ab", buffering=0)  # noqa: SIM115 - closed when the job ends
+        cmd = [self.python, "-m", "convpipe", "run", str(spec_path), "--cluster", self.cluster]
+        if job.resume:
+            cmd.append("--resume")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"=== {stamp} attempt {job.attempts}: {' '.join(cmd[2:])}\n".encode())
+        try:
+            if self.check is not None:
+                self.check(job)
+        except Exception as e:  # noqa: BLE001 - any refusal ends the job with its message
+            log.write(f"error: {e}\n".encode())
+            log.close()
+            self.store.finish(job.id, FAILED, error=str(e))
+            return
+        env = dict(os.environ)
+        env.pop("CONVPIPE_TOKEN", None)  # a job has no business with the service's credentials
+        env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they happen
+        env["CONVPIPE_JOB_ID"] = job.id
+        pythonpath = child_pythonpath(env)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        try:
+            proc = subprocess.Popen([self.python, str(_LAUNCHER), str(os.getpid()), *cmd], cwd=jdir, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except OSError as e:
+            log.write(f"error: cannot start the job process: {e}\n".encode())
+            log.close()
+            self.store.finish(job.id, FAILED, error=f"cannot start the job process: {e}")
+            return
+        self.store.set_pid(job.id, proc.pid)
+        live = _Live(job.id, proc, log)
+        live.reader = threading.Thread(target=self._read, args=(live,), name=f"convpipe-log-{job.id}", daemon=True)
+        live.reader.start()
+        self._live[job.id] = live
+
+    def _read(self, live: _Live) -> None:
+        """Copy the job's output to its log; turn progress lines into the job's progress."""
+        last_write = 0.0
+        pending: float | None = None
+        assert live.proc.stdout is not None
+        stdout = live.proc.stdout
+        # Lines are capped so a job printing without newlines cannot grow this process's memory.
+        for line in iter(lambda: stdout.readline(1 << 16), b""):
+            live.log.write(line)
+            m = _PROGRESS.search(line)
+            if m:
+                done, total = int(m.group(1)), int(m.group(2))
+                pending = done / total if total else 0.0
+                now = time.monotonic()
+                if now - last_write > 0.2:  # throttle: a run may print thousands of progress lines
+                    self.store.set_progress(live.job_id, pending)
+                    last_write, pending = now, None
+            elif line.strip():
+                live.tail.append(line.decode("utf-8", "replace").rstrip())
+        if pending is not None:
+            self.store.set_progress(live.job_id, pending)
+
+    def _reap(self) -> None:
+        with self._lock:
+            items = list(self._live.items())
+        for job_id, live in items:
+            pid = live.proc.pid
+            try:
+                # WNOWAIT: see the exit but leave the zombie, so its pid (the group id) cannot be reused
+                # before the group's leftovers (e.g. Dask workers) are killed below.
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:  # already reaped: it has exited
+                exited = True
+            if not exited:
+                continue
+            _signal_group(pid, signal.SIGKILL)
+            rc = live.proc.wait()
+            if live.reader is not None:
+                live.reader.join(5.0)
+            self._finalize(live, rc)
+            with self._lock:
+                self._live.pop(job_id, None)
+
+    def _finalize(self, live: _Live, rc: int) -> None:
+        job = self.store.get(live.job_id)
+        if live.stopping and rc != 0:  # the service is shutting down: resume this job at the next start
+            self._write(live, f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} stopped by the service shutting down; "
+                              "it resumes at the next start\n")
+            live.log.close()
+            self.store.requeue(live.job_id, resume=True)
+            return
+        if rc == 0:
+            state, error = SUCCEEDED, None
+        elif live.cancel or (job is not None and job.cancel_requested):
+            state, error = CANCELLED, None
+        else:
+            state, error = FAILED, _error_of(live, rc)
+        self._write(live, f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state}"
+                          + (f" (exit code {rc})" if rc else "") + "\n")
+        live.log.close()
+        self.store.finish(live.job_id, state, error=error)
+
+    def _escalate(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for live in self._live.values():
+                if live.term_sent is not None and now - live.term_sent > self.kill_grace:
+                    _signal_group(live.proc.pid, signal.SIGKILL)
+
+    def _terminate(self, live: _Live) -> None:
+        if live.term_sent is None:
+            live.term_sent = time.monotonic()
+            _signal_group(live.proc.pid, signal.SIGTERM)
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            for live in self._live.values():
+                live.stopping = True
+                self._terminate(live)
+        deadline = time.monotonic() + self.kill_grace + 5.0
+        while self._live and time.monotonic() < deadline:
+            self._reap()
+            self._escalate()
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ logs
+
+    @staticmethod
+    def _write(live: _Live, text: str) -> None:
+        try:
+            live.log.write(text.encode())
+        except (OSError, ValueError):
+            pass
+
+    def _note(self, job_id: str, text: str) -> None:
+        path = self.log_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n".encode())
+
+
+def _error_of(live: _Live, rc: int) -> str:
+    """The job's error: its last message line, or how its process ended."""
+    for line in reversed(live.tail):
+        if line.startswith(("error", "Error")) or ": " in line:
+            return line[:1000]
+    if rc < 0:
+        try:
+            return f"the job process was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"the job process was killed by signal {-rc}"
+    return f"the job process exited with code {rc}" + (f": {live.tail[-1][:1000]}" if live.tail else "")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(pgid: int, *, since: float) -> None:
+    """SIGKILL every process still in group ``pgid`` that started after ``since`` (a dead service's job)."""
+    import psutil
+
+    victims = []
+    for p in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["create_time"] >= since:
+                p.kill()
+                victims.append(p)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    psutil.wait_procs(victims, timeout=5)
+
+
+__all__ = ["QUEUED", "RUNNING", "Runner"]
