@@ -32,6 +32,12 @@ def _fft():
     return scipy.fft
 
 
+
+def _positive_order(v: float) -> float:
+    if not (v > 0) or not math.isfinite(v):
+        raise ValueError(f"order must be > 0, got {v!r}")
+    return v
+
 class _SpectralParams(OpParams, AxesParam):
     axes: str | None = None
 
@@ -121,12 +127,7 @@ class FFTFilterParams(_SpectralParams):
     shape: Literal["ideal", "gaussian", "butterworth"] = "ideal"
     order: float = Field(2.0, description="butterworth order (> 0)")
 
-    @field_validator("order")
-    @classmethod
-    def _order(cls, v):
-        if not (v > 0) or not math.isfinite(v):
-            raise ValueError(f"order must be > 0, got {v!r}")
-        return v
+    _order = field_validator("order")(lambda v: _positive_order(v))
 
     @field_validator("cutoff")
     @classmethod
@@ -218,12 +219,7 @@ class ButterworthParams(_SpectralParams):
                              f"frequency), got {v!r}")
         return v
 
-    @field_validator("order")
-    @classmethod
-    def _order(cls, v):
-        if not (v > 0) or not math.isfinite(v):
-            raise ValueError(f"order must be > 0, got {v!r}")
-        return v
+    _order = field_validator("order")(lambda v: _positive_order(v))
 
     @field_validator("npad")
     @classmethod
