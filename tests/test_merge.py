@@ -48,3 +48,22 @@ def test_derivative_gaussians_are_not_merged():
                                  {"gaussian": {"sigma": 1, "mode": "wrap"}}]})
     plan = make_plan(p.spec.steps, ArrayInfo((32, 32), np.dtype("float32"), (16, 16), "yx"))
     assert len(plan.passes[0].ops) == 2
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap"])
+def test_gaussian_laplace_chain_merges_into_two_terms_exactly(mode):
+    """The benchmark's heavy chain: 3-D gaussian -> per-plane LoG -> per-plane box, folded into 2 terms."""
+    x = np.random.default_rng(3).random((5, 37, 29))
+    steps = [{"gaussian": {"sigma": {"z": 1, "y": 3, "x": 3}, "mode": mode}},
+             {"gaussian_laplace": {"sigma": {"y": 2, "x": 2}, "mode": mode}},
+             {"uniform": {"size": {"y": 5, "x": 5}, "mode": mode}}]
+    p = convpipe.load({"convpipe": 1, "input": {"url": "unused"}, "steps": steps,
+                       "execution": {"precision": "float64"}})
+    plan = make_plan(p.spec.steps, ArrayInfo(x.shape, np.dtype("float64"), (2, 8, 8), "zyx"), precision="float64")
+    (op,) = plan.passes[0].ops
+    assert isinstance(op, MergedSeparable) and len(op.terms) == 2 and "z" in op.common
+    y = p.apply(da.from_array(x, chunks=(2, 8, 8)), axes="zyx", tile=[2, 8, 8]).compute()
+    g = ndi.gaussian_filter(x, (1, 3, 3), mode=mode)
+    log = sum(ndi.gaussian_filter(g, (0, 2, 2), order=o, mode=mode) for o in ((0, 2, 0), (0, 0, 2)))
+    ref = ndi.uniform_filter(log, (1, 5, 5), mode=mode)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-10 * max(1, np.abs(ref).max()))

@@ -660,71 +660,104 @@ class Diffusion(_LocalOp):
 
 
 class MergedSeparable(_LocalOp):
-    """Two or more consecutive symmetric separable filters run as one (the planner builds these).
+    """Consecutive symmetric linear filters run as one sum of separable terms (the planner builds these).
 
-    Correlation is associative, and for ``wrap`` (periodic extension) or ``reflect`` / ``mirror``
-    (symmetric extensions) with *symmetric* kernels the extension of a filtered signal equals the filtered
-    extension. Filtering twice with the array-edge mode is therefore exactly filtering once with the
-    composed kernel. ``nearest`` and ``constant`` lack that property and are never merged.
+    Correlation is associative and distributes over sums, and for ``wrap`` (periodic extension) or
+    ``reflect`` / ``mirror`` (symmetric extensions) with *symmetric* kernels the extension of a filtered
+    signal equals the filtered extension. Filtering in sequence with the array-edge mode is therefore
+    exactly filtering once with the composed kernels: gaussian -> gaussian_laplace -> uniform becomes two
+    separable terms. ``nearest`` and ``constant`` lack that property and are never merged.
+
+    ``terms`` is a list of ``{axis: 1-D weights}``; an axis missing from a term is the identity there.
+    Axes whose kernel is the same in every term are filtered once, before the terms split.
     """
 
     name = "merged"
     linear = True
 
-    def __init__(self, parts: list[Any], weights: dict[str, np.ndarray], mode: str, axes: str):
+    def __init__(self, parts: list[Any], terms: list[dict[str, np.ndarray]], mode: str):
         self.parts = parts
-        self.w = weights
+        self.terms = [{a: np.ascontiguousarray(v) for a, v in t.items()} for t in terms]
         self._mode = mode
-        self.axes_ = axes
+        axes = {a for t in self.terms for a in t}
+        self.common = {a: self.terms[0][a] for a in sorted(axes)
+                       if all(a in t and t[a].shape == self.terms[0][a].shape and np.array_equal(t[a], self.terms[0][a])
+                              for t in self.terms)}
+        self.rad = {a: max(len(t[a]) // 2 for t in self.terms if a in t) for a in axes}
         super().__init__(parts[0].params, parts[0].in_axes, step=parts[0].step)
 
     def boundary(self, axis):
         return self._mode, 0.0
 
     def halo(self):
-        return {a: (len(w) // 2, len(w) // 2) for a, w in self.w.items()}
+        return {a: (r, r) for a, r in self.rad.items()}
+
+    def _w(self, a, v):
+        r = self.rad[a]
+        if len(v) // 2 < r:  # centre a shorter kernel in the axis' common halo
+            v = np.pad(v, r - len(v) // 2)
+        return (v, r)
 
     def apply(self, x, xp=np):
-        return self.crop(engines.sep_correlate(x, {self.ax(a): (w, len(w) // 2) for a, w in self.w.items()}))
+        base = engines.sep_correlate(x, {self.ax(a): self._w(a, v) for a, v in self.common.items()})
+        out = None
+        for t in self.terms:
+            rest = {self.ax(a): self._w(a, v) for a, v in t.items() if a not in self.common}
+            y = self.crop(engines.sep_correlate(base, rest))
+            out = y.copy() if out is None else np.add(out, y, out=out)
+        return out
 
     def method(self):
-        return "separable (merged)"
+        return f"separable (merged, {len(self.terms)} term{'s' if len(self.terms) > 1 else ''})"
 
     def describe(self):
-        return " * ".join(p.describe() for p in self.parts) + " (merged into one separable pass)"
+        return " * ".join(p.describe() for p in self.parts) + f" (merged: {self.method()})"
 
 
-def symmetric_weights(op: Op) -> tuple[str, dict[str, np.ndarray]] | None:
-    """(mode, per-axis symmetric 1-D weights) when ``op`` is a mergeable filter, else None."""
+def symmetric_terms(op: Op) -> tuple[str, list[dict[str, np.ndarray]]] | None:
+    """(mode, separable terms with symmetric 1-D weights) when ``op`` is mergeable, else None."""
     mode = op.boundary(op.in_axes[0])[0] if op.kind == "local" else None
     if mode not in ("wrap", "reflect", "mirror"):
         return None
     if isinstance(op, Gaussian) and all(int(o) == 0 for o in op.order.values()):
-        w = {a: gaussian_kernel1d(s, 0, op.radius[a]) for a, s in op.active.items()}
+        terms = [{a: gaussian_kernel1d(s, 0, op.radius[a]) for a, s in op.active.items()}]
     elif isinstance(op, Uniform) and all(s % 2 == 1 for s in op.size.values()):
-        w = {a: np.full(s, 1.0 / s) for a, s in op.size.items() if s > 1}
+        terms = [{a: np.full(s, 1.0 / s) for a, s in op.size.items() if s > 1}]
+    elif isinstance(op, GaussianLaplace):
+        terms = []
+        for along in op.axes:
+            terms.append({a: gaussian_kernel1d(s, 2 if a == along else 0, op.radius[a])
+                          for a, s in op.sigma.items() if s > 1e-15})
     elif isinstance(op, MergedSeparable):
-        w = dict(op.w)
+        terms = [dict(t) for t in op.terms]
     else:
         return None
-    if not all(np.allclose(v, v[::-1], rtol=1e-12, atol=1e-15) for v in w.values()):
+    if not all(np.allclose(v, v[::-1], rtol=1e-12, atol=1e-15) for t in terms for v in t.values()):
         return None
-    return mode, w
+    return mode, terms
 
 
 def merge_linear(ops: list[Op]) -> list[Op]:
-    """Merge runs of consecutive mergeable filters that share a boundary mode."""
+    """Merge runs of consecutive mergeable filters that share a boundary mode.
+
+    Terms multiply when filters with several terms are composed; merging stops at 4 terms, past which
+    separate passes are cheaper.
+    """
     out: list[Op] = []
     for op in ops:
-        cur = symmetric_weights(op)
-        prev = symmetric_weights(out[-1]) if out else None
-        if cur is not None and prev is not None and cur[0] == prev[0] and out[-1].in_axes == op.in_axes:
-            w = dict(prev[1])
-            for a, v in cur[1].items():
-                w[a] = np.convolve(w[a], v) if a in w else v
+        cur = symmetric_terms(op)
+        prev = symmetric_terms(out[-1]) if out else None
+        if (cur is not None and prev is not None and cur[0] == prev[0] and out[-1].in_axes == op.in_axes
+                and len(cur[1]) * len(prev[1]) <= 4):
+            terms = []
+            for t1 in prev[1]:
+                for t2 in cur[1]:
+                    t = dict(t1)
+                    for a, v in t2.items():
+                        t[a] = np.convolve(t[a], v) if a in t else v
+                    terms.append(t)
             parts = (out[-1].parts if isinstance(out[-1], MergedSeparable) else [out[-1]]) + [op]
-            out[-1] = MergedSeparable(parts, {a: np.ascontiguousarray(v) for a, v in w.items()}, cur[0],
-                                      "".join(sorted(w)))
+            out[-1] = MergedSeparable(parts, terms, cur[0])
         else:
             out.append(op)
     return out
