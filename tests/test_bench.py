@@ -1,0 +1,167 @@
+"""The side-by-side benchmark (`convpipe bench`): its --quick preset end to end, and its parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+typer = pytest.importorskip("typer")
+pytest.importorskip("dask_image")
+pytest.importorskip("psutil")
+
+from typer.testing import CliRunner
+
+from convpipe import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+REL_TOL = 1e-4
+
+
+def _convpipe_api() -> bool:
+    try:
+        import convpipe
+    except ImportError:
+        return False
+    return hasattr(convpipe, "load")
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False)
+    bench.register(app)
+
+    @app.command("noop")  # a second command, so `bench` is a subcommand as in the main CLI
+    def noop() -> None:
+        pass
+
+    return app
+
+
+@pytest.mark.timeout(120)
+def test_quick_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(_app(), ["bench", "--quick", "--workdir", str(tmp_path / "w"), "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = {(r["pipeline"], r["contender"]): r for r in report["rows"]}
+
+    expected = [("io", "roofline"), ("light", "dask-image"), ("light", "scipy"), ("light", "convpipe"),
+                ("heavy", "dask-image"), ("heavy", "scipy"), ("heavy", "convpipe")]
+    assert set(expected) <= set(rows), sorted(rows)
+    assert report["config"]["shape"] == list(bench.QUICK_SHAPE)
+    assert report["config"]["chunks"] == list(bench.QUICK_CHUNKS)
+
+    api = _convpipe_api()
+    for key in expected:
+        r = rows[key]
+        if key[1] == "convpipe" and not api:
+            assert r["status"] == "skipped", r
+            continue
+        assert r["status"] == "ok", (key, r["reason"], r["extra"].get("traceback"))
+        assert r["seconds"] > 0 and r["peak_rss"] > 0
+        assert r["rel_diff"] is not None and r["rel_diff"] <= REL_TOL, (key, r["max_abs_diff"], r["rel_diff"])
+        assert r["check_ok"] is True
+        # fairness: every output float32, zarr v3, the input's chunks, one codec chain
+        assert r["output"]["dtype"] == "float32", (key, r["output"])
+        assert r["output"]["chunks"] == list(bench.QUICK_CHUNKS), (key, r["output"])
+        assert r["output"]["zarr_format"] == 3
+        if key[1] != "scipy":
+            assert isinstance(r["tasks"], int) and r["tasks"] > 0, key
+        if key != ("io", "roofline"):
+            assert r["vs_roofline"] == pytest.approx(r["seconds"] / rows[("io", "roofline")]["seconds"])
+            assert r["vs_dask_image"] == pytest.approx(r["seconds"] / rows[(key[0], "dask-image")]["seconds"])
+    codecs = {tuple(r["output"]["codecs"]) for r in report["rows"] if r["status"] == "ok"}
+    assert len(codecs) == 1, codecs
+
+    assert res.exit_code == (0 if report["all_ok"] else 2), res.output
+    assert "roofline" in res.output and "dask-image" in res.output
+    # outputs are removed unless --keep-outputs; the input stays for the next run
+    assert not list((tmp_path / "w").glob("out-*.zarr"))
+    assert len(list((tmp_path / "w").glob("input-*.zarr"))) == 1
+
+
+def test_script_runs_the_same_code(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run_bench.py"), "--quick", "--only", "roofline,dask-image",
+         "--pipelines", "light", "--workdir", str(tmp_path / "w"), "--json", str(out)],
+        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["pipeline"], r["contender"], r["status"]) for r in rows] == [
+        ("io", "roofline", "ok"), ("light", "dask-image", "ok")]
+
+
+def test_bad_options_exit_1(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for args in (["--shape", "1,2"], ["--only", "nope"], ["--pipelines", "nope"], ["--backend", "tpu"]):
+        res = runner.invoke(_app(), ["bench", "--quick", "--workdir", str(tmp_path), *args])
+        assert res.exit_code == 1, (args, res.output)
+
+
+def test_sub_volume_oracle_is_exact(tmp_path: Path) -> None:
+    """The oracle on the grown sub-volume equals the whole-array oracle there; a halo one short does not."""
+    import zarr
+
+    cfg = bench.BenchConfig(shape=(10, 300, 280), chunks=(4, 64, 64), workdir=tmp_path)
+    url, _, reused = bench.ensure_input(cfg)
+    assert not reused and bench.ensure_input(cfg)[2]  # cached the second time
+    ctx = bench.Ctx(cfg, url, cfg.shape, cfg.chunks, 1, 1 << 34)
+    region = bench.check_region(cfg.shape, cfg.chunks)
+    assert region[1].start % 64 != 0 and region[2].stop == 280  # crosses a chunk border, touches the edge
+    a = zarr.open_array(url)[...].astype(np.float64)
+    for name in ("light", "heavy"):
+        case = bench.CASES[name]
+        full = case.oracle(a)[region]
+        assert np.abs(bench._oracle_on_region(ctx, case, region) - full).max() <= 1e-9 * max(1, np.abs(full).max())
+        short = dataclasses.replace(case, halo=tuple(max(0, h - 1) for h in case.halo))
+        assert np.abs(bench._oracle_on_region(ctx, short, region) - full).max() > 1e-9
+
+
+def test_check_region_full_size() -> None:
+    z, y, x = bench.check_region((32, 2048, 2048), (16, 512, 512))
+    assert (z.start, z.stop) == (0, 32)
+    assert y.start < 1024 < y.stop
+    assert x.stop == 2048 and x.start < 2048 - 512
+
+
+def test_light_dask_image_is_per_plane_sobel() -> None:
+    """The dask-image light pipeline equals the per-plane oracle (and dodges the transposed-kernel key clash)."""
+    import dask.array as da
+
+    rng = np.random.default_rng(1)
+    a = rng.random((4, 70, 90)) * 1000
+    got = bench._light_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
+    assert np.abs(got - bench.CASES["light"].oracle(a)).max() < 1e-9 * np.abs(got).max()
+    got = bench._heavy_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
+    assert np.abs(got - bench.CASES["heavy"].oracle(a)).max() < 1e-9 * max(1, np.abs(got).max())
+
+
+def test_a_new_row_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.ndimage as ndi
+
+    monkeypatch.setattr(bench, "CASES", dict(bench.CASES))
+    monkeypatch.setattr(bench, "CONTENDERS", dict(bench.CONTENDERS))
+    bench.add_case(bench.Case(name="box3", title="uniform 3 (yx)", steps=[{"uniform": {"size": {"y": 3, "x": 3}}}],
+                              oracle=lambda a: ndi.uniform_filter(a, (1, 3, 3)), halo=(0, 1, 1),
+                              impls={"numpy-loop": lambda a: ndi.uniform_filter(a, (1, 3, 3))}))
+
+    @bench.contender("numpy-loop", applies=lambda ctx, case: None if "numpy-loop" in case.impls else bench.NA)
+    def numpy_loop(ctx: bench.Ctx, case: bench.Case) -> bench.Outcome:
+        import zarr
+
+        url = ctx.out_url(case, "numpy-loop")
+        out = bench._create_output(ctx, url)
+        out[...] = case.impls["numpy-loop"](zarr.open_array(ctx.input_url)[...].astype(np.float32))
+        return bench.Outcome(url)
+
+    cfg = bench.BenchConfig.quick(pipelines=("box3",), only=("roofline", "numpy-loop"), workdir=tmp_path)
+    report = bench.run_benchmark(cfg, progress=False)
+    rows = [(r["pipeline"], r["contender"], r["status"], r["check_ok"]) for r in report["rows"]]
+    assert rows == [("io", "roofline", "ok", True), ("box3", "numpy-loop", "ok", True)]
+    assert report["rows"][1]["vs_roofline"] > 0
