@@ -56,17 +56,9 @@ def load(source: str | os.PathLike | dict | Spec) -> "Pipeline":
 
 
 def _backend(requested: str) -> str:
-    if requested == "cpu":
-        return "cpu"
-    from .backends import gpu_available
+    from .backends import resolve
 
-    if requested == "gpu":
-        if not gpu_available():
-            from .errors import BackendError
-
-            raise BackendError("backend gpu: no usable GPU (CuPy cannot see a CUDA device); use backend: cpu")
-        return "gpu"
-    return "gpu" if gpu_available() else "cpu"
+    return resolve(requested).name  # BackendError for gpu without a usable GPU
 
 
 class Pipeline:
@@ -111,8 +103,12 @@ class Pipeline:
         spec = self.spec.with_overrides(**overrides) if overrides else self.spec
         _, arr, axes, _ = self._open(spec)
         info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
-        backend = spec.execution.backend if spec.execution.backend != "auto" else "auto"
-        return self._plan_for(spec, info, backend)
+        from .backends import backend_note, resolve
+
+        choice = resolve(spec.execution.backend, strict=False)  # gpu without a GPU: explain still plans
+        plan = self._plan_for(spec, info, choice.name)
+        plan.backend_note = backend_note(choice, plan)  # "auto chose gpu: <device>", passes left on the CPU
+        return plan
 
     # ------------------------------------------------------------------ apply
     def apply(self, array: Any, axes: str | None = None, *, tile: Any = None) -> Any:
@@ -139,10 +135,11 @@ class Pipeline:
             axes = AXES_ORDER[-array.ndim:]
         if len(axes) != array.ndim:
             raise InputError(f"axes {axes!r} has {len(axes)} letters but the array has {array.ndim} axes")
+        from .backends import meta_on_device, on_device, resolve
+
         if not isinstance(array, da.Array):
-            if type(array).__module__.split(".")[0] == "cupy":
-                raise InputError("CuPy input needs the GPU backend (not available in this build)")
-            array = da.from_array(np.asarray(array), chunks="auto")
+            array = da.from_array(array if on_device(array) else np.asarray(array), chunks="auto")
+        device = meta_on_device(array)  # CuPy in (chunks on the device): GPU backend, CuPy out
         info = ArrayInfo(tuple(array.shape), np.dtype(array.dtype), tuple(c[0] for c in array.chunks), axes)
         spec = self.spec
         workers, mem = self._cluster_resources(spec)
@@ -154,9 +151,10 @@ class Pipeline:
             t = dict(zip(axes, t))  # a list follows the input's axes; axes an op adds (c) stay whole
         plan = make_plan(spec.steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
                          tile=t,
-                         precision=spec.execution.precision, workers=workers, memory_per_worker=mem)
+                         precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
+                         backend="gpu" if device else resolve(spec.execution.backend).name)
         _bind_input(plan, array, axes)
-        return execute(plan, array)
+        return execute(plan, array, device_out=device)
 
     # ------------------------------------------------------------------ run
     def run(self, *, input: str | None = None, output: str | None = None, cluster: str | None = None,
@@ -176,7 +174,10 @@ class Pipeline:
                                         overwrite=overwrite, tile=tile)
         if spec.output is None:
             raise SpecError("the spec has no output section: add output.url or pass --output", path="output")
-        be = _backend(spec.execution.backend)
+        from .backends import resolve
+
+        choice = resolve(spec.execution.backend)  # BackendError for gpu without a usable GPU
+        be = choice.name
         in_url, arr, axes, ome = self._open(spec)
         info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
         plan = self._plan_for(spec, info, be)
@@ -253,9 +254,22 @@ class Pipeline:
         pyramid_method = pyramid_method_for(plan.output.dtype)
         try:
             with open_cluster(spec.execution.cluster, log=log) as cl, monitor, monitor.callback():
+                from .backends import pass_annotations, warmup, worker_resources
+
+                if log and choice.requested != "cpu":
+                    log(choice.reason)  # "backend auto chose gpu: <device>"
+                if be == "gpu":  # compile the kernels before the first task: here, or on every worker
+                    if cl.client is not None:
+                        from .gpu import register_warmup
+
+                        register_warmup(cl.client, plan)
+                    elif cl.compute_kwargs.get("scheduler") != "processes":  # worker processes warm
+                        warmup(plan, log=log)                                  # up in their first task
+                ann = pass_annotations(plan, worker_resources(cl.client))  # GPU passes -> GPU workers
                 with monitor.phase("graph"):  # includes the statistics pre-pass of zscore / rescale
                     result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
-                                     tables={k: v[1] for k, v in tables.items()}, compute=cl.compute)
+                                     tables={k: v[1] for k, v in tables.items()}, compute=cl.compute,
+                                     annotations=ann)
                     todo = n_tiles - len(skip & _all_keys(plan))
                     counter = ProgressCounter(todo, progress, result.name)
                 with monitor.phase("compute"):
@@ -263,7 +277,7 @@ class Pipeline:
                         from distributed import get_task_stream
 
                         with get_task_stream(cl.client) as stream:
-                            _run_distributed(cl.client, result, counter)
+                            _run_distributed(cl.client, result, counter, optimize=not any(ann))
                         monitor.add_task_stream(stream.data)
                     else:
                         import dask
@@ -354,10 +368,11 @@ def _all_keys(plan: Plan) -> set[str]:
     return {tile_key(i, pp.index) for i in itertools.product(*[range(len(g)) for g in pp.tile_grid()])}
 
 
-def _run_distributed(client: Any, result: Any, counter: Any) -> None:
+def _run_distributed(client: Any, result: Any, counter: Any, optimize: bool = True) -> None:
     from distributed import as_completed
 
-    futures = client.compute(result.to_delayed().ravel().tolist())
+    # dask's array optimization drops layer annotations (a GPU pass's resources): skip it when annotated
+    futures = client.compute(result.to_delayed(optimize_graph=optimize).ravel().tolist())
     for fut in as_completed(futures):
         fut.result()
         counter.tick()

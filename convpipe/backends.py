@@ -1,8 +1,53 @@
-"""Array backends: numpy/scipy on the CPU, CuPy on the GPU. CuPy is imported only when asked for."""
+"""Array backends: numpy/scipy on the CPU, CuPy on the GPU. CuPy is imported only when asked for.
+
+A :class:`Backend` is what one tile task needs to run a fused pass in one kind of memory:
+
+``name``                                      ``"cpu"`` or ``"gpu"``
+``xp``                                        the array module (numpy, cupy)
+``asarray(x)`` / ``to_host(x)``               into this backend's memory (no copy when it is there) / to numpy
+``gather(chunks)``                            the input chunks as the block assembly wants them
+``output(x, device)``                         a task's result where the caller wants it (host or device)
+``sep_correlate`` / ``correlate_nd`` / ``rank_filter``   the engines, with :mod:`convpipe.engines`' contract
+``fft``                                       ``rfftn irfftn fftn ifftn fftshift ...`` with scipy.fft's
+                                              signature (``workers`` is accepted and ignored on the GPU)
+``fftconvolve``                               scipy.signal.fftconvolve
+``meta(ndim, dtype)``                         the empty array dask uses as ``meta``
+``task(prog, dtype)``                         context a tile task runs in (GPU: warm-up, device slots)
+
+Ops never pick a backend: they call ``engines.*`` and numpy functions on whatever array they get, and the
+engines dispatch on the array's type (:func:`on_device`); NumPy's ``__array_function__`` /
+``__array_ufunc__`` protocols send ``np.sqrt``, ``np.add(out=)``, ``np.stack``, ``np.take``, ``np.clip``
+... on CuPy arrays to CuPy. A pass runs on the GPU when the plan's backend is ``gpu`` and every op of the
+pass has a GPU path (:data:`GPU_OPS`); otherwise that pass runs on the CPU and ``explain`` says why.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import BackendError
+
+BACKENDS = ("cpu", "gpu", "auto")
+
+# Ops whose ``apply`` runs unchanged on device arrays: they reach the kernels only through
+# ``engines.*`` (which dispatch on the array type) and otherwise use numpy functions CuPy implements.
+# Internal ops (``merged``, ``heat_step``) are what the planner turns gaussians/uniforms and diffusion into.
+GPU_OPS = frozenset({
+    # local filters (convpipe.ops.local)
+    "correlate", "convolve", "gaussian", "gaussian_laplace", "gaussian_gradient_magnitude",
+    "difference_of_gaussians", "unsharp_mask", "uniform", "median", "minimum", "maximum",
+    "sobel", "prewitt", "scharr", "laplace", "diffusion", "heat_step", "merged",
+    # point ops (convpipe.ops.point)
+    "astype", "scale", "clip", "abs", "log1p", "sqrt", "threshold",
+})
+
+
+# --------------------------------------------------------------------------- what is where
 
 
 def gpu_available() -> bool:
@@ -13,5 +58,268 @@ def gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no driver, no device, broken install: all mean "no GPU here"
+    except Exception:  # noqa: BLE001  (no driver, no device, broken install: all mean "no GPU here")
         return False
+
+
+def on_device(x: Any) -> bool:
+    """True for a CuPy array (by type, without importing CuPy)."""
+    return type(x).__module__.startswith("cupy")
+
+
+def meta_on_device(darr: Any) -> bool:
+    """True for a dask array whose chunks are CuPy arrays (its ``_meta`` says so)."""
+    return on_device(getattr(darr, "_meta", None))
+
+
+def array_module(x: Any) -> Any:
+    """numpy, or cupy for a device array."""
+    if on_device(x):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a numpy array (one device-to-host copy for a CuPy array, none otherwise)."""
+    if on_device(x):
+        from . import gpu
+
+        return gpu.to_host(x)
+    return np.asarray(x)
+
+
+def device_name() -> str:
+    """A short description of the CUDA device(s) CuPy sees (``""`` when none)."""
+    if not gpu_available():
+        return ""
+    try:
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return f"{name}" + (f" (+{n - 1} more)" if n > 1 else "")
+    except Exception:  # noqa: BLE001  # pragma: no cover - a device that cannot describe itself still works
+        return "a CUDA device"
+
+
+class Choice(NamedTuple):
+    """The backend a run uses, and why (``explain`` and the run log print ``reason``)."""
+
+    name: str  # "cpu" | "gpu"
+    requested: str  # "cpu" | "gpu" | "auto"
+    reason: str
+
+
+def resolve(requested: str = "auto", *, strict: bool = True) -> Choice:
+    """Pick the backend for ``execution.backend``.
+
+    ``cpu`` is always the CPU (and never imports CuPy). ``gpu`` needs a usable GPU: without one it raises a
+    :class:`BackendError` (with ``strict=False``, for ``explain``, it answers ``gpu`` and says it is missing).
+    ``auto`` is the GPU when CuPy sees a device, else the CPU.
+    """
+    if requested not in BACKENDS:
+        raise BackendError(f"backend {requested!r} is not one of {', '.join(BACKENDS)}")
+    if requested == "cpu":
+        return Choice("cpu", requested, "backend cpu")
+    dev = device_name()
+    if requested == "gpu":
+        if not dev:
+            if strict:
+                raise BackendError("backend gpu: no usable GPU (CuPy is not installed or sees no CUDA device); "
+                                   "use backend: cpu or auto")
+            return Choice("gpu", requested, "backend gpu: no usable GPU here, a run would fail")
+        return Choice("gpu", requested, f"backend gpu: {dev}")
+    if dev:
+        return Choice("gpu", requested, f"backend auto chose gpu: CuPy sees {dev}")
+    return Choice("cpu", requested, "backend auto chose cpu: no CUDA device (or CuPy) found")
+
+
+def for_array(x: Any) -> Backend:
+    """The backend that owns ``x``'s memory (no availability check: the array already exists)."""
+    if on_device(x):
+        from .gpu import GPU
+
+        return GPU
+    return CPU
+
+
+def get_backend(name: str = "cpu", *, check: bool = True) -> Backend:
+    """The backend object for ``cpu``, ``gpu`` (a :class:`BackendError` without a usable GPU) or ``auto``.
+
+    ``check=False`` skips looking for a device (a tile task whose plan already chose ``gpu``).
+    """
+    if name == "cpu":
+        return CPU
+    if not check and name == "gpu":
+        from .gpu import GPU
+
+        return GPU
+    choice = resolve(name)
+    if choice.name == "cpu":
+        return CPU
+    from .gpu import GPU
+
+    return GPU
+
+
+# --------------------------------------------------------------------------- the CPU backend
+
+
+class CPUBackend:
+    """numpy + convpipe.engines (OpenCV / scipy). Device arrays handed to it are copied to the host."""
+
+    name = "cpu"
+    device = False
+
+    def __repr__(self) -> str:
+        return "Backend(cpu)"
+
+    def __reduce__(self):  # one instance per process, also after pickling into a worker
+        return (get_backend, ("cpu",))
+
+    @property
+    def xp(self) -> Any:
+        return np
+
+    def asarray(self, x: Any) -> np.ndarray:
+        return to_host(x)
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return to_host(x)
+
+    def gather(self, chunks: Iterable[Any]) -> list[np.ndarray]:
+        return [to_host(c) for c in chunks]
+
+    def output(self, x: Any, device: bool = False) -> Any:
+        if device:
+            from .gpu import GPU
+
+            return GPU.asarray(x)
+        return to_host(x)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
+    def meta(self, ndim: int, dtype: Any) -> np.ndarray:
+        return np.empty((0,) * ndim, dtype=dtype)
+
+    def sep_correlate(self, x: Any, weights: dict[int, tuple[np.ndarray, int]], **kw: Any) -> np.ndarray:
+        from . import engines
+
+        return engines.sep_correlate(to_host(x), weights, **kw)
+
+    def correlate_nd(self, x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+        from . import engines
+
+        return engines.correlate_nd(to_host(x), k, centers, axes)
+
+    def rank_filter(self, x: Any, kind: str, sizes: dict[int, int]) -> np.ndarray:
+        from . import engines
+
+        return engines.rank_filter(to_host(x), kind, sizes)
+
+    @property
+    def fft(self) -> Any:
+        import scipy.fft
+
+        return scipy.fft
+
+    def fftconvolve(self, x: Any, k: np.ndarray, mode: str = "full", axes: Any = None) -> np.ndarray:
+        from scipy.signal import fftconvolve
+
+        return fftconvolve(to_host(x), np.asarray(k), mode=mode, axes=axes)
+
+    def task(self, prog: Any = None, in_dtype: Any = None) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        pass
+
+
+Backend = CPUBackend  # the interface; convpipe.gpu.GPUBackend implements the same members
+CPU = CPUBackend()
+
+
+# --------------------------------------------------------------------------- placement of passes
+
+
+def has_gpu_path(op: Any) -> bool:
+    return getattr(op, "name", None) in GPU_OPS
+
+
+def pass_backend(plan: Any, pp: Any) -> str:
+    """Where one pass of ``plan`` runs: ``"gpu"`` when the plan's backend is gpu and every op has a GPU path."""
+    if getattr(plan, "backend", "cpu") != "gpu":
+        return "cpu"
+    return "gpu" if all(has_gpu_path(op) for op in pp.ops) else "cpu"
+
+
+def pass_backends(plan: Any) -> list[str]:
+    return [pass_backend(plan, pp) for pp in plan.passes]
+
+
+def placement_notes(plan: Any) -> list[str]:
+    """One line per pass of a GPU plan that runs on the CPU, naming the ops without a GPU path."""
+    if getattr(plan, "backend", "cpu") != "gpu":
+        return []
+    notes = []
+    for pp in plan.passes:
+        missing = sorted({op.name for op in pp.ops if not has_gpu_path(op)})
+        if missing:
+            notes.append(f"pass {pp.index} runs on the CPU: {', '.join(missing)} "
+                         f"{'has' if len(missing) == 1 else 'have'} no GPU path")
+    return notes
+
+
+def backend_note(choice: Choice, plan: Any) -> str:
+    """What ``explain`` adds after the plan's backend: how ``auto`` / ``gpu`` resolved, and the passes of a
+    GPU plan that stay on the CPU (empty for an explicit ``cpu``)."""
+    parts = [] if choice.requested == "cpu" else [choice.reason.removeprefix("backend ")]
+    return "; ".join(parts + placement_notes(plan))
+
+
+def worker_resources(client: Any) -> list[dict]:
+    """The ``resources`` each worker of a distributed client declared (``[]`` for local schedulers)."""
+    if client is None:
+        return []
+    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
+    return [dict(w.get("resources") or {}) for w in info.get("workers", {}).values()]
+
+
+def _accepts_n_workers(client: Any) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def pass_annotations(plan: Any, resources: Iterable[Mapping[str, Any]] | None = None,
+                     gpu_resource: str = "GPU") -> list[dict]:
+    """Dask annotations for each pass's tile tasks (use with ``dask.annotate(**ann)`` around ``build_pass``).
+
+    On a *mixed* cluster (some workers declare a ``GPU`` resource, e.g. ``dask worker --resources GPU=1``)
+    a GPU pass's tasks must land on those workers: ``{"resources": {"GPU": 1}}``. On a cluster where no
+    worker declares it (a CPU cluster, or ``profile:cuda``: one worker per GPU, all equal) nothing is
+    annotated: a resource no worker has would leave the tasks waiting forever. CPU passes are never
+    restricted. Each GPU task holds one unit, so a worker with ``GPU=1`` runs one GPU tile at a time.
+    """
+    res = [dict(r) for r in (resources or [])]
+    have = any(float(r.get(gpu_resource, 0) or 0) > 0 for r in res)
+    out = []
+    for where in pass_backends(plan):
+        out.append({"resources": {gpu_resource: 1}} if (where == "gpu" and have) else {})
+    return out
+
+
+def warmup(plan: Any, **kw: Any) -> dict:
+    """Compile the kernels of ``plan``'s GPU passes once in this process (no-op for CPU plans)."""
+    if "gpu" not in pass_backends(plan):
+        return {"cases": 0, "compiled": 0, "seconds": 0.0}
+    from .gpu import warmup as gpu_warmup
+
+    return gpu_warmup(plan, **kw)

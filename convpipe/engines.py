@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage as ndi
 
+from .backends import on_device
+
 try:  # OpenCV is a hard dependency, but keep the scipy path alive if a wheel is broken
     import cv2
 
@@ -47,6 +49,10 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
     outside the array along that axis (``outside[axis]``, a boolean mask) are reset to cval. The passes
     then run in ``order`` (scipy's order for the op). Needed only when the kernel does not sum to one.
     """
+    if on_device(x):  # a CuPy block: the GPU engine (convpipe.gpu)
+        from . import gpu
+
+        return gpu.sep_correlate(x, weights, fill=fill, order=order)
     if not weights:
         return x
     if fill is not None:
@@ -117,6 +123,10 @@ def _correlate1d_any(x: np.ndarray, w: np.ndarray, center: int, axis: int) -> np
 
 def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
     """Direct (non-separable) correlation of ``x`` with ``k`` over ``axes``."""
+    if on_device(x):
+        from . import gpu
+
+        return gpu.correlate_nd(x, k, centers, axes)
     if len(axes) == 2 and axes == (x.ndim - 2, x.ndim - 1) and _cv_ok(x):
         res = np.empty(x.shape, dtype=x.dtype)
         kk = np.asarray(k, dtype=x.dtype)
@@ -139,6 +149,10 @@ def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: t
 
 def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
     """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2)."""
+    if on_device(x):
+        from . import gpu
+
+        return gpu.rank_filter(x, kind, sizes)
     size = [sizes.get(a, 1) for a in range(x.ndim)]
     if kind in ("minimum", "maximum"):
         # Box min/max is separable and exact: one 1-D pass per axis.

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .backends import array_module, get_backend, pass_backend
 from .io import Manifest, cast_output
 from .plan import PassPlan, Plan
 from .tiles import Runs, backward, run_chain, runs_to_array
@@ -52,6 +53,8 @@ class _Program:
     sink: Any = None
     manifest: Any = None
     tables: tuple = ()  # (op index, TableSink) for ops that emit rows
+    backend: str = "cpu"  # where this pass runs (backends.pass_backend)
+    device_out: bool = False  # return CuPy arrays (Pipeline.apply on CuPy input)
 
     def meta(self, index: tuple[int, ...]) -> "_TileMeta":
         entries = {a: self.axes[i][j] for i, (a, j) in enumerate(zip(self.out_axes, index))}
@@ -90,7 +93,7 @@ def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.nda
         if all(isinstance(s, slice) for s in sel):
             return c[tuple(sel)]
         return c[np.ix_(*[np.arange(c.shape[i])[s] if isinstance(s, slice) else s for i, s in enumerate(sel)])]
-    out = np.empty(tuple(p.size for p in pos), dtype=chunks[0].dtype)
+    out = array_module(chunks[0]).empty(tuple(p.size for p in pos), dtype=chunks[0].dtype)
     # per axis: for each dep chunk, which slice of `pos` falls in it and where inside the chunk
     per_axis = []
     for p, ranges in zip(pos, meta.chunk_ranges):
@@ -119,10 +122,13 @@ def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.nda
 
 def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> np.ndarray:
     meta = prog.meta(index)
-    block = _assemble(list(chunks), meta, prog.in_axes)
+    be = get_backend(prog.backend, check=False)
+    block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks
     rows: dict | None = {} if prog.tables else None
-    res = run_chain(block, prog.ops, list(meta.targets), prog.extents, prog.compute, tables=rows)
-    res = cast_output(res, prog.out_dtype)
+    with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
+        res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
+                        xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
+        res = be.output(cast_output(res, prog.out_dtype), prog.device_out)  # one device->host copy
     for i, table in prog.tables:
         table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
@@ -161,7 +167,8 @@ def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
 
 
 def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manifest: Any = None,
-               skip: set[str] | None = None, name: str | None = None, tables: tuple = ()) -> Any:
+               skip: set[str] | None = None, name: str | None = None, tables: tuple = (),
+               device_out: bool = False) -> Any:
     """The dask array of one pass: chunks = tiles (``sink`` None) or one marker per tile (writing)."""
     import dask.array as da
     from dask.base import tokenize
@@ -190,12 +197,14 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
         tables_axes.append(tuple(entries))
     prog = _Program(tuple(pp.ops), tuple(pp.extents), plan.compute_dtype,
                     plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
-                    pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables)
+                    pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables,
+                    pass_backend(plan, pp), device_out and sink is None)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
     canon = [(op.name, op_token(op), op.in_axes) for op in pp.ops]
     token = tokenize(canon, pp.tile, source.name, str(plan.compute_dtype), str(plan.output.dtype),
-                     sink is not None, getattr(sink, "store_path", None) and str(sink.store_path), sorted(skip))
+                     sink is not None, getattr(sink, "store_path", None) and str(sink.store_path), sorted(skip),
+                     prog.backend, prog.device_out)
     name = name or f"convpipe-pass{pp.index}-{token}"
     prog_key = f"{name}-program"
     dsk: dict = {prog_key: prog}
@@ -215,12 +224,14 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
         dsk[out_key] = (_tile_task, prog_key, index, *deps)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[source])
     dtype = bool if sink is not None else prog.out_dtype
-    return da.Array(graph, name, chunks=tuple(chunks_out), dtype=dtype)
+    meta = get_backend("gpu", check=False).meta(len(out_axes), dtype) if prog.device_out else None
+    return da.Array(graph, name, chunks=tuple(chunks_out), dtype=dtype, meta=meta)
 
 
 def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
             skip: set[str] | None = None, tables: dict | None = None,
-            compute: Callable[..., Any] | None = None) -> Any:
+            compute: Callable[..., Any] | None = None, device_out: bool = False,
+            annotations: list[dict] | None = None) -> Any:
     """Build the whole plan's graph; returns the dask array of the result (or of tile markers).
 
     ``tables`` maps an op (by identity) to the TableSink its rows go to. A pass that starts with a global
@@ -237,8 +248,9 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
             first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
         tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
-        arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
-                         skip=skip if last else None, tables=tb)
+        with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers
+            arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
+                             skip=skip if last else None, tables=tb, device_out=device_out and last)
     return arr
 
 

@@ -77,6 +77,7 @@ class Plan:
     cluster: str
     backend: str
     warnings: list[str] = field(default_factory=list)
+    backend_note: str = ""  # why this backend (auto: the GPU it found); passes that stay on the CPU
 
     @property
     def tasks(self) -> int:
@@ -93,7 +94,8 @@ class Plan:
             "output": {"shape": list(self.output.shape), "dtype": str(self.output.dtype),
                        "chunks": list(self.output.chunks), "axes": self.output.axes},
             "compute_dtype": str(self.compute_dtype),
-            "cluster": self.cluster, "backend": self.backend, "workers": self.workers,
+            "cluster": self.cluster, "backend": self.backend, "backend_note": self.backend_note,
+            "workers": self.workers,
             "memory_per_worker": self.memory_per_worker,
             "tasks": self.tasks,
             "passes": [{
@@ -116,6 +118,8 @@ class Plan:
         i, o = self.input, self.output
         lines.append(f"plan for {name!r}: {self.cluster} ({self.workers} workers, "
                      f"{_fmt_bytes(self.memory_per_worker)} each), backend {self.backend}, compute {self.compute_dtype}")
+        if self.backend_note:
+            lines.append(f"  backend {self.backend_note}")
         lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
         lines.append(f"  output  {_fmt_shape(o)}  {o.dtype}  chunks {_fmt_tuple(o.chunks)}")
         for p in self.passes:

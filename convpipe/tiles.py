@@ -196,7 +196,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
                 outside = loc < 0
                 u = _take(u, ax, np.where(outside, 0, loc))
                 if outside.any():
-                    if not u.flags.writeable or u.base is not None:
+                    if not getattr(u.flags, "writeable", True) or u.base is not None:  # CuPy: no writeable
                         u = u.copy()
                     sl = [slice(None)] * u.ndim
                     sl[ax] = outside

@@ -185,13 +185,13 @@ class _Correlate(_LocalOp):
         return self.crop(y)
 
     def _fft(self, x, idx):
-        from scipy.signal import fftconvolve
+        from ..backends import for_array
 
         shape = [1] * x.ndim
         for i, s in zip(idx, self.kernel.shape):
             shape[i] = s
         k = self.kernel[(slice(None, None, -1),) * self.kernel.ndim].reshape(shape)
-        return fftconvolve(x, k.astype(x.dtype), mode="valid", axes=idx).astype(x.dtype, copy=False)
+        return for_array(x).fftconvolve(x, k.astype(x.dtype), mode="valid", axes=idx).astype(x.dtype, copy=False)
 
     def describe(self) -> str:
         return f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}, {self.method()})"
@@ -405,7 +405,7 @@ class UnsharpMask(_LocalOp):
              for a, s in self.sigma.items() if s > 1e-15}
         blurred = self.crop(engines.sep_correlate(x, w))
         core = self.crop(x)
-        return core + (core - blurred) * np.asarray(self.params.amount, dtype=x.dtype)
+        return core + (core - blurred) * x.dtype.type(self.params.amount)  # CuPy refuses 0-d numpy arrays
 
     def method(self):
         return "separable"
@@ -620,7 +620,7 @@ class HeatStep(_LocalOp):
         for a in self.axes:
             d = self.crop(engines.sep_correlate(x, {self.ax(a): (w, 1)}))
             lap = d.copy() if lap is None else np.add(lap, d, out=lap)
-        return core + np.asarray(self.dt, dtype=x.dtype) * lap
+        return core + x.dtype.type(self.dt) * lap
 
 
 @register

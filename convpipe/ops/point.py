@@ -59,8 +59,8 @@ class Scale(_Point):
     summary = "x * factor + offset"
 
     def apply(self, x, xp=np):
-        f = np.asarray(self.params.factor, dtype=x.dtype)
-        o = np.asarray(self.params.offset, dtype=x.dtype)
+        f = x.dtype.type(self.params.factor)  # numpy scalars: CuPy refuses 0-d numpy arrays
+        o = x.dtype.type(self.params.offset)
         return x * f + o if self.params.offset else x * f
 
 
