@@ -192,7 +192,8 @@ class Pipeline:
         manifest = Manifest(out_url, so)
         tile_list = [plan.passes[-1].tile[a] for a in plan.output.axes]
         prov = {"complete": False, "spec": spec.canonical(), "spec_hash": spec.hash(), "version": __version__,
-                "input_fingerprint": fp, "input_url": in_url, "tile": tile_list, "axes": plan.output.axes}
+                "input_fingerprint": fp, "input_url": in_url, "tile": tile_list, "axes": plan.output.axes,
+                "spec_dir": str(spec.base_dir)}
         if state is not None and not spec.output.overwrite:
             if not resume:
                 if state.get("complete") is False:
@@ -244,7 +245,9 @@ class Pipeline:
         from .plan import read_chunks
 
         rc = read_chunks(info, plan.passes[0].tile)
-        source = da.from_zarr(arr, chunks=tuple(rc[a] for a in info.axes), inline_array=False)
+        source = da.from_array(_ChunkReader(arr, in_url), chunks=tuple(rc[a] for a in info.axes),
+                               name=f"convpipe-input-{fp}", inline_array=False, lock=False,
+                               meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
         if log:
@@ -357,6 +360,50 @@ def _want_ome(spec: Spec, ome: dict, axes: str, log: Callable[[str], None] | Non
     elif problem:
         raise SpecError(f"output.ome: {problem}", path="output.ome", line=spec.line_of(("output", "ome")))
     return True
+
+
+class _ChunkReader:
+    """The input as dask reads it, naming the stored chunk(s) that cannot be read or decoded."""
+
+    def __init__(self, arr: Any, url: str):
+        self.arr, self.url = arr, url
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        try:
+            return self.arr[sel]
+        except Exception as e:
+            bad = self._bad_chunks(sel)
+            what = (f"chunk {bad[0]}" if len(bad) == 1 else f"chunks {', '.join(bad[:5])}") if bad else \
+                f"the region {sel!r}"
+            raise ExecutionError(f"cannot read {what} of the input {self.url} ({type(e).__name__}: {e}); "
+                                 "output left incomplete: restore the input, then --resume finishes it") from None
+
+    def _bad_chunks(self, sel: Any) -> list[str]:
+        """The keys of the stored chunks under ``sel`` that fail on their own (reads them one by one)."""
+        import itertools
+
+        sel = sel if isinstance(sel, tuple) else (sel,)
+        if len(sel) != self.ndim or not all(isinstance(s, slice) and s.step in (None, 1) for s in sel):
+            return []
+        ranges = []
+        for s, n, c in zip(sel, self.shape, self.arr.chunks):
+            start, stop = s.start or 0, n if s.stop is None else s.stop
+            ranges.append(range(start // c, -(-stop // c)))
+        bad = []
+        for idx in itertools.product(*ranges):
+            region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, self.arr.chunks, self.shape))
+            try:
+                self.arr[region]
+            except Exception:  # noqa: BLE001 - this one is damaged
+                try:
+                    bad.append(str(self.arr.metadata.encode_chunk_key(idx)))
+                except Exception:  # noqa: BLE001 - the key is advisory
+                    bad.append(".".join(map(str, idx)))
+        return bad
+
+    def __reduce__(self):
+        return (_ChunkReader, (self.arr, self.url))
 
 
 def _all_keys(plan: Plan) -> set[str]:

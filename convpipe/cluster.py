@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 import os
 import re
@@ -635,8 +636,11 @@ def open_cluster(cluster: str = "threads", *, log: Any = None) -> Iterator[Clust
 
     if kind == "local":
         # Loopback only: the scheduler and its dashboard are never reachable from other machines.
+        # Workers' and the scheduler's own logs stay quiet (a failing task logs 'Compute Failed ... Traceback' at
+        # ERROR, a lost worker comm tracebacks): the client re-raises and the CLI reports it in one line.
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
-                          host="127.0.0.1", dashboard_address="127.0.0.1:0") as lc, Client(lc) as client:
+                          host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                          silence_logs=logging.CRITICAL) as lc, Client(lc) as client:
             if log:
                 log(f"local cluster: {workers} workers, dashboard {client.dashboard_link}")
             yield ClusterHandle(kind, workers, mem, client=client, dashboard=client.dashboard_link)

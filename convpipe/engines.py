@@ -25,8 +25,20 @@ except ImportError:  # pragma: no cover
 _CV_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _cv_ok(x: np.ndarray) -> bool:
+def all_finite(x: np.ndarray) -> bool:
+    """True when ``x`` holds no NaN/inf (one pass, no temporary; a sum that overflows only costs speed)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.add.reduce(x, axis=None))) if x.size else True
+
+
+def _cv_layout(x: np.ndarray) -> bool:
     return cv2 is not None and x.dtype in _CV_DTYPES and x.ndim >= 1 and x.strides[-1] == x.itemsize
+
+
+def _cv_ok(x: np.ndarray) -> bool:
+    # OpenCV skips zero taps (0 * NaN never happens) and filter2D switches to a DFT from 11x11 kernels, which
+    # spreads one NaN over the whole block: blocks with NaN/inf take scipy's path, which is the oracle's own
+    return _cv_layout(x) and all_finite(x)
 
 
 def _planes(x: np.ndarray):
@@ -55,6 +67,7 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
         return gpu.sep_correlate(x, weights, fill=fill, order=order)
     if not weights:
         return x
+    cv = _cv_ok(x)  # once per call: each pass of finite weights over finite data stays finite
     if fill is not None:
         outside, cval = fill
         out = x
@@ -68,7 +81,7 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
                 sl[a] = mask
                 out[tuple(sl)] = cval
             w, c = weights[a]
-            out = _correlate1d_any(out, w, c, a)
+            out = _correlate1d_any(out, w, c, a, cv=cv)
         return out
     out = x
     nd = x.ndim
@@ -77,16 +90,16 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
     rest = [a for a in axes if a < nd - 2]
     for a in rest:
         w, c = weights[a]
-        out = _correlate1d_any(out, w, c, a)
+        out = _correlate1d_any(out, w, c, a, cv=cv)
     if last2:
-        if _cv_ok(out) and nd >= 2:
+        if cv and _cv_layout(out) and nd >= 2:
             ky = weights.get(nd - 2, (np.ones(1), 0))
             kx = weights.get(nd - 1, (np.ones(1), 0))
             out = _cv_sep2d(out, kx, ky)
         else:
             for a in last2:
                 w, c = weights[a]
-                out = _correlate1d_any(out, w, c, a)
+                out = _correlate1d_any(out, w, c, a, cv=cv)
     return out
 
 
@@ -104,12 +117,13 @@ def _cv_sep2d(x: np.ndarray, kx: tuple[np.ndarray, int], ky: tuple[np.ndarray, i
     return res
 
 
-def _correlate1d_any(x: np.ndarray, w: np.ndarray, center: int, axis: int) -> np.ndarray:
+def _correlate1d_any(x: np.ndarray, w: np.ndarray, center: int, axis: int, *, cv: bool | None = None) -> np.ndarray:
     """1-D correlation along any axis; OpenCV on a (rows, cols) view when the layout allows."""
     nd = x.ndim
-    if _cv_ok(x) and axis == nd - 1:
+    cv = (_cv_ok(x) if cv is None else cv) and _cv_layout(x)
+    if cv and axis == nd - 1:
         return _cv_sep2d(x if nd >= 2 else x[None], (w, center), (np.ones(1), 0)).reshape(x.shape)
-    if _cv_ok(x) and x.flags.c_contiguous and x.shape[axis] > 0:
+    if cv and x.flags.c_contiguous and x.shape[axis] > 0:
         # Collapse to 2-D (rows = this axis) for each leading index: a vertical 1-D filter in OpenCV.
         lead = x.shape[:axis]
         n = x.shape[axis]

@@ -105,6 +105,11 @@ def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind in "iu" and x.dtype.kind == "f":
         info = np.iinfo(dtype)
         x = np.clip(np.nan_to_num(x, nan=0.0, posinf=info.max, neginf=info.min), info.min, info.max)
+    elif dtype.kind in "iu" and x.dtype.kind in "iu":
+        info, src = np.iinfo(dtype), np.iinfo(x.dtype)
+        lo, hi = max(info.min, src.min), min(info.max, src.max)
+        if lo > src.min or hi < src.max:
+            x = np.clip(x, lo, hi)
     return x.astype(dtype)
 
 

@@ -12,6 +12,7 @@ view the same key, so nothing here hands out views.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,11 +106,51 @@ NAMED: dict[str, Callable[..., np.ndarray]] = {
 # --------------------------------------------------------------------------- loading
 
 
+#: Named kernels are built from a few numbers in a spec; one that would hold more weights than this is refused
+#: before it is allocated (validate and the job service build kernels: a spec must not make them allocate GiBs).
+MAX_NAMED_KERNEL = 1 << 22
+
+
+def _named_size(name: str, p: dict) -> float:
+    """The number of weights a named kernel would have (a float: no overflow), from its parameters."""
+    ndim = float(p.get("ndim", 2))
+    if ndim != int(ndim) or not 1 <= ndim <= 5:
+        raise ValueError(f"ndim must be an integer from 1 to 5, got {p.get('ndim')!r}")
+    if name in ("gaussian", "log"):
+        sigma, truncate = float(p.get("sigma", 1.0)), float(p.get("truncate", 4.0))
+        if not (sigma > 0 and math.isfinite(sigma) and truncate > 0 and math.isfinite(truncate)):
+            raise ValueError("sigma and truncate must be positive and finite")
+        rad = float(p["radius"]) if p.get("radius") is not None else truncate * sigma + 0.5
+        return (2 * math.floor(rad) + 1) ** ndim
+    if name == "box":
+        size = float(p.get("size", 3))
+        if not (size >= 1 and size == int(size)):
+            raise ValueError(f"size must be a positive integer, got {p.get('size')!r}")
+        return size ** ndim
+    if name == "disk":
+        r = float(p.get("radius", 2))
+        if not (r >= 0 and math.isfinite(r)):
+            raise ValueError(f"radius must be >= 0, got {p.get('radius')!r}")
+        return (2 * math.floor(r) + 1) ** ndim
+    if name == "gabor":
+        f = float(p.get("frequency", 0.1))
+        if not (f > 0 and math.isfinite(f)):
+            raise ValueError(f"frequency must be positive, got {p.get('frequency')!r}")
+        sigma = float(p["sigma"]) if p.get("sigma") is not None else 0.56 / f
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError("sigma must be positive and finite")
+        rad = float(p["radius"]) if p.get("radius") is not None else math.ceil(3 * sigma)
+        return (2 * math.floor(rad) + 1) ** 2
+    return 3.0 ** ndim  # sobel, prewitt, scharr, laplace (and the fixed 3x3 ones)
+
+
 def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
     """Build a float64 C-contiguous kernel from a spec's kernel source. Raises ValueError with the cause."""
     if isinstance(src, dict):
         src = dict(src)
         name = src.pop("name", None)
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"a kernel name is a string, got {type(name).__name__}")
         if name is None:
             raise ValueError(f"a named kernel needs 'name' (one of {', '.join(sorted(NAMED))})")
         if name not in NAMED:
@@ -119,8 +160,12 @@ def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown kernel {name!r}{hint}; named kernels: {', '.join(sorted(NAMED))}")
         try:
+            n = _named_size(name, src)
+            if n > MAX_NAMED_KERNEL:
+                raise ValueError(f"it would hold {n:.3g} weights (at most {MAX_NAMED_KERNEL}); "
+                                 "use smaller parameters or a .npy kernel")
             k = NAMED[name](**src)
-        except TypeError as e:
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, MemoryError) as e:
             raise ValueError(f"kernel {name!r}: {e}") from None
     elif isinstance(src, str):
         path = Path(src)

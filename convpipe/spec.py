@@ -34,6 +34,12 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # '? [a, b]': a list or mapping as a key
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
@@ -43,6 +49,37 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+#: A spec is small. More YAML nodes than this, counting every alias expansion, is refused before anything walks
+#: the document: a few aliases of aliases ("billion laughs") would otherwise make validate and the service spin.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, source: str, limit: int = MAX_YAML_NODES) -> int:
+    """Nodes in the document with aliases expanded (counting stops past ``limit``); refuses recursive aliases."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        k = id(n)
+        if k in memo:
+            return memo[k]
+        if k in active:
+            raise SpecError("invalid YAML: an alias refers to a node that contains it (recursive data)",
+                            path=source, line=n.start_mark.line + 1)
+        active.add(k)
+        if isinstance(n, yaml.MappingNode):
+            s = 1 + sum(size(a) + size(b) for a, b in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            s = 1 + sum(size(c) for c in n.value)
+        else:
+            s = 1
+        active.discard(k)
+        memo[k] = s = min(s, limit + 1)
+        return s
+
+    return size(node)
 
 
 def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -78,7 +115,13 @@ def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]
         node = yaml.compose(text, Loader=_LineLoader)
         if node is None:
             return None, {}
+        if _expanded_size(node, source) > MAX_YAML_NODES:
+            raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML nodes once its aliases are expanded",
+                            path=source)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        lines = _line_map(node)
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", path=source) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -88,7 +131,7 @@ def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]
         raise SpecError(f"invalid YAML: {problem}", path=source, line=line) from None
     except yaml.YAMLError as e:
         raise SpecError(f"invalid YAML: {e}", path=source) from None
-    return data, _line_map(node)
+    return data, lines
 
 
 # --------------------------------------------------------------------------- models
@@ -181,7 +224,7 @@ def check_dtype(v: str) -> None:
 
     try:
         dt = np.dtype(v)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # numpy parses ',' as a structured dtype: SyntaxError
         raise ValueError(f"unknown dtype {v!r}") from None
     if dt.kind not in "biuf":
         raise ValueError(f"dtype {v!r} is not a numeric type")
@@ -304,10 +347,15 @@ def _pydantic_errors(e: ValidationError, prefix: tuple, spec_lines: dict) -> lis
 def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
     out = []
     for err in e.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+        raw = tuple(err["loc"])
+        # pydantic puts union members' type names into loc ('float', 'dict[str,float]'); they are hidden, but the
+        # key an extra_forbidden error is about is the user's own, whatever it looks like ('int', 'a[b')
+        last = raw[-1:] if err["type"] == "extra_forbidden" and raw else ()
+        body = raw[: len(raw) - len(last)]
+        loc = prefix + tuple(p for p in body if not (isinstance(p, str) and _is_union_tag(p))) + last
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown parameter {loc[-1]!r}"
+            msg = f"unknown parameter {raw[-1]!r}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         line = None
@@ -317,7 +365,7 @@ def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) ->
                 line = spec_lines[probe]
                 break
             probe = probe[:-1]
-        out.append(SpecError(msg, path=format_path(loc), line=line))
+        out.append(SpecError(msg, path=format_path(loc) or "spec", line=line))
     return out
 
 

@@ -176,6 +176,10 @@ class _Correlate(_LocalOp):
     def apply(self, x, xp=np):
         m = self.method()
         idx = tuple(self.ax(a) for a in self.axes)
+        if not engines.all_finite(x):
+            # NaN/inf: scipy.ndimage.correlate itself (the oracle skips zero weights, so a NaN reaches exactly
+            # the non-zero footprint); an FFT, OpenCV's DFT or separable 1-D passes would spread it further
+            m = "direct"
         if m == "separable":
             y = engines.sep_correlate(x, {i: (f, c) for i, f, c in zip(idx, self.factors, self.centers)})
         elif m == "fft":

@@ -15,6 +15,20 @@ from .base import Op, OpParams
 from .registry import register
 
 
+def saturate(x: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """Cast to ``dt``; integer targets saturate (NaN -> 0) from float and from integer sources alike."""
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        if x.dtype.kind == "f":
+            x = np.clip(np.nan_to_num(x, nan=0.0), info.min, info.max)
+        elif x.dtype.kind in "iu":
+            src = np.iinfo(x.dtype)
+            lo, hi = max(info.min, src.min), min(info.max, src.max)
+            if lo > src.min or hi < src.max:
+                x = np.clip(x, lo, hi)
+    return x.astype(dt)
+
+
 class _Point(Op):
     kind = "point"
 
@@ -39,11 +53,7 @@ class Astype(_Point):
         return np.dtype(self.params.dtype)
 
     def apply(self, x, xp=np):
-        dt = np.dtype(self.params.dtype)
-        if dt.kind in "iu" and x.dtype.kind == "f":
-            info = np.iinfo(dt)
-            x = np.clip(np.nan_to_num(x, nan=0.0), info.min, info.max)
-        return x.astype(dt)
+        return saturate(x, np.dtype(self.params.dtype))
 
 
 class ScaleParams(OpParams):
