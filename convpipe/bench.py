@@ -257,6 +257,64 @@ add_case(Case(
 ))
 
 
+# Issue 4: FFT methods. A random (not separable) 41×41 kernel, so nothing can fold it into 1-D passes.
+_K41 = np.random.default_rng(41).random((41, 41))
+_K41 /= _K41.sum()
+
+
+def _conv41_oracle(a: np.ndarray) -> np.ndarray:
+    import scipy.ndimage as ndi
+
+    return ndi.correlate(a, _K41[None], mode="reflect")  # direct, per plane (a (1, 41, 41) kernel)
+
+
+FFT_LOWPASS = {"kind": "lowpass", "cutoff": 0.25, "shape": "butterworth", "order": 4}
+
+
+def fft_lowpass_mask(ny: int, nx: int, cutoff: float = 0.25, order: float = 4.0) -> np.ndarray:
+    """The Butterworth low-pass on the rfft2 grid of a (ny, nx) plane, written out plainly (float64):
+    r = |f| / Nyquist, mask = 1 / (1 + (r / cutoff)^(2 order))."""
+    fy = np.fft.fftfreq(ny)[:, None] / 0.5
+    fx = np.fft.rfftfreq(nx)[None, :] / 0.5
+    r = np.sqrt(fy * fy + fx * fx)
+    return 1.0 / (1.0 + (r / cutoff) ** (2.0 * order))
+
+
+def fft_lowpass_planes(a: np.ndarray, workers: int = 1) -> np.ndarray:
+    """The plain whole-plane loop: rfft2 × mask → irfft2 for every (y, x) plane, in a's float dtype."""
+    import scipy.fft
+
+    ny, nx = a.shape[-2:]
+    m = fft_lowpass_mask(ny, nx, FFT_LOWPASS["cutoff"], FFT_LOWPASS["order"]).astype(a.dtype)
+    out = np.empty(a.shape, a.dtype)
+    for idx in np.ndindex(*a.shape[:-2]):
+        spec = scipy.fft.rfft2(a[idx], workers=workers)
+        spec *= m
+        out[idx] = scipy.fft.irfft2(spec, s=(ny, nx), workers=workers)
+    return out
+
+
+add_case(Case(
+    name="conv41",
+    title="correlate, random 41×41 kernel (yx), method fft (scipy: direct)",
+    steps=[{"correlate": {"kernel": _K41.tolist(), "axes": "yx", "mode": "reflect", "method": "fft"}}],
+    oracle=_conv41_oracle,
+    halo=(0, 20, 20),
+    impls={},
+    scipy_temporaries=2.0,
+))
+
+add_case(Case(
+    name="fft_lowpass",
+    title="fft_filter lowpass butterworth cutoff 0.25 order 4 (yx)",
+    steps=[{"fft_filter": dict(FFT_LOWPASS)}],
+    oracle=lambda a: fft_lowpass_planes(a),
+    halo=(0, None, None),
+    impls={"numpy-fft": fft_lowpass_planes},
+    scipy_temporaries=3.0,
+))
+
+
 # --------------------------------------------------------------------------- contenders
 
 
@@ -357,6 +415,23 @@ def run_dask_image(ctx: Ctx, case: Case) -> Outcome:
     else:
         y = case.impls["dask-image"](x)
     return _dask_write(ctx, y, ctx.out_url(case, "dask-image"))
+
+
+@contender("numpy-fft", applies=lambda ctx, case: None if "numpy-fft" in case.impls else NA,
+           description="plain loop: zarr slab → scipy.fft rfft2 × mask → irfft2 per plane (all cores) → zarr")
+def run_numpy_fft(ctx: Ctx, case: Case) -> Outcome:
+    """The floor for per-plane FFT filters: no dask, no planner; reads one chunk-deep z slab of whole planes,
+    filters each plane with scipy.fft (``workers`` = all cores), writes the slab, in the input's chunks."""
+    import zarr
+
+    url = ctx.out_url(case, "numpy-fft")
+    src = zarr.open_array(ctx.input_url, mode="r")
+    out = _create_output(ctx, url)
+    cz = ctx.chunks[0]
+    for z0 in range(0, ctx.shape[0], cz):
+        slab = src[z0:z0 + cz].astype(np.float32)
+        out[z0:z0 + cz] = case.impls["numpy-fft"](slab, ctx.ncpu)
+    return Outcome(url)
 
 
 def _scipy_applies(ctx: Ctx, case: Case) -> str | None:
@@ -865,6 +940,474 @@ def _ratios(rows: list[dict]) -> None:
             r["vs_dask_image"] = r["seconds"] / di[r["pipeline"]]
 
 
+# --------------------------------------------------------------------------- the extra suite (issues 4, 5, 6, 10)
+#
+# Rows that are experiments rather than one pipeline timed side by side: each is a function
+# ``fn(sx: ExtraCtx) -> dict`` registered with ``@extra_row(name, ...)``; it returns its numbers, its target
+# and whether the target was met. Anything measured for memory runs in a fresh subprocess (``_run_child``),
+# sampled from here with psutil, so one row's allocations never show in another's peak RSS.
+# ``convpipe bench --suite extra [--pipelines conv41,resume,...] [--quick]`` runs them and writes JSON
+# (default ``<workdir>/extra.json``).
+
+
+@dataclass
+class ExtraRow:
+    name: str
+    fn: Callable[[ExtraCtx], dict]
+    title: str
+    target: str
+
+
+EXTRA_ROWS: dict[str, ExtraRow] = {}
+
+
+def extra_row(name: str, *, title: str, target: str) -> Callable:
+    def deco(fn: Callable[[ExtraCtx], dict]) -> Callable[[ExtraCtx], dict]:
+        EXTRA_ROWS[name] = ExtraRow(name, fn, title, target)
+        return fn
+
+    return deco
+
+
+@dataclass
+class ExtraCtx:
+    workdir: Path
+    quick: bool = False
+    say: Callable[..., None] = lambda *a, **k: None
+    ncpu: int = 1
+    archive_run_limit_s: float = 240.0  # a single archive-scale run longer than this is cut and extrapolated
+    archive_targets: tuple[int, ...] | None = None  # task counts (default 1 k, 10 k, 100 k; quick: 200, 1 k, 2 k)
+    archive_clusters: tuple[str, ...] = ("threads", "local:2")
+
+    def size(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
+
+    def input(self, shape: tuple[int, ...], chunks: tuple[int, ...]) -> str:
+        return ensure_input(BenchConfig(shape=shape, chunks=chunks, workdir=self.workdir), None)[0]
+
+    def path(self, name: str) -> str:
+        return str((self.workdir / name).resolve())
+
+
+_CHILD_TAG = "CONVPIPE-BENCH-CHILD "
+
+
+def _child_main(job_json: str) -> None:
+    """Entry point of a measurement subprocess: runs one job, prints one tagged JSON line."""
+    job = json.loads(job_json)
+    import psutil
+
+    import convpipe
+
+    proc = psutil.Process()
+    out: dict = {"rss_after_imports": int(proc.memory_info().rss)}
+    p = convpipe.load(job["spec"])
+    if job["kind"] == "build":  # the graph only, no writes (metadata-only inputs: nothing is read either)
+        import dask.array as da
+        import zarr
+
+        from convpipe.execute import execute
+        from convpipe.plan import read_chunks
+
+        t = time.perf_counter()
+        plan = p.explain()
+        out["plan_s"] = time.perf_counter() - t
+        arr = zarr.open_array(job["spec"]["input"]["url"], mode="r")
+        rc = read_chunks(plan.input, plan.passes[0].tile)
+        src = da.from_zarr(arr, chunks=tuple(rc[a] for a in plan.input.axes), inline_array=False)
+        builds = []
+        for _ in range(int(job.get("repeat", 3))):  # best of N: one GC pause must not make a size look slow
+            gc.collect()
+            t = time.perf_counter()
+            res = execute(plan, src)
+            n = len(res.__dask_graph__())
+            builds.append(time.perf_counter() - t)
+            del res
+        out.update(build_s=min(builds), build_times=builds, graph_len=n, tasks=int(plan.tasks),
+                   tiles=int(plan.passes[-1].n_tiles))
+    else:
+        t = time.perf_counter()
+        res = p.run(**job.get("run", {}))
+        out["wall_in_child_s"] = time.perf_counter() - t
+        phases = {ph["name"]: ph["end_s"] - ph["start_s"] for ph in res.timings.get("phases", [])}
+        out.update(elapsed=res.elapsed, tasks=int(res.tasks), tiles=int(res.tiles),
+                   skipped_tiles=int(res.skipped_tiles), phases=phases,
+                   peak_rss_monitor=res.timings.get("peak_rss"),
+                   outputs=json.loads(json.dumps(res.outputs, default=str)))
+    out["rss_end"] = int(proc.memory_info().rss)
+    print(_CHILD_TAG + json.dumps(out), flush=True)
+
+
+def _run_sampled(cmd: list[str], *, timeout: float, interval: float = 0.01,
+                 kill_when: Callable[[], bool] | None = None, env: dict | None = None) -> dict:
+    """Run ``cmd``; sample the RSS of the process (and of its whole tree) until it ends.
+
+    ``kill_when`` is polled at every sample; when it returns True the process is SIGKILLed (the resume row).
+    A run past ``timeout`` is killed too (``timed_out``)."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    t0 = time.perf_counter()
+    pr = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    chunks: dict[str, list[str]] = {"out": [], "err": []}
+    readers = [threading.Thread(target=lambda f=f, k=k: chunks[k].append(f.read()), daemon=True)
+               for f, k in ((pr.stdout, "out"), (pr.stderr, "err"))]
+    for th in readers:
+        th.start()
+    ps = psutil.Process(pr.pid)
+    peak = peak_tree = 0
+    killed = timed_out = False
+    while pr.poll() is None:
+        try:
+            rss = ps.memory_info().rss
+            tree = rss
+            for c in ps.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    tree += c.memory_info().rss
+            peak, peak_tree = max(peak, rss), max(peak_tree, tree)
+        except psutil.Error:
+            pass
+        if not killed and kill_when is not None and kill_when():
+            os.kill(pr.pid, signal.SIGKILL)
+            killed = True
+        if time.perf_counter() - t0 > timeout and not killed:
+            os.kill(pr.pid, signal.SIGKILL)
+            killed = timed_out = True
+        time.sleep(interval)
+    wall = time.perf_counter() - t0
+    for th in readers:
+        th.join(5)
+    stdout, stderr = "".join(chunks["out"]), "".join(chunks["err"])
+    result = None
+    for line in stdout.splitlines():
+        if line.startswith(_CHILD_TAG):
+            result = json.loads(line[len(_CHILD_TAG):])
+    return {"wall_s": wall, "peak_rss": peak, "peak_rss_tree": peak_tree, "rc": pr.returncode, "killed": killed,
+            "timed_out": timed_out, "result": result, "stdout_tail": stdout[-2000:], "stderr_tail": stderr[-2000:]}
+
+
+def _child_cmd(job: dict) -> list[str]:
+    return [sys.executable, "-c", "import sys; from convpipe.bench import _child_main; _child_main(sys.argv[1])",
+            json.dumps(job)]
+
+
+def _run_child(job: dict, *, timeout: float = 600.0) -> dict:
+    r = _run_sampled(_child_cmd(job), timeout=timeout)
+    if r["result"] is None and not r["timed_out"]:
+        raise RuntimeError(f"measurement subprocess failed (rc {r['rc']}): {r['stderr_tail'][-800:]}")
+    return r
+
+
+def _spec(input_url: str, out_url: str, steps: list, **execution: Any) -> dict:
+    execution.setdefault("cluster", "threads")
+    execution.setdefault("backend", "cpu")
+    return {"convpipe": 1, "name": "bench-extra", "input": {"url": input_url},
+            "output": {"url": out_url, "overwrite": True}, "steps": steps, "execution": execution}
+
+
+def _harness_rows(sx: ExtraCtx, shape: tuple, chunks: tuple, case: str, only: tuple) -> dict:
+    cfg = BenchConfig(shape=shape, chunks=chunks, pipelines=(case,), only=only, workdir=sx.workdir)
+    rep = run_benchmark(cfg, None, progress=False)
+    return {r["contender"]: r for r in rep["rows"] if r["pipeline"] == case}
+
+
+def _slim(row: dict) -> dict:
+    keep = ("status", "reason", "seconds", "cpu_s", "tasks", "peak_rss", "rss_delta", "max_abs_diff", "rel_diff",
+            "oracle_scale", "check_ok", "tol")
+    return {k: row.get(k) for k in keep}
+
+
+@extra_row("conv41", title="FFT convolution, random 41×41 kernel, convpipe method fft vs scipy.ndimage direct",
+           target="convpipe ≥ 10× faster than scipy direct; max|Δ| ≤ 1e-4·max(1, max|ref|)")
+def extra_conv41(sx: ExtraCtx) -> dict:
+    shape, chunks = sx.size(((1, 2048, 2048), (1, 512, 512)), ((1, 256, 256), (1, 128, 128)))
+    rows = _harness_rows(sx, shape, chunks, "conv41", ("scipy", "convpipe"))
+    c, s = rows["convpipe"], rows["scipy"]
+    speedup = s["seconds"] / c["seconds"] if c.get("seconds") and s.get("seconds") else None
+    ok_err = bool(c.get("check_ok")) and bool(s.get("check_ok"))
+    return {"shape": list(shape), "chunks": list(chunks), "input": "uint16 generated stack, cast to float32",
+            "convpipe": _slim(c), "scipy_direct": _slim(s), "speedup": speedup,
+            "met": bool(speedup is not None and speedup >= 10 and ok_err),
+            "note": "both include reading the zarr input and writing a float32 zarr output; errors vs the "
+                    "float64 scipy direct oracle on the check sub-volume"}
+
+
+@extra_row("fft_filter", title="fft_filter lowpass butterworth 0.25/4 vs a plain scipy.fft whole-plane loop",
+           target="convpipe ≤ 1.5× the floor (numpy-fft: zarr → rfft2 × mask → irfft2 → zarr, all cores)")
+def extra_fft_filter(sx: ExtraCtx) -> dict:
+    shape, chunks = sx.size(((16, 2048, 2048), (1, 512, 512)), ((4, 256, 256), (1, 128, 128)))
+    rows = _harness_rows(sx, shape, chunks, "fft_lowpass", ("numpy-fft", "scipy", "convpipe"))
+    c, f, s = rows["convpipe"], rows["numpy-fft"], rows["scipy"]
+    ratio = c["seconds"] / f["seconds"] if c.get("seconds") and f.get("seconds") else None
+    return {"shape": list(shape), "chunks": list(chunks),
+            "convpipe": _slim(c), "floor_numpy_fft_zarr": _slim(f), "scipy_in_memory_1thread": _slim(s),
+            "ratio_vs_floor": ratio, "ratio_vs_in_memory": (c["seconds"] / s["seconds"]) if s.get("seconds") else None,
+            "met": bool(ratio is not None and ratio <= 1.5 and c.get("check_ok")),
+            "note": "floor and convpipe both read the uint16 zarr input and write float32 zarr in the input's "
+                    "chunks; the floor reads one chunk-deep z slab of whole planes at a time, scipy.fft "
+                    "workers = all cores; 'scipy' is the same loop in memory on one thread (reads all, then writes)"}
+
+
+def _manifest_count(out_url: str) -> int:
+    try:
+        return len(os.listdir(os.path.join(out_url, ".convpipe", "done")))
+    except FileNotFoundError:
+        return 0
+
+
+def _cli_elapsed(stdout: str) -> float | None:
+    import re
+
+    m = re.search(r"^done: .*?\s([0-9.]+) s,", stdout, re.M)
+    return float(m.group(1)) if m else None
+
+
+@extra_row("resume", title="Resume overhead: SIGKILL at ~50% of the tiles, then --resume",
+           target="resumed time / full-run time ≤ 0.6")
+def extra_resume(sx: ExtraCtx) -> dict:
+    import yaml
+    import zarr
+
+    import convpipe
+
+    shape, chunks = sx.size(((64, 2048, 2048), (16, 512, 512)), ((8, 256, 256), (2, 64, 64)))
+    url = sx.input(shape, chunks)
+    steps = CASES["heavy"].steps
+    full_out, res_out = sx.path("out-resume-full.zarr"), sx.path("out-resume.zarr")
+    spec_path = sx.workdir / "resume-spec.yaml"
+    spec = _spec(url, res_out, steps)
+    spec["output"].pop("overwrite")
+    spec_path.write_text(yaml.safe_dump(spec))
+    n_tiles = int(convpipe.load(spec).explain().passes[-1].n_tiles)
+    cli = [sys.executable, "-m", "convpipe", "run", str(spec_path)]
+    for u in (full_out, res_out):
+        _rm(u)
+    full = _run_sampled(cli + ["--output", full_out], timeout=900)
+    if full["rc"] != 0:
+        raise RuntimeError(f"full run failed: {full['stderr_tail'][-800:]}")
+    half = n_tiles // 2
+    killed = _run_sampled(cli + ["--output", res_out], timeout=900, interval=0.002,
+                          kill_when=lambda: _manifest_count(res_out) >= half)
+    at_kill = _manifest_count(res_out)
+    resumed = _run_sampled(cli + ["--output", res_out, "--resume"], timeout=900)
+    if resumed["rc"] != 0:
+        raise RuntimeError(f"resume failed: {resumed['stderr_tail'][-800:]}")
+    a, b = zarr.open_array(full_out, mode="r"), zarr.open_array(res_out, mode="r")
+    same = all(np.array_equal(a[z], b[z]) for z in sorted({0, shape[0] // 2, shape[0] - 1}))
+    complete = bool(dict(b.attrs).get("convpipe", {}).get("complete"))
+    fe, re_ = _cli_elapsed(full["stdout_tail"]), _cli_elapsed(resumed["stdout_tail"])
+    for u in (full_out, res_out):
+        _rm(u)
+    ratio_wall = resumed["wall_s"] / full["wall_s"]
+    return {"shape": list(shape), "chunks": list(chunks), "pipeline": "heavy", "tiles": n_tiles,
+            "killed": killed["killed"], "tiles_done_at_kill": at_kill, "killed_after_s": killed["wall_s"],
+            "full_wall_s": full["wall_s"], "resume_wall_s": resumed["wall_s"],
+            "full_elapsed_s": fe, "resume_elapsed_s": re_,
+            "ratio_wall": ratio_wall, "ratio_elapsed": (re_ / fe) if fe and re_ else None,
+            "ideal_ratio": 1 - at_kill / n_tiles, "resumed_equals_full_run": same, "resumed_complete": complete,
+            "met": bool(ratio_wall <= 0.6 and same and complete),
+            "note": "wall: `python -m convpipe run` subprocess end to end (interpreter start and imports included); "
+                    "elapsed: what the CLI reports for the run itself"}
+
+
+@extra_row("rss_scale", title="Peak RSS at 1× and 4× the data (light pipeline, same chunks, fresh subprocesses)",
+           target="peak RSS at 4× ≤ 1.2 × peak RSS at 1×")
+def extra_rss_scale(sx: ExtraCtx) -> dict:
+    (z1, z4), plane, chunks = sx.size(((16, 64), (2048, 2048), (16, 512, 512)), ((2, 8), (256, 256), (2, 128, 128)))
+    runs = {}
+    for z in (z1, z4):
+        url = sx.input((z, *plane), chunks)
+        out = sx.path(f"out-rss-{z}.zarr")
+        r = _run_child({"kind": "run", "spec": _spec(url, out, CASES["light"].steps)})
+        _rm(out)
+        res = r["result"]
+        runs[z] = {"shape": [z, *plane], "peak_rss": r["peak_rss"], "rss_after_imports": res["rss_after_imports"],
+                   "wall_s": r["wall_s"], "elapsed_s": res["elapsed"], "tiles": res["tiles"], "tasks": res["tasks"]}
+    ratio = runs[z4]["peak_rss"] / runs[z1]["peak_rss"]
+    return {"chunks": list(chunks), "dtype": "uint16", "runs": {str(k): v for k, v in runs.items()},
+            "ratio": ratio, "met": bool(ratio <= 1.2)}
+
+
+@extra_row("peaks", title="peaks radius 3 → Parquet table, fresh subprocess: peak RSS, rows, time at 16 and 64 planes",
+           target="memory bounded: peak RSS at 64 planes ≈ at 16 planes (≤ 1.2×)")
+def extra_peaks(sx: ExtraCtx) -> dict:
+    (z1, z4), plane, chunks = sx.size(((16, 64), (2048, 2048), (16, 512, 512)), ((2, 8), (256, 256), (2, 128, 128)))
+    threshold = 2400.0
+    runs = {}
+    for z in (z1, z4):
+        url = sx.input((z, *plane), chunks)
+        out, table = sx.path(f"out-peaks-{z}.zarr"), sx.path(f"peaks-{z}.parquet")
+        steps = [{"peaks": {"radius": 3, "threshold": threshold, "table": table}}]
+        r = _run_child({"kind": "run", "spec": _spec(url, out, steps)})
+        res = r["result"]
+        rows = next((v.get("rows") for v in res["outputs"].values() if isinstance(v, dict) and "rows" in v), None)
+        table_bytes = _du(table) if os.path.isdir(table) else (os.path.getsize(table) if os.path.exists(table) else None)
+        _rm(out)
+        _rm(table)
+        runs[z] = {"shape": [z, *plane], "peak_rss": r["peak_rss"], "rss_after_imports": res["rss_after_imports"],
+                   "wall_s": r["wall_s"], "elapsed_s": res["elapsed"], "rows": rows, "table_bytes": table_bytes,
+                   "tiles": res["tiles"]}
+    ratio = runs[z4]["peak_rss"] / runs[z1]["peak_rss"]
+    return {"chunks": list(chunks), "threshold": threshold, "input": "the generated uint16 stack (waves, spots, noise σ 120)",
+            "runs": {str(k): v for k, v in runs.items()}, "ratio": ratio, "met": bool(ratio <= 1.2)}
+
+
+def _archive_input(sx: ExtraCtx, tasks_target: int, tile: tuple[int, int, int], plane: tuple[int, int]) -> tuple[str, int]:
+    """A metadata-only uint16 input (no chunk written: reads give the fill value) sized for ~tasks_target."""
+    import zarr
+
+    ny, nx = plane
+    tiles_per_plane = (ny // tile[1]) * (nx // tile[2])
+    z = max(1, round(tasks_target / (2 * tiles_per_plane)))  # two tasks per tile: read + compute/write
+    url = sx.path(f"archive-{z}x{ny}x{nx}.zarr")
+    _rm(url)
+    zarr.create_array(url, shape=(z, ny, nx), chunks=tile, dtype="uint16", fill_value=0, zarr_format=3)
+    return url, z
+
+
+@extra_row("archive", title="Archive scale: graph build and end-to-end overhead per task, metadata-only input, "
+                            "tiles (1,64,64), gaussian σ=1",
+           target="build µs/task and run ms/task flat (linear growth) from 1 k to 100 k tasks")
+def extra_archive(sx: ExtraCtx) -> dict:
+    tile = (1, 64, 64)
+    plane = (640, 640)
+    targets = sx.archive_targets or sx.size((1_000, 10_000, 100_000), (200, 1_000, 2_000))
+    clusters = sx.archive_clusters
+    steps = [{"gaussian": {"sigma": {"y": 1, "x": 1}}}]
+    out: dict = {"tile": list(tile), "plane": list(plane), "steps": steps, "build": {}, "run": {},
+                 "run_limit_s": sx.archive_run_limit_s}
+    inputs = {t: _archive_input(sx, t, tile, plane) for t in targets}
+    for t, (url, z) in inputs.items():
+        spec = _spec(url, sx.path("out-archive.zarr"), steps, tile=list(tile))
+        spec["output"]["chunks"] = list(tile)
+        r = _run_child({"kind": "build", "spec": spec})
+        res = r["result"]
+        out["build"][str(t)] = {"z": z, "tasks": res["tasks"], "tiles": res["tiles"], "graph_len": res["graph_len"],
+                                "plan_s": res["plan_s"], "build_s": res["build_s"],
+                                "build_us_per_task": 1e6 * res["build_s"] / res["tasks"]}
+        sx.say(f"  build {res['tasks']} tasks: {res['build_s']:.2f} s")
+    for cl in clusters:
+        out["run"][cl] = {}
+        per_task_prev = None
+        for t, (url, z) in inputs.items():
+            key = str(t)
+            if per_task_prev is not None and per_task_prev * t > sx.archive_run_limit_s:
+                out["run"][cl][key] = {"measured": False, "extrapolated_elapsed_s": per_task_prev * t,
+                                       "extrapolated_ms_per_task": 1e3 * per_task_prev,
+                                       "note": f"not run: extrapolated past {sx.archive_run_limit_s:.0f} s from the "
+                                               "previous size's per-task time"}
+                sx.say(f"  {cl} {t}: extrapolated {per_task_prev * t:.0f} s")
+                continue
+            o = sx.path("out-archive.zarr")
+            spec = _spec(url, o, steps, cluster=cl, tile=list(tile))
+            spec["output"]["chunks"] = list(tile)
+            r = _run_child({"kind": "run", "spec": spec}, timeout=sx.archive_run_limit_s * 1.5 + 60)
+            _rm(o)
+            if r["timed_out"]:
+                out["run"][cl][key] = {"measured": False, "timed_out_after_s": r["wall_s"]}
+                continue
+            res = r["result"]
+            ph = res["phases"]
+            tasks = res["tasks"]
+            row = {"measured": True, "z": z, "tasks": tasks, "tiles": res["tiles"], "elapsed_s": res["elapsed"],
+                   "graph_s": ph.get("graph"), "compute_s": ph.get("compute"), "subprocess_wall_s": r["wall_s"],
+                   "run_ms_per_task": 1e3 * res["elapsed"] / tasks,
+                   "compute_ms_per_task": 1e3 * ph["compute"] / tasks if ph.get("compute") else None,
+                   "graph_us_per_task": 1e6 * ph["graph"] / tasks if ph.get("graph") else None,
+                   "peak_rss_tree": r["peak_rss_tree"]}
+            out["run"][cl][key] = row
+            per_task_prev = res["elapsed"] / tasks
+            sx.say(f"  {cl} {tasks} tasks: {res['elapsed']:.1f} s ({row['run_ms_per_task']:.2f} ms/task)")
+    for t, (url, _) in inputs.items():
+        _rm(url)
+    b = [v["build_us_per_task"] for v in out["build"].values()]
+    out["build_growth"] = b[-1] / b[0]  # per-task build cost, largest size over smallest
+    fits, growth = {}, {}
+    for cl, rows in out["run"].items():
+        pts = [(v["tasks"], v["elapsed_s"], v.get("compute_s")) for v in rows.values() if v.get("measured")]
+        if len(pts) < 2:
+            fits[cl], growth[cl] = None, None
+            continue
+        # elapsed = fixed + per_task · tasks; the marginal cost between consecutive sizes says whether it is linear
+        marg = [1e3 * (e2 - e1) / (t2 - t1) for (t1, e1, _), (t2, e2, _) in zip(pts, pts[1:])]
+        slope, icpt = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
+        fits[cl] = {"fixed_s": float(icpt), "ms_per_task": float(1e3 * slope), "marginal_ms_per_task": marg}
+        growth[cl] = marg[-1] / marg[0] if len(marg) > 1 else None
+    out["run_fit"] = fits
+    for cl, rows in out["run"].items():  # sizes not run: the linear fit's estimate, labelled as such
+        for k, v in rows.items():
+            if not v.get("measured") and fits.get(cl):
+                n = out["build"][k]["tasks"]
+                v["extrapolated_from_fit_s"] = fits[cl]["fixed_s"] + 1e-3 * fits[cl]["ms_per_task"] * n
+                v["extrapolated_ms_per_task"] = 1e3 * v["extrapolated_from_fit_s"] / n
+    out["run_marginal_growth"] = growth
+    # linear: per-task build cost and marginal run cost per task at the largest size within 2× of the smallest
+    out["met"] = bool(out["build_growth"] <= 2 and all(g is None or g <= 2 for g in growth.values()))
+    return out
+
+
+def run_extra(names: tuple[str, ...] | None, workdir: Path, *, quick: bool = False, json_path: Path | None = None,
+              console: Any = None, archive_run_limit_s: float = 240.0) -> dict:
+    """Run the extra rows (all, or ``names``) one after the other; return (and write) the report."""
+    say = console.print if console is not None else (lambda *a, **k: None)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sx = ExtraCtx(workdir=workdir, quick=quick, say=say, ncpu=_cpu_count(), archive_run_limit_s=archive_run_limit_s)
+    report: dict = {"convpipe_bench_extra": REPORT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "quick": quick, "machine": {"cpus": sx.ncpu, "ram_bytes": _total_ram(),
+                                                "platform": platform.platform()},
+                    "versions": _versions(), "rows": {}}
+    for name in names or tuple(EXTRA_ROWS):
+        row = EXTRA_ROWS[name]
+        say(f"{name}: {row.title} …")
+        report["machine"].setdefault("loadavg", {})[name] = _loadavg()
+        t0 = time.perf_counter()
+        try:
+            res = row.fn(sx)
+            res["status"] = "ok"
+        except Exception as e:  # noqa: BLE001 - one row failing must not sink the others
+            res = {"status": "error", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                   "met": False}
+        res.update(title=row.title, target=row.target, row_seconds=time.perf_counter() - t0)
+        report["rows"][name] = res
+        say(f"  {res['status']}, target {'met' if res.get('met') else 'MISSED'}: {_extra_summary(name, res)}")
+        if json_path is not None:  # written after every row: a cut-off run keeps what it measured
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    return report
+
+
+def _extra_summary(name: str, r: dict) -> str:
+    if r.get("status") != "ok":
+        return r.get("reason", "")
+    f = lambda v, s: _fmt(v, s)  # noqa: E731
+    if name == "conv41":
+        return (f"convpipe {f(r['convpipe']['seconds'], '.2f')} s vs scipy direct {f(r['scipy_direct']['seconds'], '.2f')} s"
+                f" = {f(r['speedup'], '.1f')}×; rel err {f(r['convpipe']['rel_diff'], '.1e')}")
+    if name == "fft_filter":
+        return (f"convpipe {f(r['convpipe']['seconds'], '.2f')} s, floor {f(r['floor_numpy_fft_zarr']['seconds'], '.2f')} s"
+                f" = {f(r['ratio_vs_floor'], '.2f')}×; in-memory 1 thread {f(r['scipy_in_memory_1thread']['seconds'], '.2f')} s")
+    if name == "resume":
+        return (f"{r['tiles_done_at_kill']}/{r['tiles']} tiles at kill; full {r['full_wall_s']:.1f} s, resume "
+                f"{r['resume_wall_s']:.1f} s (wall ratio {r['ratio_wall']:.2f}, run ratio {f(r['ratio_elapsed'], '.2f')});"
+                f" equal {r['resumed_equals_full_run']}")
+    if name in ("rss_scale", "peaks"):
+        parts = [f"{k} planes: {_fmt_bytes(v['peak_rss'])}, {v['elapsed_s']:.1f} s" + (f", {v['rows']:,} rows" if v.get("rows") is not None else "")
+                 for k, v in r["runs"].items()]
+        return "; ".join(parts) + f"; ratio {r['ratio']:.2f}"
+    if name == "archive":
+        b = ", ".join(f"{v['tasks']}: {v['build_us_per_task']:.0f} µs" for v in r["build"].values())
+        runs = "; ".join(cl + " " + ", ".join(
+            (f"{k}: {v['run_ms_per_task']:.2f} ms" if v.get("measured") else f"{k}: ~{v.get('extrapolated_ms_per_task', float('nan')):.2f} ms (extrapolated)")
+            for k, v in rows.items()) for cl, rows in r["run"].items())
+        fit = "; ".join(f"{cl} fit {v['fixed_s']:.1f} s + {v['ms_per_task']:.2f} ms/task" for cl, v in r["run_fit"].items()
+                        if v)
+        return f"build/task {b}; run/task (elapsed/tasks) {runs}; {fit}"
+    return ""
+
+
 # --------------------------------------------------------------------------- presentation
 
 
@@ -950,7 +1493,7 @@ def _parse_names(text: str | None) -> tuple[str, ...] | None:
 def bench(
     shape: str | None = None,
     chunks: str | None = None,
-    pipelines: str = ",".join(DEFAULT_PIPELINES),
+    pipelines: str | None = None,
     repeat: int = 1,
     workdir: Path = Path("bench-out"),
     json_path: Path | None = None,
@@ -958,6 +1501,8 @@ def bench(
     only: str | None = None,
     quick: bool = False,
     keep_outputs: bool = False,
+    suite: str = "main",
+    run_limit: float = 240.0,
 ) -> int:
     """Run the benchmark and print its table; returns the exit code (0 ok, 1 bad options, 2 a check failed)."""
     from rich.console import Console
@@ -966,6 +1511,13 @@ def bench(
     if not console.is_terminal and console.width < 150:
         console = Console(width=150)  # a log file gets the whole table, not 80 squeezed columns
     err = Console(stderr=True)
+    if suite == "extra":
+        return _bench_extra(pipelines, workdir, quick, json_path, run_limit, console, err)
+    if suite != "main":
+        err.print(f"[red]error:[/] --suite is main or extra, got {suite!r}")
+        return 1
+    if pipelines is None:
+        pipelines = ",".join(DEFAULT_PIPELINES)
     try:
         d_shape = QUICK_SHAPE if quick else DEFAULT_SHAPE
         d_chunks = QUICK_CHUNKS if quick else DEFAULT_CHUNKS
@@ -996,6 +1548,39 @@ def bench(
     return 0
 
 
+def _bench_extra(pipelines: str | None, workdir: Path, quick: bool, json_path: Path | None, run_limit: float,
+                 console: Any, err: Any) -> int:
+    names = _parse_names(pipelines)
+    unknown = [n for n in (names or ()) if n not in EXTRA_ROWS]
+    if unknown:
+        err.print(f"[red]error:[/] unknown extra row(s) {', '.join(unknown)}; known: {', '.join(EXTRA_ROWS)}")
+        return 1
+    json_path = json_path if json_path is not None else Path(workdir) / ("extra-quick.json" if quick else "extra.json")
+    report = run_extra(names, workdir, quick=quick, json_path=json_path, console=console,
+                       archive_run_limit_s=run_limit)
+    console.print(render_extra_table(report))
+    console.print(f"report: {json_path}")
+    bad = [n for n, r in report["rows"].items() if r.get("status") != "ok"]
+    if bad:
+        err.print(f"[red]failed:[/] {', '.join(bad)}")
+        return 2
+    return 0
+
+
+def render_extra_table(report: dict) -> Any:
+    from rich.table import Table
+
+    m = report["machine"]
+    t = Table(title=f"convpipe bench --suite extra{' (quick)' if report.get('quick') else ''} · {m['cpus']} CPUs, "
+                    f"{_fmt_bytes(m['ram_bytes'])} RAM", show_lines=True)
+    for col in ("row", "result", "target", "met"):
+        t.add_column(col, overflow="fold")
+    for name, r in report["rows"].items():
+        met = "[green]met[/]" if r.get("met") else ("[red]error[/]" if r.get("status") != "ok" else "[red]missed[/]")
+        t.add_row(name, _extra_summary(name, r), r.get("target", ""), met)
+    return t
+
+
 def register(app: Any) -> None:
     """Add the ``bench`` command to a typer app (the main CLI calls this)."""
     cases = ", ".join(c for c in CASES if c != "io")
@@ -1009,7 +1594,9 @@ def register(app: Any) -> None:
     def bench_command(
         shape: str | None = opt(None, "--shape", help="z,y,x of the generated uint16 stack [32,2048,2048]"),
         chunks: str | None = opt(None, "--chunks", help="zarr chunks z,y,x [16,512,512]"),
-        pipelines: str = opt(",".join(DEFAULT_PIPELINES), "--pipelines", help=f"comma-separated: {cases}"),
+        pipelines: str | None = opt(None, "--pipelines",
+                                    help=f"comma-separated: {cases} [light,heavy]; with --suite extra: "
+                                         f"{', '.join(EXTRA_ROWS)} [all]"),
         repeat: int = opt(1, "--repeat", min=1, help="rounds (round-robin over the rows); the best time is reported"),
         workdir: Path = opt(Path("bench-out"), "--workdir", help="the input (cached) and outputs go here"),  # noqa: B008
         json_path: Path | None = opt(None, "--json", help="write the full report as JSON"),  # noqa: B008
@@ -1017,10 +1604,16 @@ def register(app: Any) -> None:
         only: str | None = opt(None, "--only", help="comma-separated contenders: " + ", ".join(CONTENDERS)),
         quick: bool = opt(False, "--quick", help=quick_help),
         keep_outputs: bool = opt(False, "--keep-outputs", help="keep each contender's output"),
+        suite: str = opt("main", "--suite", help="main (the side-by-side table) | extra (issue rows: conv41, "
+                                                 "fft_filter, resume, rss_scale, peaks, archive; JSON to "
+                                                 "<workdir>/extra.json unless --json)"),
+        run_limit: float = opt(240.0, "--run-limit", help="extra/archive: a run expected past this many seconds "
+                                                          "is extrapolated, not run"),
     ) -> None:
         """Side-by-side benchmark: I/O roofline, dask-image, scipy and convpipe on a generated stack."""
         code = bench(shape=shape, chunks=chunks, pipelines=pipelines, repeat=repeat, workdir=workdir,
-                     json_path=json_path, backend=backend, only=only, quick=quick, keep_outputs=keep_outputs)
+                     json_path=json_path, backend=backend, only=only, quick=quick, keep_outputs=keep_outputs,
+                     suite=suite, run_limit=run_limit)
         if code:
             # SystemExit, not typer.Exit: a host CLI calling its app with standalone_mode=False gets typer.Exit's
             # code back as click's return value and may drop it; SystemExit reaches the process either way

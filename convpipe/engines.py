@@ -26,9 +26,14 @@ _CV_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def all_finite(x: np.ndarray) -> bool:
-    """True when ``x`` holds no NaN/inf (one pass, no temporary; a sum that overflows only costs speed)."""
+    """True when ``x`` holds no NaN/inf (one pass, no temporary; a sum that overflows only costs speed).
+
+    Works on CuPy blocks too (``x.sum()`` stays on the device; one scalar comes back).
+    """
+    if not x.size:
+        return True
     with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(np.add.reduce(x, axis=None))) if x.size else True
+        return bool(np.isfinite(float(x.sum())))
 
 
 def _cv_layout(x: np.ndarray) -> bool:

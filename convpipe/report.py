@@ -425,7 +425,8 @@ def _friendly(prefix: str) -> str:
     m = re.fullmatch(r"convpipe-pass(\d+)(-program)?", prefix)
     if m:
         return f"pass {m.group(1)} tiles" if not m.group(2) else f"pass {m.group(1)} program"
-    for start, name in (("from-zarr", "read chunks"), ("original-array", "input array"),
+    for start, name in (("convpipe-input", "read input"), ("from-zarr", "read chunks"),
+                        ("original-array", "input array"),
                         ("downsample-mean", "pyramid: 2×2 mean"), ("getitem", "pyramid: subsample / slice"),
                         ("rechunk", "rechunk"), ("store", "store to zarr"), ("finalize", "finalize (dask)"),
                         ("zscore", "statistics pre-pass"), ("rescale", "statistics pre-pass")):
