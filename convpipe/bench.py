@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import json
 import os
 import platform
@@ -1038,7 +1039,7 @@ def _child_main(job_json: str) -> None:
     print(_CHILD_TAG + json.dumps(out), flush=True)
 
 
-def _run_sampled(cmd: list[str], *, timeout: float, interval: float = 0.01,
+def _run_sampled(cmd: list[str], *, timeout: float, interval: float = 0.01, tree: bool = False,
                  kill_when: Callable[[], bool] | None = None, env: dict | None = None) -> dict:
     """Run ``cmd``; sample the RSS of the process (and of its whole tree) until it ends.
 
@@ -1062,11 +1063,11 @@ def _run_sampled(cmd: list[str], *, timeout: float, interval: float = 0.01,
     while pr.poll() is None:
         try:
             rss = ps.memory_info().rss
-            tree = rss
-            for c in ps.children(recursive=True):
+            total = rss
+            for c in (ps.children(recursive=True) if tree else ()):  # /proc walk: only when asked (local:N)
                 with contextlib.suppress(psutil.Error):
-                    tree += c.memory_info().rss
-            peak, peak_tree = max(peak, rss), max(peak_tree, tree)
+                    total += c.memory_info().rss
+            peak, peak_tree = max(peak, rss), max(peak_tree, total)
         except psutil.Error:
             pass
         if not killed and kill_when is not None and kill_when():
@@ -1093,8 +1094,8 @@ def _child_cmd(job: dict) -> list[str]:
             json.dumps(job)]
 
 
-def _run_child(job: dict, *, timeout: float = 600.0) -> dict:
-    r = _run_sampled(_child_cmd(job), timeout=timeout)
+def _run_child(job: dict, *, timeout: float = 600.0, interval: float = 0.01, tree: bool = False) -> dict:
+    r = _run_sampled(_child_cmd(job), timeout=timeout, interval=interval, tree=tree)
     if r["result"] is None and not r["timed_out"]:
         raise RuntimeError(f"measurement subprocess failed (rc {r['rc']}): {r['stderr_tail'][-800:]}")
     return r
@@ -1160,7 +1161,7 @@ def _manifest_count(out_url: str) -> int:
 def _cli_elapsed(stdout: str) -> float | None:
     import re
 
-    m = re.search(r"^done: .*?\s([0-9.]+) s,", stdout, re.M)
+    m = re.search(r"^done: .*?\s([0-9.]+) s,", stdout, re.MULTILINE)
     return float(m.group(1)) if m else None
 
 
@@ -1303,7 +1304,9 @@ def extra_archive(sx: ExtraCtx) -> dict:
             o = sx.path("out-archive.zarr")
             spec = _spec(url, o, steps, cluster=cl, tile=list(tile))
             spec["output"]["chunks"] = list(tile)
-            r = _run_child({"kind": "run", "spec": spec}, timeout=sx.archive_run_limit_s * 1.5 + 60)
+            # sampled every 0.1 s (the tree only for local:N): the sampler must not steal a core from the run
+            r = _run_child({"kind": "run", "spec": spec}, timeout=sx.archive_run_limit_s * 1.5 + 60, interval=0.1,
+                           tree=cl != "threads")
             _rm(o)
             if r["timed_out"]:
                 out["run"][cl][key] = {"measured": False, "timed_out_after_s": r["wall_s"]}
@@ -1331,7 +1334,7 @@ def extra_archive(sx: ExtraCtx) -> dict:
             fits[cl], growth[cl] = None, None
             continue
         # elapsed = fixed + per_task · tasks; the marginal cost between consecutive sizes says whether it is linear
-        marg = [1e3 * (e2 - e1) / (t2 - t1) for (t1, e1, _), (t2, e2, _) in zip(pts, pts[1:])]
+        marg = [1e3 * (e2 - e1) / (t2 - t1) for (t1, e1, _), (t2, e2, _) in itertools.pairwise(pts)]
         slope, icpt = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
         fits[cl] = {"fixed_s": float(icpt), "ms_per_task": float(1e3 * slope), "marginal_ms_per_task": marg}
         growth[cl] = marg[-1] / marg[0] if len(marg) > 1 else None
@@ -1382,7 +1385,7 @@ def run_extra(names: tuple[str, ...] | None, workdir: Path, *, quick: bool = Fal
 def _extra_summary(name: str, r: dict) -> str:
     if r.get("status") != "ok":
         return r.get("reason", "")
-    f = lambda v, s: _fmt(v, s)  # noqa: E731
+    f = _fmt
     if name == "conv41":
         return (f"convpipe {f(r['convpipe']['seconds'], '.2f')} s vs scipy direct {f(r['scipy_direct']['seconds'], '.2f')} s"
                 f" = {f(r['speedup'], '.1f')}×; rel err {f(r['convpipe']['rel_diff'], '.1e')}")

@@ -125,10 +125,14 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     be = get_backend(prog.backend, check=False)
     block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks
     rows: dict | None = {} if prog.tables else None
-    with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
-        res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
-                        xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
-        res = be.output(cast_output(res, prog.out_dtype), prog.device_out)  # one device->host copy
+    from . import engines
+
+    finite = engines.ASSUME_FINITE.set(
+        not any(getattr(op, "may_create_nonfinite", False) for op in prog.ops) and engines.all_finite(block))
+    try:
+        res = _run_tile(prog, be, block, meta, rows)
+    finally:
+        engines.ASSUME_FINITE.reset(finite)
     for i, table in prog.tables:
         table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
@@ -137,6 +141,13 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     if prog.manifest is not None:
         prog.manifest.mark(meta.key)
     return np.ones((1,) * res.ndim, dtype=bool)
+
+
+def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict | None) -> Any:
+    with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
+        res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
+                        xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
+        return be.output(cast_output(res, prog.out_dtype), prog.device_out)  # one device->host copy
 
 
 def _jsonable(v: Any) -> Any:

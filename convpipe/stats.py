@@ -351,6 +351,7 @@ class _GlobalOp(Op):
     """A point op parameterised by whole-array statistics of its input (computed in a pre-pass)."""
 
     kind = "global"
+    may_create_nonfinite = True  # dividing by a whole-array statistic
 
     def setup(self) -> None:
         self.stats: dict[str, float] | None = None

@@ -59,6 +59,9 @@ class Op:
     Params: ClassVar[type[OpParams]] = OpParams
     linear: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    # True for ops that can turn finite values into NaN/inf (sqrt, log1p, statistics with a zero range, FFTs
+    # of huge values): a tile holding such an op checks every block before OpenCV, which mishandles NaN
+    may_create_nonfinite: ClassVar[bool] = False
 
     def __init__(self, params: Any, axes: str, *, step: Any = None):
         self.params = params

@@ -65,6 +65,7 @@ class ScaleParams(OpParams):
 class Scale(_Point):
     name = "scale"
     Params = ScaleParams
+    may_create_nonfinite = True  # a large factor overflows float32 to inf
     linear = True
     summary = "x * factor + offset"
 
@@ -101,17 +102,17 @@ class NoParams(OpParams):
     pass
 
 
-def _unary(opname: str, fn, doc: str):
+def _unary(opname: str, fn, doc: str, nonfinite: bool = False):
     cls = type(opname.capitalize(), (_Point,), {
-        "name": opname, "Params": NoParams, "summary": doc,
+        "name": opname, "Params": NoParams, "summary": doc, "may_create_nonfinite": nonfinite,
         "apply": lambda self, x, xp=np: fn(x),
     })
     return register(cls)
 
 
 _unary("abs", np.abs, "numpy.abs")
-_unary("log1p", np.log1p, "numpy.log1p")
-_unary("sqrt", np.sqrt, "numpy.sqrt")
+_unary("log1p", np.log1p, "numpy.log1p", nonfinite=True)  # log1p(-2) is NaN
+_unary("sqrt", np.sqrt, "numpy.sqrt", nonfinite=True)  # sqrt(-1) is NaN
 
 
 class ThresholdParams(OpParams):
