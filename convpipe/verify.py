@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from .ops.base import insert_axis
 from .errors import ConvpipeError, InputError
 
-AXES_ORDER = "tczyx"
+from .spec import AXES_ORDER  # noqa: E402
 TOL = {"float32": 1e-5, "float64": 1e-10}
 TOL_FFT = {"float32": 1e-4, "float64": 1e-8}
 
@@ -157,14 +158,6 @@ def _per_axis(value: Any, on: str) -> tuple:
     if isinstance(value, dict):
         return tuple(float(value[a]) for a in on)
     return tuple(float(value) for _ in on)
-
-
-def _insert_axis(dims: str, letter: str) -> str:
-    rank = AXES_ORDER.index(letter)
-    i = 0
-    while i < len(dims) and AXES_ORDER.index(dims[i]) < rank:
-        i += 1
-    return dims[:i] + letter + dims[i:]
 
 
 def _per_plane(x: np.ndarray, dims: str, on: str, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -356,7 +349,7 @@ def _o_edge(which: str):
             return np.sqrt(sum(c * c for c in comps)), dims
         if output == "orientation":
             return np.arctan2(comps[0], comps[1]), dims
-        od = _insert_axis(dims, "c")
+        od = insert_axis(dims, "c")
         return np.stack(comps, axis=od.index("c")), od
 
     return _Oracle(fn, lambda dims, p, ctx: {a: 1 for a in _resolve_on(dims, p.get("axes"))})
@@ -630,7 +623,7 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
         chain.append((name, orc, p))
         # axes after this op (only the edge components add one, 'c')
         if name in _EDGE_SMOOTH and p.get("output") == "components":
-            dims = _insert_axis(dims, "c")
+            dims = insert_axis(dims, "c")
     eff = "float32" if (precision == "float32" or (out_dtype.kind == "f" and out_dtype.itemsize <= 4)) else "float64"
     rel = (TOL_FFT if fft else TOL)[eff]
     res.relative_tolerance = rel
