@@ -1108,8 +1108,8 @@ def _spec(input_url: str, out_url: str, steps: list, **execution: Any) -> dict:
             "output": {"url": out_url, "overwrite": True}, "steps": steps, "execution": execution}
 
 
-def _harness_rows(sx: ExtraCtx, shape: tuple, chunks: tuple, case: str, only: tuple) -> dict:
-    cfg = BenchConfig(shape=shape, chunks=chunks, pipelines=(case,), only=only, workdir=sx.workdir)
+def _harness_rows(sx: ExtraCtx, shape: tuple, chunks: tuple, case: str, only: tuple, repeat: int = 1) -> dict:
+    cfg = BenchConfig(shape=shape, chunks=chunks, pipelines=(case,), only=only, workdir=sx.workdir, repeat=repeat)
     rep = run_benchmark(cfg, None, progress=False)
     return {r["contender"]: r for r in rep["rows"] if r["pipeline"] == case}
 
@@ -1123,16 +1123,24 @@ def _slim(row: dict) -> dict:
 @extra_row("conv41", title="FFT convolution, random 41×41 kernel, convpipe method fft vs scipy.ndimage direct",
            target="convpipe ≥ 10× faster than scipy direct; max|Δ| ≤ 1e-4·max(1, max|ref|)")
 def extra_conv41(sx: ExtraCtx) -> dict:
-    shape, chunks = sx.size(((1, 2048, 2048), (1, 512, 512)), ((1, 256, 256), (1, 128, 128)))
-    rows = _harness_rows(sx, shape, chunks, "conv41", ("scipy", "convpipe"))
-    c, s = rows["convpipe"], rows["scipy"]
-    speedup = s["seconds"] / c["seconds"] if c.get("seconds") and s.get("seconds") else None
-    ok_err = bool(c.get("check_ok")) and bool(s.get("check_ok"))
-    return {"shape": list(shape), "chunks": list(chunks), "input": "uint16 generated stack, cast to float32",
-            "convpipe": _slim(c), "scipy_direct": _slim(s), "speedup": speedup,
-            "met": bool(speedup is not None and speedup >= 10 and ok_err),
-            "note": "both include reading the zarr input and writing a float32 zarr output; errors vs the "
-                    "float64 scipy direct oracle on the check sub-volume"}
+    sizes = sx.size((((1, 2048, 2048), (1, 512, 512)), ((4, 2048, 2048), (1, 512, 512))),
+                    (((1, 256, 256), (1, 128, 128)),))
+    out: dict = {"input": "uint16 generated stack, cast to float32 by both", "sizes": {}}
+    for shape, chunks in sizes:
+        # best of 2 rounds (round-robin): convpipe's first FFT correlation in a process pays one-time costs
+        # (measured: 0.67 s for the first 1-plane run, 0.38 s for 4 planes right after) the warm-up does not cover
+        rows = _harness_rows(sx, shape, chunks, "conv41", ("scipy", "convpipe"), repeat=sx.size(2, 1))
+        c, s = rows["convpipe"], rows["scipy"]
+        speedup = s["seconds"] / c["seconds"] if c.get("seconds") and s.get("seconds") else None
+        ok_err = bool(c.get("check_ok")) and bool(s.get("check_ok"))
+        out["sizes"]["x".join(map(str, shape))] = {
+            "shape": list(shape), "chunks": list(chunks), "convpipe": _slim(c), "scipy_direct": _slim(s),
+            "convpipe_times": c.get("times"), "scipy_times": s.get("times"),
+            "speedup": speedup, "met": bool(speedup is not None and speedup >= 10 and ok_err)}
+    out["met"] = all(v["met"] for v in out["sizes"].values())
+    out["note"] = ("best of the rounds; both read the zarr input and write a float32 zarr output; scipy.ndimage.correlate is one "
+                   "thread, convpipe uses all cores; errors vs the float64 scipy direct oracle on the check sub-volume")
+    return out
 
 
 @extra_row("fft_filter", title="fft_filter lowpass butterworth 0.25/4 vs a plain scipy.fft whole-plane loop",
@@ -1183,34 +1191,52 @@ def extra_resume(sx: ExtraCtx) -> dict:
     spec_path.write_text(yaml.safe_dump(spec))
     n_tiles = int(convpipe.load(spec).explain().passes[-1].n_tiles)
     cli = [sys.executable, "-m", "convpipe", "run", str(spec_path)]
-    for u in (full_out, res_out):
-        _rm(u)
-    full = _run_sampled(cli + ["--output", full_out], timeout=900)
-    if full["rc"] != 0:
-        raise RuntimeError(f"full run failed: {full['stderr_tail'][-800:]}")
+    rounds = []
     half = n_tiles // 2
-    killed = _run_sampled(cli + ["--output", res_out], timeout=900, interval=0.002,
-                          kill_when=lambda: _manifest_count(res_out) >= half)
-    at_kill = _manifest_count(res_out)
-    resumed = _run_sampled(cli + ["--output", res_out, "--resume"], timeout=900)
-    if resumed["rc"] != 0:
-        raise RuntimeError(f"resume failed: {resumed['stderr_tail'][-800:]}")
-    a, b = zarr.open_array(full_out, mode="r"), zarr.open_array(res_out, mode="r")
-    same = all(np.array_equal(a[z], b[z]) for z in sorted({0, shape[0] // 2, shape[0] - 1}))
-    complete = bool(dict(b.attrs).get("convpipe", {}).get("complete"))
-    fe, re_ = _cli_elapsed(full["stdout_tail"]), _cli_elapsed(resumed["stdout_tail"])
+    for _ in range(sx.size(3, 1)):  # whole cycles: full run, killed run, resume, a no-op resume
+        for u in (full_out, res_out):
+            _rm(u)
+        full = _run_sampled(cli + ["--output", full_out], timeout=900)
+        if full["rc"] != 0:
+            raise RuntimeError(f"full run failed: {full['stderr_tail'][-800:]}")
+        killed = _run_sampled(cli + ["--output", res_out], timeout=900, interval=0.002,
+                              kill_when=lambda: _manifest_count(res_out) >= half)
+        at_kill = _manifest_count(res_out)
+        resumed = _run_sampled(cli + ["--output", res_out, "--resume"], timeout=900)
+        if resumed["rc"] != 0:
+            raise RuntimeError(f"resume failed: {resumed['stderr_tail'][-800:]}")
+        noop = _run_sampled(cli + ["--output", res_out, "--resume"], timeout=900)  # the CLI's fixed cost
+        a, b = zarr.open_array(full_out, mode="r"), zarr.open_array(res_out, mode="r")
+        same = all(np.array_equal(a[z], b[z]) for z in sorted({0, shape[0] // 2, shape[0] - 1}))
+        complete = bool(dict(b.attrs).get("convpipe", {}).get("complete"))
+        fe, re_ = _cli_elapsed(full["stdout_tail"]), _cli_elapsed(resumed["stdout_tail"])
+        rounds.append({"killed": killed["killed"], "tiles_done_at_kill": at_kill, "killed_after_s": killed["wall_s"],
+                       "full_wall_s": full["wall_s"], "resume_wall_s": resumed["wall_s"],
+                       "noop_resume_wall_s": noop["wall_s"], "full_elapsed_s": fe, "resume_elapsed_s": re_,
+                       "ratio_wall": resumed["wall_s"] / full["wall_s"],
+                       "ratio_elapsed": (re_ / fe) if fe and re_ else None,
+                       "ideal_ratio": 1 - at_kill / n_tiles, "resumed_equals_full_run": same,
+                       "resumed_complete": complete})
     for u in (full_out, res_out):
         _rm(u)
-    ratio_wall = resumed["wall_s"] / full["wall_s"]
-    return {"shape": list(shape), "chunks": list(chunks), "pipeline": "heavy", "tiles": n_tiles,
-            "killed": killed["killed"], "tiles_done_at_kill": at_kill, "killed_after_s": killed["wall_s"],
-            "full_wall_s": full["wall_s"], "resume_wall_s": resumed["wall_s"],
-            "full_elapsed_s": fe, "resume_elapsed_s": re_,
-            "ratio_wall": ratio_wall, "ratio_elapsed": (re_ / fe) if fe and re_ else None,
-            "ideal_ratio": 1 - at_kill / n_tiles, "resumed_equals_full_run": same, "resumed_complete": complete,
+    best_full = min(r["full_wall_s"] for r in rounds)
+    best_res = min(r["resume_wall_s"] for r in rounds)
+    el = [(r["full_elapsed_s"], r["resume_elapsed_s"]) for r in rounds if r["full_elapsed_s"] and r["resume_elapsed_s"]]
+    ratio_wall = best_res / best_full
+    same = all(r["resumed_equals_full_run"] for r in rounds)
+    complete = all(r["resumed_complete"] for r in rounds)
+    return {"shape": list(shape), "chunks": list(chunks), "pipeline": "heavy", "tiles": n_tiles, "rounds": rounds,
+            "tiles_done_at_kill": [r["tiles_done_at_kill"] for r in rounds],
+            "full_wall_s": best_full, "resume_wall_s": best_res, "ratio_wall": ratio_wall,
+            "ratio_elapsed": (min(e[1] for e in el) / min(e[0] for e in el)) if el else None,
+            "ratio_wall_per_round": [r["ratio_wall"] for r in rounds],
+            "ratio_wall_median_of_rounds": float(np.median([r["ratio_wall"] for r in rounds])),
+            "noop_resume_wall_s": min(r["noop_resume_wall_s"] for r in rounds),
+            "resumed_equals_full_run": same, "resumed_complete": complete,
             "met": bool(ratio_wall <= 0.6 and same and complete),
-            "note": "wall: `python -m convpipe run` subprocess end to end (interpreter start and imports included); "
-                    "elapsed: what the CLI reports for the run itself"}
+            "note": "best of the rounds (as the main table); wall: `python -m convpipe run` subprocess end to end "
+                    "(interpreter start and imports included); elapsed: what the CLI reports for the run itself; "
+                    "noop: `--resume` on the finished output (the CLI's fixed cost)"}
 
 
 @extra_row("rss_scale", title="Peak RSS at 1× and 4× the data (light pipeline, same chunks, fresh subprocesses)",
@@ -1387,15 +1413,17 @@ def _extra_summary(name: str, r: dict) -> str:
         return r.get("reason", "")
     f = _fmt
     if name == "conv41":
-        return (f"convpipe {f(r['convpipe']['seconds'], '.2f')} s vs scipy direct {f(r['scipy_direct']['seconds'], '.2f')} s"
-                f" = {f(r['speedup'], '.1f')}×; rel err {f(r['convpipe']['rel_diff'], '.1e')}")
+        return "; ".join(
+            f"{k}: convpipe {f(v['convpipe']['seconds'], '.2f')} s vs scipy direct {f(v['scipy_direct']['seconds'], '.2f')} s"
+            f" = {f(v['speedup'], '.1f')}×, rel err {f(v['convpipe']['rel_diff'], '.1e')}" for k, v in r["sizes"].items())
     if name == "fft_filter":
         return (f"convpipe {f(r['convpipe']['seconds'], '.2f')} s, floor {f(r['floor_numpy_fft_zarr']['seconds'], '.2f')} s"
                 f" = {f(r['ratio_vs_floor'], '.2f')}×; in-memory 1 thread {f(r['scipy_in_memory_1thread']['seconds'], '.2f')} s")
     if name == "resume":
-        return (f"{r['tiles_done_at_kill']}/{r['tiles']} tiles at kill; full {r['full_wall_s']:.1f} s, resume "
-                f"{r['resume_wall_s']:.1f} s (wall ratio {r['ratio_wall']:.2f}, run ratio {f(r['ratio_elapsed'], '.2f')});"
-                f" equal {r['resumed_equals_full_run']}")
+        return (f"{r['tiles_done_at_kill']} of {r['tiles']} tiles at kill; best full {r['full_wall_s']:.1f} s, resume "
+                f"{r['resume_wall_s']:.1f} s (wall ratio {r['ratio_wall']:.2f}, rounds "
+                f"{', '.join(f'{x:.2f}' for x in r['ratio_wall_per_round'])}; run ratio {f(r['ratio_elapsed'], '.2f')}); "
+                f"no-op resume {r['noop_resume_wall_s']:.1f} s; equal {r['resumed_equals_full_run']}")
     if name in ("rss_scale", "peaks"):
         parts = [f"{k} planes: {_fmt_bytes(v['peak_rss'])}, {v['elapsed_s']:.1f} s" + (f", {v['rows']:,} rows" if v.get("rows") is not None else "")
                  for k, v in r["runs"].items()]
@@ -1598,8 +1626,8 @@ def register(app: Any) -> None:
         shape: str | None = opt(None, "--shape", help="z,y,x of the generated uint16 stack [32,2048,2048]"),
         chunks: str | None = opt(None, "--chunks", help="zarr chunks z,y,x [16,512,512]"),
         pipelines: str | None = opt(None, "--pipelines",
-                                    help=f"comma-separated: {cases} [light,heavy]; with --suite extra: "
-                                         f"{', '.join(EXTRA_ROWS)} [all]"),
+                                    help=f"comma-separated: {cases} (default light,heavy); with --suite extra: "
+                                         f"{', '.join(EXTRA_ROWS)} (default all)"),
         repeat: int = opt(1, "--repeat", min=1, help="rounds (round-robin over the rows); the best time is reported"),
         workdir: Path = opt(Path("bench-out"), "--workdir", help="the input (cached) and outputs go here"),  # noqa: B008
         json_path: Path | None = opt(None, "--json", help="write the full report as JSON"),  # noqa: B008

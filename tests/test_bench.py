@@ -165,3 +165,89 @@ def test_a_new_row_is_one_registration(tmp_path: Path, monkeypatch: pytest.Monke
     rows = [(r["pipeline"], r["contender"], r["status"], r["check_ok"]) for r in report["rows"]]
     assert rows == [("io", "roofline", "ok", True), ("box3", "numpy-loop", "ok", True)]
     assert report["rows"][1]["vs_roofline"] > 0
+
+
+# --------------------------------------------------------------------------- the extra suite (quick versions)
+
+
+def test_fft_rows_match_the_oracle(tmp_path: Path) -> None:
+    """conv41 (method fft vs scipy direct) and fft_lowpass (vs the plain rfft2 loop) through the harness."""
+    cfg = bench.BenchConfig(shape=(2, 128, 96), chunks=(1, 64, 64), pipelines=("conv41", "fft_lowpass"),
+                            only=("numpy-fft", "scipy", "convpipe"), workdir=tmp_path)
+    report = bench.run_benchmark(cfg, progress=False)
+    rows = {(r["pipeline"], r["contender"]): r for r in report["rows"]}
+    assert set(rows) == {("conv41", "scipy"), ("conv41", "convpipe"), ("fft_lowpass", "numpy-fft"),
+                         ("fft_lowpass", "scipy"), ("fft_lowpass", "convpipe")}
+    api = _convpipe_api()
+    for key, r in rows.items():
+        if key[1] == "convpipe" and not api:
+            continue
+        assert r["status"] == "ok" and r["check_ok"] is True, (key, r["reason"], r["max_abs_diff"])
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (63, 47)])
+def test_floor_mask_is_the_ops_mask(shape: tuple[int, int]) -> None:
+    """The floor's plainly written Butterworth mask is the one fft_filter uses (so they compute the same)."""
+    spectral = pytest.importorskip("convpipe.ops.spectral")
+    ref = spectral.fft_filter_mask(shape, "lowpass", (0.25,), "butterworth", 4.0)
+    assert np.allclose(bench.fft_lowpass_mask(*shape, 0.25, 4.0), ref, rtol=1e-12, atol=1e-15)
+
+
+def _extra(tmp_path: Path, name: str) -> dict:
+    report = bench.run_extra((name,), tmp_path, quick=True, json_path=tmp_path / "extra.json")
+    row = report["rows"][name]
+    assert row["status"] == "ok", row.get("traceback")
+    assert json.loads((tmp_path / "extra.json").read_text())["rows"][name]["status"] == "ok"
+    return row
+
+
+@pytest.mark.timeout(60)
+def test_extra_resume_quick(tmp_path: Path) -> None:
+    if not _convpipe_api():
+        pytest.skip("convpipe.load is not available")
+    r = _extra(tmp_path, "resume")
+    assert r["resumed_equals_full_run"] and r["resumed_complete"]
+    assert r["full_wall_s"] > 0 and r["resume_wall_s"] > 0 and r["noop_resume_wall_s"] > 0
+    assert all(0 <= n <= r["tiles"] for n in r["tiles_done_at_kill"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["rss_scale", "peaks"])
+def test_extra_memory_rows_quick(tmp_path: Path, name: str) -> None:
+    if not _convpipe_api():
+        pytest.skip("convpipe.load is not available")
+    r = _extra(tmp_path, name)
+    small, big = r["runs"].values()
+    assert big["shape"][0] == 4 * small["shape"][0]
+    assert small["peak_rss"] > small["rss_after_imports"] * 0.5 and big["peak_rss"] > 0
+    assert r["ratio"] == pytest.approx(big["peak_rss"] / small["peak_rss"])
+    if name == "peaks":
+        assert 0 < small["rows"] < big["rows"]
+
+
+@pytest.mark.timeout(60)
+def test_extra_archive_quick(tmp_path: Path) -> None:
+    if not _convpipe_api():
+        pytest.skip("convpipe.load is not available")
+    sx = bench.ExtraCtx(workdir=tmp_path, quick=True, archive_targets=(200, 400), archive_clusters=("threads",))
+    r = bench.extra_archive(sx)
+    assert [v["tasks"] for v in r["build"].values()] == [200, 400]
+    runs = r["run"]["threads"]
+    assert all(v["measured"] and v["tasks"] > 0 and v["run_ms_per_task"] > 0 for v in runs.values())
+    assert r["run_fit"]["threads"]["ms_per_task"] is not None
+    assert not list(tmp_path.glob("archive-*.zarr"))  # the metadata-only inputs are removed
+
+
+def test_extra_suite_cli(tmp_path: Path) -> None:
+    res = CliRunner().invoke(_app(), ["bench", "--suite", "extra", "--pipelines", "nope", "--workdir", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    res = CliRunner().invoke(_app(), ["bench", "--suite", "nope", "--workdir", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    res = CliRunner().invoke(_app(), ["bench", "--suite", "extra", "--quick", "--pipelines", "conv41",
+                                      "--workdir", str(tmp_path)])
+    report = json.loads((tmp_path / "extra-quick.json").read_text())
+    assert list(report["rows"]) == ["conv41"] and report["quick"] is True
+    (r,) = report["rows"]["conv41"]["sizes"].values()
+    assert res.exit_code == 0, res.output
+    if _convpipe_api():
+        assert r["convpipe"]["check_ok"] and r["scipy_direct"]["check_ok"] and r["speedup"] > 0
