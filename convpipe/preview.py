@@ -206,14 +206,13 @@ def read_plane(
     return Plane(data=data, axes=axes, index=used, info=info, shape=(int(ny), int(nx)), stride=stride)
 
 
-def _read_points(
+def read_points(
     table: str,
-    axes: str,
     index: Mapping[str, int],
     factors: Mapping[str, float],
     storage_options: Mapping[str, Any] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(y, x) of the table rows on the plane, in the level's voxel coordinates."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(y, x) of the table rows on the plane, in the level's voxel coordinates, and the table's row count."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -236,7 +235,7 @@ def _read_points(
             keep &= np.rint(v) == i
     y = np.asarray(t.column("y").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("y", 1.0)
     x = np.asarray(t.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("x", 1.0)
-    return y, x
+    return y, x, int(t.num_rows)
 
 
 def _level_factors(info: OmeInfo | None, axes: str, level: int) -> dict[str, float]:
@@ -351,7 +350,7 @@ def render_preview(
     n_points = 0
     if overlay_table:
         factors = _level_factors(view.info, view.axes, level)
-        py, px = _read_points(overlay_table, view.axes, view.index, factors, storage_options)
+        py, px, _ = read_points(overlay_table, view.index, factors, storage_options)
         py, px = py / stride, px / stride
         n_points = int(py.size)
         if n_points:

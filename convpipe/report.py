@@ -323,22 +323,10 @@ def _finite(v: np.ndarray) -> np.ndarray:
 def _table_points(url: str, index: Mapping[str, int], storage_options: Mapping[str, Any] | None,
                   stride: int, factors: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """(y, x) of the table rows on the plane (in the shown, strided pixel grid) and the table's row count."""
-    import fsspec
-    import pyarrow.parquet as pq
+    from .preview import read_points
 
-    with fsspec.open(url, "rb", **dict(storage_options or {})) as fh:
-        t = pq.read_table(fh)
-    cols = set(t.column_names)
-    if not {"y", "x"} <= cols:
-        raise ValueError(f"table {url} has no y/x columns ({sorted(cols)})")
-    keep = np.ones(t.num_rows, dtype=bool)
-    for a, i in index.items():
-        if a in cols:
-            v = np.asarray(t.column(a).to_numpy(zero_copy_only=False), dtype=np.float64) / factors.get(a, 1.0)
-            keep &= np.rint(v) == i
-    y = np.asarray(t.column("y").to_numpy(zero_copy_only=False), dtype=np.float64)[keep]
-    x = np.asarray(t.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)[keep]
-    return y / stride, x / stride, int(t.num_rows)
+    y, x, n = read_points(url, index, factors, storage_options)
+    return y / stride, x / stride, n
 
 
 # =========================================================================== figures
