@@ -55,12 +55,6 @@ def load(source: str | os.PathLike | dict | Spec) -> "Pipeline":
     return Pipeline(source if isinstance(source, Spec) else load_spec(source))
 
 
-def _backend(requested: str) -> str:
-    from .backends import resolve
-
-    return resolve(requested).name  # BackendError for gpu without a usable GPU
-
-
 class Pipeline:
     """A validated spec, ready to plan and run."""
 
@@ -221,8 +215,6 @@ class Pipeline:
             want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
             skip = manifest.done()
         else:
-            if state is not None:
-                manifest.clear()
             make = create_ome_output if want_ome else create_output
             extra = ({"axes": plan.output.axes, "input_ome": ome.get("info"), "input_level": spec.input.level,
                       "name": spec.name} if want_ome else {})

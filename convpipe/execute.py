@@ -20,7 +20,7 @@ import numpy as np
 from .backends import array_module, get_backend, pass_backend
 from .io import Manifest, cast_output
 from .plan import PassPlan, Plan
-from .tiles import Runs, backward, run_chain, runs_to_array
+from .tiles import backward, run_chain, runs_to_array
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ class _Program:
                         for k in range(len(self.ops) + 1))
         return _TileMeta(tile_key(index, self.pass_index), targets,
                          tuple(entries[a].ranges for a in self.in_axes),
-                         tuple(len(entries[a].dep_ids) for a in self.in_axes),
                          tuple(entries[a].core for a in self.out_axes))
 
 
@@ -71,7 +70,6 @@ class _TileMeta:
     key: str
     targets: tuple  # per op stage: dict axis -> runs
     chunk_ranges: tuple  # per input axis: tuple of (chunk start, chunk stop) for the deps, in dep order
-    dep_shape: tuple  # number of dep chunks per input axis
     core: tuple  # per output axis: (start, stop)
 
 

@@ -91,12 +91,6 @@ def create_output(url: str, *, shape, chunks, dtype, zarr_format: int, attrs: di
     return arr
 
 
-def open_output(url: str, storage_options: dict | None = None) -> Any:
-    import zarr
-
-    return zarr.open_array(store=_storage(url, storage_options), mode="r+")
-
-
 def cast_output(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Cast to the output dtype; integer targets saturate (no silent wrap-around) and NaN becomes 0."""
     dtype = np.dtype(dtype)

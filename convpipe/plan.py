@@ -99,8 +99,7 @@ class Plan:
             "memory_per_worker": self.memory_per_worker,
             "tasks": self.tasks,
             "passes": [{
-                "ops": [op.describe() for op in p.ops_summary()] if hasattr(p, "ops_summary") else
-                       [op.describe() for op in p.ops],
+                "ops": [op.describe() for op in p.ops],
                 "methods": [op.method() for op in p.ops],
                 "halo": {a: list(v) for a, v in p.halo.items()},
                 "full_axes": p.full_axes, "tile": p.tile, "tiles": p.n_tiles, "tasks": p.tasks,

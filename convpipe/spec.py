@@ -283,12 +283,7 @@ class Spec:
     execution = property(lambda self: self.top.execution)
 
     def line_of(self, loc: tuple) -> int | None:
-        loc = tuple(loc)
-        while loc:
-            if loc in self.lines:
-                return self.lines[loc]
-            loc = loc[:-1]
-        return None
+        return _line(self.lines, tuple(loc))
 
     def error(self, message: str, loc: tuple) -> SpecError:
         return SpecError(message, path=format_path(loc), line=self.line_of(loc))
@@ -358,14 +353,7 @@ def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) ->
             msg = f"unknown parameter {raw[-1]!r}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        line = None
-        probe = loc
-        while probe:
-            if probe in spec_lines:
-                line = spec_lines[probe]
-                break
-            probe = probe[:-1]
-        out.append(SpecError(msg, path=format_path(loc) or "spec", line=line))
+        out.append(SpecError(msg, path=format_path(loc) or "spec", line=_line(spec_lines, loc)))
     return out
 
 
@@ -450,6 +438,7 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
 
 
 def _line(lines: dict, loc: tuple) -> int | None:
+    """The line of ``loc``, or of its nearest ancestor that has one (a missing key has no line)."""
     while loc:
         if loc in lines:
             return lines[loc]

@@ -41,7 +41,6 @@ import numpy as np
 from .ops.base import insert_axis
 from .errors import ConvpipeError, InputError
 
-from .spec import AXES_ORDER  # noqa: E402
 TOL = {"float32": 1e-5, "float64": 1e-10}
 TOL_FFT = {"float32": 1e-4, "float64": 1e-8}
 
