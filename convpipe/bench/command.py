@@ -20,17 +20,17 @@ from .render import render_extra_table, render_gpu_table, render_notes, render_t
 
 __all__ = ["GPU_SHAPE", "bench", "register"]
 
+#: the GPU suite's default stack (deeper than the main table's, so the device has work to hide transfers in)
+GPU_SHAPE = (64, 2048, 2048)
+#: the largest difference of the GPU output from the CPU one, relative to max(1, max|cpu|), that passes
+GPU_REL_TOL = 1e-4
+
 
 def escape(text: str) -> str:
     """``text`` for a rich console: a bracket in a message (``convpipe[gpu]``) is text, not a style tag."""
     from rich.markup import escape as _escape
 
     return _escape(text)
-
-#: the GPU suite's default stack (deeper than the main table's, so the device has work to hide transfers in)
-GPU_SHAPE = (64, 2048, 2048)
-#: the largest difference of the GPU output from the CPU one, relative to max(1, max|cpu|), that passes
-GPU_REL_TOL = 1e-4
 
 
 def _parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -165,11 +165,11 @@ def _bench_gpu(shape: str | None, chunks: str | None, only: str | None, repeat: 
 
 def register(app: Any) -> None:
     """Add the ``bench`` command to a typer app (the main CLI calls this)."""
+    import typer
+
     cases = ", ".join(c for c in CASES if c != "io")
     quick_help = (f"small preset {'×'.join(map(str, QUICK_SHAPE))}, chunks {'×'.join(map(str, QUICK_CHUNKS))}, "
                   "for tests")
-    import typer
-
     # typer's option-as-default style (not Annotated[...]): the help texts name the registered cases and
     # contenders, which are locals here
     opt = typer.Option
