@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dask.utils import format_bytes
-
 __all__ = ["extra_summary", "fmt", "fmt_bytes", "render_extra_table", "render_notes", "render_table"]
 
 
 def fmt_bytes(n: float | None) -> str:
     """``format_bytes``, with "—" for a number not measured and a sign for a negative one (an RSS delta)."""
+    from dask.utils import format_bytes
+
     if n is None:
         return "—"
     return "-" + format_bytes(int(-n)) if n < 0 else format_bytes(int(n))
