@@ -11,36 +11,26 @@ only as far as needed to cover the source's own storage unit (a page stored as o
 decoded whole, so reading it once per row of output chunks beats re-decoding it per chunk). So the
 peak memory is about ``workers x (block + decoded source segments)``, independent of the input size.
 
-Sources are read with ``tifffile``: an uncompressed, contiguous series is memory-mapped (slicing
-reads just the bytes needed); anything else (compressed, tiled, big-endian) goes through
-tifffile's Zarr store (``series.aszarr()``), which decodes only the strips/tiles a region touches.
-A glob of files is a virtual stack: a block reads only the files (and regions) it covers.
-
-Files are validated before any output is written: a truncated IFD chain, a page whose data runs past
-the end of the file, or a file whose pages disagree with the others raises :class:`InputError`
-naming the file and page; a segment that fails to decode during the copy is traced back to its
-page the same way.
+Sources are read with tifffile (:mod:`convpipe.tiff`): a memmap for uncompressed contiguous data,
+tifffile's Zarr store otherwise; a glob of files is a virtual stack whose blocks read only the files
+(and regions) they cover. Files are validated before any output is written: a truncated IFD chain, a
+page whose data runs past the end of the file, or a file whose pages disagree with the others raises
+:class:`InputError` naming the file and page (and nothing tifffile logs about it is printed first); a
+segment that fails to decode during the copy is traced back to its page the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
-import re
-import struct
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import product
 from typing import Annotated, Any
 
 import dask
 import dask.array as da
 import numpy as np
-import tifffile
 import typer
 import zarr
 from dask.callbacks import Callback
@@ -50,68 +40,17 @@ from .ome import (
     AXES_ORDER,
     downsample_level,
     ngff_axes_problem,
-    normalize_unit,
     pyramid_transforms,
     write_multiscales,
     zarr_storage_options,
 )
+from .tiff import TiffSeries, TiffStack, check_axes_arg, expand_paths, map_tiff_axes, open_stack
 
 __all__ = ["expand_paths", "ingest", "parse_chunks", "register"]
 
 # A copy block is widened to cover whole source segments only while it stays under this size;
 # past it, plain output chunks are read (more decoding, but memory stays bounded).
 _MAX_BLOCK_BYTES = 64 * 2**20
-
-# tifffile's axis codes -> convpipe letters. S (samples, e.g. RGB) is a channel axis; the generic
-# page-sequence codes I and Q become the stack axis (z, or t when z is taken).
-_TIFF_AXES = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
-_GENERIC = "IQ"
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def _natural_key(text: str) -> list[Any]:
-    # "img2.tif" sorts before "img10.tif": numbered planes of a series are rarely zero-padded
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Expand globs and check that every file exists.
-
-    Parameters
-    ----------
-    paths : sequence of str
-        File names and/or glob patterns (``"planes/*.tif"``), in stack order.
-
-    Returns
-    -------
-    list of str
-        The files: each pattern's matches in natural order (``2`` before ``10``), patterns and
-        plain names kept in the order given.
-
-    Raises
-    ------
-    InputError
-        A pattern that matches nothing, or a name that is not a file.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[str] = []
-    for p in paths:
-        p = os.fspath(p)
-        if glob.has_magic(p):
-            matches = sorted((m for m in glob.glob(p) if os.path.isfile(m)), key=_natural_key)
-            if not matches:
-                raise InputError(f"{p}: no file matches this pattern")
-            files.extend(matches)
-        elif not os.path.isfile(p):
-            raise InputError(f"{p}: no such file")
-        else:
-            files.append(p)
-    if not files:
-        raise InputError("ingest: no input files given")
-    return files
 
 
 def parse_chunks(text: str | Sequence[int] | Mapping[str, int] | None) -> tuple[int, ...] | dict[str, int] | None:
@@ -146,328 +85,6 @@ def parse_chunks(text: str | Sequence[int] | Mapping[str, int] | None) -> tuple[
     if not vals or any(v < 1 for v in vals):
         raise InputError(f"--chunks {text!r}: chunk sizes must be >= 1")
     return vals
-
-
-# --------------------------------------------------------------------------- TIFF metadata
-
-
-@dataclass(frozen=True)
-class _Physical:
-    """Voxel size and unit per convpipe axis letter, as found in the TIFF metadata."""
-
-    scale: dict[str, float] = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=dict)
-
-
-def _ome_physical(xml: str) -> _Physical:
-    """PhysicalSize{X,Y,Z} and TimeIncrement of the first OME Image (series 0)."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return _Physical()
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None:
-        return _Physical()
-    scale: dict[str, float] = {}
-    units: dict[str, str] = {}
-    for letter, key, default_unit in (
-        ("x", "PhysicalSizeX", "µm"),
-        ("y", "PhysicalSizeY", "µm"),
-        ("z", "PhysicalSizeZ", "µm"),
-        ("t", "TimeIncrement", "s"),
-    ):
-        val = pixels.get(key)
-        try:
-            num = float(val) if val is not None else math.nan
-        except ValueError:
-            num = math.nan
-        if math.isfinite(num) and num > 0:
-            scale[letter] = num
-            unit = normalize_unit(pixels.get(key + "Unit", default_unit))
-            if unit:
-                units[letter] = unit
-    return _Physical(scale, units)
-
-
-def _imagej_physical(tif: tifffile.TiffFile) -> _Physical:
-    """Pixel size from X/YResolution (pixels per unit), z from ``spacing``, t from ``finterval``."""
-    meta = tif.imagej_metadata or {}
-    page = tif.pages.first
-    scale: dict[str, float] = {}
-    units: dict[str, str] = {}
-    unit = normalize_unit(meta.get("unit"))
-    for letter, tag in (("x", "XResolution"), ("y", "YResolution")):
-        t = page.tags.get(tag)
-        if t is None:
-            continue
-        try:
-            num, den = t.value
-            size = den / num
-        except (TypeError, ValueError, ZeroDivisionError):
-            continue
-        # ImageJ writes resolution 1 with unit "pixel" when uncalibrated: keep scale 1, no unit
-        if math.isfinite(size) and size > 0:
-            scale[letter] = float(size)
-            if unit:
-                units[letter] = unit
-    spacing = meta.get("spacing")
-    if isinstance(spacing, (int, float)) and spacing > 0:
-        scale["z"] = float(spacing)
-        if unit:
-            units["z"] = unit
-    finterval = meta.get("finterval")
-    if isinstance(finterval, (int, float)) and finterval > 0:
-        scale["t"] = float(finterval)
-        units["t"] = normalize_unit(meta.get("tunit")) or "second"
-    return _Physical(scale, units)
-
-
-def _physical(tif: tifffile.TiffFile) -> _Physical:
-    # OME-XML first (it is the richer and the more precise), then ImageJ; plain TIFF resolution
-    # tags are print DPI far more often than a microscope calibration, so they are ignored
-    if tif.is_ome and tif.ome_metadata:
-        phys = _ome_physical(tif.ome_metadata)
-        if phys.scale:
-            return phys
-    if tif.is_imagej:
-        return _imagej_physical(tif)
-    return _Physical()
-
-
-def _map_tiff_axes(tiff_axes: str, path: str) -> str:
-    """tifffile axis codes (``"QYX"``, ``"TZCYX"``, ``"YXS"``) -> convpipe letters."""
-    letters: list[str | None] = [_TIFF_AXES.get(a) for a in tiff_axes]
-    for i, a in enumerate(tiff_axes):
-        if a in _GENERIC:
-            free = next((c for c in "zt" if c not in letters), None)
-            letters[i] = free
-    if any(c is None for c in letters) or len(set(letters)) != len(letters):
-        raise InputError(
-            f"{path}: cannot map the TIFF axes {tiff_axes!r} onto 'tczyx'; "
-            f"give axes explicitly (one letter per TIFF axis, e.g. --axes)"
-        )
-    return "".join(letters)  # type: ignore[arg-type]
-
-
-def _check_axes_arg(axes: str, ndim: int, what: str) -> str:
-    axes = axes.strip().lower()
-    if len(axes) != ndim or len(set(axes)) != ndim or any(a not in AXES_ORDER for a in axes):
-        raise InputError(f"axes {axes!r}: need {ndim} distinct letters from {AXES_ORDER!r} for {what}")
-    return axes
-
-
-# --------------------------------------------------------------------------- one TIFF file
-
-
-def _next_ifd_offset(tif: tifffile.TiffFile, ifd_offset: int) -> int:
-    """Offset of the IFD after the one at ``ifd_offset`` (0 at the end of a sound chain)."""
-    fmt = tif.tiff
-    fh = tif.filehandle
-    with fh.lock:
-        fh.seek(ifd_offset)
-        (tagno,) = struct.unpack(fmt.tagnoformat, fh.read(fmt.tagnosize))
-        fh.seek(ifd_offset + fmt.tagnosize + tagno * fmt.tagsize)
-        raw = fh.read(fmt.offsetsize)
-    if len(raw) != fmt.offsetsize:
-        return -1
-    return int(struct.unpack(fmt.offsetformat, raw)[0])
-
-
-def _validate_series(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: str) -> None:
-    """Refuse a truncated or inconsistent file before anything is copied.
-
-    tifffile is forgiving by design: a broken IFD chain is logged and the series silently shrinks
-    to the pages it could find (a 10-page stack comes back as one ``YX`` plane), and missing data
-    reads as zeros. Copying that would pass a damaged archive off as complete, so the checks here
-    are strict: the IFD chain must end with offset 0, and every page's data must lie in the file.
-    """
-    size = tif.filehandle.size
-    page_shape = tuple(series.keyframe.shape)
-    npages = max(1, math.prod(series.shape) // max(1, math.prod(page_shape)))
-    if series.dataoffset is not None:
-        end = series.dataoffset + series.nbytes
-        if end > size:
-            page_bytes = max(1, series.nbytes // npages)
-            bad = max(0, (size - series.dataoffset) // page_bytes)
-            raise InputError(
-                f"{path}: page {bad} of {npages} is truncated (the data needs {end} bytes, "
-                f"the file has {size})"
-            )
-    # checked even for contiguous data: a plain multi-page TIFF with a broken chain comes back
-    # from tifffile as a shorter, still contiguous, series
-    n = len(tif.pages)  # indexes the whole IFD chain
-    last = tif.pages[n - 1]
-    nxt = _next_ifd_offset(tif, last.offset)
-    if nxt != 0:
-        raise InputError(
-            f"{path}: page {n}: the IFD chain points to offset {nxt}, beyond the end of the file "
-            f"({size} bytes); the file is truncated or corrupt"
-        )
-    if series.dataoffset is not None:
-        return
-    pages = series.pages
-    if len(pages) != npages:
-        raise InputError(f"{path}: series 0 lists {len(pages)} pages but its shape needs {npages}")
-    for i, page in enumerate(pages):
-        if page is None:
-            raise InputError(f"{path}: page {i} of series 0 is missing")
-        fsize = page.parent.filehandle.size  # multi-file OME series keep pages in other files
-        for off, cnt in zip(page.dataoffsets, page.databytecounts, strict=False):
-            if off + cnt > fsize:
-                where = getattr(page, "index", i)
-                raise InputError(
-                    f"{path}: page {where} is truncated (a segment ends at byte {off + cnt}, "
-                    f"the file has {fsize})"
-                )
-
-
-class _TiffReader:
-    """Series 0 (level 0) of one TIFF file, read by region.
-
-    Holds the file open; thread-safe (memmap slices are read-only, tifffile's store locks its
-    file handle around each read).
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        try:
-            self.tif = tifffile.TiffFile(path)
-        except Exception as err:  # noqa: BLE001 - tifffile raises several types for a bad header
-            raise InputError(f"{path}: page 0: not a readable TIFF ({type(err).__name__}: {err})") from err
-        try:
-            if not self.tif.series:
-                raise InputError(f"{path}: no image series in this TIFF")
-            self.series = self.tif.series[0]
-            _validate_series(self.tif, self.series, path)
-            self.shape: tuple[int, ...] = tuple(int(s) for s in self.series.shape)
-            self.dtype = np.dtype(self.series.dtype)
-            self.tiff_axes: str = self.series.axes
-            self.page_ndim = len(self.series.keyframe.shape)
-            self.physical = _physical(self.tif)
-            self.array, self.native = self._open_data()
-        except InputError:
-            self.close()
-            raise
-        except Exception as err:  # noqa: BLE001 - corrupt tags/IFDs surface as assorted errors
-            self.close()
-            raise InputError(f"{path}: page 0: cannot read the TIFF structure ({type(err).__name__}: {err})") from err
-
-    def _open_data(self) -> tuple[Any, tuple[int, ...]]:
-        """(array-like to slice, its native read unit per axis)."""
-        s = self.series
-        if s.dataoffset is not None and s.keyframe.is_memmappable:
-            # uncompressed and contiguous: a memmap reads only the bytes a slice needs. tifffile
-            # reports the native dtype; the bytes on disk are in the file's byte order
-            disk = self.dtype.newbyteorder(self.tif.byteorder)
-            mm = np.memmap(self.path, dtype=disk, mode="r", offset=s.dataoffset, shape=self.shape)
-            return mm, (1,) * len(self.shape)
-        z = zarr.open_array(s.aszarr(), mode="r")
-        return z, tuple(int(c) for c in z.chunks)
-
-    @property
-    def lead_shape(self) -> tuple[int, ...]:
-        """Shape of the page index (the axes before a page's own axes)."""
-        return self.shape[: len(self.shape) - self.page_ndim]
-
-    def read(self, region: tuple[slice, ...]) -> np.ndarray:
-        """Read ``region`` (slices with step 1) as a new numpy array."""
-        try:
-            out = self.array[region]
-            if isinstance(out, np.memmap) or out.dtype != self.dtype:
-                # detach from the file mapping (and swap a foreign byte order) in one copy
-                return np.array(out, dtype=self.dtype)
-            return np.asarray(out)
-        except Exception as err:  # noqa: BLE001 - decoders raise their own types
-            raise self._locate_error(region, err) from err
-
-    def _locate_error(self, region: tuple[slice, ...], err: Exception) -> InputError:
-        """Find the first page of ``region`` that fails on its own, for a precise message."""
-        lead = self.lead_shape
-        ranges = [range(*sl.indices(n)) for sl, n in zip(region[: len(lead)], lead, strict=True)]
-        pages = [int(np.ravel_multi_index(idx, lead)) if lead else 0 for idx in product(*ranges)]
-        for p in pages:
-            page = self.series.pages[p]
-            if page is None:
-                return InputError(f"{self.path}: page {p} of series 0 is missing")
-            try:
-                page.asarray()
-            except Exception as perr:  # noqa: BLE001 - the same decoder errors, now per page
-                where = getattr(page, "index", p)
-                return InputError(f"{self.path}: page {where}: cannot decode ({type(perr).__name__}: {perr})")
-        span = f"pages {pages[0]}-{pages[-1]}" if len(pages) > 1 else f"page {pages[0] if pages else 0}"
-        return InputError(f"{self.path}: {span}: cannot read ({type(err).__name__}: {err})")
-
-    def close(self) -> None:
-        """Release the file (the memmap goes with the last reference)."""
-        self.array = None
-        tif = getattr(self, "tif", None)
-        if tif is not None:
-            tif.close()
-
-
-# --------------------------------------------------------------------------- sources
-
-
-class _FileSource:
-    """One TIFF as an array-like for ``dask.array.from_array`` (shape, dtype, ndim, getitem)."""
-
-    def __init__(self, reader: _TiffReader):
-        self.reader = reader
-        self.shape = reader.shape
-        self.dtype = reader.dtype
-        self.ndim = len(self.shape)
-        self.native = reader.native
-
-    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
-        return self.reader.read(tuple(region))
-
-
-class _StackSource:
-    """A list of same-shaped TIFFs stacked along a new first axis.
-
-    Each read opens just the files it covers and closes them again, so a thousand-file series
-    never holds a thousand open files.
-    """
-
-    def __init__(self, files: Sequence[str], first: _TiffReader):
-        self.files = list(files)
-        self.shape = (len(self.files), *first.shape)
-        self.dtype = first.dtype
-        self.ndim = len(self.shape)
-        self.native = (1, *first.native)
-
-    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
-        region = tuple(region)
-        idx = range(*region[0].indices(self.shape[0]))
-        sizes = [len(range(*s.indices(n))) for s, n in zip(region[1:], self.shape[1:], strict=True)]
-        out = np.empty((len(idx), *sizes), self.dtype)
-        for k, i in enumerate(idx):
-            reader = _TiffReader(self.files[i])
-            try:
-                out[k] = reader.read(region[1:])
-            finally:
-                reader.close()
-        return out
-
-
-def _probe_stack(files: Sequence[str]) -> _TiffReader:
-    """Open and validate every file of a stack; return the first (kept open for its metadata)."""
-    first = _TiffReader(files[0])
-    try:
-        for f in files[1:]:
-            r = _TiffReader(f)
-            try:
-                if r.shape != first.shape or r.dtype != first.dtype:
-                    raise InputError(
-                        f"{f}: shape {r.shape} {r.dtype} differs from the first file "
-                        f"{files[0]} ({first.shape} {first.dtype}); a stack needs equal planes"
-                    )
-            finally:
-                r.close()
-    except InputError:
-        first.close()
-        raise
-    return first
 
 
 # --------------------------------------------------------------------------- output
@@ -545,9 +162,17 @@ def _store(
     The sources hold open files, so the copy runs on the threaded scheduler even when a
     distributed client is active: it could not be pickled to workers, and ingest reads local files.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dask.system import CPU_COUNT
+
     k, n = stage
     with contextlib.ExitStack() as stack:
-        stack.enter_context(dask.config.set(scheduler="threads"))
+        # a pool of our own, shut down (waiting) before the caller closes the sources: when one block fails,
+        # dask raises at once while other blocks are still reading, and they must not find their file closed
+        workers = dask.config.get("num_workers", None) or CPU_COUNT
+        pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="convpipe-ingest"))
+        stack.enter_context(dask.config.set(scheduler="threads", pool=pool))
         if progress is not None:
             stack.enter_context(_ProgressCallback(lambda f: progress((k + f) / n)))
         # dask's annotations do not list zarr arrays, which are valid store targets
@@ -642,23 +267,22 @@ def ingest(
     output = os.fspath(output)
 
     if len(files) == 1:
-        reader = _TiffReader(files[0])
-        src: _FileSource | _StackSource = _FileSource(reader)
+        reader = TiffSeries(files[0])
+        src: TiffSeries | TiffStack = reader
         src_axes = (
-            _check_axes_arg(axes, src.ndim, f"{files[0]} (TIFF axes {reader.tiff_axes!r})")
+            check_axes_arg(axes, src.ndim, f"{files[0]} (TIFF axes {reader.tiff_axes!r})")
             if axes
-            else _map_tiff_axes(reader.tiff_axes, files[0])
+            else map_tiff_axes(reader.tiff_axes, files[0])
         )
     else:
-        reader = _probe_stack(files)
-        src = _StackSource(files, reader)
+        src, reader = open_stack(files)
         if axes and len(axes.strip()) == 1:
-            file_axes = _map_tiff_axes(reader.tiff_axes, files[0])
-            src_axes = _check_axes_arg(axes.strip().lower() + file_axes, src.ndim, f"a stack of {len(files)} files")
+            file_axes = map_tiff_axes(reader.tiff_axes, files[0])
+            src_axes = check_axes_arg(axes.strip().lower() + file_axes, src.ndim, f"a stack of {len(files)} files")
         elif axes:
-            src_axes = _check_axes_arg(axes, src.ndim, f"a stack of {len(files)} files")
+            src_axes = check_axes_arg(axes, src.ndim, f"a stack of {len(files)} files")
         else:
-            file_axes = _map_tiff_axes(reader.tiff_axes, files[0])
+            file_axes = map_tiff_axes(reader.tiff_axes, files[0])
             stack = next((c for c in "zt" if c not in file_axes), None)
             if stack is None:
                 reader.close()
@@ -676,8 +300,8 @@ def ingest(
 
 
 def _ingest_source(
-    src: _FileSource | _StackSource,
-    reader: _TiffReader,
+    src: TiffSeries | TiffStack,
+    reader: TiffSeries,
     src_axes: str,
     files: list[str],
     output: str,

@@ -30,6 +30,7 @@ import scipy.signal
 
 import convpipe
 from convpipe import backends, engines, gpu
+from convpipe.bench.gpu import bench_gpu
 from convpipe.errors import BackendError
 from convpipe.plan import ArrayInfo, make_plan
 from convpipe.spec import load_spec
@@ -974,11 +975,11 @@ def test_warmup_plugin_is_a_worker_plugin():
 
 
 def test_bench_gpu_harness_on_the_cpu(tmp_path):
-    rep = gpu.bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1, backends=("cpu",))
+    rep = bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1, backends=("cpu",))
     assert rep["shape"] == [4, 48, 40] and rep["end_to_end"]["cpu"]["warm_s"] > 0
     assert rep["kernel"]["cpu"]["voxels_per_s"] > 0 and rep["kernel"]["cpu"]["shape"] == [4, 48, 40]
     assert "speedup_kernel" not in rep
-    again = gpu.bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1, backends=("cpu",))
+    again = bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1, backends=("cpu",))
     assert again["end_to_end"]["cpu"]["tasks"] == rep["end_to_end"]["cpu"]["tasks"]  # input reused
 
 
@@ -1074,7 +1075,7 @@ def test_explain_names_passes_that_stay_on_the_cpu(fake_cupy, tmp_path):
 
 @needs_hooks
 def test_bench_gpu_on_the_double(fake_cupy, tmp_path):
-    rep = gpu.bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1)
+    rep = bench_gpu(shape=(4, 48, 40), chunks=(2, 24, 20), workdir=tmp_path, repeat=1)
     assert rep["max_rel_diff_gpu_vs_cpu"] <= 1e-5
     assert rep["end_to_end"]["gpu"]["transfers"]["h2d"] > 0 and "note" not in rep["end_to_end"]["gpu"]
     assert rep["speedup_end_to_end"] > 0 and rep["speedup_kernel"] > 0

@@ -18,6 +18,11 @@ pytest.importorskip("psutil")
 from typer.testing import CliRunner
 
 from convpipe import bench
+from convpipe.bench import cases as bench_cases
+from convpipe.bench import extra as bench_extra
+from convpipe.bench.contenders import create_output
+from convpipe.bench.data import oracle_on_region
+from convpipe.bench.render import fmt_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 REL_TOL = 1e-4
@@ -118,9 +123,9 @@ def test_sub_volume_oracle_is_exact(tmp_path: Path) -> None:
     for name in ("light", "heavy"):
         case = bench.CASES[name]
         full = case.oracle(a)[region]
-        assert np.abs(bench._oracle_on_region(ctx, case, region) - full).max() <= 1e-9 * max(1, np.abs(full).max())
+        assert np.abs(oracle_on_region(ctx, case, region) - full).max() <= 1e-9 * max(1, np.abs(full).max())
         short = dataclasses.replace(case, halo=tuple(max(0, h - 1) for h in case.halo))
-        assert np.abs(bench._oracle_on_region(ctx, short, region) - full).max() > 1e-9
+        assert np.abs(oracle_on_region(ctx, short, region) - full).max() > 1e-9
 
 
 def test_check_region_full_size() -> None:
@@ -136,17 +141,25 @@ def test_light_dask_image_is_per_plane_sobel() -> None:
 
     rng = np.random.default_rng(1)
     a = rng.random((4, 70, 90)) * 1000
-    got = bench._light_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
+    got = bench_cases._light_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
     assert np.abs(got - bench.CASES["light"].oracle(a)).max() < 1e-9 * np.abs(got).max()
-    got = bench._heavy_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
+    got = bench_cases._heavy_dask_image(da.from_array(a, chunks=(2, 32, 32))).compute()
     assert np.abs(got - bench.CASES["heavy"].oracle(a)).max() < 1e-9 * max(1, np.abs(got).max())
 
 
-def test_a_new_row_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def registries():
+    """The case and contender registries restored after the test (registrations are process-wide)."""
+    saved = dict(bench.CASES), dict(bench.CONTENDERS)
+    yield
+    for reg, old in zip((bench.CASES, bench.CONTENDERS), saved):
+        reg.clear()
+        reg.update(old)
+
+
+def test_a_new_row_is_one_registration(tmp_path: Path, registries) -> None:
     import scipy.ndimage as ndi
 
-    monkeypatch.setattr(bench, "CASES", dict(bench.CASES))
-    monkeypatch.setattr(bench, "CONTENDERS", dict(bench.CONTENDERS))
     bench.add_case(bench.Case(name="box3", title="uniform 3 (yx)", steps=[{"uniform": {"size": {"y": 3, "x": 3}}}],
                               oracle=lambda a: ndi.uniform_filter(a, (1, 3, 3)), halo=(0, 1, 1),
                               impls={"numpy-loop": lambda a: ndi.uniform_filter(a, (1, 3, 3))}))
@@ -156,7 +169,7 @@ def test_a_new_row_is_one_registration(tmp_path: Path, monkeypatch: pytest.Monke
         import zarr
 
         url = ctx.out_url(case, "numpy-loop")
-        out = bench._create_output(ctx, url)
+        out = create_output(ctx, url)
         out[...] = case.impls["numpy-loop"](zarr.open_array(ctx.input_url)[...].astype(np.float32))
         return bench.Outcome(url)
 
@@ -230,7 +243,7 @@ def test_extra_archive_quick(tmp_path: Path) -> None:
     if not _convpipe_api():
         pytest.skip("convpipe.load is not available")
     sx = bench.ExtraCtx(workdir=tmp_path, quick=True, archive_targets=(200, 400), archive_clusters=("threads",))
-    r = bench.extra_archive(sx)
+    r = bench_extra.extra_archive(sx)
     assert [v["tasks"] for v in r["build"].values()] == [200, 400]
     runs = r["run"]["threads"]
     assert all(v["measured"] and v["tasks"] > 0 and v["run_ms_per_task"] > 0 for v in runs.values())
@@ -251,3 +264,84 @@ def test_extra_suite_cli(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     if _convpipe_api():
         assert r["convpipe"]["check_ok"] and r["scipy_direct"]["check_ok"] and r["speedup"] > 0
+
+
+# --------------------------------------------------------------------------- the package's shape
+
+
+def test_gpu_suite_on_the_cpu(tmp_path: Path) -> None:
+    """``--suite gpu`` (what ``python -m convpipe.gpu`` was) through the bench command; CPU only here."""
+    out = tmp_path / "gpu.json"
+    args = ["bench", "--suite", "gpu", "--shape", "4,48,40", "--chunks", "2,24,20", "--only", "cpu",
+            "--workdir", str(tmp_path / "w"), "--json", str(out)]
+    res = CliRunner().invoke(_app(), args)
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert rep["shape"] == [4, 48, 40] and rep["end_to_end"]["cpu"]["warm_s"] > 0
+    assert rep["kernel"]["cpu"]["shape"] == [4, 48, 40]
+    assert "cold s" in res.output  # the table
+    for bad in (["--only", "tpu"], ["--shape", "4,48", "--chunks", "2,24,20"]):
+        res = CliRunner().invoke(_app(), ["bench", "--suite", "gpu", "--workdir", str(tmp_path), *bad])
+        assert res.exit_code == 1, (bad, res.output)
+
+
+def test_gpu_backend_imports_no_benchmark_and_no_cli() -> None:
+    """The GPU backend (convpipe/gpu.py) holds the backend only: no planner, spec, zarr or CLI parser for a
+    benchmark (those live in convpipe.bench.gpu), and the bench package has no argparse CLI of its own."""
+    import ast
+
+    pkg = ROOT / "convpipe"
+    tree = ast.parse((pkg / "gpu.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add(("." * node.level) + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    assert not names & {".plan", ".spec", ".bench", "convpipe", "zarr", "argparse"}, names
+    for f in (pkg / "bench").glob("*.py"):
+        text = f.read_text()
+        assert "argparse" not in text and "ArgumentParser" not in text, f.name
+        assert len(text.splitlines()) <= 700, f.name
+
+
+def test_one_rss_sampler_for_bench_and_monitor() -> None:
+    """The benchmark and the run monitor share convpipe.monitor.RssSampler; it sees another process and,
+    when asked, that process's children."""
+    import time
+
+    from convpipe.bench import child, harness
+    from convpipe.monitor import RssSampler, RunMonitor
+
+    assert harness.RssSampler is RssSampler and child.RssSampler is RssSampler
+    assert isinstance(RunMonitor().rss, RssSampler)
+    # a parent that allocates nothing and a child holding ~200 MiB
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+            "'import time; b = bytearray(200 * 2**20); time.sleep(30)']); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        own, tree = RssSampler(proc.pid), RssSampler(proc.pid, children=True, interval=0.02)
+        deadline = time.monotonic() + 20
+        with tree:
+            while time.monotonic() < deadline and (tree.peak or 0) < 150 * 2**20:
+                time.sleep(0.05)
+        with own:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert tree.peak >= 150 * 2**20 and tree.peak_own < 100 * 2**20, (tree.peak, tree.peak_own)
+    assert own.peak == own.peak_own < 100 * 2**20 and own.samples >= 2
+    gone = RssSampler(proc.pid)
+    with gone:  # an ended process: nothing read, nothing raised
+        pass
+    assert gone.peak is None and gone.samples == 0
+
+
+def test_bytes_are_formatted_by_dask() -> None:
+    from dask.utils import format_bytes
+
+    for n in (0, 900, 3 * 2**20 + 5, 5 * 2**30):
+        assert fmt_bytes(n) == format_bytes(n)
+    assert fmt_bytes(-3 * 2**20) == "-" + format_bytes(3 * 2**20)  # an RSS delta can be negative
+    assert fmt_bytes(None) == "—"

@@ -32,6 +32,7 @@ from test_backends import assert_close, op_steps, spec, tolerance
 
 import convpipe
 from convpipe import engines, gpu
+from convpipe.bench.gpu import bench_gpu
 
 pytestmark = pytest.mark.gpu
 
@@ -256,7 +257,7 @@ def test_warmup_compiles_every_kernel_of_every_op(tmp_path, monkeypatch):
 
 
 def test_bench_gpu_smoke(tmp_path):
-    rep = gpu.bench_gpu(shape=(8, 512, 512), chunks=(4, 256, 256), workdir=tmp_path, repeat=1)
+    rep = bench_gpu(shape=(8, 512, 512), chunks=(4, 256, 256), workdir=tmp_path, repeat=1)
     assert rep["device"]
     assert rep["max_rel_diff_gpu_vs_cpu"] <= 1e-5
     assert rep["end_to_end"]["gpu"]["transfers"]["h2d"] > 0 and "note" not in rep["end_to_end"]["gpu"]

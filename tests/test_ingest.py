@@ -297,3 +297,86 @@ def test_cli_ingest(tmp_path: Path) -> None:
         _app(), ["ingest", str(tmp_path / "s.tif"), "--output", out, "--overwrite", "--chunks", "x"]
     )
     assert isinstance(res.exception, InputError)
+
+
+# --------------------------------------------------------------------------- tifffile's log
+
+
+@pytest.mark.parametrize(
+    ("write_kw", "frac", "page"),
+    [({}, 0.55, "page 5 of 10"), ({"compression": "zlib"}, 0.55, "page 6"), ({"metadata": None}, 0.55, "page 1"),
+     ({"compression": "zlib"}, 0.98, "page 9")],
+)
+def test_truncated_file_gives_one_line_and_nothing_before(tmp_path: Path, capfd, write_kw, frac, page) -> None:
+    """tifffile logs the damage it finds ("invalid page offset ..."); none of that reaches the terminal ahead
+    of the one error line (the CLI's contract), whatever the kind of truncation."""
+    from convpipe.cli import main
+
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, STACK, **write_kw)
+    raw = good.read_bytes()
+    bad = tmp_path / "cut.tif"
+    bad.write_bytes(raw[: int(len(raw) * frac)])
+    capfd.readouterr()
+    rc = main(["ingest", str(bad), "--output", str(tmp_path / "o.zarr")])
+    out, err = capfd.readouterr()
+    assert rc == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and page in lines[0], err
+    assert "tifffile" not in out
+
+
+def test_tifffile_log_is_held_per_thread_and_passed_on(caplog) -> None:
+    """Held while a file is checked (this thread only), passed on afterwards when the file is sound."""
+    import logging
+    import threading
+
+    from convpipe import tiff
+
+    log = logging.getLogger("tifffile")
+    caplog.set_level(logging.WARNING, logger="tifffile")
+    with tiff._held_tifffile_log() as held:
+        log.warning("held note")
+        t = threading.Thread(target=lambda: log.warning("other thread"))
+        t.start()
+        t.join()
+        assert [r.getMessage() for r in caplog.records] == ["other thread"]
+    assert [r.getMessage() for r in held] == ["held note"]
+    assert tiff._hold not in log.filters  # nothing left on tifffile's logger
+    tiff._release(held)
+    assert [r.getMessage() for r in caplog.records] == ["other thread", "held note"]
+
+
+def test_corrupt_page_during_the_copy_gives_one_line(tmp_path: Path, capfd, monkeypatch) -> None:
+    """A block that fails mid-copy stops the copy with one line; the blocks still reading in other threads
+    finish before the file is closed (none reads a closed file), and print nothing."""
+    import time
+
+    from convpipe import tiff
+    from convpipe.cli import main
+
+    src = tmp_path / "c.tif"
+    tifffile.imwrite(src, STACK, compression="zlib")
+    raw = bytearray(src.read_bytes())
+    with tifffile.TiffFile(src) as tif:
+        off = tif.pages[4].dataoffsets[0]
+    raw[off + 8 : off + 200] = b"\xff" * 192
+    src.write_bytes(bytes(raw))
+
+    read, closed_reads = tiff.TiffSeries.__getitem__, []
+
+    def slow_read(self, region):  # every sound block is still reading when the bad one fails
+        if region[0].start != 4:
+            time.sleep(0.3)
+            closed_reads.extend([region[0].start] if self.tif.filehandle.closed else [])
+        return read(self, region)
+
+    monkeypatch.setattr(tiff.TiffSeries, "__getitem__", slow_read)
+    capfd.readouterr()
+    with dask.config.set(num_workers=4):
+        rc = main(["ingest", str(src), "--output", str(tmp_path / "o.zarr"), "--chunks", "1,48,40"])
+    time.sleep(0.5)  # a straggler would have read (and printed) by now
+    _, err = capfd.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 1 and len(lines) == 1 and "page 4: cannot decode" in lines[0], err
+    assert closed_reads == []

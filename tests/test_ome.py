@@ -9,6 +9,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convpipe.errors import InputError
 from convpipe.ome import (
@@ -304,3 +306,87 @@ def test_pyramid_transforms() -> None:
     assert trans == [[10, 1, 2], [10, 1.25, 2.25], [10, 1.75, 2.75]]
     _, tn = pyramid_transforms([1.0, 1.0], "yx", 2, method="nearest")
     assert tn == [[0, 0], [0, 0]]
+
+
+# --------------------------------------------------------------------------- written with the models, read tolerantly
+
+_SPACE_UNITS = ["micrometer", "nanometer", "millimeter", "µm", "um", "nm"]
+_TIME_UNITS = ["second", "millisecond", "ms", "s", "minute"]
+
+
+@st.composite
+def _multiscales(draw):
+    """Any metadata convpipe may write: NGFF axes, 1-4 levels growing coarser, optional translations/units."""
+    axes = "".join(a for a in "tcz" if draw(st.booleans())) + "yx"
+    n = draw(st.integers(1, 4))
+    pos = st.floats(1e-3, 1e3, allow_nan=False)
+    base = [draw(pos) for _ in axes]
+    growth = [[draw(st.sampled_from([1.0, 2.0])) for _ in axes] for _ in range(n - 1)]
+    scales = [base]
+    for g in growth:
+        scales.append([s * f for s, f in zip(scales[-1], g)])
+    trans = None
+    if draw(st.booleans()):
+        trans = [[draw(st.floats(-1e3, 1e3, allow_nan=False)) for _ in axes] for _ in range(n)]
+    units = {a: draw(st.sampled_from(_TIME_UNITS if a == "t" else _SPACE_UNITS))
+             for a in axes if a != "c" and draw(st.booleans())}
+    name = draw(st.none() | st.text(min_size=1, max_size=12))
+    method = draw(st.none() | st.sampled_from(["mean", "nearest"]))
+    return axes, scales, trans, units, name, method
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=_multiscales(), fmt=st.sampled_from([2, 3]))
+def test_written_metadata_is_valid_ngff_and_reads_back(tmp_path_factory, spec, fmt) -> None:
+    """For any input the writer accepts: the group validates with ome-zarr-models (warnings are errors), and
+    read_multiscales gives back every level's scale and translation, the units (normalised), name, method."""
+    axes, scales, trans, units, name, method = spec
+    path = tmp_path_factory.mktemp("ms") / "img.zarr"
+    shapes = [tuple(2 if a in "tcz" else 8 for a in axes)] * len(scales)
+    g = _make_image(path, fmt, axes, shapes=shapes)
+    write_multiscales(g, axes, [str(i) for i in range(len(scales))], scales, translations=trans, units=units,
+                      name=name, method=method)
+    validate_ngff(path, fmt)
+    info = read_multiscales(zarr.open_group(str(path), mode="r"))
+    assert info.axes == axes and info.paths == tuple(str(i) for i in range(len(scales)))
+    for k, lv in enumerate(info.levels):
+        assert lv.scale == pytest.approx(tuple(scales[k]), rel=1e-12)
+        assert lv.translation == pytest.approx(tuple(trans[k]) if trans else (0.0,) * len(axes), abs=1e-9)
+    assert info.units == tuple(normalize_unit(units[a]) if a in units else None for a in axes)
+    assert info.name == name and info.method == method
+
+
+def test_models_refuse_what_is_not_ngff(tmp_path: Path) -> None:
+    """What the models check and the hand-written checks do not: levels must go from fine to coarse."""
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    with pytest.raises(ValueError, match="not valid NGFF 0.5.*lower resolution"):
+        write_multiscales(g, "yx", ["0", "1"], [[2, 2], [1, 1]])
+    assert "ome" not in g.attrs  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("axes_md", "datasets", "expect_axes", "expect_scale1"),
+    [
+        # identity transforms (NGFF 0.4 allows none on datasets; seen in early converters)
+        ([{"name": a, "type": "space"} for a in "zyx"], [{"path": "0", "coordinateTransformations": [{"type": "identity"}]},
+                                                        {"path": "1", "coordinateTransformations": [{"type": "identity"}]}],
+         "zyx", (1.0, 2.0, 2.0)),
+        # channel last, as some writers store RGB
+        ([{"name": "y", "type": "space"}, {"name": "x", "type": "space"}, {"name": "c", "type": "channel"}],
+         [{"path": "0"}, {"path": "1"}], "yxc", (2.0, 2.0, 1.0)),
+        # levels listed coarse to fine
+        ([{"name": a, "type": "space"} for a in "zyx"],
+         [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 2]}]},
+          {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}], "zyx", (1.0, 1.0, 1.0)),
+    ],
+)
+def test_reader_accepts_real_world_metadata_the_models_refuse(tmp_path: Path, axes_md, datasets, expect_axes,
+                                                              expect_scale1) -> None:
+    shapes = ((4, 32, 30), (4, 16, 15)) if expect_axes != "yxc" else ((32, 30, 3), (16, 15, 3))
+    g = _make_image(tmp_path / "rw.zarr", 3, shapes=shapes)
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes_md, "datasets": datasets}]}
+    info = read_multiscales(g)
+    assert info.axes == expect_axes
+    assert info.levels[1].scale == pytest.approx(expect_scale1)
+    arr, axes, _ = open_level(str(tmp_path / "rw.zarr"), 1)
+    assert axes == expect_axes and arr.shape == shapes[1]

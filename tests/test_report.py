@@ -195,6 +195,46 @@ def test_a_failing_section_does_not_lose_the_report(run, tmp_path: Path) -> None
     assert not list(tmp_path.glob(".r.html.*.tmp"))  # written atomically
 
 
+def test_report_escapes_every_value_and_embeds_parseable_json(run, tmp_path: Path) -> None:
+    """Templates autoescape: a spec name, a path or an error message is text on the page, never markup;
+    the run's numbers ride along as JSON a script could parse (``tojson``, not HTML entities)."""
+    import json
+
+    p, res, _, _ = run
+    evil = '<img src="https://example.invalid/x.png" onerror="alert(1)">&<script>x</script>'
+    q = convpipe.load({**p.spec.canonical(), "name": evil})
+    broken = convpipe.RunResult(res.output_url, res.elapsed, res.voxels, res.tasks, res.tiles, 0,
+                                {**res.outputs, "<b>step</b>": {"table": str(tmp_path / "<i>gone</i>.parquet")}})
+    text = build_report(q, broken, timings={})
+    page = parse(text)
+    assert page.external == []  # the name's <img src=...> never became an element
+    assert not [s for s in page.scripts if s.get("type") != "application/json"]
+    assert "<b>" not in text and "<i>" not in text
+    body = " ".join(page.text)
+    assert evil in body and "<b>step</b>" in body  # shown as text
+    m = re.search(r'<script type="application/json" id="convpipe-run">(.*?)</script>', text, re.S)
+    meta = json.loads(m.group(1))
+    assert meta == {"name": evil, "elapsed": res.elapsed, "voxels": res.voxels, "tasks": res.tasks,
+                    "tiles": res.tiles}
+
+
+def test_templates_ship_as_package_data() -> None:
+    """The page renders from files inside the package (``pyproject``'s package-data lists them)."""
+    import tomllib
+    from importlib.resources import files
+
+    tpl = files("convpipe.report") / "templates"
+    names = {t.name for t in tpl.iterdir()}
+    assert {"report.html.j2", "sections.html.j2", "report.css"} <= names
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.exists():  # a source checkout: package-data must cover every template
+        data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["convpipe"]
+        from fnmatch import fnmatch
+
+        for n in names:
+            assert any(fnmatch(f"report/templates/{n}", pat) for pat in data), (n, data)
+
+
 def test_task_prefix_keeps_the_pass() -> None:
     tok = "0123456789abcdef0123456789abcdef"
     assert task_prefix((f"convpipe-pass1-{tok}", 0, 2)) == "convpipe-pass1"

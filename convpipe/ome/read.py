@@ -1,91 +1,32 @@
-"""OME-Zarr (NGFF) helpers: read and write ``multiscales`` metadata, open a level, downsample a level.
+"""Reading OME-Zarr (NGFF): open a node or a level of an image group, read its ``multiscales`` metadata.
 
-Two NGFF versions are spoken, one per Zarr format, as the NGFF specification ties them:
+Reading is tolerant, and written here rather than with ome-zarr-models' models, which refuse files that
+convpipe reads today: NGFF 0.1-0.3 metadata (no axes, or axes as plain names; no coordinate
+transformations, whose scales are then derived from the level shapes), ``identity`` transforms, axes in a
+non-NGFF order or more than five of them, and levels not ordered from the highest resolution down. It also
+takes both layouts (0.4 top-level ``multiscales``, 0.5 under ``"ome"``) on either Zarr format, where the
+models tie each to its format. Metadata that is present but malformed raises :class:`InputError`.
 
-* **0.4** with Zarr v2: ``multiscales`` is a top-level key of the group attributes
-  (``.zattrs``) and each multiscale carries its own ``"version": "0.4"``.
-* **0.5** with Zarr v3: everything lives under the ``"ome"`` key of the group attributes
-  (``{"ome": {"version": "0.5", "multiscales": [...]}}``).
-
-Reading is lenient (it accepts both layouts on either format, 0.1-0.3 string axes, and missing
-coordinate transformations, which are then derived from the level shapes); writing is strict and
-produces metadata that validates against the NGFF schema.
-
-convpipe names axes with single letters from ``"tczyx"``. NGFF axis names are free text; a name
-is mapped to a letter when it is one of those letters (any case), or by its type (``time`` → ``t``,
-``channel`` → ``c``). When some axis cannot be mapped, :attr:`OmeInfo.axes` is ``None`` and the
-caller falls back to the axes of the spec.
+NGFF axis names are free text; a name is mapped to a convpipe letter when it is one of ``"tczyx"`` (any
+case), or by its type (``time`` -> ``t``, ``channel`` -> ``c``). When some axis cannot be mapped,
+:attr:`OmeInfo.axes` is ``None`` and the caller falls back to the axes of the spec.
 
 Everything here is a pure function of its arguments: no module state, no caching.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
 import zarr
 
-from .errors import InputError
+from ..errors import InputError
+from .names import AXES_ORDER, AXIS_TYPE
 
-__all__ = [
-    "AXES_ORDER",
-    "NGFF_SPACE_UNITS",
-    "NGFF_TIME_UNITS",
-    "OmeInfo",
-    "OmeLevel",
-    "downsample_level",
-    "ngff_axes_problem",
-    "normalize_unit",
-    "open_level",
-    "open_node",
-    "pyramid_transforms",
-    "read_multiscales",
-    "write_multiscales",
-    "zarr_storage_options",
-]
-
-AXES_ORDER = "tczyx"
-
-#: Units the NGFF specification lists for ``space`` axes.
-NGFF_SPACE_UNITS = frozenset(
-    {
-        "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot",
-        "gigameter", "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile",
-        "millimeter", "nanometer", "parsec", "petameter", "picometer", "terameter", "yard",
-        "yoctometer", "yottameter", "zeptometer", "zettameter",
-    }
-)
-#: Units the NGFF specification lists for ``time`` axes.
-NGFF_TIME_UNITS = frozenset(
-    {
-        "attosecond", "centisecond", "day", "decisecond", "exasecond", "femtosecond", "gigasecond",
-        "hectosecond", "hour", "kilosecond", "megasecond", "microsecond", "millisecond", "minute",
-        "nanosecond", "petasecond", "picosecond", "second", "terasecond", "yoctosecond", "yottasecond",
-        "zeptosecond", "zettasecond",
-    }
-)
-
-# Spellings found in TIFF / ImageJ / OME-XML metadata -> the NGFF unit name.
-_UNIT_ALIASES = {
-    "µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "micrometre": "micrometer", "\\u00b5m": "micrometer",
-    "nm": "nanometer", "nanometre": "nanometer", "mm": "millimeter", "millimetre": "millimeter",
-    "cm": "centimeter", "centimetre": "centimeter", "m": "meter", "metre": "meter",
-    "pm": "picometer", "å": "angstrom", "a": "angstrom", "km": "kilometer", "in": "inch",
-    "s": "second", "sec": "second", "secs": "second", "seconds": "second",
-    "ms": "millisecond", "msec": "millisecond", "milliseconds": "millisecond",
-    "µs": "microsecond", "μs": "microsecond", "us": "microsecond", "microseconds": "microsecond",
-    "ns": "nanosecond", "nanoseconds": "nanosecond", "ps": "picosecond",
-    "min": "minute", "mins": "minute", "minutes": "minute", "h": "hour", "hr": "hour",
-    "hours": "hour", "d": "day", "days": "day",
-}
-
-_AXIS_TYPE = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+__all__ = ["OmeInfo", "OmeLevel", "open_level", "open_node", "read_multiscales", "zarr_storage_options"]
 
 
 # --------------------------------------------------------------------------- data model
@@ -161,60 +102,6 @@ class OmeInfo:
             return self.units[names.index(axis)]
         return None
 
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def normalize_unit(unit: str | None) -> str | None:
-    """Map a unit spelling (``"µm"``, ``"micron"``, ``"s"``) onto its NGFF name.
-
-    Parameters
-    ----------
-    unit : str or None
-        A unit as found in TIFF, ImageJ or OME-XML metadata.
-
-    Returns
-    -------
-    str or None
-        The NGFF unit (``"micrometer"``, ``"second"``), or None when the spelling is unknown
-        or means "no unit" (ImageJ's ``"pixel"``).
-    """
-    if unit is None:
-        return None
-    u = str(unit).strip()
-    if u in NGFF_SPACE_UNITS or u in NGFF_TIME_UNITS:
-        return u
-    low = u.lower()
-    if low in NGFF_SPACE_UNITS or low in NGFF_TIME_UNITS:
-        return low
-    # the exact spelling first: case can matter ("Å" vs "å" are both listed, "M" is not "m")
-    return _UNIT_ALIASES.get(u, _UNIT_ALIASES.get(low))
-
-
-def ngff_axes_problem(axes: str) -> str | None:
-    """Why ``axes`` cannot be written as NGFF axes, or None when it can.
-
-    NGFF 0.4/0.5 require 2 to 5 axes, 2 or 3 of them spatial, at most one time and one channel
-    axis, ordered time, channel, space: exactly a subsequence of ``"tczyx"`` with ``y`` and ``x``.
-
-    Parameters
-    ----------
-    axes : str
-        convpipe axis letters, e.g. ``"czyx"``.
-
-    Returns
-    -------
-    str or None
-        A one-line reason, or None.
-    """
-    if not axes or any(a not in AXES_ORDER for a in axes) or len(set(axes)) != len(axes):
-        return f"axes {axes!r} must be distinct letters from {AXES_ORDER!r}"
-    if "y" not in axes or "x" not in axes:
-        return f"axes {axes!r} lack 'y' and 'x'; OME-Zarr needs 2 or 3 spatial axes"
-    canonical = "".join(a for a in AXES_ORDER if a in axes)
-    if axes != canonical:
-        return f"axes {axes!r} are not in OME-Zarr order; write them as {canonical!r}"
-    return None
 
 
 def zarr_storage_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -392,7 +279,7 @@ def read_multiscales(group: zarr.Group) -> OmeInfo | None:
             raise InputError(f"{where}: level 0 (path {paths[0]!r}) is missing")
         ndim = len(shape_first)
         names = tuple(AXES_ORDER[5 - ndim :])
-        types: tuple[str | None, ...] = tuple(_AXIS_TYPE[a] for a in names)
+        types: tuple[str | None, ...] = tuple(AXIS_TYPE[a] for a in names)
         units: tuple[str | None, ...] = (None,) * ndim
     elif isinstance(raw_axes, list):
         n_list: list[str] = []
@@ -401,7 +288,7 @@ def read_multiscales(group: zarr.Group) -> OmeInfo | None:
         for a in raw_axes:
             if isinstance(a, str):  # NGFF 0.3: a list of names
                 n_list.append(a)
-                t_list.append(_AXIS_TYPE.get(a.lower()))
+                t_list.append(AXIS_TYPE.get(a.lower()))
                 u_list.append(None)
             elif isinstance(a, Mapping) and isinstance(a.get("name"), str):
                 n_list.append(a["name"])
@@ -602,266 +489,3 @@ def open_level(
     return arr, info.axes, info
 
 
-# --------------------------------------------------------------------------- writing
-
-
-def write_multiscales(
-    group: zarr.Group,
-    axes: str,
-    levels: Sequence[str],
-    scales: Sequence[Sequence[float]],
-    *,
-    translations: Sequence[Sequence[float]] | None = None,
-    units: Mapping[str, str] | None = None,
-    name: str | None = None,
-    method: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write NGFF ``multiscales`` metadata into ``group``'s attributes.
-
-    Zarr format 2 gets NGFF 0.4 (``"multiscales"`` at the top level); Zarr format 3 gets NGFF 0.5
-    (``{"ome": {"version": "0.5", "multiscales": [...]}}``). Other attributes are kept. The level
-    arrays may be created before or after; for 0.5 they must carry ``dimension_names`` equal to
-    the axis letters, and for 0.4 a ``"/"`` dimension separator, to be valid NGFF.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        Writable group (zarr-python 3).
-    axes : str
-        Axis letters in NGFF order, a subsequence of ``"tczyx"`` with ``y`` and ``x``.
-    levels : sequence of str
-        Level array paths, highest resolution first.
-    scales : sequence of sequence of float, shape (n_levels, ndim)
-        Voxel size per level and axis; positive and finite.
-    translations : sequence of sequence of float, shape (n_levels, ndim), optional
-        Position of voxel 0 per level and axis; omitted from the metadata when None.
-    units : mapping of str to str, optional
-        Unit per axis letter, e.g. ``{"z": "micrometer", "t": "second"}``; common spellings
-        (``"µm"``, ``"s"``) are normalised; space axes take length units, ``t`` time units.
-    name : str, optional
-        The multiscale's name.
-    method : str, optional
-        Downsampling method recorded as the multiscale ``type`` (``"mean"``, ``"nearest"``).
-    metadata : mapping, optional
-        Free-form ``metadata`` of the multiscale (e.g. the downsampling parameters).
-
-    Returns
-    -------
-    dict
-        The attributes written (``{"multiscales": [...]}`` or ``{"ome": {...}}``).
-
-    Raises
-    ------
-    ValueError
-        Axes not valid NGFF, a shape mismatch, a non-positive scale, or a unit NGFF does not know.
-    """
-    problem = ngff_axes_problem(axes)
-    if problem:
-        raise ValueError(problem)
-    ndim = len(axes)
-    levels = [str(p) for p in levels]
-    if not levels:
-        raise ValueError("at least one level is needed")
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"level paths must be distinct, got {levels}")
-    if len(scales) != len(levels):
-        raise ValueError(f"{len(levels)} levels but {len(scales)} scales")
-    if translations is not None and len(translations) != len(levels):
-        raise ValueError(f"{len(levels)} levels but {len(translations)} translations")
-
-    ax_entries: list[dict[str, Any]] = []
-    units = dict(units or {})
-    for a in units:
-        if a not in axes:
-            raise ValueError(f"unit given for axis {a!r}, which is not in axes {axes!r}")
-    for a in axes:
-        entry: dict[str, Any] = {"name": a, "type": _AXIS_TYPE[a]}
-        if units.get(a) is not None:
-            u = normalize_unit(units[a])
-            allowed = NGFF_TIME_UNITS if a == "t" else NGFF_SPACE_UNITS if a in "zyx" else frozenset()
-            if u is None or u not in allowed:
-                raise ValueError(f"unit {units[a]!r} is not an NGFF unit for axis {a!r}")
-            entry["unit"] = u
-        ax_entries.append(entry)
-
-    datasets: list[dict[str, Any]] = []
-    for i, path in enumerate(levels):
-        sc = [float(v) for v in scales[i]]
-        if len(sc) != ndim:
-            raise ValueError(f"level {i}: scale has {len(sc)} values for {ndim} axes {axes!r}")
-        if not all(math.isfinite(v) and v > 0 for v in sc):
-            raise ValueError(f"level {i}: scale values must be positive and finite, got {sc}")
-        ct: list[dict[str, Any]] = [{"type": "scale", "scale": sc}]
-        if translations is not None:
-            tr = [float(v) for v in translations[i]]
-            if len(tr) != ndim or not all(math.isfinite(v) for v in tr):
-                raise ValueError(f"level {i}: translation must be {ndim} finite numbers, got {tr}")
-            ct.append({"type": "translation", "translation": tr})
-        datasets.append({"path": path, "coordinateTransformations": ct})
-
-    ms: dict[str, Any] = {"axes": ax_entries, "datasets": datasets}
-    if name is not None:
-        ms["name"] = str(name)
-    if method is not None:
-        ms["type"] = str(method)
-    if metadata is not None:
-        ms["metadata"] = dict(metadata)
-
-    if group.metadata.zarr_format == 2:
-        ms = {"version": "0.4", **ms}
-        written: dict[str, Any] = {"multiscales": [ms]}
-    else:
-        ome = group.attrs.get("ome")
-        ome = dict(ome) if isinstance(ome, Mapping) else {}
-        ome.update({"version": "0.5", "multiscales": [ms]})
-        written = {"ome": ome}
-    group.attrs.update(written)
-    return written
-
-
-# --------------------------------------------------------------------------- pyramids
-
-
-def pyramid_transforms(
-    scale: Sequence[float],
-    axes: str,
-    n_levels: int,
-    *,
-    translation: Sequence[float] | None = None,
-    method: Literal["mean", "nearest"] = "mean",
-) -> tuple[list[list[float]], list[list[float]]]:
-    """Scales and translations of the levels made by :func:`downsample_level`.
-
-    Each level doubles the voxel size along ``y`` and ``x``. A 2x2 mean puts the centre of output
-    voxel 0 between input voxels 0 and 1, i.e. half an input voxel further along; ``nearest`` keeps
-    input voxel 0, so its position does not move.
-
-    Parameters
-    ----------
-    scale : sequence of float, shape (ndim,)
-        Level-0 voxel size.
-    axes : str
-        Axis letters, containing ``y`` and ``x``.
-    n_levels : int
-        Total number of levels including level 0 (>= 1).
-    translation : sequence of float, shape (ndim,), optional
-        Level-0 translation (zeros when None).
-    method : {"mean", "nearest"}
-        The downsampling method.
-
-    Returns
-    -------
-    scales, translations : list of list of float, shape (n_levels, ndim)
-    """
-    if n_levels < 1:
-        raise ValueError("n_levels must be >= 1")
-    base_t = list(translation) if translation is not None else [0.0] * len(axes)
-    scales, trans = [], []
-    for lv in range(n_levels):
-        f = 2.0**lv
-        s = [float(v) * (f if a in "yx" else 1.0) for v, a in zip(scale, axes, strict=True)]
-        t = [
-            float(t0) + ((s_l - float(s0)) / 2.0 if (a in "yx" and method == "mean") else 0.0)
-            for t0, s0, s_l, a in zip(base_t, scale, s, axes, strict=True)
-        ]
-        scales.append(s)
-        trans.append(t)
-    return scales, trans
-
-
-def _mean2x2_block(block: np.ndarray, *, ya: int, xa: int, out_dtype: np.dtype) -> np.ndarray:
-    """2x2 mean of one block; an odd trailing row/column averages only the pixels it has."""
-    ny, nx = block.shape[ya], block.shape[xa]
-    if block.size == 0:  # reduceat cannot take empty index lists
-        shape = list(block.shape)
-        shape[ya], shape[xa] = (ny + 1) // 2, (nx + 1) // 2
-        return np.empty(shape, dtype=out_dtype)
-    acc = np.add.reduceat(block.astype(np.float64, copy=False), np.arange(0, ny, 2), axis=ya)
-    acc = np.add.reduceat(acc, np.arange(0, nx, 2), axis=xa)
-    cy = np.full(acc.shape[ya], 2.0)
-    cx = np.full(acc.shape[xa], 2.0)
-    if ny % 2:
-        cy[-1] = 1.0
-    if nx % 2:
-        cx[-1] = 1.0
-    shape = [1] * block.ndim
-    shape_y, shape_x = list(shape), list(shape)
-    shape_y[ya], shape_x[xa] = -1, -1
-    acc /= cy.reshape(shape_y) * cx.reshape(shape_x)
-    if np.issubdtype(out_dtype, np.integer):
-        # round half to even and keep the level's dtype, as every level of a pyramid shares one
-        info = np.iinfo(out_dtype)
-        return np.clip(np.rint(acc), info.min, info.max).astype(out_dtype)
-    return acc.astype(out_dtype, copy=False)
-
-
-def downsample_level(
-    array: da.Array, axes: str, *, method: Literal["mean", "nearest"] = "mean"
-) -> da.Array:
-    """Halve ``y`` and ``x`` of a dask array: one pyramid level.
-
-    Parameters
-    ----------
-    array : dask.array.Array
-        Shape ``(..., ny, ..., nx, ...)`` with the positions of ``y``/``x`` given by ``axes``.
-    axes : str
-        One letter per axis of ``array``; must contain ``y`` and ``x``.
-    method : {"mean", "nearest"}
-        ``mean``: each output voxel is the mean of a 2x2 block of input voxels, computed in
-        float64 and cast back to the input dtype (integers rounded half to even). ``nearest``:
-        ``array[..., ::2, ::2]`` (for labels and 0/1 masks, where a mean would invent values).
-
-    Returns
-    -------
-    dask.array.Array
-        Shape ``(..., ceil(ny / 2), ..., ceil(nx / 2), ...)``, the input's dtype.
-
-    Notes
-    -----
-    Odd sizes: both methods give ``ceil(n / 2)`` voxels. With ``mean``, the last row/column of an
-    odd-sized axis is the mean over the pixels that exist (2 or 1 along that axis), never padded
-    with zeros. This equals replicating the edge pixel (``numpy.pad(mode="edge")``) before a 2x2
-    mean, and unlike ``skimage.transform.downscale_local_mean`` (which pads with ``cval=0``)
-    it does not darken the border.
-
-    Chunks along ``y``/``x`` are first made even (except the last) so every 2x2 block lies in one
-    chunk: no halo exchange is needed, and each output chunk depends on exactly one input chunk.
-    """
-    if len(axes) != array.ndim:
-        raise ValueError(f"axes {axes!r} do not match a {array.ndim}-D array")
-    if "y" not in axes or "x" not in axes:
-        raise ValueError(f"axes {axes!r} must contain 'y' and 'x' to build a pyramid level")
-    ya, xa = axes.index("y"), axes.index("x")
-    if method == "nearest":
-        sl = [slice(None)] * array.ndim
-        sl[ya] = sl[xa] = slice(None, None, 2)
-        return array[tuple(sl)]
-    if method != "mean":
-        raise ValueError(f"method must be 'mean' or 'nearest', got {method!r}")
-    dtype = np.dtype(array.dtype)
-    if dtype == np.bool_:
-        raise ValueError("a 2x2 mean of a boolean array is not boolean; use method='nearest'")
-
-    new_chunks: dict[int, int] = {}
-    for ax in (ya, xa):
-        cs = array.chunks[ax]
-        if any(c % 2 for c in cs[:-1]):
-            # an odd chunk would split a 2x2 block between two tasks
-            new_chunks[ax] = max(2, cs[0] + cs[0] % 2)
-    if new_chunks:
-        array = array.rechunk(new_chunks)
-    out_chunks = tuple(
-        tuple((c + 1) // 2 for c in cs) if i in (ya, xa) else cs for i, cs in enumerate(array.chunks)
-    )
-    # dask's typing of the map_blocks method wrapper is wrong (it expects the array twice)
-    return array.map_blocks(  # type: ignore[call-arg]
-        _mean2x2_block,  # type: ignore[arg-type]
-        ya=ya,
-        xa=xa,
-        out_dtype=dtype,
-        dtype=dtype,
-        chunks=out_chunks,
-        meta=np.empty((0,) * array.ndim, dtype=dtype),
-        name="downsample-mean-" + da.core.tokenize(array.name, ya, xa, str(dtype)),
-    )
