@@ -121,7 +121,11 @@ def check_padded_blocks(passes: list[Any], memory_per_worker: int, compute_items
         if need <= memory_per_worker:
             continue
         op, a, h, n = worst
-        where = op.step.path if getattr(op, "step", None) is not None else op.name
+        step = getattr(op, "step", None)
+        where = op.name
+        if step is not None:
+            line = step.spec.line_of(("steps", step.index, step.name)) if step.spec is not None else None
+            where = step.path + (f" (line {line})" if line else "")
         raise PlanError(f"{where}: a halo of {h} voxels along {a!r} on an axis of {n} makes padded tiles of "
                         f"about {_fmt(need)}, but a worker has {_fmt(memory_per_worker)}; use a smaller kernel, "
                         "sigma or size")

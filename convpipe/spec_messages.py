@@ -49,10 +49,11 @@ def unknown_op(name: Any, known: list[str]) -> str:
     if ours is None and isinstance(name, str):
         ours = FOREIGN_NAMES.get(short.lower())
     if ours is not None and ours in known:
-        return f"unknown op {name!r}: convpipe calls that {ours!r} (did you mean {ours!r}?)"
+        return f"unknown op {name!r} (did you mean {ours!r}? that is convpipe's name for it)"
     close = difflib.get_close_matches(short, known, n=1, cutoff=0.6)
-    return f"unknown op {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + \
-        "; 'convpipe ops' lists them all"
+    if close:
+        return f"unknown op {name!r} (did you mean {close[0]!r}?)"
+    return f"unknown op {name!r}; 'convpipe ops' lists them all"
 
 
 def _short(v: Any, n: int = 60) -> str:
@@ -77,6 +78,8 @@ def pydantic_message(err: dict) -> str:
             close = difflib.get_close_matches(given, choices, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{_short(given)} is not allowed{hint}: use {expected}"
+    if kind == "int_parsing_size":
+        return f"Input should be an integer of a usable size, got {_short(err.get('input'))}"
     if kind in ("int_from_float", "int_parsing", "int_type", "float_parsing", "float_type", "bool_parsing",
                 "bool_type", "string_type", "dict_type", "list_type"):
         return f"{msg}, got {_short(err.get('input'))}"
