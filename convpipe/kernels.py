@@ -204,6 +204,13 @@ def load_kernel_file(path: Path, *, relative_to: Path | None = None) -> np.ndarr
         raise ValueError(f"kernel file {path} cannot be read ({e})") from None
 
 
+def _pow(w: float, n: float) -> float:
+    try:
+        return float(w) ** n
+    except OverflowError:
+        return math.inf
+
+
 def _named_size(name: str, p: dict) -> tuple[float, float]:
     """(weights, widest extent in taps) a named kernel would have (floats: no overflow), from its parameters."""
     ndim = float(p.get("ndim", 2))
@@ -214,19 +221,19 @@ def _named_size(name: str, p: dict) -> tuple[float, float]:
         if not (sigma > 0 and math.isfinite(sigma) and truncate > 0 and math.isfinite(truncate)):
             raise ValueError("sigma and truncate must be positive and finite")
         rad = float(p["radius"]) if p.get("radius") is not None else truncate * sigma + 0.5
-        w = 2 * math.floor(rad) + 1
-        return w ** ndim, w
+        w = 2.0 * math.floor(rad) + 1
+        return _pow(w, ndim), w
     if name == "box":
         size = float(p.get("size", 3))
         if not (size >= 1 and size == int(size)):
             raise ValueError(f"size must be a positive integer, got {p.get('size')!r}")
-        return size ** ndim, size
+        return _pow(size, ndim), size
     if name == "disk":
         r = float(p.get("radius", 2))
         if not (r >= 0 and math.isfinite(r)):
             raise ValueError(f"radius must be >= 0, got {p.get('radius')!r}")
-        w = 2 * math.floor(r) + 1
-        return w ** ndim, w
+        w = 2.0 * math.floor(r) + 1
+        return _pow(w, ndim), w
     if name == "gabor":
         f = float(p.get("frequency", 0.1))
         if not (f > 0 and math.isfinite(f)):
@@ -235,8 +242,8 @@ def _named_size(name: str, p: dict) -> tuple[float, float]:
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError("sigma must be positive and finite")
         rad = float(p["radius"]) if p.get("radius") is not None else math.ceil(3 * sigma)
-        w = 2 * math.floor(rad) + 1
-        return w ** 2, w
+        w = 2.0 * math.floor(rad) + 1
+        return _pow(w, 2), w
     return 3.0 ** ndim, 3.0  # sobel, prewitt, scharr, laplace (and the fixed 3x3 ones)
 
 
@@ -263,7 +270,8 @@ def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
         try:
             n, width = _named_size(name, src)
             if n > MAX_NAMED_KERNEL:
-                raise ValueError(f"it would hold {n:.3g} weights (at most {MAX_NAMED_KERNEL}); "
+                many = f"{n:.3g}" if math.isfinite(n) else "more than 1e308"
+                raise ValueError(f"it would hold {many} weights (at most {MAX_NAMED_KERNEL}); "
                                  "use smaller parameters")
             if width > 2 * MAX_HALO + 1:
                 raise ValueError(f"it would be {width:.3g} taps wide (at most {2 * MAX_HALO + 1} along an axis)")

@@ -129,9 +129,8 @@ def _count_events(text: str, source: str) -> None:
         if isinstance(ev, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             n += 1
             if n > MAX_YAML_NODES:
-                raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML values (at line "
-                                f"{ev.start_mark.line + 1}); put large kernels in a .npy file", path=source,
-                                line=ev.start_mark.line + 1)
+                raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML values; put large kernels in a "
+                                ".npy file", path=source, line=ev.start_mark.line + 1)
 
 
 def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]]:
