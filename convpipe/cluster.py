@@ -260,6 +260,13 @@ def profile_search_path() -> list[Path]:
     return out
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
+
+
 def find_profile(ref: str) -> Path:
     """The file of ``profile:NAME``, ``NAME`` or a path to a profile YAML.
 
@@ -273,16 +280,16 @@ def find_profile(ref: str) -> Path:
         raise SpecError("profile: needs a name or a path, e.g. profile:slurm", path="execution.cluster")
     if "/" in name or os.sep in name or name.endswith((".yaml", ".yml")):
         path = Path(name).expanduser()
-        if not path.is_file():
+        if not _is_file(path):
             raise SpecError(f"cluster profile file not found: {path}", path="execution.cluster")
         return path
-    if not _PROFILE_NAME.match(name):
+    if not _PROFILE_NAME.match(name) or len(name) > 200:
         raise SpecError(f"profile name {name!r} may hold only letters, digits, '.', '_' and '-'",
                         path="execution.cluster")
     dirs = profile_search_path()
     for d in dirs:
         for ext in (".yaml", ".yml"):
-            if (d / (name + ext)).is_file():
+            if _is_file(d / (name + ext)):
                 return d / (name + ext)
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     hint = f"; known profiles: {', '.join(known)}" if known else ""
@@ -307,10 +314,18 @@ def load_profile(profile: str | os.PathLike | dict | Profile) -> Profile:
         lines: dict[tuple, int] = {}
     else:
         path = find_profile(str(profile)) if not isinstance(profile, os.PathLike) else Path(profile)
+        from .limits import MAX_SPEC_BYTES
+
         try:
-            text = path.read_text()
+            with open(path, "rb") as f:
+                data = f.read(MAX_SPEC_BYTES + 1)
+            if len(data) > MAX_SPEC_BYTES:
+                raise SpecError(f"cluster profile {path} is larger than {MAX_SPEC_BYTES} bytes", path=str(path))
+            text = data.decode("utf-8")
         except OSError as e:
             raise SpecError(f"cannot read cluster profile: {e}", path=str(path)) from None
+        except UnicodeDecodeError:
+            raise SpecError(f"cluster profile {path} is not UTF-8 text (a YAML file)", path=str(path)) from None
         data, lines = parse_yaml(text, str(path))
         source, name = path, path.stem
     where = str(source) if source is not None else "profile"
@@ -561,9 +576,9 @@ def check_cluster(cluster: str) -> str | None:
             if "\x00" in name:
                 raise SpecError("a profile path holds a NUL character", path="execution.cluster")
             return name
-        if not _PROFILE_NAME.match(name):
-            raise SpecError(f"profile name {name!r} may hold only letters, digits, '.', '_' and '-'",
-                            path="execution.cluster")
+        if not _PROFILE_NAME.match(name) or len(name) > 200:
+            raise SpecError(f"profile name {name[:60]!r} may hold only letters, digits, '.', '_' and '-' "
+                            "(at most 200)", path="execution.cluster")
         return None
     raise SpecError(f"unknown cluster {cluster!r}: use threads, processes, local:N, tcp://host:port, "
                     f"tls://host:port or profile:NAME", path="execution.cluster")

@@ -27,9 +27,21 @@ MAX_KERNEL_TAPS = 1 << 20
 #: rank filter of size 131 073, a kernel of 131 073 taps along an axis.
 MAX_HALO = 1 << 16
 
+#: Most steps in a spec, and most ops they expand into (each explicit ``diffusion`` step is one).
+MAX_STEPS = 1000
+MAX_EXPANDED_STEPS = 20_000
+
 #: Most channels an op may add (filter_bank kernels, gabor orientations x frequencies) or scales it may
 #: compute (blobs num_sigma).
 MAX_CHANNELS = 1024
+
+
+def as_float(v: Any) -> float:
+    """``float(v)``, with integers too large for a float as infinity (never OverflowError)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def radius_ok(radius: float, what: str) -> None:
@@ -46,28 +58,30 @@ def gaussian_ok(sigmas: Any, truncate: float, name: str = "sigma") -> None:
     for s in vals:
         if s is None or isinstance(s, bool) or not isinstance(s, (int, float)):
             continue  # the field's own validator names a wrong type
-        r = float(truncate) * float(s) + 0.5
+        r = as_float(truncate) * as_float(s) + 0.5
         if not math.isfinite(r) or r > MAX_HALO:
-            radius_ok(r, f"{name} {s:g} with truncate {float(truncate):g}")
+            radius_ok(r, f"{name} {as_float(s):g} with truncate {as_float(truncate):g}")
 
 
 def size_ok(sizes: Any, name: str = "size") -> None:
     """Refuse a filter size whose halo (``size // 2``) is beyond :data:`MAX_HALO`."""
     vals = sizes.values() if isinstance(sizes, dict) else [sizes]
     for s in vals:
-        if isinstance(s, (int, float)) and not isinstance(s, bool) and (not math.isfinite(s) or s > 2 * MAX_HALO + 1):
-            raise ValueError(f"{name} {s:g} needs a halo of {s / 2:.4g} voxels on each side; at most "
-                             f"{MAX_HALO} ({name} <= {2 * MAX_HALO + 1})")
+        if isinstance(s, (int, float)) and not isinstance(s, bool):
+            f = as_float(s)
+            if not math.isfinite(f) or f > 2 * MAX_HALO + 1:
+                raise ValueError(f"{name} {f:g} needs a halo of {f / 2:.4g} voxels on each side; at most "
+                                 f"{MAX_HALO} ({name} <= {2 * MAX_HALO + 1})")
 
 
 def taps_ok(shape: tuple[int, ...] | float, what: str = "the kernel") -> None:
     """Refuse a kernel of more than :data:`MAX_KERNEL_TAPS` weights or wider than the halo limit."""
     if isinstance(shape, (int, float)):
-        n = float(shape)
+        n = as_float(shape)
         wide = 0.0
     else:
-        n = float(math.prod(float(s) for s in shape))
-        wide = max((float(s) for s in shape), default=0.0)
+        n = math.prod(as_float(s) for s in shape)
+        wide = max((as_float(s) for s in shape), default=0.0)
     if not math.isfinite(n) or n > MAX_KERNEL_TAPS:
         raise ValueError(f"{what} would hold {n:.4g} weights; at most {MAX_KERNEL_TAPS} "
                          "(use smaller parameters, or a smaller kernel)")
@@ -76,6 +90,7 @@ def taps_ok(shape: tuple[int, ...] | float, what: str = "the kernel") -> None:
 
 
 def channels_ok(n: float, what: str) -> None:
+    n = as_float(n)
     if not math.isfinite(n) or n > MAX_CHANNELS:
         raise ValueError(f"{what} would make {n:.4g} channels; at most {MAX_CHANNELS}")
 
@@ -93,13 +108,19 @@ def check_op_halo(op: Any) -> None:
             raise err
 
 
-def check_padded_blocks(passes: list[Any], memory_per_worker: int, compute_itemsize: int) -> None:
-    """Refuse a plan whose padded tile (tile + halo, as the tiles gather it) cannot fit a worker's memory.
+#: Most multiply-adds one padded tile may take where a halo is wider than the array (about a minute of one
+#: core): beyond it the tiles would spend hours on a block far wider than any result on this input needs.
+MAX_PADDED_WORK = 1e11
 
-    The planner's memory estimate counts the voxels a tile reads, which stay within the array; the block an
-    op runs on is the tile plus its whole halo, so a halo far wider than a small array (``gaussian {sigma:
-    1e4}`` on a 64 x 64 image) makes blocks of many GiB that no tiling can shrink. Raises PlanError naming
-    the step whose halo is widest relative to the array.
+
+def check_padded_blocks(passes: list[Any], memory_per_worker: int, compute_itemsize: int) -> None:
+    """Refuse a plan whose padded tiles (tile + halo, as the tiles gather them) are out of all proportion.
+
+    The planner's estimate counts the voxels a tile reads, which stay within the array; the block an op
+    runs on is the tile plus its whole halo. Where a halo is wider than the array (``gaussian {sigma: 1e4}``
+    on a 64 x 64 image) that block is many times the array, and no tiling shrinks it: such a plan is refused
+    when one padded tile would need more than half a worker's memory or more than :data:`MAX_PADDED_WORK`
+    multiply-adds. Raises PlanError naming the step whose halo is widest relative to the array.
     """
     from .errors import PlanError
 
@@ -113,12 +134,14 @@ def check_padded_blocks(passes: list[Any], memory_per_worker: int, compute_items
                     worst, ratio = (op, a, lo + hi, n), (lo + hi) / n
         if worst is None:
             continue  # every halo fits within the array: the planner's own estimate holds
-        total = 1.0
+        voxels = 1.0
         for a in pp.in_axes:
             lo, hi = pp.halo.get(a, (0, 0))
-            total *= float(min(pp.tile.get(a, ext[a]), ext[a]) + lo + hi)
-        need = total * compute_itemsize * 3  # the padded block, the result, one scratch copy
-        if need <= memory_per_worker:
+            voxels *= float(min(pp.tile.get(a, ext[a]), ext[a]) + lo + hi)
+        need = voxels * max(compute_itemsize, 8) * 4  # float64 passes, the padded block, result and scratch
+        taps = sum(sum(lo + hi + 1 for lo, hi in op.halo().values()) for op in pp.ops)
+        work = voxels * taps
+        if need <= memory_per_worker / 2 and work <= MAX_PADDED_WORK:
             continue
         op, a, h, n = worst
         step = getattr(op, "step", None)
@@ -127,8 +150,9 @@ def check_padded_blocks(passes: list[Any], memory_per_worker: int, compute_items
             line = step.spec.line_of(("steps", step.index, step.name)) if step.spec is not None else None
             where = step.path + (f" (line {line})" if line else "")
         raise PlanError(f"{where}: a halo of {h} voxels along {a!r} on an axis of {n} makes padded tiles of "
-                        f"about {_fmt(need)}, but a worker has {_fmt(memory_per_worker)}; use a smaller kernel, "
-                        "sigma or size")
+                        f"{voxels:.3g} voxels (about {_fmt(need)} and {work:.2g} multiply-adds each; a worker "
+                        f"has {_fmt(memory_per_worker)}): far more than any result on this input needs; use a "
+                        "smaller kernel, sigma or size")
 
 
 def _fmt(n: float) -> str:

@@ -39,6 +39,8 @@ class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *base' merges a mapping in (its keys may be overridden here): construct_mapping does it
         key = loader.construct_object(key_node, deep=deep)
         try:
             hash(key)
@@ -273,7 +275,7 @@ class _TopLevel(_Model):
     name: str = "pipeline"
     input: InputSpec
     output: OutputSpec | None = None
-    steps: list[Any] = Field(min_length=1)
+    steps: list[Any] = Field(min_length=1, max_length=limits.MAX_STEPS)
     execution: ExecutionSpec = ExecutionSpec()
 
     @field_validator("convpipe")
@@ -540,6 +542,11 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes
             except ValidationError as e:
                 errors.extend(step_errors(e, op_cls, name, params, loc + (name,), lines, raw))
                 continue
+            except (OverflowError, ZeroDivisionError, TypeError, MemoryError, RecursionError) as e:
+                # pydantic passes on what a validator raises other than ValueError: a number out of any range
+                errors.append(SpecError(f"a parameter is out of range ({type(e).__name__}: {str(e)[:200]})",
+                                        path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
+                continue
             steps.append(Step(name, p, i))
     if top is not None:
         from .cluster import check_cluster
@@ -549,6 +556,10 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes
         except SpecError as e:
             loc = ("execution", "cluster")
             errors.append(SpecError(e.message, path=format_path(loc), line=_line(lines, loc)))
+    total = sum(getattr(registry.get(st.name), "expanded_count", lambda p: 1)(st.params) for st in steps)
+    if total > limits.MAX_EXPANDED_STEPS:
+        errors.append(SpecError(f"the steps expand into {total} ops (diffusion steps count one each); at most "
+                                f"{limits.MAX_EXPANDED_STEPS}", path="steps", line=_line(lines, ("steps",))))
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     assert top is not None

@@ -86,8 +86,8 @@ class _LocalOp(Op):
 def _check_positive(v, name):
     vals = v.values() if isinstance(v, dict) else [v]
     for x in vals:
-        if x is None or not (x >= 0) or not math.isfinite(x):
-            raise ValueError(f"{name} must be >= 0 and finite, got {x!r}")
+        if x is None or not (x >= 0) or not math.isfinite(limits.as_float(x)):
+            raise ValueError(f"{name} must be >= 0 and finite, got {x!r}"[:200])
     return v
 
 
@@ -95,7 +95,7 @@ def _check_size(v, name="size"):
     vals = v.values() if isinstance(v, dict) else [v]
     for x in vals:
         if int(x) != x or x < 1:
-            raise ValueError(f"{name} must be a positive integer, got {x!r}")
+            raise ValueError(f"{name} must be a positive integer, got {x!r}"[:200])
     return v
 
 
@@ -687,6 +687,11 @@ class Diffusion(_LocalOp):
     linear = True
     Params = DiffusionParams
     summary = "heat equation: gaussian with sigma=sqrt(2*D*t), or explicit steps of u += dt*laplace(u)"
+
+    @staticmethod
+    def expanded_count(params: DiffusionParams) -> int:
+        """How many ops this step runs as (each explicit step is one), known from the parameters alone."""
+        return int(params.steps or 1)
 
     def setup(self):
         p = self.params
