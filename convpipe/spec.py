@@ -685,6 +685,12 @@ def json_schema() -> dict:
         schema.setdefault("$defs", {}).update(defs)
         step_variants.append({"type": "object", "properties": {name: ps}, "required": [name],
                               "additionalProperties": False})
-    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"oneOf": step_variants}}
+    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "maxItems": limits.MAX_STEPS,
+                                     "items": {"oneOf": step_variants}}
+    for key in ("input", "output"):  # 'input: URL' is short for '{url: URL}'
+        prop = dict(schema["properties"][key])
+        variants = prop.pop("anyOf", None) or [{"$ref": prop.pop("$ref")}]
+        schema["properties"][key] = {"anyOf": [{"type": "string", "description": "short for {url: ...}"},
+                                               *variants], **prop}
     schema["title"] = "convpipe pipeline spec, version 1"
     return schema

@@ -361,3 +361,13 @@ def test_a_missing_relative_input_says_where_relative_paths_resolve(workdir, cli
     rc, _, err = cli("run", spec)
     assert rc == 1 and err.startswith("error: input.url (line 2):")
     assert f"relative paths resolve against the spec's folder, {spec.parent}" in err
+
+
+def test_json_schema_accepts_the_url_shorthand():
+    jsonschema = pytest.importorskip("jsonschema")
+    from convpipe.spec import json_schema
+
+    schema = json_schema()
+    jsonschema.validate({"convpipe": 1, "input": "a.zarr", "output": "b.zarr", "steps": [{"abs": {}}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"convpipe": 1, "input": 3, "steps": [{"abs": {}}]}, schema)
