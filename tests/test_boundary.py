@@ -357,3 +357,13 @@ def test_http_answers_tell_nothing_about_outside_files(served):
         assert h.get("/jobs", headers={"Authorization": f"Bearer  {s.token}"}).status_code == 401
     assert bodies[0] == bodies[2] and bodies[1] == bodies[3]
     assert (root / "in.zarr").exists()
+
+
+def test_serve_refuses_a_cluster_address_without_a_port(tmp_path, capsys):
+    from convpipe.service.cli import main
+
+    token = tmp_path / "token.txt"
+    token.write_text("x" * 32)
+    rc = main(["serve", "--port", "0", "--token-file", str(token), "--db", str(tmp_path / "j.sqlite"),
+               "--root", str(tmp_path), "--cluster", "tcp://scheduler"])
+    assert rc == 1 and "has no port" in capsys.readouterr().err

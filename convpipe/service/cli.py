@@ -78,10 +78,11 @@ def serve(
 
     import uvicorn
 
-    from ..cluster import describe
+    from ..cluster import check_cluster, describe
     from .app import ServiceConfig, create_app
 
-    describe(cluster)  # a bad --cluster is a start-up error, not a failure of every job
+    check_cluster(cluster)  # a bad --cluster (tcp://host without a port) is a start-up error, not a failure
+    describe(cluster)       # of every job
     token = _read_token(token_file)
     if host not in _LOOPBACK:
         _echo(f"warning: listening on {host}: reachable from other machines over plain HTTP; "
