@@ -618,8 +618,10 @@ def check_step_axes(spec: Spec, axes: str, *, probe: bool = False) -> str:
                 break
             continue
         except (ValueError, TypeError, OverflowError, ZeroDivisionError, MemoryError, IndexError) as e:
-            # a parameter no validator caught (an absurd value): one line at the step, never a traceback
-            errors.append(step.error(f"cannot be set up with these parameters: {e}"))
+            # a parameter no validator caught (an absurd value): one line at the step, never a traceback; on
+            # assumed axes only what no axes could fix (a number out of range), the rest waits for the input
+            if not probe or isinstance(e, (OverflowError, ZeroDivisionError, MemoryError)):
+                errors.append(step.error(f"cannot be set up with these parameters: {e}"))
             break
         cur = op.out_axes
     if errors:
