@@ -367,3 +367,51 @@ def test_serve_refuses_a_cluster_address_without_a_port(tmp_path, capsys):
     rc = main(["serve", "--port", "0", "--token-file", str(token), "--db", str(tmp_path / "j.sqlite"),
                "--root", str(tmp_path), "--cluster", "tcp://scheduler"])
     assert rc == 1 and "has no port" in capsys.readouterr().err
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+              st.text(max_size=12)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _values, min_size=1, max_size=5),
+       st.lists(st.dictionaries(st.text(min_size=1, max_size=8), _values, min_size=1, max_size=1), max_size=3))
+def test_the_stored_spec_reads_back_as_the_data_it_holds(top, steps):
+    """What the service stores for the job is the checked spec, value for value (nan, inf, -0.0, unicode,
+    control characters, huge integers), in the loader the job uses."""
+    from convpipe.service.policy import dump_spec
+    from convpipe.spec import parse_yaml
+
+    raw = dict(top)
+    raw["steps"] = steps
+    data, _ = parse_yaml(dump_spec(raw))
+    assert _same(data, raw), (raw, data)
+
+
+@pytest.mark.timeout(120)
+def test_a_large_inline_kernel_survives_submission_and_the_recheck(place):
+    root, _ = place
+    k = np.round(np.random.default_rng(1).random((250, 250)), 3)
+    text = ("convpipe: 1\ninput: in.zarr\noutput: o.zarr\nsteps:\n  - correlate: {kernel: "
+            + json.dumps(k.tolist()).replace(" ", "") + ", normalize: sum}\n")
+    sub = prepare_submission(text, Roots([root]))
+    assert len(sub.spec_text) <= len(text) + 200
+    again = prepare_submission(sub.spec_text, Roots([root]))  # the check when the job starts
+    assert again.spec_text == sub.spec_text
+    assert np.array_equal(np.asarray(load_spec_text(sub.spec_text).steps[0].params.kernel), k)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from ..errors import ConvpipeError
+from ..errors import ConvpipeError, SpecError
+from ..limits import MAX_SPEC_BYTES
 from ..roots import Roots, split_url
 
 __all__ = ["Forbidden", "Roots", "Submission", "prepare_submission", "split_url", "token_ok"]
@@ -99,8 +99,66 @@ def prepare_submission(text: str, roots: Roots, *, source: str = "<submitted spe
             outputs.append(loc.resolved)
     if isinstance(raw.get("execution"), dict):
         raw["execution"].pop("cluster", None)
-    return Submission(name=spec.name, spec_text=yaml.safe_dump(raw, sort_keys=False),
-                      outputs=outputs, locations=locations)
+    text = dump_spec(raw)
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec with its locations made absolute is larger than {MAX_SPEC_BYTES} bytes "
+                        "(put large kernels in a .npy file)", path=source)
+    return Submission(name=spec.name, spec_text=text, outputs=outputs, locations=locations)
+
+
+def dump_spec(raw: dict) -> str:
+    """A spec as compact YAML the job reads back: one line per top-level key and per step, each value in flow
+    style with JSON strings (``nan``/``inf`` as YAML's ``.nan``/``.inf``). As large as the compact spec it came
+    from, never the several-fold block YAML, and fast (PyYAML's emitter takes seconds for a large kernel)."""
+    out = []
+    for key, value in raw.items():
+        if key == "steps" and isinstance(value, list) and value:
+            out.append(f"{_flow(key)}:")
+            out.extend(f"- {_flow(item)}" for item in value)
+        else:
+            out.append(f"{_flow(key)}: {_flow(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _flow(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ".nan"
+        if math.isinf(v):
+            return ".inf" if v > 0 else "-.inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _quoted(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_flow(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{_flow(k)}:{_flow(x)}" for k, x in v.items()) + "}"
+    return _quoted(str(v))  # a date YAML built: as text, as the spec validated it
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar holding exactly ``text``: escapes what YAML would fold or refuse raw
+    (control characters, DEL and C1, NEL and the Unicode line separators, BOM, non-characters)."""
+    out = ['"']
+    for ch in text:
+        c = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif 0x20 <= c < 0x7F or (0xA0 <= c < 0xD800 and c not in (0x2028, 0x2029)) or 0xE000 <= c < 0xFEFF \
+                or 0xFF00 <= c < 0xFFFE or 0x10000 <= c:
+            out.append(ch)
+        elif c <= 0xFF:
+            out.append(f"\\x{c:02x}")
+        else:
+            out.append(f"\\u{c:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _set(raw: Any, loc: tuple, value: str) -> None:
