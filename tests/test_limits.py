@@ -154,19 +154,25 @@ def _inline_kernel_spec(n: int) -> str:
     return f"convpipe: 1\ninput: {{url: in.zarr}}\nsteps:\n  - correlate: {{kernel: {json.dumps(k)}}}\n"
 
 
-@pytest.mark.timeout(60)
-def test_a_large_inline_kernel_parses_in_linear_time(record_property):
-    """A 300 x 300 inline kernel (90 000 numbers, ~0.6 MB) validates; 2x the numbers takes about 2x the time
-    (a loose bound: quadratic parsing would take 4x)."""
-    times = {}
-    for n in (150, 212, 300):
-        text = _inline_kernel_spec(n)
-        t0 = time.perf_counter()
-        spec = load_spec_text(text)
-        times[n] = time.perf_counter() - t0
-        assert spec.steps[0].name == "correlate"
-    record_property("validate_s_300x300", round(times[300], 3))
-    assert times[300] < 8 * max(times[150], 0.05)
+@pytest.mark.timeout(120)
+def test_a_large_inline_kernel_is_composed_once(record_property, monkeypatch):
+    """A 300 x 300 inline kernel (90 000 numbers, ~0.6 MB) validates, its text composed into YAML nodes once
+    (loading used to parse it twice in pure Python: > 90 s for 2 MB). The time is recorded, not asserted."""
+    from convpipe import spec as spec_mod
+
+    composed = []
+    real = spec_mod._LineLoader.get_single_node
+
+    def counting(self):
+        composed.append(1)
+        return real(self)
+
+    monkeypatch.setattr(spec_mod._LineLoader, "get_single_node", counting)
+    text = _inline_kernel_spec(300)
+    t0 = time.process_time()
+    spec = load_spec_text(text)
+    record_property("validate_cpu_s_300x300", round(time.process_time() - t0, 3))
+    assert spec.steps[0].name == "correlate" and len(composed) == 1
 
 
 @pytest.mark.timeout(60)
