@@ -89,7 +89,8 @@ class Pipeline:
             arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
         except InputError as e:
             line = spec.line_of(("input", "url"))
-            raise InputError(f"input.url{f' (line {line})' if line else ''}: {e}") from None
+            rel = "" if url == i.url else f" (relative paths resolve against the spec's folder, {spec.base_dir})"
+            raise InputError(f"input.url{f' (line {line})' if line else ''}: {e}{rel}") from None
         return url, arr, axes, ome
 
     def explain(self, **overrides: Any) -> Plan:

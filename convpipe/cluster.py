@@ -260,6 +260,13 @@ def profile_search_path() -> list[Path]:
     return out
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
+
+
 def find_profile(ref: str) -> Path:
     """The file of ``profile:NAME``, ``NAME`` or a path to a profile YAML.
 
@@ -273,16 +280,16 @@ def find_profile(ref: str) -> Path:
         raise SpecError("profile: needs a name or a path, e.g. profile:slurm", path="execution.cluster")
     if "/" in name or os.sep in name or name.endswith((".yaml", ".yml")):
         path = Path(name).expanduser()
-        if not path.is_file():
+        if not _is_file(path):
             raise SpecError(f"cluster profile file not found: {path}", path="execution.cluster")
         return path
-    if not _PROFILE_NAME.match(name):
+    if not _PROFILE_NAME.match(name) or len(name) > 200:
         raise SpecError(f"profile name {name!r} may hold only letters, digits, '.', '_' and '-'",
                         path="execution.cluster")
     dirs = profile_search_path()
     for d in dirs:
         for ext in (".yaml", ".yml"):
-            if (d / (name + ext)).is_file():
+            if _is_file(d / (name + ext)):
                 return d / (name + ext)
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     hint = f"; known profiles: {', '.join(known)}" if known else ""
@@ -307,10 +314,18 @@ def load_profile(profile: str | os.PathLike | dict | Profile) -> Profile:
         lines: dict[tuple, int] = {}
     else:
         path = find_profile(str(profile)) if not isinstance(profile, os.PathLike) else Path(profile)
+        from .limits import MAX_SPEC_BYTES
+
         try:
-            text = path.read_text()
+            with open(path, "rb") as f:
+                data = f.read(MAX_SPEC_BYTES + 1)
+            if len(data) > MAX_SPEC_BYTES:
+                raise SpecError(f"cluster profile {path} is larger than {MAX_SPEC_BYTES} bytes", path=str(path))
+            text = data.decode("utf-8")
         except OSError as e:
             raise SpecError(f"cannot read cluster profile: {e}", path=str(path)) from None
+        except UnicodeDecodeError:
+            raise SpecError(f"cluster profile {path} is not UTF-8 text (a YAML file)", path=str(path)) from None
         data, lines = parse_yaml(text, str(path))
         source, name = path, path.stem
     where = str(source) if source is not None else "profile"
@@ -515,6 +530,58 @@ def _profile_size(p: Profile) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- describe / open
+
+
+def check_cluster(cluster: str) -> str | None:
+    """Check a cluster string's form without reading or connecting to anything (what ``validate`` parses).
+
+    Returns the profile file a ``profile:PATH`` names (``None`` for every other form, a profile name
+    included: names are looked up when the spec is bound). Raises SpecError (path ``execution.cluster``).
+    """
+    if not isinstance(cluster, str) or not cluster:
+        raise SpecError("cluster is empty: use threads, processes, local:N, tcp://host:port, tls://host:port "
+                        "or profile:NAME", path="execution.cluster")
+    if cluster in ("threads", "sync", "synchronous", "processes"):
+        return None
+    if cluster.startswith("local:"):
+        n = cluster.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise SpecError(f"cluster {cluster!r}: local:N needs a worker count N >= 1", path="execution.cluster")
+        if int(n) > 4096:
+            raise SpecError(f"cluster {cluster!r}: at most 4096 local workers", path="execution.cluster")
+        return None
+    if cluster.startswith(("tcp://", "tls://")):
+        from urllib.parse import urlsplit
+
+        scheme = cluster[:3]
+        try:
+            parts = urlsplit(cluster)
+            host, port = parts.hostname, parts.port
+        except ValueError as e:  # a port that is not a number, or out of range
+            raise SpecError(f"cluster {cluster!r}: {e} ({scheme}://host:port)", path="execution.cluster") from None
+        if not host:
+            raise SpecError(f"cluster {cluster!r} names no host ({scheme}://host:port)", path="execution.cluster")
+        if port is None or port == 0:
+            raise SpecError(f"cluster {cluster!r} has no port: a Dask scheduler address is {scheme}://{host}:PORT "
+                            "(8786 by default)", path="execution.cluster")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+            raise SpecError(f"cluster {cluster!r}: a scheduler address is {scheme}://host:port and nothing more",
+                            path="execution.cluster")
+        return None
+    if cluster.startswith("profile:"):
+        name = cluster.removeprefix("profile:")
+        if not name:
+            raise SpecError("profile: needs a name or a path, e.g. profile:slurm", path="execution.cluster")
+        if "/" in name or os.sep in name or name.endswith((".yaml", ".yml")):
+            if "\x00" in name:
+                raise SpecError("a profile path holds a NUL character", path="execution.cluster")
+            return name
+        if not _PROFILE_NAME.match(name) or len(name) > 200:
+            raise SpecError(f"profile name {name[:60]!r} may hold only letters, digits, '.', '_' and '-' "
+                            "(at most 200)", path="execution.cluster")
+        return None
+    raise SpecError(f"unknown cluster {cluster!r}: use threads, processes, local:N, tcp://host:port, "
+                    f"tls://host:port or profile:NAME", path="execution.cluster")
 
 
 def describe(cluster: str) -> tuple[str, int, int]:

@@ -36,7 +36,9 @@ def open_input(url: str, *, level: int = 0, axes: str | None = None,
     N letters of 'tczyx'.
     """
     from .ome import open_level
+    from .roots import guard
 
+    guard(url, what="the input")
     arr, ome_axes, info = open_level(url, level, storage_options)
     ome = {"info": info} if info is not None else {}
     if axes is None:
@@ -63,6 +65,9 @@ def output_state(url: str, storage_options: dict | None = None) -> dict | None:
     """The convpipe attributes of an existing output, ``{}`` for a foreign array, None when absent."""
     import zarr
 
+    from .roots import guard
+
+    guard(url, what="the output", write=True)
     try:
         node = zarr.open(store=_storage(url, storage_options), mode="r")
     except (FileNotFoundError, KeyError):
@@ -78,6 +83,9 @@ def create_output(url: str, *, shape, chunks, dtype, zarr_format: int, attrs: di
                   storage_options: dict | None = None) -> Any:
     import zarr
 
+    from .roots import guard
+
+    guard(url, what="the output", write=True)
     try:
         arr = zarr.create_array(store=_storage(url, storage_options), shape=shape, chunks=chunks, dtype=dtype,
                                 zarr_format=zarr_format, overwrite=overwrite, attributes=attrs,

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .limits import MAX_HALO, MAX_KERNEL_TAPS, taps_ok
+
 # --------------------------------------------------------------------------- named kernels
 
 
@@ -108,11 +110,109 @@ NAMED: dict[str, Callable[..., np.ndarray]] = {
 
 #: Named kernels are built from a few numbers in a spec; one that would hold more weights than this is refused
 #: before it is allocated (validate and the job service build kernels: a spec must not make them allocate GiBs).
-MAX_NAMED_KERNEL = 1 << 22
+MAX_NAMED_KERNEL = MAX_KERNEL_TAPS
 
 
-def _named_size(name: str, p: dict) -> float:
-    """The number of weights a named kernel would have (a float: no overflow), from its parameters."""
+class KernelFile(str):
+    """A ``.npy`` kernel path as the spec wrote it, carrying the array :mod:`convpipe.bind` loaded from it.
+
+    A ``str``, so a spec's canonical form, hash and provenance keep the path as written; ops get the array
+    through :func:`kernel_from_source` without reading the file again (the file is read once, by bind,
+    after the job service checked it against its roots).
+    """
+
+    array: np.ndarray
+    path: str
+
+    def __new__(cls, value: str, array: np.ndarray, path: str) -> "KernelFile":
+        obj = super().__new__(cls, value)
+        obj.array = array
+        obj.path = path
+        return obj
+
+    def __reduce__(self):
+        return (KernelFile, (str(self), self.array, self.path))
+
+
+def is_kernel_file(src: Any) -> bool:
+    """Whether a kernel source names a file (a string that is not yet bound to its array)."""
+    return isinstance(src, str) and not isinstance(src, KernelFile)
+
+
+def check_kernel_path(src: str) -> None:
+    """The syntactic checks of a kernel file path (parsing reads no file)."""
+    if not src.strip():
+        raise ValueError("a kernel file path is empty")
+    if "\x00" in src:
+        raise ValueError("a kernel file path holds a NUL character")
+    if not src.endswith(".npy"):
+        raise ValueError(f"kernel file {src!r} must be a .npy file")
+
+
+def kernel_or_none(src: Any) -> np.ndarray | None:
+    """The kernel of a source without reading any file: None for a ``.npy`` path not yet bound (its path is
+    checked syntactically; :mod:`convpipe.bind` loads and checks it). Raises ValueError with the cause."""
+    if is_kernel_file(src):
+        check_kernel_path(src)
+        return None
+    return kernel_from_source(src)
+
+
+def resolve_kernel_path(src: str, base_dir: Path | None) -> Path:
+    path = Path(src).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
+
+
+def load_kernel_file(path: Path, *, relative_to: Path | None = None) -> np.ndarray:
+    """Read a ``.npy`` kernel: its header first (shape and dtype within the limits), then the weights.
+
+    ``relative_to``: the folder a relative path was resolved against (named in a not-found message).
+    Raises ValueError with the cause.
+    """
+    from .roots import guard
+
+    guard(str(path), what="kernel file")
+    hint = f" (relative paths resolve against the spec's folder, {relative_to})" if relative_to is not None else ""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except FileNotFoundError:
+        raise ValueError(f"kernel file not found: {path}{hint}") from None
+    except IsADirectoryError:
+        raise ValueError(f"kernel file {path} is a folder, not a .npy file") from None
+    except PermissionError:
+        raise ValueError(f"kernel file {path} cannot be read (permission denied)") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"kernel file {path} is not a .npy array ({e})") from None
+    if dtype.hasobject:
+        raise ValueError(f"kernel file {path} holds Python objects, which cannot be read without pickles "
+                         "(a kernel must be numeric)")
+    if dtype.kind not in "biuf":
+        raise ValueError(f"kernel file {path} holds {dtype} values; a kernel must be numeric")
+    taps_ok(tuple(shape), f"kernel file {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"kernel file {path} cannot be read without pickles: {e}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"kernel file {path} cannot be read ({e})") from None
+
+
+def _pow(w: float, n: float) -> float:
+    try:
+        return float(w) ** n
+    except OverflowError:
+        return math.inf
+
+
+def _named_size(name: str, p: dict) -> tuple[float, float]:
+    """(weights, widest extent in taps) a named kernel would have (floats: no overflow), from its parameters."""
     ndim = float(p.get("ndim", 2))
     if ndim != int(ndim) or not 1 <= ndim <= 5:
         raise ValueError(f"ndim must be an integer from 1 to 5, got {p.get('ndim')!r}")
@@ -121,17 +221,19 @@ def _named_size(name: str, p: dict) -> float:
         if not (sigma > 0 and math.isfinite(sigma) and truncate > 0 and math.isfinite(truncate)):
             raise ValueError("sigma and truncate must be positive and finite")
         rad = float(p["radius"]) if p.get("radius") is not None else truncate * sigma + 0.5
-        return (2 * math.floor(rad) + 1) ** ndim
+        w = 2.0 * math.floor(rad) + 1
+        return _pow(w, ndim), w
     if name == "box":
         size = float(p.get("size", 3))
         if not (size >= 1 and size == int(size)):
             raise ValueError(f"size must be a positive integer, got {p.get('size')!r}")
-        return size ** ndim
+        return _pow(size, ndim), size
     if name == "disk":
         r = float(p.get("radius", 2))
         if not (r >= 0 and math.isfinite(r)):
             raise ValueError(f"radius must be >= 0, got {p.get('radius')!r}")
-        return (2 * math.floor(r) + 1) ** ndim
+        w = 2.0 * math.floor(r) + 1
+        return _pow(w, ndim), w
     if name == "gabor":
         f = float(p.get("frequency", 0.1))
         if not (f > 0 and math.isfinite(f)):
@@ -140,13 +242,19 @@ def _named_size(name: str, p: dict) -> float:
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError("sigma must be positive and finite")
         rad = float(p["radius"]) if p.get("radius") is not None else math.ceil(3 * sigma)
-        return (2 * math.floor(rad) + 1) ** 2
-    return 3.0 ** ndim  # sobel, prewitt, scharr, laplace (and the fixed 3x3 ones)
+        w = 2.0 * math.floor(rad) + 1
+        return _pow(w, 2), w
+    return 3.0 ** ndim, 3.0  # sobel, prewitt, scharr, laplace (and the fixed 3x3 ones)
 
 
 def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
-    """Build a float64 C-contiguous kernel from a spec's kernel source. Raises ValueError with the cause."""
-    if isinstance(src, dict):
+    """Build a float64 C-contiguous kernel from a spec's kernel source. Raises ValueError with the cause.
+
+    A ``.npy`` path is read here only when it was not bound (:class:`KernelFile` carries the loaded array).
+    """
+    if isinstance(src, KernelFile):
+        k = src.array
+    elif isinstance(src, dict):
         src = dict(src)
         name = src.pop("name", None)
         if name is not None and not isinstance(name, str):
@@ -160,30 +268,31 @@ def kernel_from_source(src: Any, base_dir: Path | None = None) -> np.ndarray:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown kernel {name!r}{hint}; named kernels: {', '.join(sorted(NAMED))}")
         try:
-            n = _named_size(name, src)
+            n, width = _named_size(name, src)
             if n > MAX_NAMED_KERNEL:
-                raise ValueError(f"it would hold {n:.3g} weights (at most {MAX_NAMED_KERNEL}); "
-                                 "use smaller parameters or a .npy kernel")
+                many = f"{n:.3g}" if math.isfinite(n) else "more than 1e308"
+                raise ValueError(f"it would hold {many} weights (at most {MAX_NAMED_KERNEL}); "
+                                 "use smaller parameters")
+            if width > 2 * MAX_HALO + 1:
+                raise ValueError(f"it would be {width:.3g} taps wide (at most {2 * MAX_HALO + 1} along an axis)")
             k = NAMED[name](**src)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, MemoryError) as e:
             raise ValueError(f"kernel {name!r}: {e}") from None
     elif isinstance(src, str):
-        path = Path(src)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if path.suffix != ".npy":
-            raise ValueError(f"kernel file {src!r} must be a .npy file")
-        try:
-            k = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise ValueError(f"kernel file not found: {path}") from None
-        except ValueError as e:
-            raise ValueError(f"kernel file {path} cannot be read without pickles: {e}") from None
+        check_kernel_path(src)
+        path = resolve_kernel_path(src, base_dir)
+        rel = base_dir if not Path(src).expanduser().is_absolute() and base_dir is not None else None
+        k = load_kernel_file(path, relative_to=rel)
     elif isinstance(src, (list, tuple, np.ndarray)):
         try:
             k = np.array(src, dtype=float)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise ValueError("kernel is ragged or not numeric: every row must have the same length") from None
+        if k.ndim > 5:
+            raise ValueError(f"kernel has {k.ndim} dimensions; at most 5")
+        taps_ok(k.shape)
+    elif isinstance(src, bool):
+        raise ValueError("a kernel is a nested list, a .npy path or a named kernel mapping, got a boolean")
     elif isinstance(src, (int, float)):
         k = np.array([float(src)])
     else:

@@ -154,6 +154,9 @@ def open_sink(url: str, storage_options: Mapping[str, Any] | None = None) -> Any
     """The array the engine writes into, for resuming: ``url`` itself, or level ``0`` of an OME group."""
     import zarr
 
+    from .roots import guard
+
+    guard(url, what="the output", write=True)
     node = zarr.open(mode="r+", **_group_kwargs(url, storage_options))
     if isinstance(node, zarr.Group):
         try:
@@ -169,6 +172,9 @@ def provenance_node(url: str, storage_options: Mapping[str, Any] | None = None) 
     """The zarr node whose attributes hold ``convpipe`` provenance: the group of an OME output, else the array."""
     import zarr
 
+    from .roots import guard
+
+    guard(url, what="the output", write=True)
     return zarr.open(mode="r+", **_group_kwargs(url, storage_options))
 
 
@@ -231,6 +237,9 @@ def create_ome_output(
     """
     import zarr
 
+    from .roots import guard
+
+    guard(url, what="the output", write=True)
     problem = ome_output_problem(axes)
     if problem:
         raise InputError(f"output {url}: cannot write OME-Zarr: {problem} (set output.ome: false)")

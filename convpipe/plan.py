@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PlanError, SpecError
+from .limits import check_padded_blocks
 from .ops import registry
 from .spec import Spec, Step, check_step_axes
 from .tiles import backward, runs_len
@@ -283,6 +284,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
             warnings.append(f"pass {k}: tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead "
                             "will dominate; larger tiles help")
         cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
+    check_padded_blocks(passes, memory_per_worker, compute.itemsize)  # halos far wider than the array
     chunks = _out_chunks(out_chunks, inp, final_axes, passes[-1].extents[-1], spec)
     out = ArrayInfo(cur.shape, odt, tuple(chunks[a] for a in final_axes), final_axes)
     return Plan(spec, inp, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings)

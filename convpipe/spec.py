@@ -11,12 +11,15 @@ import difflib
 import hashlib
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import limits
 from .errors import SpecError, SpecErrors
 
 SPEC_VERSION = 1
@@ -26,13 +29,18 @@ AXES_ORDER = "tczyx"
 # --------------------------------------------------------------------------- YAML with lines
 
 
-class _LineLoader(yaml.SafeLoader):
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser: 10-30x faster, same safety
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     """Safe loader that refuses duplicate keys (a silent overwrite would hide a user's mistake)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *base' merges a mapping in (its keys may be overridden here): construct_mapping does it
         key = loader.construct_object(key_node, deep=deep)
         try:
             hash(key)
@@ -49,11 +57,17 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
+# YAML 1.1 (PyYAML) reads 1e9 and 1.5e3 as strings; YAML 1.2 and JSON read them as numbers, and so does a
+# user writing a size or a sigma: resolve them as floats too.
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 #: A spec is small. More YAML nodes than this, counting every alias expansion, is refused before anything walks
 #: the document: a few aliases of aliases ("billion laughs") would otherwise make validate and the service spin.
-MAX_YAML_NODES = 100_000
+MAX_YAML_NODES = limits.MAX_YAML_NODES
+MAX_SPEC_BYTES = limits.MAX_SPEC_BYTES
 
 
 def _expanded_size(node: yaml.Node, source: str, limit: int = MAX_YAML_NODES) -> int:
@@ -109,16 +123,42 @@ def format_path(loc: tuple | list) -> str:
     return s
 
 
+def _count_events(text: str, source: str) -> None:
+    """Refuse a document of more than MAX_YAML_NODES nodes (before aliases) while streaming its events, so a
+    huge flat list is refused after MAX_YAML_NODES events rather than after building all of its nodes."""
+    n = 0
+    for ev in yaml.parse(text, Loader=_LineLoader):
+        if isinstance(ev, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            n += 1
+            if n > MAX_YAML_NODES:
+                raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML values; put large kernels in a "
+                                ".npy file", path=source, line=ev.start_mark.line + 1)
+
+
 def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML text safely; return the data and its line map. YAML errors become SpecError."""
+    """Parse YAML text safely; return the data and its line map. YAML errors become SpecError.
+
+    Linear in the text and bounded: at most :data:`MAX_SPEC_BYTES` of text and :data:`MAX_YAML_NODES`
+    nodes (aliases expanded); the document is composed once (with libyaml when PyYAML has it) and its data
+    built from those nodes.
+    """
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_SPEC_BYTES else len(text)
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size / 2**20:.1f} MiB; at most {MAX_SPEC_BYTES / 2**20:g} MiB is read "
+                        "(put large kernels in a .npy file)", path=source)
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        if node is None:
-            return None, {}
-        if _expanded_size(node, source) > MAX_YAML_NODES:
-            raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML nodes once its aliases are expanded",
-                            path=source)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        _count_events(text, source)
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, {}
+            if _expanded_size(node, source) > MAX_YAML_NODES:
+                raise SpecError(f"the spec has more than {MAX_YAML_NODES} YAML nodes once its aliases are "
+                                "expanded", path=source)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
         lines = _line_map(node)
     except RecursionError:
         raise SpecError("invalid YAML: nested too deeply", path=source) from None
@@ -131,6 +171,8 @@ def parse_yaml(text: str, source: str = "<spec>") -> tuple[Any, dict[tuple, int]
         raise SpecError(f"invalid YAML: {problem}", path=source, line=line) from None
     except yaml.YAMLError as e:
         raise SpecError(f"invalid YAML: {e}", path=source) from None
+    except (ValueError, TypeError, OverflowError) as e:  # a scalar its constructor cannot build (a bad date)
+        raise SpecError(f"invalid YAML: {e}", path=source) from None
     return data, lines
 
 
@@ -141,11 +183,35 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_TIFF = (".tif", ".tiff", ".btf", ".tf8")
+_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".czi", ".nd2", ".lif", ".ims", ".h5", ".hdf5", ".npy")
+
+
+def check_url(v: str, *, reads: bool) -> str:
+    """Syntactic checks of a location (no file is touched): not empty, no NUL; an input that is a TIFF or
+    another image file points at ``convpipe ingest``."""
+    if not v or not v.strip():
+        raise ValueError("the location is empty")
+    if "\x00" in v:
+        raise ValueError("the location holds a NUL character")
+    name = v.rstrip("/").lower()
+    if reads and name.endswith(_TIFF):
+        stem = os.path.basename(v.rstrip("/")).rsplit(".", 1)[0]
+        raise ValueError(f"{v!r} is a TIFF file; convpipe reads Zarr: convert it once with "
+                         f"'convpipe ingest {v} --output {stem}.zarr', then use the .zarr as input")
+    if reads and name.endswith(_IMAGES):
+        raise ValueError(f"{v!r} is not a Zarr array or OME-Zarr group (convpipe reads Zarr; "
+                         "'convpipe ingest' converts TIFF stacks)")
+    return v
+
+
 class InputSpec(_Model):
     url: str = Field(description="path or fsspec URL of a Zarr array or OME-Zarr group")
-    level: int = Field(0, ge=0, description="OME-Zarr multiscale level")
+    level: int = Field(0, ge=0, le=64, description="OME-Zarr multiscale level")
     axes: str | None = Field(None, description="one letter per axis from 'tczyx'")
     storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    _url = field_validator("url")(lambda v: check_url(v, reads=True))
 
     @field_validator("axes")
     @classmethod
@@ -165,6 +231,8 @@ class OutputSpec(_Model):
     pyramid: int = Field(0, ge=0, le=16)
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
+    _url = field_validator("url")(lambda v: check_url(v, reads=False))
+
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, v: str | None) -> str | None:
@@ -178,6 +246,8 @@ class OutputSpec(_Model):
         vals = v.values() if isinstance(v, dict) else (v or [])
         if any(int(c) <= 0 for c in vals):
             raise ValueError("chunk sizes must be positive")
+        if any(int(c) > 1 << 31 for c in vals):
+            raise ValueError(f"chunk sizes must be at most {1 << 31}")
         return v
 
 
@@ -195,6 +265,8 @@ class ExecutionSpec(_Model):
             vals = v.values() if isinstance(v, dict) else v
             if any(int(c) <= 0 for c in vals):
                 raise ValueError("tile sizes must be positive")
+            if any(int(c) > 1 << 40 for c in vals):
+                raise ValueError(f"tile sizes must be at most {1 << 40}")
         return v
 
 
@@ -203,7 +275,7 @@ class _TopLevel(_Model):
     name: str = "pipeline"
     input: InputSpec
     output: OutputSpec | None = None
-    steps: list[Any] = Field(min_length=1)
+    steps: list[Any] = Field(min_length=1, max_length=limits.MAX_STEPS)
     execution: ExecutionSpec = ExecutionSpec()
 
     @field_validator("convpipe")
@@ -219,13 +291,18 @@ def check_axes_string(v: str) -> None:
         raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
 
 
+NUMERIC_DTYPES = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                  "float16", "float32", "float64"]
+
+
 def check_dtype(v: str) -> None:
     import numpy as np
 
     try:
         dt = np.dtype(v)
     except (TypeError, ValueError, SyntaxError):  # numpy parses ',' as a structured dtype: SyntaxError
-        raise ValueError(f"unknown dtype {v!r}") from None
+        raise ValueError(f"unknown dtype {v!r}{suggest(str(v), NUMERIC_DTYPES)}; use one of "
+                         f"{', '.join(NUMERIC_DTYPES[1:])}") from None
     if dt.kind not in "biuf":
         raise ValueError(f"dtype {v!r} is not a numeric type")
 
@@ -265,7 +342,11 @@ class Step:
 
 
 class Spec:
-    """A validated spec. Build it with :func:`load_spec`."""
+    """A validated spec. Build it with :func:`load_spec` (parse and bind) or :func:`parse_spec` (parse only).
+
+    ``bound`` tells whether what the spec names (kernel and template ``.npy`` files, a cluster profile) was
+    read and checked (:func:`convpipe.bind.bind`); a parsed spec has read no file but the spec itself.
+    """
 
     def __init__(self, top: _TopLevel, steps: list[Step], raw: dict, lines: dict, base_dir: Path, source: str):
         self.top = top
@@ -274,6 +355,7 @@ class Spec:
         self.lines = lines
         self.base_dir = base_dir
         self.source = source
+        self.bound = False
         for s in steps:
             s.spec = self
 
@@ -292,7 +374,15 @@ class Spec:
         """Resolve a relative path against the spec's folder; URLs and absolute paths pass through."""
         if "://" in url or os.path.isabs(url):
             return url
-        return str((self.base_dir / url).resolve())
+        return str((self.base_dir / os.path.expanduser(url)).resolve())
+
+    def locations(self) -> list["Location"]:
+        """Every location the spec names, each with its YAML path and line: the input, the output, each
+        table, each kernel / template / weights ``.npy`` file, a ``profile:`` file (see
+        :func:`convpipe.bind.spec_locations`). Reads nothing."""
+        from .bind import spec_locations
+
+        return spec_locations(self)
 
     def canonical(self) -> dict:
         d = self.top.model_dump(mode="json", exclude={"steps"})
@@ -307,8 +397,14 @@ class Spec:
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **overrides: Any) -> "Spec":
-        """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile."""
-        raw = json.loads(json.dumps(self.raw, default=str))
+        """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile.
+
+        The steps are not overridden: a bound spec's copy keeps its bound steps (kernel files are not read
+        again); a new ``profile:`` cluster is bound.
+        """
+        steps = self.raw.get("steps")
+        raw = json.loads(json.dumps({k: v for k, v in self.raw.items() if k != "steps"}, default=str))
+        raw["steps"] = steps
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -322,24 +418,43 @@ class Spec:
                 raw.setdefault("execution", {})[key] = value
             else:
                 raise TypeError(f"unknown override {key!r}")
-        return build_spec(raw, self.lines, self.base_dir, self.source)
+        if not self.bound:
+            return build_spec(raw, self.lines, self.base_dir, self.source)
+        new = build_spec(raw, self.lines, self.base_dir, self.source, check_axes=False)
+        for mine, theirs in zip(new.steps, self.steps):
+            mine.params = theirs.params
+        from .bind import bind
+
+        return bind(new, kernels=False)
+
+
+@dataclass(frozen=True)
+class Location:
+    """One location a spec names (see :meth:`Spec.locations`).
+
+    ``field`` is its YAML path (``steps[2].correlate.kernel``), ``loc`` the same as a tuple, ``url`` as
+    written, ``resolved`` the absolute path or URL it means, ``kind`` one of ``input``, ``output``,
+    ``table``, ``kernel``, ``template``, ``profile``, and ``writes`` whether a run creates or replaces it.
+    """
+
+    field: str
+    loc: tuple
+    url: str
+    resolved: str
+    kind: str
+    writes: bool
+    line: int | None
 
 
 def _pydantic_errors(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
-    out = _pydantic_errors_raw(e, prefix, spec_lines)
-    # a value that fits none of a union's types gives one error per type: say it once, naming them all
-    merged: dict[str, SpecError] = {}
-    for err in out:
-        if err.path in merged:
-            prev = merged[err.path]
-            extra = err.message.removeprefix("Input should be ")
-            merged[err.path] = SpecError(f"{prev.message} or {extra}", path=prev.path, line=prev.line)
-        else:
-            merged[err.path] = err
-    return list(merged.values())
+    from .spec_messages import merge_union_errors
+
+    return merge_union_errors(_pydantic_errors_raw(e, prefix, spec_lines))
 
 
-def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
+def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[tuple[SpecError, dict]]:
+    from .spec_messages import pydantic_message
+
     out = []
     for err in e.errors():
         raw = tuple(err["loc"])
@@ -348,12 +463,8 @@ def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) ->
         last = raw[-1:] if err["type"] == "extra_forbidden" and raw else ()
         body = raw[: len(raw) - len(last)]
         loc = prefix + tuple(p for p in body if not (isinstance(p, str) and _is_union_tag(p))) + last
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown parameter {raw[-1]!r}"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        out.append(SpecError(msg, path=format_path(loc) or "spec", line=_line(spec_lines, loc)))
+        msg = pydantic_message(err)
+        out.append((SpecError(msg, path=format_path(loc) or "spec", line=_line(spec_lines, loc)), err))
     return out
 
 
@@ -367,14 +478,33 @@ def suggest(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
-    """Validate parsed YAML/dict data into a :class:`Spec`; collect every error."""
+def _shorthand(raw: dict, lines: dict) -> dict:
+    """``input: URL`` and ``output: URL`` are short for ``{url: URL}`` (SPEC.md)."""
+    raw = dict(raw)
+    for key in ("input", "output"):
+        if isinstance(raw.get(key), str):
+            raw[key] = {"url": raw[key]}
+            if (key,) in lines:
+                lines[(key, "url")] = lines[(key,)]
+    return raw
+
+
+def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes: bool = True) -> Spec:
+    """Validate parsed YAML/dict data into a :class:`Spec`; collect every error. Reads no file.
+
+    A ``.npy`` kernel or template is only checked as a path here; :func:`convpipe.bind.bind` reads it (and
+    checks the steps' axes against it). With ``input.axes`` given, every step's axes are checked here when
+    no step names a file (else by bind).
+    """
     from .ops import registry
+    from .spec_messages import step_errors, unknown_op
 
     if not isinstance(raw, dict):
         raise SpecError("a spec must be a mapping with 'convpipe', 'input' and 'steps'", path=source, line=1)
     if "convpipe" not in raw:
         raise SpecError("missing 'convpipe: 1' (the spec version)", path="convpipe", line=1)
+    lines = dict(lines)
+    raw = _shorthand(raw, lines)
     errors: list[SpecError] = []
     top = None
     try:
@@ -397,7 +527,7 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
                 continue
             (name, params), = item.items()
             if not isinstance(name, str) or name not in registry.names():
-                errors.append(SpecError(f"unknown op {name!r}{suggest(str(name), registry.names())}",
+                errors.append(SpecError(unknown_op(name, registry.names()),
                                         path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
                 continue
             if params is None:
@@ -410,31 +540,47 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
             try:
                 p = op_cls.Params.model_validate(params, context={"base_dir": base_dir})
             except ValidationError as e:
-                for err in _pydantic_errors(e, loc + (name,), lines):
-                    if err.message.startswith("unknown parameter"):
-                        known = list(op_cls.Params.model_fields)
-                        err = SpecError(err.message + suggest(err.path.rsplit(".", 1)[-1], known)
-                                        + f"; {name} takes: {', '.join(known)}", path=err.path, line=err.line)
-                    errors.append(err)
+                errors.extend(step_errors(e, op_cls, name, params, loc + (name,), lines, raw))
+                continue
+            except (OverflowError, ZeroDivisionError, TypeError, MemoryError, RecursionError) as e:
+                # pydantic passes on what a validator raises other than ValueError: a number out of any range
+                errors.append(SpecError(f"a parameter is out of range ({type(e).__name__}: {str(e)[:200]})",
+                                        path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
                 continue
             steps.append(Step(name, p, i))
+    if top is not None:
+        from .cluster import check_cluster
+
+        try:
+            check_cluster(top.execution.cluster)
+        except SpecError as e:
+            loc = ("execution", "cluster")
+            errors.append(SpecError(e.message, path=format_path(loc), line=_line(lines, loc)))
+    total = sum(getattr(registry.get(st.name), "expanded_count", lambda p: 1)(st.params) for st in steps)
+    if total > limits.MAX_EXPANDED_STEPS:
+        errors.append(SpecError(f"the steps expand into {total} ops (diffusion steps count one each); at most "
+                                f"{limits.MAX_EXPANDED_STEPS}", path="steps", line=_line(lines, ("steps",))))
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     assert top is not None
     spec = Spec(top, steps, raw, lines, base_dir, source)
-    from .cluster import describe
+    if check_axes and not any(loc.kind in ("kernel", "template") for loc in spec.locations()):
+        check_spec_axes(spec)
+    return spec
 
-    try:
-        describe(top.execution.cluster)
-    except SpecError as e:
-        raise spec.error(e.message, ("execution", "cluster")) from None
+
+def check_spec_axes(spec: Spec) -> None:
+    """Check the steps against ``input.axes`` and the output's chunks (SpecError); with no ``input.axes``,
+    bind the steps to assumed axes only to refuse halos beyond the limits (other errors wait for the input)."""
+    top = spec.top
     if top.input.axes:
         out_axes = check_step_axes(spec, top.input.axes)
         chunks = top.output.chunks if top.output is not None else None
         if isinstance(chunks, list) and len(chunks) != len(out_axes):
             raise spec.error(f"chunks has {len(chunks)} values but the output has {len(out_axes)} axes "
                              f"({out_axes!r})", ("output", "chunks"))
-    return spec
+    else:
+        check_step_axes(spec, "tzyx", probe=True)
 
 
 def _line(lines: dict, loc: tuple) -> int | None:
@@ -446,8 +592,14 @@ def _line(lines: dict, loc: tuple) -> int | None:
     return None
 
 
-def check_step_axes(spec: Spec, axes: str) -> str:
-    """Check every step's axis parameters against the input's axes (raises SpecError); the output axes."""
+def check_step_axes(spec: Spec, axes: str, *, probe: bool = False) -> str:
+    """Check every step's axis parameters against the input's axes (raises SpecError); the output axes.
+
+    Each bound op's halo is checked against :data:`convpipe.limits.MAX_HALO`. ``probe``: ``axes`` are
+    assumed, not known; only limit errors are raised, and the walk stops at the first step the assumed
+    axes do not fit.
+    """
+    from .limits import check_op_halo
     from .ops import registry
 
     errors = []
@@ -456,31 +608,71 @@ def check_step_axes(spec: Spec, axes: str) -> str:
         op_cls = registry.get(step.name)
         try:
             op = op_cls(step.params, cur, step=step)
-            cur = op.out_axes
+            for sub in op.expand():
+                check_op_halo(sub)
         except SpecError as e:
+            if probe and not getattr(e, "limit", False):
+                break  # the assumed axes do not fit this step: the input's real axes decide, at run time
             errors.append(e)
+            if probe:
+                break
+            continue
+        except (ValueError, TypeError, OverflowError, ZeroDivisionError, MemoryError, IndexError) as e:
+            # a parameter no validator caught (an absurd value): one line at the step, never a traceback; on
+            # assumed axes only what no axes could fix (a number out of range), the rest waits for the input
+            if not probe or isinstance(e, (OverflowError, ZeroDivisionError, MemoryError)):
+                errors.append(step.error(f"cannot be set up with these parameters: {e}"))
+            break
+        cur = op.out_axes
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     return cur
 
 
-def load_spec(source: str | os.PathLike | dict) -> Spec:
-    """Load and validate a spec from a YAML/JSON file path, YAML text, or a dict."""
+def parse_spec(source: str | os.PathLike | dict) -> Spec:
+    """Parse and validate a spec (YAML/JSON file path, or a dict) reading no file but the spec itself.
+
+    Kernel and template ``.npy`` files and cluster profiles are checked only as names; :func:`load_spec`
+    also binds them (:func:`convpipe.bind.bind`).
+    """
     if isinstance(source, dict):
         return build_spec(source, {}, Path.cwd(), "<dict>")
     path = Path(source)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}", path=str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except (IsADirectoryError, PermissionError, OSError) as e:
         raise SpecError(f"cannot read spec file: {e}", path=str(path)) from None
-    return load_spec_text(text, base_dir=path.resolve().parent, source=str(path))
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is larger than {MAX_SPEC_BYTES / 2**20:g} MiB (put large kernels in a .npy "
+                        "file)", path=str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"cannot read spec file: not UTF-8 text ({e})", path=str(path)) from None
+    return parse_spec_text(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def parse_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>") -> Spec:
+    """:func:`parse_spec` for YAML/JSON text (relative paths resolve against ``base_dir``, default cwd)."""
+    data, lines = parse_yaml(text, source)
+    return build_spec(data, lines, base_dir or Path.cwd(), source)
+
+
+def load_spec(source: str | os.PathLike | dict) -> Spec:
+    """Load and validate a spec from a YAML/JSON file path, YAML text, or a dict: parse, then bind (read the
+    kernel/template files and the cluster profile it names, raising SpecError at their YAML path)."""
+    from .bind import bind
+
+    return bind(parse_spec(source))
 
 
 def load_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>") -> Spec:
-    data, lines = parse_yaml(text, source)
-    return build_spec(data, lines, base_dir or Path.cwd(), source)
+    from .bind import bind
+
+    return bind(parse_spec_text(text, base_dir=base_dir, source=source))
 
 
 def json_schema() -> dict:
@@ -495,6 +687,12 @@ def json_schema() -> dict:
         schema.setdefault("$defs", {}).update(defs)
         step_variants.append({"type": "object", "properties": {name: ps}, "required": [name],
                               "additionalProperties": False})
-    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "items": {"oneOf": step_variants}}
+    schema["properties"]["steps"] = {"type": "array", "minItems": 1, "maxItems": limits.MAX_STEPS,
+                                     "items": {"oneOf": step_variants}}
+    for key in ("input", "output"):  # 'input: URL' is short for '{url: URL}'
+        prop = dict(schema["properties"][key])
+        variants = prop.pop("anyOf", None) or [{"$ref": prop.pop("$ref")}]
+        schema["properties"][key] = {"anyOf": [{"type": "string", "description": "short for {url: ...}"},
+                                               *variants], **prop}
     schema["title"] = "convpipe pipeline spec, version 1"
     return schema

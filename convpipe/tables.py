@@ -17,6 +17,9 @@ class TableSink:
     def __init__(self, url: str, storage_options: dict | None = None):
         import fsspec
 
+        from .roots import guard
+
+        guard(url, what="the table", write=True)
         self.url = url
         self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.parts = self.path.rstrip("/") + ".parts"

@@ -134,6 +134,42 @@ BAD = [
                  ["(line 6)", "duplicate key 'sigma'"], id="duplicate-param"),
     pytest.param(make_spec("  - gaussian: {sigma: 1\n"), ["(line 7)", "invalid YAML"], id="yaml-syntax"),
     pytest.param(make_spec("\t- gaussian: {sigma: 1}\n"), ["(line 6)", "invalid YAML"], id="yaml-tab"),
+    # issue 13, item 14: what a newcomer writes
+    pytest.param(make_spec("  - gaussian: {sigma: 1, mode: bounce}\n"),
+                 ["steps[0].gaussian.mode (line 6)", "'bounce'", "'reflect'", "'constant'"], id="enum-value-named"),
+    pytest.param(make_spec("  - sobel: {output: magnitud}\n"),
+                 ["steps[0].sobel.output (line 6)", "'magnitud'", "did you mean 'magnitude'"], id="enum-suggestion"),
+    pytest.param(make_spec("  - gaussian_filter: {sigma: 1}\n"),
+                 ["steps[0].gaussian_filter (line 6)", "did you mean 'gaussian'?"], id="scipy-gaussian_filter"),
+    pytest.param(make_spec("  - uniform_filter: {size: 3}\n"), ["did you mean 'uniform'?"], id="scipy-uniform_filter"),
+    pytest.param(make_spec("  - median_filter: {size: 3}\n"), ["did you mean 'median'?"], id="scipy-median_filter"),
+    pytest.param(make_spec("  - maximum_filter: {size: 3}\n"), ["did you mean 'maximum'?"], id="scipy-maximum_filter"),
+    pytest.param(make_spec("  - scipy.ndimage.sobel: {}\n"), ["convpipe's op is 'sobel'"], id="scipy-module-prefix"),
+    pytest.param(make_spec("  - sobel_h: {}\n"), ["did you mean 'sobel'?"], id="skimage-sobel_h"),
+    pytest.param(make_spec("  - peak_local_max: {radius: 1}\n"), ["did you mean 'peaks'?"], id="skimage-peak_local_max"),
+    pytest.param(make_spec("  - blob_log: {}\n"), ["did you mean 'blobs'?"], id="skimage-blob_log"),
+    pytest.param(make_spec("  - uniform_filter1d: {window: 3}\n"), ["did you mean 'moving_average'?"],
+                 id="scipy-uniform_filter1d"),
+    pytest.param(make_spec("  - gaussian: {sigma: [1, 2, 2]}\n"),
+                 ["steps[0].gaussian.sigma (line 6)", "per-axis map", "sigma: {z: 1, y: 2, x: 2}"], id="sigma-list"),
+    pytest.param(make_spec("  - gaussian: {sigma: [1, 2]}\n", axes="tyx"),
+                 ["sigma: {y: 1, x: 2}"], id="sigma-list-short"),
+    pytest.param(make_spec("  - uniform: {size: [3, 5, 5]}\n", axes="tyx"),
+                 ["steps[0].uniform.size (line 6)", "size: {t: 3, y: 5, x: 5}"], id="size-list"),
+    pytest.param(make_spec("  - gaussian: {sigma: 1}\n", output="{url: out.zarr, dtype: unit16}"),
+                 ["output.dtype (line 4)", "'unit16'", "did you mean 'uint16'"], id="dtype-typo"),
+    pytest.param(make_spec("  - astype: {dtype: flaot32}\n"),
+                 ["steps[0].astype.dtype (line 6)", "did you mean 'float32'"], id="astype-dtype-typo"),
+    pytest.param(make_spec("  - gaussian: {sigam: 2}\n"),
+                 ["steps[0].gaussian.sigam (line 6)", "unknown parameter 'sigam'", "did you mean 'sigma'"],
+                 id="typo-only-once"),
+    pytest.param(make_spec("  - gaussian: {sigma: 1}\n").replace("{url: in.zarr, axes: zyx}", "stack.tif"),
+                 ["input.url (line 3)", "TIFF", "convpipe ingest stack.tif --output stack.zarr"], id="tiff-input"),
+    pytest.param(make_spec("  - correlate: {kernel: kernels/k.npy}\n"),
+                 ["steps[0].correlate.kernel (line 6)", "kernel file not found",
+                  "relative paths resolve against the spec's folder"], id="kernel-relative-path"),
+    pytest.param(make_spec("  - gaussian: {sigma: 1}\n", extra="execution: {cluster: 'tcp://host'}\n"),
+                 ["execution.cluster (line 7)", "no port"], id="cluster-without-port"),
     pytest.param("", ["a spec must be a mapping"], id="empty-file"),
     pytest.param("# only a comment\n", ["a spec must be a mapping"], id="comment-only-file"),
     pytest.param("- gaussian\n- sobel\n", ["(line 1)", "a spec must be a mapping"], id="top-level-list"),
@@ -302,3 +338,36 @@ def test_validate_checks_chunk_length_when_axes_are_known(tmp_path, cli):
     rc, _, err = cli("validate", spec)
     assert rc == 1
     assert "output.chunks (line 4)" in err
+
+
+def test_input_and_output_urls_may_be_given_as_plain_strings(workdir, cli):
+    """SPEC.md: ``input: URL`` and ``output: URL`` are short for ``{url: URL}``, everywhere a spec is read."""
+    spec = workdir / "short.yaml"
+    spec.write_text("convpipe: 1\ninput: in.zarr\noutput: short.zarr\nsteps: [{gaussian: {sigma: 1}}]\n")
+    assert cli("validate", spec)[0] == 0
+    rc, out, err = cli("run", spec)
+    assert rc == 0, err
+    assert zarr.open_array(str(workdir / "short.zarr")).shape == (4, 32, 32)
+    rc, _, err = cli("run", spec, "--output", str(workdir / "other.zarr"))  # overrides apply to the shorthand
+    assert rc == 0 and (workdir / "other.zarr").exists(), err
+    s = load_spec(spec)
+    assert s.input.url == "in.zarr" and s.output.url == "short.zarr" and s.line_of(("input", "url")) == 2
+
+
+def test_a_missing_relative_input_says_where_relative_paths_resolve(workdir, cli):
+    spec = workdir / "sub" / "s.yaml"
+    spec.parent.mkdir()
+    spec.write_text("convpipe: 1\ninput: in.zarr\noutput: o.zarr\nsteps: [abs]\n")
+    rc, _, err = cli("run", spec)
+    assert rc == 1 and err.startswith("error: input.url (line 2):")
+    assert f"relative paths resolve against the spec's folder, {spec.parent}" in err
+
+
+def test_json_schema_accepts_the_url_shorthand():
+    jsonschema = pytest.importorskip("jsonschema")
+    from convpipe.spec import json_schema
+
+    schema = json_schema()
+    jsonschema.validate({"convpipe": 1, "input": "a.zarr", "output": "b.zarr", "steps": [{"abs": {}}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"convpipe": 1, "input": 3, "steps": [{"abs": {}}]}, schema)

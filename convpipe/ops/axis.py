@@ -13,6 +13,8 @@ import numpy as np
 import scipy.ndimage as ndi
 from pydantic import Field, field_validator
 
+from ..limits import MAX_HALO
+
 from .base import Mode, Op, OpParams
 from .registry import register
 
@@ -46,7 +48,7 @@ class _AlongAxis(Op):
 
 class MovingAverageParams(OpParams):
     axis: str | None = Field(None, description="the axis (default t, else z)")
-    window: int = Field(ge=1, description="number of samples averaged")
+    window: int = Field(ge=1, le=2 * MAX_HALO + 1, description="number of samples averaged")
     align: Literal["centered", "trailing"] = "centered"
     mode: Mode = "reflect"
     cval: float = 0.0
@@ -118,6 +120,8 @@ class AutoregressiveParams(OpParams):
             raise ValueError("coefficients needs at least one value [a1, ..., ak]")
         if not all(math.isfinite(c) for c in v):
             raise ValueError("coefficients must be finite numbers")
+        if len(v) > MAX_HALO:
+            raise ValueError(f"at most {MAX_HALO} coefficients")
         return v
 
 

@@ -28,7 +28,8 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from .. import engines
 from ..errors import SpecError
-from ..kernels import _gabor, kernel_from_source, normalize
+from .. import limits
+from ..kernels import _gabor, kernel_from_source, kernel_or_none, normalize
 from ..tiles import map_index
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
 from .registry import register
@@ -144,10 +145,18 @@ def _empty_table(columns: dict[str, Any]):
 
 
 class PeaksParams(OpParams, AxesParam):
-    radius: int = Field(ge=0)
+    radius: int = Field(ge=0, le=limits.MAX_HALO)
     threshold: float = 0.0
     axes: str | None = None
     table: str | None = None
+
+    _t = field_validator("table")(lambda v: _table_ok(v))
+
+
+def _table_ok(v: str | None) -> str | None:
+    if v is not None and (not v.strip() or "\x00" in v):
+        raise ValueError("a table location is a non-empty path or URL")
+    return v
 
 
 @register
@@ -238,6 +247,16 @@ class GaborBank(OpParams):
     def freqs(self) -> list[float]:
         return [float(f) for f in (self.frequencies if isinstance(self.frequencies, list) else [self.frequencies])]
 
+    @model_validator(mode="after")
+    def _sizes_ok(self):
+        n_orient = self.orientations if isinstance(self.orientations, int) else len(self.orientations)
+        limits.channels_ok(float(n_orient) * len(self.freqs()), "gabor (orientations x frequencies)")
+        for f in self.freqs():
+            sigma = float(self.sigma) if self.sigma is not None else 0.56 / f
+            rad = float(self.radius) if self.radius is not None else 3 * sigma
+            limits.taps_ok((2 * rad + 1, 2 * rad + 1), f"the gabor kernel of frequency {f:g}")
+        return self
+
     def kernels(self) -> list[np.ndarray]:
         """Frequency-major: channel ``i_f * len(thetas) + i_theta``."""
         return [_gabor(frequency=f, theta=t, sigma=self.sigma, radius=self.radius, offset=self.offset)
@@ -261,10 +280,12 @@ class FilterBankParams(OpParams, AxesParam):
         if self.kernels is not None:
             if not self.kernels:
                 raise ValueError("kernels is an empty list")
-            base = (info.context or {}).get("base_dir") if info else None
+            limits.channels_ok(len(self.kernels), "kernels")
             for i, src in enumerate(self.kernels):
                 try:
-                    normalize(kernel_from_source(src, base), self.normalize, self.temperature)
+                    k = kernel_or_none(src)  # a .npy path is read by convpipe.bind, not here
+                    if k is not None:
+                        normalize(k, self.normalize, self.temperature)
                 except ValueError as e:
                     raise ValueError(f"kernels[{i}]: {e}") from None
         return self
@@ -353,7 +374,7 @@ class FilterBank(Op):
 class BlobsParams(OpParams, AxesParam):
     min_sigma: float = Field(1.0, gt=0)
     max_sigma: float = Field(50.0, gt=0)
-    num_sigma: int = Field(10, ge=1)
+    num_sigma: int = Field(10, ge=1, le=limits.MAX_CHANNELS)
     threshold: float | None = 0.2
     overlap: float = Field(0.5, ge=0, le=1)
     log_scale: bool = False
@@ -378,7 +399,16 @@ class BlobsParams(OpParams, AxesParam):
         vals = v if isinstance(v, list) else [int(v)]
         if any(int(b) < 0 for b in vals):
             raise ValueError("exclude_border cannot be negative")
+        if any(int(b) > limits.MAX_HALO for b in vals):
+            raise ValueError(f"exclude_border must be at most {limits.MAX_HALO}")
         return v
+
+    _t = field_validator("table")(lambda v: _table_ok(v))
+
+    @model_validator(mode="after")
+    def _halo_ok(self):
+        limits.gaussian_ok(max(self.min_sigma, self.max_sigma), 4.0, "max_sigma")
+        return self
 
 
 _BLOB_COLS_PRIVATE = ("_sigma_index", "_value", "_excluded")
@@ -701,23 +731,27 @@ class MatchTemplateParams(OpParams, AxesParam):
     template: Any = Field(description="kernel source (nested list, .npy, named), or {crop: {y: [a, b], x: [c, d], z: k}}")
     axes: str | None = None
     table: str | None = None
-    radius: int = Field(3, ge=0)
+    radius: int = Field(3, ge=0, le=limits.MAX_HALO)
     threshold: float = 0.5
     method: Literal["auto", "direct", "fft"] = "auto"
 
     @model_validator(mode="after")
     def _template_ok(self, info: ValidationInfo):
         t = self.template
+        _table_ok(self.table)
         if isinstance(t, dict) and "crop" in t:
             if set(t) != {"crop"}:
                 raise ValueError("template: {crop: {...}} takes no other keys")
-            CropParams.model_validate(t["crop"])
+            crop = CropParams.model_validate(t["crop"]).ranges()
+            spans = [v[1] - v[0] for v in crop.values() if isinstance(v, list)]
+            limits.taps_ok(tuple(float(n) for n in spans), "the template crop")
             return self
-        base = (info.context or {}).get("base_dir") if info else None
         try:
-            k = kernel_from_source(t, base)
+            k = kernel_or_none(t)  # a .npy path is read by convpipe.bind, not here
         except ValueError as e:
             raise ValueError(f"template: {e}") from None
+        if k is None:
+            return self
         if k.ndim not in (2, 3):
             raise ValueError(f"template must be 2-D or 3-D, got {k.ndim}-D")
         return self
@@ -1014,6 +1048,8 @@ class StatsParams(OpParams, AxesParam):
     mode: Mode = "reflect"
     cval: float = 0.0
     table: str | None = None
+
+    _t = field_validator("table")(lambda v: _table_ok(v))
 
     @field_validator("spectral_bands")
     @classmethod

@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import engines
-from ..kernels import kernel_from_source, normalize, separable_factors
+from .. import limits
+from ..kernels import kernel_from_source, kernel_or_none, normalize, separable_factors
 from .base import AxesParam, Mode, Op, OpParams, PerAxis, PerAxisInt, insert_axis
 from .registry import register
 
@@ -85,8 +86,8 @@ class _LocalOp(Op):
 def _check_positive(v, name):
     vals = v.values() if isinstance(v, dict) else [v]
     for x in vals:
-        if x is None or not (x >= 0) or not math.isfinite(x):
-            raise ValueError(f"{name} must be >= 0 and finite, got {x!r}")
+        if x is None or not (x >= 0) or not math.isfinite(limits.as_float(x)):
+            raise ValueError(f"{name} must be >= 0 and finite, got {x!r}"[:200])
     return v
 
 
@@ -94,7 +95,7 @@ def _check_size(v, name="size"):
     vals = v.values() if isinstance(v, dict) else [v]
     for x in vals:
         if int(x) != x or x < 1:
-            raise ValueError(f"{name} must be a positive integer, got {x!r}")
+            raise ValueError(f"{name} must be a positive integer, got {x!r}"[:200])
     return v
 
 
@@ -118,15 +119,17 @@ class KernelParams(_ModeParams, AxesParam):
 
     @field_validator("kernel")
     @classmethod
-    def _kernel_ok(cls, v, info: ValidationInfo):
-        kernel_from_source(v, (info.context or {}).get("base_dir"))  # ValueError names the cause
+    def _kernel_ok(cls, v):
+        kernel_or_none(v)  # ValueError names the cause; a .npy path is read by convpipe.bind, not here
         return v
 
     @field_validator("normalize")
     @classmethod
     def _normalize_ok(cls, v, info: ValidationInfo):
         if "kernel" in info.data:  # a bad kernel was already reported on its own field
-            normalize(kernel_from_source(info.data["kernel"], (info.context or {}).get("base_dir")), v)
+            k = kernel_or_none(info.data["kernel"])
+            if k is not None:
+                normalize(k, v)
         return v
 
 
@@ -239,6 +242,19 @@ class GaussianParams(_ModeParams, AxesParam):
 
     _s = field_validator("sigma")(lambda v: _check_positive(v, "sigma"))
 
+    @field_validator("order")
+    @classmethod
+    def _order_ok(cls, v):
+        for o in (v.values() if isinstance(v, dict) else [v]):
+            if o > 16:  # scipy builds the derivative by o matrix products: a huge order would never end
+                raise ValueError(f"order must be a derivative order of at most 16, got {o!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _halo_ok(self):
+        limits.gaussian_ok(self.sigma, self.truncate)
+        return self
+
 
 @register
 class Gaussian(_LocalOp):
@@ -282,6 +298,11 @@ class SigmaParams(_ModeParams, AxesParam):
     axes: str | None = None
 
     _s = field_validator("sigma")(lambda v: _check_positive(v, "sigma"))
+
+    @model_validator(mode="after")
+    def _halo_ok(self):
+        limits.gaussian_ok(self.sigma, self.truncate)
+        return self
 
 
 class _GaussDerivs(_LocalOp):
@@ -351,6 +372,17 @@ class DogParams(OpParams, AxesParam):
 
     _s = field_validator("low_sigma", "high_sigma")(lambda v: v if v is None else _check_positive(v, "sigma"))
 
+    @model_validator(mode="after")
+    def _halo_ok(self):
+        limits.gaussian_ok(self.low_sigma, self.truncate, "low_sigma")
+        if self.high_sigma is not None:
+            limits.gaussian_ok(self.high_sigma, self.truncate, "high_sigma")
+        else:  # skimage's default high_sigma is 1.6 x low_sigma
+            low = self.low_sigma
+            limits.gaussian_ok({a: 1.6 * v for a, v in low.items()} if isinstance(low, dict) else 1.6 * low,
+                               self.truncate, "high_sigma (1.6 x low_sigma)")
+        return self
+
 
 @register
 class DifferenceOfGaussians(_LocalOp):
@@ -399,6 +431,11 @@ class UnsharpParams(OpParams, AxesParam):
 
     _s = field_validator("radius")(lambda v: _check_positive(v, "radius"))
 
+    @model_validator(mode="after")
+    def _halo_ok(self):
+        limits.gaussian_ok(self.radius, 4.0, "radius")
+        return self
+
 
 @register
 class UnsharpMask(_LocalOp):
@@ -436,7 +473,7 @@ class SizeParams(_ModeParams, AxesParam):
     size: PerAxisInt
     axes: str | None = None
 
-    _s = field_validator("size")(lambda v: _check_size(v))
+    _s = field_validator("size")(lambda v: limits.size_ok(_check_size(v)) or v)
 
 
 class _SizeOp(_LocalOp):
@@ -614,6 +651,9 @@ class DiffusionParams(_ModeParams, AxesParam):
             raise ValueError("diffusivity and time go together")
         if b and (self.steps is None or self.dt is None):
             raise ValueError("steps and dt go together")
+        if a:
+            limits.gaussian_ok(math.sqrt(min(2.0 * self.diffusivity * self.time, 1e300)), 4.0,
+                               "sigma = sqrt(2 * diffusivity * time)")
         return self
 
 
@@ -647,6 +687,11 @@ class Diffusion(_LocalOp):
     linear = True
     Params = DiffusionParams
     summary = "heat equation: gaussian with sigma=sqrt(2*D*t), or explicit steps of u += dt*laplace(u)"
+
+    @staticmethod
+    def expanded_count(params: DiffusionParams) -> int:
+        """How many ops this step runs as (each explicit step is one), known from the parameters alone."""
+        return int(params.steps or 1)
 
     def setup(self):
         p = self.params

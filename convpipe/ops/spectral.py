@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
+from ..limits import MAX_HALO
+
 from .base import AxesParam, Op, OpParams
 from .registry import register
 
@@ -226,6 +228,8 @@ class ButterworthParams(_SpectralParams):
     def _npad(cls, v):
         if v < 0:
             raise ValueError(f"npad must be >= 0, got {v}")
+        if v > MAX_HALO:
+            raise ValueError(f"npad must be at most {MAX_HALO}, got {v}")
         return v
 
 

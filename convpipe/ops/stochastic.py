@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, model_validator
 
-from ..kernels import kernel_from_source, normalize
+from ..kernels import kernel_from_source, kernel_or_none, normalize
 from .base import AxesParam, Mode, Op, OpParams
 from .registry import register
 
@@ -125,9 +125,10 @@ class StochasticParams(OpParams, AxesParam):
 
     @model_validator(mode="after")
     def _kernel_ok(self, info: ValidationInfo):
-        base = (info.context or {}).get("base_dir") if info else None
         try:
-            probabilities(kernel_from_source(self.kernel, base), self.normalize, self.temperature)
+            k = kernel_or_none(self.kernel)  # a .npy path is read by convpipe.bind, not here
+            if k is not None:
+                probabilities(k, self.normalize, self.temperature)
         except ValueError as e:
             raise ValueError(str(e)) from None
         return self

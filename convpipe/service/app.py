@@ -23,11 +23,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvpipeError, SpecError, SpecErrors
+from ..limits import MAX_SPEC_BYTES
 from .policy import Forbidden, Roots, prepare_submission, token_ok
 from .runner import Runner
 from .store import STATES, TERMINAL, Job, JobStore
 
-DEFAULT_MAX_BODY = 1 << 20
+#: The default request-body limit: the largest spec ``validate`` reads (convpipe.limits.MAX_SPEC_BYTES), so a
+#: spec the service refuses for its size is one validate refuses too, and parsing one takes about a second.
+DEFAULT_MAX_BODY = MAX_SPEC_BYTES
 LOG_CHUNK = 4 << 20
 
 
@@ -91,11 +94,12 @@ class Service:
             raise ConvpipeError(f"cannot open the job table {config.db}: {e}") from None
         self.jobs_dir = Path(str(config.db) + ".d")
         self.runner = Runner(self.store, self.jobs_dir, cluster=config.cluster, max_running=config.max_running,
-                             check=self._recheck, kill_grace=config.kill_grace, python=config.python)
+                             check=self._recheck, kill_grace=config.kill_grace, python=config.python,
+                             env=self.roots.env())
 
     def _recheck(self, job: Job) -> None:
         # Submission checked the paths; check again at start, since a symlink under a root may have been
-        # re-pointed outside it in between.
+        # re-pointed outside it in between (and the job checks each once more when it opens it).
         prepare_submission(job.spec, self.roots, source=f"job {job.id}")
 
     def start(self) -> None:

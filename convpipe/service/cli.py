@@ -20,6 +20,7 @@ from typing import Any, List, Optional
 import typer
 
 from ..errors import ConvpipeError, InputError
+from ..limits import MAX_SPEC_BYTES
 
 _SERVER_HELP = "service URL (default $CONVPIPE_SERVER or http://127.0.0.1:8765); the token comes from $CONVPIPE_TOKEN"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -66,7 +67,8 @@ def serve(
     root: List[str] = typer.Option(..., "--root", help="folder (or URL prefix) job inputs and outputs must lie under; repeatable"),
     cluster: str = typer.Option("threads", "--cluster", help="cluster every job runs on: threads | processes | local:N | tcp://... | tls://... | profile:NAME"),
     max_running: int = typer.Option(2, "--max-running", min=1, help="most jobs running at once"),
-    max_body: int = typer.Option(1 << 20, "--max-body", min=1024, help="largest request body in bytes"),
+    max_body: int = typer.Option(MAX_SPEC_BYTES, "--max-body", min=1024, max=MAX_SPEC_BYTES,
+                                 help="largest request body in bytes (at most the largest spec validate reads)"),
     max_queued: int = typer.Option(10_000, "--max-queued", min=1, help="most jobs waiting; further submissions get 429"),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True,
                                               help="write {url, pid} here once the service accepts requests"),
@@ -76,10 +78,11 @@ def serve(
 
     import uvicorn
 
-    from ..cluster import describe
+    from ..cluster import check_cluster, describe
     from .app import ServiceConfig, create_app
 
-    describe(cluster)  # a bad --cluster is a start-up error, not a failure of every job
+    check_cluster(cluster)  # a bad --cluster (tcp://host without a port) is a start-up error, not a failure
+    describe(cluster)       # of every job
     token = _read_token(token_file)
     if host not in _LOOPBACK:
         _echo(f"warning: listening on {host}: reachable from other machines over plain HTTP; "

@@ -1,25 +1,29 @@
-"""What the service accepts: bearer tokens, and specs whose every path lies under a ``--root``.
+"""What the service accepts: bearer tokens, and specs whose every location lies under a ``--root``.
 
-A submitted spec is data: it is parsed with :func:`convpipe.spec.load_spec_text` (safe YAML, no code),
-then every location it reads or writes (input, output, tables, kernel and template files) is resolved,
-``..`` and symlinks included, and must fall under one of the service's roots. The spec is then rewritten
-with those absolute locations, so what was checked is exactly what the job process opens.
+A submitted spec is data. It is first *parsed* (:func:`convpipe.spec.parse_spec_text`: safe YAML, no code,
+and no file read but the spec itself); every location it names (:meth:`convpipe.spec.Spec.locations`:
+input, output, tables, kernel and template files, a profile file) is then resolved, ``..`` and symlinks
+included, and must fall under one of the service's roots (an output strictly inside one). Only then is the
+spec *bound* (:func:`convpipe.bind.bind`: kernel and template files read and checked), so a file outside
+the roots is never read, and whether it exists is never told. The spec is finally rewritten with those
+absolute locations, so what was checked is exactly what the job process opens; the job process checks
+each again when it opens it (:func:`convpipe.roots.guard`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import hmac
-import os
-import posixpath
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from ..errors import ConvpipeError, SpecError
+from ..limits import MAX_SPEC_BYTES
+from ..roots import Roots, split_url
 
-from ..errors import ConvpipeError, InputError
+__all__ = ["Forbidden", "Roots", "Submission", "prepare_submission", "split_url", "token_ok"]
 
 
 class Forbidden(ConvpipeError):
@@ -27,75 +31,20 @@ class Forbidden(ConvpipeError):
 
 
 def token_ok(header: bytes | str | None, token: bytes) -> bool:
-    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant-time comparison)."""
+    """Whether an ``Authorization`` header is exactly ``Bearer <token>`` (the scheme in any case).
+
+    Nothing is stripped: a token with a character more or less is another token. The comparison takes the
+    same time whatever the header holds: both sides are hashed first (SHA-256), so neither where they
+    differ nor their lengths show in the response time.
+    """
     if not header or not token:
         return False
     if isinstance(header, str):
         header = header.encode("latin-1", "replace")
-    scheme, _, credentials = header.strip().partition(b" ")
-    # compare_digest runs in time independent of where the strings differ, so the token cannot be
-    # guessed byte by byte from response times.
-    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
-
-
-def _split_url(url: str) -> tuple[str | None, str]:
-    """(scheme, rest) for ``scheme://rest``; (None, path) for a local path or ``file://`` URL."""
-    if "://" not in url:
-        return None, url
-    scheme, rest = url.split("://", 1)
-    scheme = scheme.lower()
-    if scheme in ("file", "local"):
-        return None, rest
-    return scheme, rest
-
-
-class Roots:
-    """The folders (or URL prefixes) jobs may read and write.
-
-    Parameters
-    ----------
-    roots : list of str
-        Local folders (must exist) and/or URL prefixes such as ``s3://bucket/data``.
-    """
-
-    def __init__(self, roots: Sequence[str | os.PathLike]):
-        if not roots:
-            raise InputError("the service needs at least one --root folder that jobs may read and write")
-        self.local: list[Path] = []
-        self.remote: list[tuple[str, str]] = []
-        for r in roots:
-            scheme, rest = _split_url(str(r))
-            if scheme is None:
-                p = Path(os.path.realpath(os.path.expanduser(rest)))
-                if not p.is_dir():
-                    raise InputError(f"--root {r}: no such folder")
-                self.local.append(p)
-            else:
-                self.remote.append((scheme, posixpath.normpath("/" + rest).lstrip("/")))
-
-    @property
-    def base_dir(self) -> Path:
-        """Where relative paths in a submitted spec resolve: the first local root."""
-        return self.local[0] if self.local else Path.cwd()
-
-    def __str__(self) -> str:
-        return ", ".join([str(p) for p in self.local] + [f"{s}://{r}" for s, r in self.remote])
-
-    def contains(self, url: str) -> bool:
-        """Whether ``url`` lies under a root once ``..`` and symlinks are resolved."""
-        if "::" in url:  # fsspec chained URLs (simplecache::s3://...) could hide where data really goes
-            return False
-        scheme, rest = _split_url(url)
-        if scheme is None:
-            if not os.path.isabs(rest):
-                return False
-            # realpath resolves every symlink that exists, including one in a parent of a not-yet-written
-            # output, and folds '..' after resolving what precedes it, as the OS does when opening it.
-            real = Path(os.path.realpath(rest))
-            return any(real == root or real.is_relative_to(root) for root in self.local)
-        norm = posixpath.normpath("/" + rest).lstrip("/")
-        return any(scheme == s and (norm == r or norm.startswith(r.rstrip("/") + "/") or not r)
-                   for s, r in self.remote)
+    scheme, sep, credentials = header.partition(b" ")
+    ok_scheme = hmac.compare_digest(scheme.lower(), b"bearer") and bool(sep)
+    ok_token = hmac.compare_digest(hashlib.sha256(credentials).digest(), hashlib.sha256(token).digest())
+    return ok_scheme and ok_token
 
 
 @dataclass
@@ -108,56 +57,113 @@ class Submission:
     locations: dict[str, str]
 
 
-_PATH_PARAMS = ("table", "kernel", "template")
-
-
 def prepare_submission(text: str, roots: Roots, *, source: str = "<submitted spec>") -> Submission:
-    """Validate a submitted spec, check its locations against the roots and pin them as absolute.
+    """Parse a submitted spec, check its locations against the roots, bind it, and pin locations as absolute.
 
     Raises
     ------
     SpecError
-        The spec is invalid (HTTP 422).
+        The spec is invalid (HTTP 422); raised for a file only once its location passed the roots.
     Forbidden
-        A location lies outside every root, or the spec sets storage options (HTTP 403).
+        A location lies outside every root (an output or table is a root itself), or the spec sets
+        storage options (HTTP 403). Decided from the locations alone: nothing is read first.
     """
-    from ..spec import load_spec_text
+    from ..bind import bind
+    from ..spec import parse_spec_text
 
-    spec = load_spec_text(text, base_dir=roots.base_dir, source=source)
+    spec = parse_spec_text(text, base_dir=roots.base_dir, source=source)
+    locs = spec.locations()
+    for loc in locs:
+        if roots.contains(loc.resolved, strictly=loc.writes):
+            continue
+        if loc.writes and roots.contains(loc.resolved):
+            raise Forbidden(f"{loc.field} {loc.url!r} is one of the service's roots; an output lies strictly "
+                            "inside a root (overwriting a root would delete everything in it)")
+        raise Forbidden(f"{loc.field} {loc.url!r} lies outside the service's roots")
     raw: dict[str, Any] = copy.deepcopy(spec.raw)
-    locations: dict[str, str] = {}
-    outputs: list[str] = []
-
-    raw["input"]["url"] = locations["input.url"] = spec.resolve(spec.input.url)
-    if spec.output is not None:
-        raw["output"]["url"] = locations["output.url"] = spec.resolve(spec.output.url)
-        outputs.append(locations["output.url"])
-    for i, item in enumerate(raw.get("steps") or []):
-        if not isinstance(item, dict) or len(item) != 1:
-            continue
-        (op, params), = item.items()
-        if not isinstance(params, dict):
-            continue
-        for key in _PATH_PARAMS:
-            if isinstance(params.get(key), str):
-                params[key] = locations[f"steps[{i}].{op}.{key}"] = spec.resolve(params[key])
-                if key == "table":
-                    outputs.append(params[key])
-        if isinstance(params.get("kernels"), list):
-            for j, k in enumerate(params["kernels"]):
-                if isinstance(k, str):
-                    params["kernels"][j] = locations[f"steps[{i}].{op}.kernels[{j}]"] = spec.resolve(k)
-
-    for where, url in locations.items():
-        if not roots.contains(url):
-            raise Forbidden(f"{where} {url!r} lies outside the service's roots")
     for section in ("input", "output"):
         if (raw.get(section) or {}).get("storage_options"):
             # Storage options can point a URL at another endpoint; the operator configures storage.
             raise Forbidden(f"{section}.storage_options: submitted specs may not set storage options "
                             "(the service's operator configures storage access)")
-    # The service runs every job on its own cluster (--cluster); a spec must not make it connect elsewhere.
+    # The service runs every job on its own cluster (--cluster): the spec's is dropped, its profile never read.
+    bind(spec, cluster=False)
+    locations: dict[str, str] = {}
+    outputs: list[str] = []
+    for loc in locs:
+        if loc.kind == "profile":
+            continue
+        _set(raw, loc.loc, loc.resolved)
+        locations[loc.field] = loc.resolved
+        if loc.writes:
+            outputs.append(loc.resolved)
     if isinstance(raw.get("execution"), dict):
         raw["execution"].pop("cluster", None)
-    return Submission(name=spec.name, spec_text=yaml.safe_dump(raw, sort_keys=False),
-                      outputs=outputs, locations=locations)
+    text = dump_spec(raw)
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec with its locations made absolute is larger than {MAX_SPEC_BYTES} bytes "
+                        "(put large kernels in a .npy file)", path=source)
+    return Submission(name=spec.name, spec_text=text, outputs=outputs, locations=locations)
+
+
+def dump_spec(raw: dict) -> str:
+    """A spec as compact YAML the job reads back: one line per top-level key and per step, each value in flow
+    style with JSON strings (``nan``/``inf`` as YAML's ``.nan``/``.inf``). As large as the compact spec it came
+    from, never the several-fold block YAML, and fast (PyYAML's emitter takes seconds for a large kernel)."""
+    out = []
+    for key, value in raw.items():
+        if key == "steps" and isinstance(value, list) and value:
+            out.append(f"{_flow(key)}:")
+            out.extend(f"- {_flow(item)}" for item in value)
+        else:
+            out.append(f"{_flow(key)}: {_flow(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _flow(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ".nan"
+        if math.isinf(v):
+            return ".inf" if v > 0 else "-.inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _quoted(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_flow(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{_flow(k)}:{_flow(x)}" for k, x in v.items()) + "}"
+    return _quoted(str(v))  # a date YAML built: as text, as the spec validated it
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar holding exactly ``text``: escapes what YAML would fold or refuse raw
+    (control characters, DEL and C1, NEL and the Unicode line separators, BOM, non-characters)."""
+    out = ['"']
+    for ch in text:
+        c = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif 0x20 <= c < 0x7F or (0xA0 <= c < 0xD800 and c not in (0x2028, 0x2029)) or 0xE000 <= c < 0xFEFF \
+                or 0xFF00 <= c < 0xFFFE or 0x10000 <= c:
+            out.append(ch)
+        elif c <= 0xFF:
+            out.append(f"\\x{c:02x}")
+        else:
+            out.append(f"\\u{c:04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _set(raw: Any, loc: tuple, value: str) -> None:
+    """Set ``raw`` at the YAML path ``loc`` (``('steps', 2, 'correlate', 'kernel')``)."""
+    node = raw
+    for key in loc[:-1]:
+        node = node[key]
+    node[loc[-1]] = value

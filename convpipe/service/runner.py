@@ -85,11 +85,14 @@ class Runner:
         symlink may have changed since submission).
     kill_grace : float
         Seconds between SIGTERM and SIGKILL when stopping a job.
+    env : dict, optional
+        Extra environment of every job process: the service hands its roots this way, so the job checks
+        each location again when it opens it (:func:`convpipe.roots.guard`).
     """
 
     def __init__(self, store: JobStore, jobs_dir: Path, *, cluster: str = "threads", max_running: int = 2,
                  check: Callable[[Job], None] | None = None, kill_grace: float = 5.0,
-                 python: str = sys.executable, poll_interval: float = 0.1):
+                 python: str = sys.executable, poll_interval: float = 0.1, env: dict[str, str] | None = None):
         if max_running < 1:
             raise ValueError("max_running must be >= 1")
         self.store = store
@@ -100,6 +103,7 @@ class Runner:
         self.kill_grace = kill_grace
         self.python = python
         self.poll_interval = poll_interval
+        self.env = dict(env or {})
         self._live: dict[str, _Live] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -224,6 +228,7 @@ class Runner:
         env.pop("CONVPIPE_TOKEN", None)  # a job has no business with the service's credentials
         env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they happen
         env["CONVPIPE_JOB_ID"] = job.id
+        env.update(self.env)
         pythonpath = child_pythonpath(env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
