@@ -295,6 +295,27 @@ class Pipeline:
                                           axes=plan.output.axes, input_ome=ome.get("info"),
                                           input_level=spec.input.level, storage_options=so,
                                           compute=cl.compute, name=spec.name)
+            # still in the try: a Ctrl-C while tables are merged leaves an incomplete output to resume
+            _check_input_unchanged(prov["input_data"], arr, in_url, spec.input.storage_options, out_url)
+            outputs = {"image": out_url}
+            if want_ome:
+                outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method,
+                                  "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
+            for op, ts in tables.values():
+                rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
+                                    "step": op.step.path if op.step is not None else op.name},
+                                   merge=getattr(op, "merge_rows", None))
+                outputs[op.step.path if op.step is not None else op.name] = {"table": ts.url, "rows": rows}
+            elapsed = time.perf_counter() - t0
+            prov["complete"] = True
+            prov["outputs"] = outputs
+            prov["elapsed_s"] = round(elapsed, 3)
+            # the completeness mark is the last write (on the group of an OME output, else on the array)
+            (provenance_node(out_url, so) if want_ome else sink).attrs.update({"convpipe": prov})
+            if want_ome:
+                # a complete OME group keeps only NGFF members: zarr warns about the foreign ".convpipe" folder
+                # whenever a viewer lists the group, and a complete output never needs its manifest again
+                manifest.clear()
         except ConvpipeError:
             raise
         except KeyboardInterrupt:
@@ -305,26 +326,6 @@ class Pipeline:
         except Exception as e:
             raise ExecutionError(f"failed while running {spec.name!r} (output left incomplete; --resume "
                                  f"finishes it): {type(e).__name__}: {e}") from e
-        _check_input_unchanged(prov["input_data"], arr, in_url, spec.input.storage_options, out_url)
-        outputs = {"image": out_url}
-        if want_ome:
-            outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method,
-                              "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
-        for op, ts in tables.values():
-            rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
-                                "step": op.step.path if op.step is not None else op.name},
-                               merge=getattr(op, "merge_rows", None))
-            outputs[op.step.path if op.step is not None else op.name] = {"table": ts.url, "rows": rows}
-        elapsed = time.perf_counter() - t0
-        prov["complete"] = True
-        prov["outputs"] = outputs
-        prov["elapsed_s"] = round(elapsed, 3)
-        # the completeness mark is the last write (on the group of an OME output, else on the array)
-        (provenance_node(out_url, so) if want_ome else sink).attrs.update({"convpipe": prov})
-        if want_ome:
-            # a complete OME group keeps only NGFF members: zarr warns about the foreign ".convpipe" folder
-            # whenever a viewer lists the group, and a complete output never needs its manifest again
-            manifest.clear()
         total = int(np.prod(plan.output.shape, dtype=np.int64))
         return RunResult(out_url, elapsed, total, plan.tasks, n_tiles, len(skip), outputs,
                          timings=monitor.to_dict(), plan=plan, computed_voxels=total - _tile_voxels(plan, skip))

@@ -646,7 +646,7 @@ def build_report(pipeline: Any, result: Any, *, plan: Any = None, timings: Mappi
 
     # ------------------------------------------------------------ summary
     peak, peak_note = _memory_text(timings)
-    vps = result.voxels / result.elapsed if result.elapsed > 0 else float("nan")
+    vps = result.voxels_per_second if result.elapsed > 0 else float("nan")  # a resume: the voxels it computed
     cards = [("elapsed", _fmt_s(float(result.elapsed))), ("throughput", _fmt_rate(vps)),
              ("voxels", f"{result.voxels:,}"), ("tasks", f"{result.tasks:,}"),
              ("tiles", f"{result.tiles:,}" + (f" ({result.skipped_tiles} resumed)" if result.skipped_tiles else "")),

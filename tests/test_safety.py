@@ -869,3 +869,79 @@ def test_a_truncated_tiff_gives_one_line_and_no_tifffile_chatter(tmp_path, compr
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [_one_error(r.stderr)], r.stderr  # the error line, nothing before
     assert "truncated" in r.stderr
+
+
+# --------------------------------------------------------------------------- the same on S3 (moto's server)
+
+
+BUCKET = "convpipe-safety"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server on loopback with one bucket (skipped where moto or s3fs is not installed)."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    pytest.importorskip("s3fs", reason="s3fs is not installed")
+    boto3 = pytest.importorskip("boto3", reason="boto3 is not installed")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = "http://127.0.0.1:%d" % port
+    boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def test_s3_aliases_overwrite_and_data_digest(s3_endpoint):
+    import s3fs
+
+    endpoint = s3_endpoint
+    so = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint}}
+    fs = s3fs.S3FileSystem(key="test", secret="test", client_kwargs={"endpoint_url": endpoint})
+    inp, out = f"s3://{BUCKET}/safety/in.zarr", f"s3://{BUCKET}/safety/out.zarr"
+    data = _data(8)
+    z = zarr.create_array(store=inp, shape=data.shape, chunks=CHUNKS, dtype=data.dtype, compressors=None,
+                          storage_options=so)
+    z[...] = data
+
+    def state():
+        fs.invalidate_cache()
+        return {k: fs.info(k)["ETag"] for k in fs.find(f"{BUCKET}/safety")}
+
+    def spec(url):
+        return {"convpipe": 1, "input": {"url": inp, "storage_options": so},
+                "output": {"url": url, "storage_options": so, "overwrite": True}, "steps": STEPS,
+                "execution": {"tile": dict(zip("zyx", CHUNKS))}}
+
+    before = state()
+    for alias in (inp + "/", f"s3a://{BUCKET}/safety/in.zarr", f"s3://{BUCKET}//safety/in.zarr", inp + "/c",
+                  f"s3://{BUCKET}/safety"):
+        with pytest.raises(InputError, match="the input"):
+            convpipe.load(spec(alias)).run()
+        assert state() == before, alias
+    convpipe.load(spec(out)).run()
+    convpipe.load(spec(out)).run()  # only Zarr data there: replaced
+    fs.pipe(f"{BUCKET}/safety/out.zarr/c/0/README", b"mine")
+    with pytest.raises(OutputExistsError, match="c/0/README"):
+        convpipe.load(spec(out)).run()
+    assert fs.cat(f"{BUCKET}/safety/out.zarr/c/0/README") == b"mine"
+    fs.rm(f"{BUCKET}/safety/out.zarr/c/0/README")
+    # a resume after the input's values changed (same sizes: the ETags tell) is refused
+    convpipe.load(spec(out)).run()
+    node = zarr.open_array(store=out, mode="r+", storage_options=so)
+    node.attrs["convpipe"] = dict(node.attrs["convpipe"], complete=False)
+    d0 = data_digest(z, inp, so)
+    assert d0["versions"] and d0["objects"] == 18
+    z[0:2, 0:16, 0:16] = data[0:2, 0:16, 0:16][::-1]
+    d1 = data_digest(z, inp, so)
+    assert d1["bytes"] == d0["bytes"] and d1["digest"] != d0["digest"]
+    with pytest.raises(InputError, match="input's data changed"):
+        convpipe.load(spec(out)).run(resume=True, overwrite=False)
+    fs.rm(f"{BUCKET}/safety", recursive=True)
