@@ -231,9 +231,6 @@ class Pipeline:
                                meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
-        if log:
-            log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
-                f"{plan.tasks} tasks on {spec.execution.cluster}")
         monitor = RunMonitor()
         pyramid_method = pyramid_method_for(plan.output.dtype)
         created = decision.action == "resume"
@@ -257,6 +254,9 @@ class Pipeline:
                     manifest.clear()
                     for _, ts in tables.values():
                         ts.clear()
+                if log:
+                    log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
+                        f"{plan.tasks} tasks on {spec.execution.cluster}")
                 from .backends import pass_annotations, warmup, worker_resources
 
                 if log and choice.requested != "cpu":

@@ -78,8 +78,8 @@ def run(
 
     from .errors import RunInterrupted
 
-    p = load(spec)
     try:
+        p = load(spec)
         with _Progress(p.spec.name) as prog:
             res = p.run(input=input, output=output, cluster=cluster, backend=backend,
                         overwrite=True if overwrite else None, resume=resume, progress=prog,

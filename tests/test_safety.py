@@ -728,7 +728,7 @@ def _slow_spec(tmp_path: Path, cluster: str = "threads") -> Path:
                  execution={"cluster": cluster, "tile": {"z": 1, "y": 64, "x": 64}})
 
 
-@pytest.mark.parametrize("cluster", ["threads", "processes"])
+@pytest.mark.parametrize("cluster", ["threads", "processes", pytest.param("local:2", marks=pytest.mark.slow)])
 def test_ctrl_c_says_how_many_tiles_are_written_and_resume_finishes(tmp_path, cluster):
     spec = _slow_spec(tmp_path, cluster)
     out = tmp_path / "out.zarr"
