@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,8 +199,3 @@ def enclosing_image(url: str, storage_options: Mapping[str, Any] | None = None) 
             return parent
     return None
 
-
-def footprint(url: str, extra_suffixes: Iterable[str] = ()) -> list[str]:
-    """``url`` and the siblings a writer makes next to it (a table's ``.parts`` folder and ``.tmp`` file)."""
-    base = str(url).rstrip("/")
-    return [str(url)] + [base + s for s in extra_suffixes]

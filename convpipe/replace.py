@@ -13,7 +13,8 @@ Zarr data, relative to a node folder (one holding ``zarr.json``, ``.zarray`` or 
 * in a group: child nodes, each following the same rules;
 * at the top: the run's ``.convpipe`` manifest folder.
 
-Works on local folders (symlinks inside count as foreign: zarr never makes them) and on every fsspec file
+Works on local folders (symlinks inside count as foreign: zarr never makes them; the output path itself
+may be a link, judged by its target) and on every fsspec file
 system (listing through ``fs.find``).
 """
 
@@ -118,8 +119,7 @@ def foreign_entry(url: str, storage_options: Mapping[str, Any] | None = None) ->
     """
     fs, root, local = _fs(str(url), storage_options)
     if local:
-        if os.path.islink(root):
-            return "is a symbolic link, not a Zarr array or group"
+        root = os.path.realpath(root)  # an output reached through a link is judged by what it points at
         if not os.path.lexists(root):
             return None
         if not os.path.isdir(root):
