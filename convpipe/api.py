@@ -414,15 +414,14 @@ def _memory_message(e: MemoryError, plan: Plan) -> str:
         else None
     tile = ", ".join(f"{a}: {n}" for a, n in pp.tile.items())
     halo = {a: lo + hi + 1 for a, (lo, hi) in op.halo().items() if lo or hi}
-    window = (f" with a window of {', '.join(f'{a}: {n}' for a, n in halo.items())} "
-              f"({int(np.prod(list(halo.values()))):,} voxels per output voxel)") if halo else ""
+    what = (f"with a window of {', '.join(f'{a}: {n}' for a, n in halo.items())} "
+            f"({int(np.prod(list(halo.values()))):,} voxels per output voxel)") if halo else op.describe()
     detail = f" ({e})" if str(e) else ""
-    return (f"out of memory in {where}{f' (line {line})' if line else ''}: {op.describe()} on tiles of "
-            f"{{{tile}}}{window}; the plan estimated {_fmt_bytes(pp.mem_per_task)} per task and "
-            f"{_fmt_bytes(plan.memory_per_worker)} per worker{detail}. Use a smaller window or a smaller "
-            "execution.tile, or give each worker more memory (fewer workers, execution.memory_limit); the "
-            "output is left incomplete (--resume finishes it)")
-
+    return (f"out of memory in {where}{f' (line {line})' if line else ''} on tiles of {{{tile}}}, {what}: the "
+            f"plan estimated {_fmt_bytes(pp.mem_per_task)} per task and {_fmt_bytes(plan.memory_per_worker)} per "
+            f"worker, the step needed more{detail}. Use a smaller window or a smaller execution.tile, or give "
+            "each worker more memory (fewer workers, execution.memory_limit); the output is left incomplete "
+            "(--resume finishes it)")
 
 
 def _bind_input(plan: Plan, array: Any, axes: str) -> None:
