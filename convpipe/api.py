@@ -216,12 +216,13 @@ class Pipeline:
         if decision.action == "resume":
             if list(state.get("tile", [])) != tile_list:
                 plan = self._plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info, be)
+                tables = _table_sinks(plan, spec, so)  # the same places, keyed by the new plan's ops
             want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
             skip = manifest.done()
         else:  # create or replace: refused here, before anything is deleted, unless only Zarr data is there
             check_replaceable(out_url, so)
-            for what, ts in tables.values():
-                check_table(ts.url, so, what=what)
+            for op, ts in tables.values():
+                check_table(ts.url, so, what=f"{op.step.path if op.step is not None else op.name}.table")
         _bind_input(plan, arr, axes)
         from .plan import read_chunks
 

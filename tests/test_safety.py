@@ -421,7 +421,7 @@ def test_a_table_path_holding_something_else_is_refused(tmp_path, capsys, what):
                                                                      "table": str(tab)}}])
     before = snapshot(tmp_path)
     rc, _, err = _cli(capsys, "run", spec)
-    assert rc == 1 and "Parquet" in _one_error(err)
+    assert rc == 1 and "Parquet" in _one_error(err) and "steps[0].peaks.table" in _one_error(err)
     assert snapshot(tmp_path) == before
     if what == "text-file":  # an earlier table is replaced as before
         tab.unlink()
@@ -948,3 +948,40 @@ def test_s3_aliases_overwrite_and_data_digest(s3_endpoint):
     with pytest.raises(InputError, match="input's data changed"):
         convpipe.load(spec(out)).run(resume=True, overwrite=False)
     fs.rm(f"{BUCKET}/safety", recursive=True)
+
+
+def test_resume_with_another_tile_in_the_spec_keeps_every_table_row(tmp_path):
+    """Interrupted (Ctrl-C in the API), resumed with a spec naming another tile: the recorded tile is kept, and the
+    table holds exactly the rows of an uninterrupted run."""
+    import pyarrow.parquet as pq
+
+    from convpipe.errors import RunInterrupted
+
+    a = np.random.default_rng(11).random((4, 64, 64)).astype(np.float32)
+    _array(tmp_path / "in.zarr", a, chunks=(1, 16, 16))
+    steps = [{"gaussian": {"sigma": 1}}, {"peaks": {"radius": 2, "threshold": 0.55, "table": "t.parquet"}}]
+    tile = {"z": 1, "y": 16, "x": 16}
+    convpipe.load(_spec(tmp_path, "in.zarr", "ref.zarr", steps=[steps[0], {"peaks": {**steps[1]["peaks"],
+                                                                                     "table": "ref.parquet"}}],
+                        name="ref.yaml", execution={"tile": tile})).run()
+    spec = _spec(tmp_path, "in.zarr", "out.zarr", steps=steps, execution={"tile": tile})
+
+    def stop(done, total):
+        if done >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as e:
+        convpipe.load(spec).run(progress=stop)
+    assert e.value.written >= 10 and e.value.tiles == 64
+    other = _spec(tmp_path, "in.zarr", "out.zarr", steps=steps, execution={"tile": {"z": 2, "y": 32, "x": 32}})
+    res = convpipe.load(other).run(resume=True)
+    assert res.skipped_tiles >= 10
+
+    def rows(path):
+        t = pq.read_table(path)
+        return sorted(zip(*[t.column(c).to_pylist() for c in t.column_names]))
+
+    ref = rows(tmp_path / "ref.parquet")
+    assert len(ref) > 0 and rows(tmp_path / "t.parquet") == ref
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[...],
+                                  zarr.open_array(str(tmp_path / "ref.zarr"))[...])
