@@ -11,12 +11,13 @@ import numpy as np
 
 from . import __version__
 from .cluster import describe, open_cluster
-from .errors import ConvpipeError, ExecutionError, InputError, OutputExistsError, SpecError
-from .io import Manifest, create_output, fingerprint, open_input, output_state
+from .errors import ConvpipeError, ExecutionError, InputError, RunInterrupted, SpecError
+from .io import Manifest, create_output, data_digest, fingerprint, open_input, output_state
 from .outputs import (create_ome_output, finish_ome_output, is_ome_output, ome_output_problem, open_sink,
                       provenance_node)
 from .outputs import pyramid_method as pyramid_method_for
 from .plan import ArrayInfo, Plan, make_plan, parse_bytes
+from .replace import check_replaceable, check_table
 from .report import RunMonitor
 from .spec import AXES_ORDER, Spec, load_spec
 
@@ -36,10 +37,14 @@ class RunResult:
     timings: dict = field(default_factory=dict, repr=False)
     #: the Plan the run executed (for reports); None for a resume that found nothing to do
     plan: Any = field(default=None, repr=False, compare=False)
+    #: output voxels this run computed (a resume skips the recorded tiles); None: all of ``voxels``
+    computed_voxels: int | None = None
 
     @property
     def voxels_per_second(self) -> float:
-        return self.voxels / self.elapsed if self.elapsed > 0 else float("inf")
+        """Throughput of this run: the voxels it computed (not those a resume found done) per second."""
+        n = self.voxels if self.computed_voxels is None else self.computed_voxels
+        return n / self.elapsed if self.elapsed > 0 else float("inf")
 
 
 def load(source: str | os.PathLike | dict | Spec) -> "Pipeline":
@@ -158,12 +163,23 @@ class Pipeline:
             log: Callable[[str], None] | None = None) -> RunResult:
         """Run the pipeline from the input to the output Zarr.
 
-        An existing output is refused unless ``overwrite``; an output left incomplete by an interrupted run
-        is refused unless ``resume`` (finish it, recomputing only unrecorded tiles) or ``overwrite``.
+        An existing output is refused unless ``overwrite`` (which replaces only Zarr data); an output left
+        incomplete by an interrupted run is refused unless ``resume`` (finish it, recomputing only unrecorded
+        tiles) or ``overwrite``. ``resume`` wins over ``overwrite`` for an output of the same spec and input.
+        An output or table that equals, contains or lies inside the input, by any name, is refused. Nothing
+        is written before these checks pass and the cluster answers.
+
+        Raises
+        ------
+        RunInterrupted
+            On Ctrl-C (a ``KeyboardInterrupt``), saying how many tiles were written.
         """
+        import contextlib
+
         import dask.array as da
 
         from .execute import ProgressCounter, execute
+        from .resume import decide
 
         spec = self.spec.with_overrides(input=input, output=output, cluster=cluster, backend=backend,
                                         overwrite=overwrite, tile=tile)
@@ -177,64 +193,38 @@ class Pipeline:
         info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
         plan = self._plan_for(spec, info, be)
         out_url = spec.resolve(spec.output.url)
-        if os.path.abspath(out_url) == os.path.abspath(in_url):
-            raise InputError(f"output {out_url} is the input; write somewhere else")
-        want_ome = _want_ome(spec, ome, plan.output.axes, log)
         so = spec.output.storage_options
+        tables = _table_sinks(plan, spec, so)
+        _check_places(spec, in_url, bool(ome), out_url, tables)  # before anything is opened for writing
+        want_ome = _want_ome(spec, ome, plan.output.axes, log)
         fp = fingerprint(arr, in_url)
-        state = output_state(out_url, so)
-        skip: set[str] = set()
         manifest = Manifest(out_url, so)
         tile_list = [plan.passes[-1].tile[a] for a in plan.output.axes]
         prov = {"complete": False, "spec": spec.canonical(), "spec_hash": spec.hash(), "version": __version__,
-                "input_fingerprint": fp, "input_url": in_url, "tile": tile_list, "axes": plan.output.axes,
-                "spec_dir": str(spec.base_dir)}
-        if state is not None and not spec.output.overwrite:
-            if not resume:
-                if state.get("complete") is False:
-                    raise OutputExistsError(f"output {out_url} is incomplete (an earlier run was interrupted): "
-                                            "use --resume to finish it or --overwrite to start again")
-                raise OutputExistsError(f"output {out_url} exists; use --overwrite to replace it")
-            if not state:
-                raise OutputExistsError(f"output {out_url} exists and was not written by convpipe; "
-                                        "refusing to resume into it (use --overwrite)")
-            if state.get("complete") and state.get("spec_hash") == prov["spec_hash"] \
-                    and state.get("input_fingerprint") == fp:
-                if log:
-                    log(f"output {out_url} is already complete; nothing to resume")
-                return RunResult(out_url, 0.0, int(np.prod(plan.output.shape)), 0, plan.passes[-1].n_tiles,
-                                 plan.passes[-1].n_tiles)
-            if state.get("spec_hash") != prov["spec_hash"]:
-                raise InputError(f"cannot resume {out_url}: the spec changed since it was written "
-                                 "(use --overwrite to start again)")
-            if state.get("input_fingerprint") != fp:
-                raise InputError(f"cannot resume {out_url}: the input changed since it was written "
-                                 "(use --overwrite to start again)")
+                "input_fingerprint": fp, "input_data": data_digest(arr, in_url, spec.input.storage_options),
+                "input_url": in_url, "tile": tile_list, "axes": plan.output.axes, "spec_dir": str(spec.base_dir)}
+        state = output_state(out_url, so)
+        decision = decide(state, prov, out_url=out_url, resume=resume, overwrite=bool(spec.output.overwrite))
+        if decision.action == "complete":
+            if log:
+                log(f"output {out_url} is already complete; nothing to resume")
+            n = plan.passes[-1].n_tiles
+            return RunResult(out_url, 0.0, int(np.prod(plan.output.shape, dtype=np.int64)), 0, n, n,
+                             computed_voxels=0)
+        if decision.note and log:
+            log(decision.note)
+        skip: set[str] = set()
+        if decision.action == "resume":
             if list(state.get("tile", [])) != tile_list:
                 plan = self._plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info, be)
-            sink = open_sink(out_url, so)
+                tables = _table_sinks(plan, spec, so)  # the same places, keyed by the new plan's ops
             want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
             skip = manifest.done()
-        else:
-            make = create_ome_output if want_ome else create_output
-            extra = ({"axes": plan.output.axes, "input_ome": ome.get("info"), "input_level": spec.input.level,
-                      "name": spec.name} if want_ome else {})
-            sink = make(out_url, shape=plan.output.shape, chunks=plan.output.chunks,
-                        dtype=plan.output.dtype, zarr_format=spec.output.zarr_format,
-                        attrs={"convpipe": prov}, overwrite=bool(spec.output.overwrite or state is not None),
-                        storage_options=so, **extra)
-            manifest.clear()
+        else:  # create or replace: refused here, before anything is deleted, unless only Zarr data is there
+            check_replaceable(out_url, so)
+            for op, ts in tables.values():
+                check_table(ts.url, so, what=f"{op.step.path if op.step is not None else op.name}.table")
         _bind_input(plan, arr, axes)
-        tables = {}
-        for pp in plan.passes:
-            for op in pp.ops:
-                if getattr(op, "emits_table", False) and getattr(op.params, "table", None):
-                    from .tables import TableSink
-
-                    tables[id(op)] = (op, TableSink(spec.resolve(op.params.table), so))
-        if not skip:
-            for _, ts in tables.values():
-                ts.clear()
         from .plan import read_chunks
 
         rc = read_chunks(info, plan.passes[0].tile)
@@ -243,13 +233,32 @@ class Pipeline:
                                meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
-        if log:
-            log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
-                f"{plan.tasks} tasks on {spec.execution.cluster}")
         monitor = RunMonitor()
         pyramid_method = pyramid_method_for(plan.output.dtype)
+        created = decision.action == "resume"
         try:
-            with open_cluster(spec.execution.cluster, log=log) as cl, monitor, monitor.callback():
+            with contextlib.ExitStack() as stack:
+                # the cluster first: one that does not answer must leave nothing behind
+                cl = stack.enter_context(open_cluster(spec.execution.cluster, log=log))
+                stack.enter_context(monitor)
+                stack.enter_context(monitor.callback())
+                if decision.action == "resume":
+                    sink = open_sink(out_url, so)
+                else:
+                    make = create_ome_output if want_ome else create_output
+                    extra = ({"axes": plan.output.axes, "input_ome": ome.get("info"),
+                              "input_level": spec.input.level, "name": spec.name} if want_ome else {})
+                    sink = make(out_url, shape=plan.output.shape, chunks=plan.output.chunks,
+                                dtype=plan.output.dtype, zarr_format=spec.output.zarr_format,
+                                attrs={"convpipe": prov}, overwrite=decision.action == "replace",
+                                storage_options=so, **extra)
+                    created = True
+                    manifest.clear()
+                    for _, ts in tables.values():
+                        ts.clear()
+                if log:
+                    log(f"running {spec.name!r}: {n_tiles} tiles ({len(skip)} already done), "
+                        f"{plan.tasks} tasks on {spec.execution.cluster}")
                 from .backends import pass_annotations, warmup, worker_resources
 
                 if log and choice.requested != "cpu":
@@ -288,37 +297,133 @@ class Pipeline:
                                           axes=plan.output.axes, input_ome=ome.get("info"),
                                           input_level=spec.input.level, storage_options=so,
                                           compute=cl.compute, name=spec.name)
+            # still in the try: a Ctrl-C while tables are merged leaves an incomplete output to resume
+            _check_input_unchanged(prov["input_data"], arr, in_url, spec.input.storage_options, out_url)
+            outputs = {"image": out_url}
+            if want_ome:
+                outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method,
+                                  "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
+            for op, ts in tables.values():
+                rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
+                                    "step": op.step.path if op.step is not None else op.name},
+                                   merge=getattr(op, "merge_rows", None))
+                outputs[op.step.path if op.step is not None else op.name] = {"table": ts.url, "rows": rows}
+            elapsed = time.perf_counter() - t0
+            prov["complete"] = True
+            prov["outputs"] = outputs
+            prov["elapsed_s"] = round(elapsed, 3)
+            # the completeness mark is the last write (on the group of an OME output, else on the array)
+            (provenance_node(out_url, so) if want_ome else sink).attrs.update({"convpipe": prov})
+            if want_ome:
+                # a complete OME group keeps only NGFF members: zarr warns about the foreign ".convpipe" folder
+                # whenever a viewer lists the group, and a complete output never needs its manifest again
+                manifest.clear()
         except ConvpipeError:
             raise
         except KeyboardInterrupt:
-            raise
+            written = len(manifest.done() & _all_keys(plan)) if created else None
+            raise RunInterrupted(out_url, written, n_tiles) from None
         except MemoryError as e:
-            raise ExecutionError(f"out of memory while running (output left incomplete; --resume finishes it): "
-                                 f"{e}") from None
+            raise ExecutionError(_memory_message(e, plan)) from None
         except Exception as e:
             raise ExecutionError(f"failed while running {spec.name!r} (output left incomplete; --resume "
                                  f"finishes it): {type(e).__name__}: {e}") from e
-        outputs = {"image": out_url}
-        if want_ome:
-            outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method,
-                              "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
-        for op, ts in tables.values():
-            rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": fp, "version": __version__,
-                                "step": op.step.path if op.step is not None else op.name},
-                               merge=getattr(op, "merge_rows", None))
-            outputs[op.step.path if op.step is not None else op.name] = {"table": ts.url, "rows": rows}
-        elapsed = time.perf_counter() - t0
-        prov["complete"] = True
-        prov["outputs"] = outputs
-        prov["elapsed_s"] = round(elapsed, 3)
-        # the completeness mark is the last write (on the group of an OME output, else on the array)
-        (provenance_node(out_url, so) if want_ome else sink).attrs.update({"convpipe": prov})
-        if want_ome:
-            # a complete OME group keeps only NGFF members: zarr warns about the foreign ".convpipe" folder
-            # whenever a viewer lists the group, and a complete output never needs its manifest again
-            manifest.clear()
-        return RunResult(out_url, elapsed, int(np.prod(plan.output.shape, dtype=np.int64)), plan.tasks,
-                         n_tiles, len(skip), outputs, timings=monitor.to_dict(), plan=plan)
+        total = int(np.prod(plan.output.shape, dtype=np.int64))
+        return RunResult(out_url, elapsed, total, plan.tasks, n_tiles, len(skip), outputs,
+                         timings=monitor.to_dict(), plan=plan, computed_voxels=total - _tile_voxels(plan, skip))
+
+
+def _table_sinks(plan: Plan, spec: Spec, storage_options: dict) -> dict:
+    """id(op) -> (op, TableSink) for every op writing a table (nothing is touched yet)."""
+    from .tables import TableSink
+
+    tables = {}
+    for pp in plan.passes:
+        for op in pp.ops:
+            if getattr(op, "emits_table", False) and getattr(op.params, "table", None):
+                tables[id(op)] = (op, TableSink(spec.resolve(op.params.table), storage_options))
+    return tables
+
+
+def _check_places(spec: Spec, in_url: str, in_is_group: bool, out_url: str, tables: dict) -> None:
+    """Refuse (InputError) an output or table that equals, contains or lies inside the input, or another one.
+
+    The input is its whole OME-Zarr image when it names one level of one (``img.zarr/0``): writing
+    another level of that group would replace part of the image. A table also owns its ``.parts`` folder
+    and ``.tmp`` file.
+    """
+    from .locations import check_apart, enclosing_image, locate
+
+    iso, oso = spec.input.storage_options, spec.output.storage_options
+    reads = [("the input", locate(in_url, iso))]
+    if not in_is_group:
+        image = enclosing_image(in_url, iso)
+        if image is not None:
+            reads.append(("the OME-Zarr image of the input", locate(image, iso)))
+    writes = [("output.url", locate(out_url, oso))]
+    for op, ts in tables.values():
+        where = f"{op.step.path}.table" if op.step is not None else f"{op.name}.table"
+        base = ts.url.rstrip("/")
+        writes += [(where, locate(u, oso)) for u in (ts.url, base + ".parts", base + ".tmp")]
+    check_apart(reads, writes)
+
+
+def _check_input_unchanged(started: dict, arr: Any, url: str, storage_options: dict, out_url: str) -> None:
+    """The input must hold the same data at the end of the run as at its start, or nothing is marked done."""
+    now = data_digest(arr, url, storage_options)
+    if now.get("digest") != started.get("digest"):
+        raise ExecutionError(f"the input {url} changed while the run read it (its chunk objects were rewritten, "
+                             f"added or deleted); output {out_url} is left incomplete: run again with "
+                             "--overwrite once the input is settled")
+
+
+def _tile_voxels(plan: Plan, keys: set[str]) -> int:
+    """Voxels of the last pass's tiles named by ``keys`` (resumed tiles, for the throughput line)."""
+    pp = plan.passes[-1]
+    grid = pp.tile_grid()
+    total = 0
+    for key in keys:
+        parts = key.split(".")
+        if parts[0] != f"p{pp.index}" or len(parts) != len(grid) + 1:
+            continue
+        try:
+            idx = [int(p) for p in parts[1:]]
+            total += int(np.prod([grid[a][i][1] - grid[a][i][0] for a, i in enumerate(idx)], dtype=np.int64))
+        except (ValueError, IndexError):
+            continue
+    return total
+
+
+def _memory_message(e: MemoryError, plan: Plan) -> str:
+    """What ran out of memory, on what, and what to change: a MemoryError alone often says nothing."""
+    from .ops.base import Op
+    from .plan import _fmt_bytes
+
+    op = None
+    tb = e.__traceback__
+    while tb is not None:  # the innermost op on the stack (in-process schedulers keep the frames)
+        s = tb.tb_frame.f_locals.get("self")
+        if isinstance(s, Op):
+            op = s
+        tb = tb.tb_next
+    pp = next((p for p in plan.passes if op is not None and op in p.ops),
+              max(plan.passes, key=lambda p: p.mem_per_task))
+    if op is None:
+        op = max(pp.ops, key=lambda o: int(np.prod([lo + hi + 1 for lo, hi in o.halo().values()] or [1])))
+    step = op.step
+    where = step.path if step is not None else op.name
+    line = step.spec.line_of(("steps", step.index, step.name)) if step is not None and step.spec is not None \
+        else None
+    tile = ", ".join(f"{a}: {n}" for a, n in pp.tile.items())
+    halo = {a: lo + hi + 1 for a, (lo, hi) in op.halo().items() if lo or hi}
+    what = (f"with a window of {', '.join(f'{a}: {n}' for a, n in halo.items())} "
+            f"({int(np.prod(list(halo.values()))):,} voxels per output voxel)") if halo else op.describe()
+    detail = f" ({e})" if str(e) else ""
+    return (f"out of memory in {where}{f' (line {line})' if line else ''} on tiles of {{{tile}}}, {what}: the "
+            f"plan estimated {_fmt_bytes(pp.mem_per_task)} per task and {_fmt_bytes(plan.memory_per_worker)} per "
+            f"worker, the step needed more{detail}. Use a smaller window or a smaller execution.tile, or give "
+            "each worker more memory (fewer workers, execution.memory_limit); the output is left incomplete "
+            "(--resume finishes it)")
 
 
 def _bind_input(plan: Plan, array: Any, axes: str) -> None:

@@ -7,6 +7,7 @@ failures while running end with exit 2. Never a traceback for a user mistake.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -75,11 +76,26 @@ def run(
     """Run a pipeline: input Zarr -> steps -> output Zarr."""
     from .api import load
 
-    p = load(spec)
-    with _Progress(p.spec.name) as prog:
-        res = p.run(input=input, output=output, cluster=cluster, backend=backend,
-                    overwrite=True if overwrite else None, resume=resume, progress=prog,
-                    log=lambda m: _err(m))
+    from .errors import RunInterrupted
+
+    try:
+        p = load(spec)
+        with _Progress(p.spec.name) as prog:
+            res = p.run(input=input, output=output, cluster=cluster, backend=backend,
+                        overwrite=True if overwrite else None, resume=resume, progress=prog,
+                        log=lambda m: _err(m))
+    except RunInterrupted as e:  # caught here: typer turns a KeyboardInterrupt into a bare exit 130
+        if e.written is None:
+            _err(f"interrupted before {e.output_url} was created; nothing was written")
+        else:
+            again = [str(spec)] + [x for k, v in (("--input", input), ("--output", output), ("--cluster", cluster),
+                                                   ("--backend", backend)) if v for x in (k, v)]
+            _err(f"interrupted: {e.written} of {e.tiles} tiles of {e.output_url} are written; "
+                 f"`convpipe run {shlex.join(again)} --resume` finishes it")
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        _err("interrupted before the run started; nothing was written")
+        raise typer.Exit(130) from None
     if res.elapsed == 0 and res.skipped_tiles == res.tiles:
         typer.echo(f"done: {res.output_url} was already complete; nothing to do")
         return

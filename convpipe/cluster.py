@@ -41,6 +41,68 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InputError, SpecError
 
 
+def ignore_interrupts() -> None:
+    """Worker processes of the ``processes`` scheduler leave Ctrl-C to the run that started them.
+
+    A terminal sends SIGINT to its whole foreground process group: without this every worker printed a
+    KeyboardInterrupt traceback while the run itself stopped cleanly and said how far it got.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are started, so that they ignore it for good.
+
+    A terminal's Ctrl-C goes to its whole foreground process group. The run stops cleanly on it and says
+    how far it got; worker processes must not print KeyboardInterrupt tracebacks meanwhile. An ignored
+    signal stays ignored across fork and exec, and Python then installs no KeyboardInterrupt handler (a
+    blocked signal mask does not survive multiprocessing's spawn, measured). The price: a Ctrl-C pressed
+    while a local cluster starts (a few seconds) is not seen; the next one is. Only the main thread may
+    change signal handlers; elsewhere this does nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _process_pool(workers: int) -> Iterator[Any]:
+    """The ``processes`` scheduler's worker pool for one run, its workers deaf to Ctrl-C from their start.
+
+    A process started while SIGINT is ignored keeps ignoring it (Python installs its KeyboardInterrupt
+    handler only where SIGINT is not ignored), so every worker is started up front with SIGINT ignored
+    for that moment; a worker still importing convpipe would otherwise print a traceback at a Ctrl-C.
+    One pool serves every computation of the run (statistics pre-pass, tiles, pyramid).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from dask.multiprocessing import get_context, initialize_worker_process
+
+    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+        os.environ["PYTHONHASHSEED"] = "6640"  # what dask sets for its own pools: one hash seed in all workers
+    pool = ProcessPoolExecutor(workers, mp_context=get_context(),
+                               initializer=partial(initialize_worker_process, user_initializer=ignore_interrupts))
+    with _interrupts_ignored():
+        for _ in range(workers):  # each submit finds no idle worker yet, so it starts one
+            pool.submit(int)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class ClusterHandle:
     """What execution needs from a cluster: how to compute, how many workers, memory per worker."""
@@ -666,7 +728,8 @@ def _open_profile(cluster: str, log: Callable[[str], Any] | None) -> Iterator[Cl
         return
     cls = _import_class(cls_path, p.name)
     try:
-        cm = cls(**kwargs)
+        with _interrupts_ignored() if p.kind == "cuda" else contextlib.nullcontext():  # local worker processes
+            cm = cls(**kwargs)
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         raise InputError(f"cannot start cluster profile {p.name!r} ({cls_path}): {e}") from None
     with cm as deployed:
@@ -693,7 +756,8 @@ def open_cluster(cluster: str = "threads", *, log: Any = None) -> Iterator[Clust
                             compute_kwargs={"scheduler": "threads" if kind == "threads" else "sync"})
         return
     if kind == "processes":
-        yield ClusterHandle(kind, workers, mem, compute_kwargs={"scheduler": "processes"})
+        with _process_pool(workers) as pool:
+            yield ClusterHandle(kind, workers, mem, compute_kwargs={"scheduler": "processes", "pool": pool})
         return
     if kind == "profile":
         with _open_profile(cluster, log) as handle:
@@ -705,9 +769,10 @@ def open_cluster(cluster: str = "threads", *, log: Any = None) -> Iterator[Clust
         # Loopback only: the scheduler and its dashboard are never reachable from other machines.
         # Workers' and the scheduler's own logs stay quiet (a failing task logs 'Compute Failed ... Traceback' at
         # ERROR, a lost worker comm tracebacks): the client re-raises and the CLI reports it in one line.
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
-                          host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                          silence_logs=logging.CRITICAL) as lc, Client(lc) as client:
+        with _interrupts_ignored():  # its worker processes start deaf to Ctrl-C, which the run handles
+            lc = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=mem,
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+        with lc, Client(lc) as client:
             if log:
                 log(f"local cluster: {workers} workers, dashboard {client.dashboard_link}")
             yield ClusterHandle(kind, workers, mem, client=client, dashboard=client.dashboard_link)

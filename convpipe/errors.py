@@ -60,3 +60,15 @@ class ExecutionError(ConvpipeError):
     """Failed while running; partial outputs stay marked incomplete."""
 
     exit_code = 2
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run: still a KeyboardInterrupt, carrying what was written.
+
+    ``written`` of ``tiles`` tiles of ``output_url`` were recorded as written (None: the output had not
+    been created yet, so nothing was written).
+    """
+
+    def __init__(self, output_url: str, written: int | None, tiles: int):
+        self.output_url, self.written, self.tiles = output_url, written, tiles
+        super().__init__(f"interrupted: {written} of {tiles} tiles of {output_url} written")

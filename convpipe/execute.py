@@ -128,7 +128,10 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     finite = engines.ASSUME_FINITE.set(
         not any(getattr(op, "may_create_nonfinite", False) for op in prog.ops) and engines.all_finite(block))
     try:
-        res = _run_tile(prog, be, block, meta, rows)
+        # what NaN/inf give is SPEC.md's non-finite rules, checked by the run; numpy's floating-point
+        # RuntimeWarnings ("invalid value encountered in multiply") must not reach the user's terminal
+        with np.errstate(all="ignore"):
+            res = _run_tile(prog, be, block, meta, rows)
     finally:
         engines.ASSUME_FINITE.reset(finite)
     for i, table in prog.tables:

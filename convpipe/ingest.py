@@ -119,8 +119,10 @@ def _resolve_chunks(
 
 
 def _prepare_output(output: str, overwrite: bool, storage_options: Mapping[str, Any] | None) -> None:
-    """Refuse an existing output unless ``overwrite``; never clear something that is not zarr."""
+    """Refuse an existing output unless ``overwrite``; never clear anything but Zarr data."""
     import fsspec
+
+    from .replace import foreign_entry
 
     try:
         fs, path = fsspec.core.url_to_fs(output, **dict(storage_options or {}))
@@ -129,14 +131,46 @@ def _prepare_output(output: str, overwrite: bool, storage_options: Mapping[str, 
             return
         if not overwrite:
             raise OutputExistsError(f"{output}: already exists (use --overwrite to replace it)")
-        is_zarr = any(fs.exists(f"{path.rstrip('/')}/{m}") for m in ("zarr.json", ".zgroup", ".zarray"))
-        empty = fs.isdir(path) and not fs.ls(path)
-        if not (is_zarr or empty):
-            raise OutputExistsError(f"{output}: exists and is not a zarr store; refusing to overwrite it")
+        why = foreign_entry(output, storage_options)
+        if why:
+            raise OutputExistsError(f"{output}: exists and is not a zarr store only (it {why}); refusing to "
+                                    "overwrite it")
     except ConvpipeError:
         raise
     except Exception as err:  # noqa: BLE001 - fsspec backends' own errors (credentials, network)
         raise InputError(f"{output}: cannot check the output location ({type(err).__name__}: {err})") from err
+
+
+@contextlib.contextmanager
+def _tifffile_notes() -> Any:
+    """Hold back what tifffile logs or warns while the command runs (yields the messages).
+
+    tifffile logs what it tolerates in a damaged file ("invalid page offset ...") through the ``logging``
+    module, which prints it raw on stderr before convpipe's own one-line error about the same damage.
+    Only the command line does this, for the duration of the command: a library caller's logging
+    configuration is left alone.
+    """
+    import logging
+    import warnings
+
+    notes: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    lg = logging.getLogger("tifffile")
+    handler, propagate = _Keep(logging.WARNING), lg.propagate
+    lg.addHandler(handler)
+    lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield notes
+        notes.extend(str(w.message) for w in caught)
+    finally:
+        lg.removeHandler(handler)
+        lg.propagate = propagate
 
 
 class _ProgressCallback(Callback):
@@ -453,16 +487,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Copy TIFF / multi-page TIFF / OME-TIFF, or a glob of TIFF planes, into chunked OME-Zarr."""
         report = _terminal_progress(sys.stderr) if sys.stderr.isatty() else None
-        arr = ingest(
-            tiff,
-            output,
-            chunks=parse_chunks(chunks),
-            zarr_format=zarr_format,
-            axes=axes,
-            overwrite=overwrite,
-            progress=report,
-            pyramid=pyramid,
-        )
+        with _tifffile_notes() as notes:  # on an error, its one line says what the notes would
+            arr = ingest(
+                tiff,
+                output,
+                chunks=parse_chunks(chunks),
+                zarr_format=zarr_format,
+                axes=axes,
+                overwrite=overwrite,
+                progress=report,
+                pyramid=pyramid,
+            )
+        for note in dict.fromkeys(notes):
+            typer.echo(f"note: tifffile: {note}", err=True)
         typer.echo(
             f"wrote {output}: shape {list(arr.shape)} {arr.dtype} chunks {list(arr.chunks)}"
             + (f", {pyramid} extra level(s)" if pyramid else "")

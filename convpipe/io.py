@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,105 @@ def fingerprint(arr: Any, url: str) -> str:
     except Exception:  # attributes are advisory for the fingerprint
         pass
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: metadata documents: covered by :func:`fingerprint`, and rewritten by harmless edits of attributes
+_META_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+#: what an object store's listing says about an object's version, in order of preference
+_VERSION_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "VersionId", "version_id",
+                 "LastModified", "last_modified", "mtime", "updated", "created", "modified")
+
+
+def data_digest(arr: Any, url: str, storage_options: dict | None = None) -> dict:
+    """A digest of the input's stored chunk objects, as their store lists them: it changes with the data.
+
+    Each chunk (or shard) object below the array's folder contributes its key, its size and what the store
+    says changes when the object is rewritten: on local file systems the modification and status-change
+    times (nanoseconds) and the inode (zarr replaces a chunk by renaming a new file over it), on object
+    stores the ETag / generation / modification time of the listing. A rewritten chunk, a deleted chunk
+    (which then reads as the fill value) and a new one all change the digest; reading nothing, it costs
+    one listing of the array (measured: 1.5-2 s per 100 000 local chunks on a busy 2-core machine).
+
+    Parameters
+    ----------
+    arr : zarr.Array
+        The array a run reads (an OME-Zarr level when the input is a group).
+    url : str
+        The URL the array was opened from (its group's, for a level).
+    storage_options : dict, optional
+        Handed to fsspec.
+
+    Returns
+    -------
+    dict
+        ``{"digest": hex, "objects": n, "bytes": total size, "versions": whether the store reports more
+        than sizes}``; ``digest`` is None (with ``"error"``) when the store cannot be listed.
+    """
+    import hashlib
+
+    sub = str(getattr(arr, "path", "") or "").strip("/")
+    entries: list[tuple[str, int, str]] = []
+    versions = True
+    try:
+        if not _is_url(url) or url.startswith(("file://", "local://")):
+            root = url
+            if _is_url(url):
+                from fsspec.implementations.local import LocalFileSystem
+
+                root = LocalFileSystem._strip_protocol(url)
+            entries = _local_chunks(os.path.join(root, sub) if sub else root)
+        else:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            root = path.rstrip("/") + (f"/{sub}" if sub else "")
+            base = root + "/"
+            fs.invalidate_cache(root)  # fsspec caches listings: this one must see the store as it is now
+            found = fs.find(root, detail=True)
+            for name, info in found.items():
+                rel = name[len(base):] if name.startswith(base) else name
+                if rel in _META_NAMES:
+                    continue
+                tag = ";".join(f"{k}={info[k]}" for k in _VERSION_KEYS if info.get(k) is not None)
+                versions = versions and bool(tag)
+                entries.append((rel, int(info.get("size") or 0), tag))
+    except Exception as e:  # noqa: BLE001 - a store that cannot list (HTTP): no digest, said so
+        return {"digest": None, "objects": None, "bytes": None, "versions": False,
+                "error": f"{type(e).__name__}: {e}"}
+    h = hashlib.sha256()
+    for rel, size, tag in sorted(entries):
+        h.update(f"{rel}\0{size}\0{tag}\n".encode())
+    return {"digest": h.hexdigest()[:32], "objects": len(entries), "bytes": sum(e[1] for e in entries),
+            "versions": versions}
+
+
+def _local_chunks(root: str) -> list[tuple[str, int, str]]:
+    """(key, size, mtime/ctime/inode) of every file below ``root`` but its top-level metadata documents."""
+    out: list[tuple[str, int, str]] = []
+    stack = [(root, "")]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        d, rel = stack.pop()
+        try:
+            it = os.scandir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for e in it:
+                try:
+                    st = e.stat()  # follows symlinks: a linked chunk's own file is what is read
+                except OSError:  # a dangling link: it reads as missing, which is a state too
+                    out.append((rel + e.name, -1, "dangling"))
+                    continue
+                if e.is_dir():
+                    if (st.st_dev, st.st_ino) not in seen:  # a symlink loop is followed once
+                        seen.add((st.st_dev, st.st_ino))
+                        stack.append((e.path, rel + e.name + "/"))
+                    continue
+                if not rel and e.name in _META_NAMES:
+                    continue
+                out.append((rel + e.name, st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_ino}"))
+    return out
 
 
 def output_state(url: str, storage_options: dict | None = None) -> dict | None:

@@ -480,11 +480,19 @@ def _open_output(url: str, storage_options: dict | None) -> tuple[Any, dict]:
     if isinstance(node, zarr.Group):
         ms: Any = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
         if not ms:
+            if not prov:
+                raise InputError(f"{url} is not a convpipe output: a Zarr group with no convpipe provenance "
+                                 "(verify checks what `convpipe run` wrote)")
             raise InputError(f"{url} is a Zarr group without OME-Zarr multiscales; point verify at the output array")
         node = node[str(ms[0]["datasets"][0]["path"])]
         prov = prov or dict(dict(node.attrs).get("convpipe") or {})  # type: ignore[arg-type]
     if not prov:
-        raise InputError(f"{url} has no convpipe provenance (was it written by `convpipe run`?)")
+        raise InputError(f"{url} is not a convpipe output: it has no convpipe provenance (verify checks what "
+                         "`convpipe run` wrote)")
+    if "spec" not in prov:
+        what = "an image `convpipe ingest` wrote" if "ingest" in prov else "not a run's output"
+        raise InputError(f"{url} is not a convpipe run output ({what}: its provenance has no spec); verify checks "
+                         "what `convpipe run` wrote")
     missing = [k for k in ("spec", "input_url", "tile", "axes") if k not in prov]
     if missing:
         raise InputError(f"{url}: the provenance lacks {', '.join(missing)}; it cannot be verified")

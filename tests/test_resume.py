@@ -5,7 +5,8 @@ number of tiles were recorded, plus a random few milliseconds so the kill lands 
 Then: a plain ``run`` is refused with exit 1 and a one-line message naming ``--resume``; ``--resume``
 finishes the output, recomputes only the tiles the manifest did not record (the summary says
 "(N resumed)", and the recorded tiles' chunk files are not rewritten), and the result is bit-identical to an
-uninterrupted run. A changed spec or input refuses ``--resume``.
+uninterrupted run. A changed spec or input refuses ``--resume``, including an input rewritten with other values
+of the same shape, dtype, chunks and attributes (the fingerprint sees the stored chunk objects).
 """
 
 from __future__ import annotations
@@ -203,6 +204,34 @@ def test_resume_refuses_changed_spec_and_input(workload, tmp_path):
     z = zarr.open_array(str(out), mode="r")
     assert z.attrs["convpipe"]["complete"] is True
     assert np.array_equal(z[...], ref)
+
+
+def test_resume_refuses_an_input_whose_data_changed_after_a_kill(workload, tmp_path):
+    """Kill, rewrite the input's values (same shape, dtype, chunks, attributes): --resume must not mix them."""
+    spec = _job(workload, tmp_path, copy_input=True)
+    out = tmp_path / "out.zarr"
+    _kill_midway(spec, np.random.default_rng(3))
+    done_keys = _markers(out)
+    inp = zarr.open_array(str(tmp_path / "in.zarr"), mode="r+")
+    meta = (inp.shape, inp.dtype, inp.chunks, dict(inp.attrs))
+    new = np.random.default_rng(99).standard_normal(SHAPE, dtype=np.float32)
+    inp[...] = new
+    again = zarr.open_array(str(tmp_path / "in.zarr"), mode="r")
+    assert (again.shape, again.dtype, again.chunks, dict(again.attrs)) == meta
+    r = _cli(spec, "--resume")
+    assert r.returncode == 1, r.stdout
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot resume") and "input's data changed" in line and "Traceback" not in r.stderr
+    assert _markers(out) == done_keys  # the refusal touched nothing
+    assert zarr.open_array(str(out), mode="r").attrs["convpipe"]["complete"] is False
+    # --resume --overwrite starts again on the new data, and equals an uninterrupted run on it
+    r = _cli(spec, "--resume", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert "resumed" not in r.stdout.strip().splitlines()[-1]
+    (tmp_path / "ref.yaml").write_text(_spec_text(inp="in.zarr", out="ref.zarr"))
+    convpipe.load(tmp_path / "ref.yaml").run()
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...],
+                                  zarr.open_array(str(tmp_path / "ref.zarr"), mode="r")[...])
 
 
 @pytest.mark.slow
