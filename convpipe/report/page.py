@@ -148,7 +148,7 @@ def _memory_text(timings: Mapping[str, Any] | None) -> tuple[str, str]:
 def _summary(r: _Run) -> dict[str, Any]:
     res, prov = r.result, r.prov
     peak, peak_note = _memory_text(r.timings)
-    vps = res.voxels / res.elapsed if res.elapsed > 0 else float("nan")
+    vps = res.voxels_per_second if res.elapsed > 0 else float("nan")  # a resume: the voxels it computed
     cards = [("elapsed", _fmt_s(float(res.elapsed))), ("throughput", _fmt_rate(vps)),
              ("voxels", f"{res.voxels:,}"), ("tasks", f"{res.tasks:,}"),
              ("tiles", f"{res.tiles:,}" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else "")),
