@@ -160,8 +160,6 @@ class Pipeline:
         An existing output is refused unless ``overwrite``; an output left incomplete by an interrupted run
         is refused unless ``resume`` (finish it, recomputing only unrecorded tiles) or ``overwrite``.
         """
-        import dask.array as da
-
         from .execute import ProgressCounter, execute
 
         spec = self.spec.with_overrides(input=input, output=output, cluster=cluster, backend=backend,
@@ -234,12 +232,7 @@ class Pipeline:
         if not skip:
             for _, ts in tables.values():
                 ts.clear()
-        from .plan import read_chunks
-
-        rc = read_chunks(info, plan.passes[0].tile)
-        source = da.from_array(_ChunkReader(arr, in_url), chunks=tuple(rc[a] for a in info.axes),
-                               name=f"convpipe-input-{fp}", inline_array=False, lock=False,
-                               meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+        source = _input_source(plan, arr, in_url, fp)
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
         if log:
@@ -264,7 +257,7 @@ class Pipeline:
                 with monitor.phase("graph"):  # includes the statistics pre-pass of zscore / rescale
                     result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
                                      tables={k: v[1] for k, v in tables.items()}, compute=cl.compute,
-                                     annotations=ann)
+                                     annotations=ann, canonical_source=True)
                     todo = n_tiles - len(skip & _all_keys(plan))
                     counter = ProgressCounter(todo, progress, result.name)
                 with monitor.phase("compute"):
@@ -354,14 +347,43 @@ def _want_ome(spec: Spec, ome: dict, axes: str, log: Callable[[str], None] | Non
     return True
 
 
-class _ChunkReader:
-    """The input as dask reads it, naming the stored chunk(s) that cannot be read or decoded."""
+def _input_source(plan: Plan, arr: Any, url: str, fingerprint: str) -> Any:
+    """The input as a dask array in the plan's compute order, read in the blocks the first pass wants."""
+    import dask.array as da
 
-    def __init__(self, arr: Any, url: str):
-        self.arr, self.url = arr, url
-        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+    from .plan import read_chunks
+
+    rc = read_chunks(plan.input, plan.passes[0].tile)
+    perm = plan.in_perm
+    reader = _ChunkReader(arr, url, perm)
+    name = f"convpipe-input-{fingerprint}" + ("-t" + "".join(map(str, perm)) if perm else "")
+    return da.from_array(reader, chunks=tuple(rc[a] for a in plan.compute_axes), name=name, inline_array=False,
+                         lock=False, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+
+
+class _ChunkReader:
+    """The input as dask reads it, naming the stored chunk(s) that cannot be read or decoded.
+
+    With ``perm`` it presents the input transposed (``numpy.transpose(stored, perm)``): selections come in
+    the transposed order, and each block read is a transposed view of the stored block.
+    """
+
+    def __init__(self, arr: Any, url: str, perm: tuple[int, ...] | None = None):
+        self.arr, self.url, self.perm = arr, url, perm
+        self.dtype, self.ndim = arr.dtype, arr.ndim
+        self.shape = tuple(arr.shape[i] for i in perm) if perm else arr.shape
 
     def __getitem__(self, sel: Any) -> np.ndarray:
+        if self.perm is not None:
+            sel = sel if isinstance(sel, tuple) else (sel,)
+            sel = sel + (slice(None),) * (self.ndim - len(sel))
+            stored = [slice(None)] * self.ndim
+            for j, i in enumerate(self.perm):
+                stored[i] = sel[j]
+            return np.asarray(self._read(tuple(stored))).transpose(self.perm)
+        return self._read(sel)
+
+    def _read(self, sel: Any) -> np.ndarray:
         try:
             return self.arr[sel]
         except Exception as e:
@@ -395,7 +417,7 @@ class _ChunkReader:
         return bad
 
     def __reduce__(self):
-        return (_ChunkReader, (self.arr, self.url))
+        return (_ChunkReader, (self.arr, self.url, self.perm))
 
 
 def _all_keys(plan: Plan) -> set[str]:
