@@ -30,6 +30,7 @@ from .. import engines
 from ..errors import SpecError
 from ..kernels import _gabor, kernel_from_source, normalize
 from ..tiles import map_index
+from .local import orientation
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
 from .registry import register
 
@@ -1131,7 +1132,7 @@ class Stats(Op):
         dx = ndi.correlate1d(ndi.correlate1d(x, [-1, 0, 1], axis=ax, mode="reflect"), [1, 2, 1], axis=ay,
                              mode="reflect")
         dy, dx = self._crop(dy), self._crop(dx)
-        theta = np.arctan2(dy, dx)
+        theta = orientation(dy, dx)  # in (-pi, pi], 0 where both are 0 (weight count: bin of 0)
         w = np.hypot(dy, dx) if oh.weight == "magnitude" else None
         h, _ = np.histogram(theta, bins=oh.bins, range=(-np.pi, np.pi), weights=w)
         return h.astype(np.float64)
