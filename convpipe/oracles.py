@@ -125,9 +125,10 @@ TABLES: dict[str, Callable[..., dict[str, np.ndarray]]] = {}
 def _canonical_call(fn: Callable, x: Any, dims: str, **params: Any):
     x = np.asarray(x)
     cd = canonical(dims)
-    y, od = fn(transpose_to(x, dims, cd) if cd != dims else x, cd, **params)
-    if isinstance(y, dict):  # a table: columns by letter, no order
-        return y
+    res = fn(transpose_to(x, dims, cd) if cd != dims else x, cd, **params)
+    if isinstance(res, dict):  # a table: columns by letter, no order
+        return res
+    y, od = res
     sd = output_dims(dims, od)
     return (transpose_to(y, od, sd) if sd != od else y), sd
 
