@@ -801,11 +801,11 @@ class MatchTemplate(Op):
             idx.append(slice(v[0], v[1]) if isinstance(v, list) else v)
         k = np.asarray(array[tuple(idx)], dtype=np.float64)
         spans = "".join(a for a in axes if isinstance(self._crop.get(a), list))
+        # the crop's dimensions in the op's (tczyx) order, whatever the order of the array's axes
+        k = np.transpose(k, [spans.index(a) for a in self.axes])
         if k.shape != self.tshape:
             raise self.error(f"the crop {self._crop} lies outside the input (got a {k.shape} template, expected "
                              f"{self.tshape})", "template")
-        # axes of the crop in the op's order (identical unless the input axes were reordered)
-        k = np.transpose(k, [spans.index(a) for a in self.axes])
         self._set_template(k)
 
     def template(self) -> np.ndarray:
