@@ -477,11 +477,12 @@ def _alias(p: np.ndarray) -> tuple[list[int], list[int]]:
 
 @op
 def stochastic(x, dims, kernel, axes=None, origin=0, normalize="none", temperature=1.0, seed=0,
-               mode="reflect", cval=0.0, base_dir=None):
+               mode="reflect", cval=0.0, base_dir=None, offset=None):
     """Each voxel copies the input at an offset drawn from the kernel's probabilities. The draw at global
     coordinates (c_0, ..., c_n) over every axis in tczyx order: h_0 = mix(seed * G + G),
     h_(j+1) = mix(h_j + (c_j + 1) G) (splitmix64's finaliser, G its golden gamma, uint64 arithmetic); the
-    high 32 bits of h pick an alias-table bucket, the low 32 bits keep it or take its alias."""
+    high 32 bits of h pick an alias-table bucket, the low 32 bits keep it or take its alias.
+    ``offset`` ({axis: start}): ``x`` is a part of the array starting there (its draws are the array's)."""
     k = kernel_array(kernel, base_dir)
     if normalize != "none":
         k = normalize_kernel(k, normalize, temperature)
@@ -496,7 +497,8 @@ def stochastic(x, dims, kernel, axes=None, origin=0, normalize="none", temperatu
     with np.errstate(over="ignore"):
         h = _mix(np.array([(seed * _GOLDEN + _GOLDEN) & _MASK64], dtype=np.uint64)).reshape((1,) * x.ndim)
         for j, n in enumerate(x.shape):
-            c = ((np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN))
+            start = int((offset or {}).get(dims[j], 0))
+            c = ((np.arange(start, start + n, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN))
             h = _mix(h + c.reshape([-1 if i == j else 1 for i in range(x.ndim)]))
         h = np.broadcast_to(h, x.shape)
         bucket = ((h >> np.uint64(32)) * np.uint64(prob.size)) >> np.uint64(32)
@@ -781,7 +783,7 @@ def template_array(template, dims: str, axes: str | None = None, source=None, ba
         crop = template["crop"]
         sel = tuple(slice(*crop[a]) if isinstance(crop.get(a), list) else crop.get(a, 0) for a in d0)
         spans = "".join(a for a in d0 if isinstance(crop.get(a), list))
-        t = np.asarray(np.asarray(x0)[sel], dtype=np.float64)
+        t = np.asarray(x0[sel], dtype=np.float64)  # x0 may be a Zarr array: read the crop only
         return transpose_to(t, spans, canonical(spans)), canonical(spans)
     t = kernel_array(template, base_dir)
     return t, resolve_on(dims, axes, default={2: "yx", 3: "zyx"}[t.ndim])
@@ -890,14 +892,16 @@ _FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_templa
 
 
 def oracle(steps: list, x: np.ndarray, dims: str | None = None, base_dir: Path | None = None,
-           tables: dict | None = None, tile: dict | None = None) -> tuple[np.ndarray, str]:
+           tables: dict | None = None, tile: dict | None = None, source: tuple | None = None
+           ) -> tuple[np.ndarray, str]:
     """The chain of references on the whole array (float64 throughout, integer inputs cast first).
 
     ``tables`` (a dict) receives ``{step index: columns}`` for steps that emit a table; ``tile`` (the run's
-    work tile per axis letter) is needed for ``stats`` per tile.
+    work tile per axis letter) is needed for ``stats`` per tile; ``source`` = (the pipeline's input, its
+    dims) for a ``match_template`` crop when ``x`` is only a part of it (default: ``x`` itself).
     """
     dims = dims or default_dims(np.ndim(x))
-    source = (np.asarray(x), dims)
+    source = source or (np.asarray(x), dims)
     u = np.asarray(x)
     if u.dtype.kind not in "biuf":
         raise TypeError(f"cannot compute on {u.dtype}")
