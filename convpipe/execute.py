@@ -125,8 +125,11 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks
     if block.ndim and block.size and block.strides[-1] != block.itemsize:
         # a view of a transposed chunk (input not in tczyx order): one copy per tile puts the last axis
-        # back in memory order, which OpenCV's fast paths (and every engine's locality) need
-        block = array_module(block).ascontiguousarray(block)
+        # back in memory order, which OpenCV's fast paths (and every engine's locality) need; cast on the
+        # way when the first op would cast anyway (one pass instead of two)
+        first = prog.ops[0] if prog.ops else None
+        cast = first is not None and not getattr(first, "raw_input", False) and prog.pass_index == 0
+        block = block.astype(prog.compute, order="C") if cast else array_module(block).ascontiguousarray(block)
     rows: dict | None = {} if prog.tables else None
     from . import engines
 

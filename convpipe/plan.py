@@ -366,17 +366,12 @@ def _out_chunks(out_chunks, inp: ArrayInfo, out_axes: str, ext: dict[str, int], 
     in_chunks = dict(zip(inp.axes, inp.chunks))
     if out_chunks is None:
         ch = {a: in_chunks.get(a, ext[a]) for a in out_axes}
-    elif isinstance(out_chunks, dict):
+    else:  # a dict by letter (make_plan turns a list, in the output's stored order, into one)
         bad = [a for a in out_chunks if a not in out_axes]
         if bad:
             raise _err(spec, f"chunks name axis {bad[0]!r}, not one of the output axes {out_axes!r}",
                        ("output", "chunks"))
         ch = {a: int(out_chunks.get(a, in_chunks.get(a, ext[a]))) for a in out_axes}
-    else:
-        if len(out_chunks) != len(out_axes):
-            raise _err(spec, f"chunks has {len(out_chunks)} values but the output has {len(out_axes)} axes "
-                             f"({out_axes!r})", ("output", "chunks"))
-        ch = dict(zip(out_axes, (int(c) for c in out_chunks)))
     return {a: max(1, min(c, ext[a])) for a, c in ch.items()}
 
 
@@ -419,18 +414,12 @@ def _op_weight(op) -> float:
 def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers, mem_budget, inp, spec,
                  warnings) -> dict[str, int]:
     ext = exts[-1]
-    if tile != "auto":
-        if isinstance(tile, dict):
-            bad = [a for a in tile if a not in out_axes]
-            if bad:
-                raise _err(spec, f"tile names axis {bad[0]!r}, not one of the output axes {out_axes!r}",
-                           ("execution", "tile"))
-            t = {a: int(tile.get(a, chunks[a])) for a in out_axes}
-        else:
-            if len(tile) != len(out_axes):
-                raise _err(spec, f"tile has {len(tile)} values but the output has {len(out_axes)} axes",
-                           ("execution", "tile"))
-            t = dict(zip(out_axes, (int(v) for v in tile)))
+    if tile != "auto":  # a dict by letter (make_plan turns a list, in the output's stored order, into one)
+        bad = [a for a in tile if a not in out_axes]
+        if bad:
+            raise _err(spec, f"tile names axis {bad[0]!r}, not one of the output axes {out_axes!r}",
+                       ("execution", "tile"))
+        t = {a: int(tile.get(a, chunks[a])) for a in out_axes}
         # a task owns whole output chunks: round up to a multiple of the chunk
         for a in out_axes:
             v = max(1, min(t[a], ext[a]))
