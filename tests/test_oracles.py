@@ -42,7 +42,7 @@ def test_unsharp_mask_is_skimages(image):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("npad,high_pass,squared", itertools.product([0, 3], [True, False], [True, False]))
+@pytest.mark.parametrize("npad,high_pass,squared", list(itertools.product([0, 3], [True, False], [True, False])))
 def test_butterworth_is_skimages(npad, high_pass, squared):
     for x in (IMAGES["camera"], rng.standard_normal((4, 17, 12))):
         got, _ = O.OPS["butterworth"](x, O.default_dims(x.ndim), cutoff_frequency_ratio=0.08, high_pass=high_pass,
