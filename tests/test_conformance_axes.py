@@ -320,8 +320,7 @@ def test_axis_order_tables(tmp_path, family, canon, steps, order, ch, prec):
     _check_tables(tmp_path, canon, steps, order, ch, prec)
 
 
-@pytest.mark.parametrize("family,canon,steps,order,ch,prec", [
-    p for p in _params(TABLE_CASES, slow=True) if p.values[5] == "float64"])
+@pytest.mark.parametrize("family,canon,steps,order,ch,prec", _params(TABLE_CASES, slow=True))
 def test_axis_order_tables_slow(tmp_path, family, canon, steps, order, ch, prec):
     _check_tables(tmp_path, canon, steps, order, ch, prec)
 
@@ -385,7 +384,7 @@ def test_every_op_family_has_a_permuted_case():
 def test_case_counts():
     """The sample sizes the suite runs (reported; also a guard that both runs cover every case)."""
     fast = _params(CASES, slow=False) + _params(TABLE_CASES, slow=False)
-    slow = _params(CASES, slow=True) + [p for p in _params(TABLE_CASES, slow=True) if p.values[5] == "float64"]
+    slow = _params(CASES, slow=True) + _params(TABLE_CASES, slow=True)
     per_family = {}
     for p in fast:
         per_family[p.values[0]] = per_family.get(p.values[0], 0) + 1
