@@ -144,8 +144,10 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     if prog.sink is None:
         return res
     region = tuple(slice(s, e) for s, e in meta.core)
-    if prog.out_perm is not None:  # the output keeps the input's axis order
-        res = res.transpose(prog.out_perm)
+    if prog.out_perm is not None:  # the output keeps the input's axis order (one fast copy, then plain writes)
+        from .engines import transposed_copy
+
+        res = transposed_copy(res, prog.out_perm) if isinstance(res, np.ndarray) else res.transpose(prog.out_perm)
         region = tuple(region[i] for i in prog.out_perm)
     prog.sink[region] = res
     if prog.manifest is not None:

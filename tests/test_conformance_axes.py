@@ -392,3 +392,17 @@ def test_case_counts():
     assert len(slow) > 3 * len(fast)
     print("fast", per_family, len(fast), "slow", len(slow))
     assert list(itertools.chain.from_iterable(o for _, o in ORDERS.values()))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "int64", "float32", "float64", "bool"])
+def test_transposed_copy_is_numpys_transpose(dtype):
+    """The reader's fast transposed copy (OpenCV for the axis that becomes last) equals numpy's, every perm."""
+    from convpipe.engines import transposed_copy
+
+    rng = np.random.default_rng(0)
+    for shape in [(3, 4, 5), (2, 3, 1, 5), (6, 7), (4,)]:
+        a = (rng.random(shape) * 100).astype(dtype)
+        for perm in itertools.permutations(range(len(shape))):
+            b = transposed_copy(a, perm)
+            assert b.flags.c_contiguous and b.dtype == a.dtype
+            np.testing.assert_array_equal(b, a.transpose(perm))
