@@ -157,8 +157,12 @@ class VerifyResult:
         lines = []
         for p in self.problems:
             lines.append(f"problem: {p}")
-        if self.not_verifiable:
-            lines.append("not verifiable: no oracle for " + ", ".join(self.not_verifiable))
+        unknown = [s for s in self.not_verifiable if " (" not in s]
+        if unknown:
+            lines.append("not verifiable: no oracle for " + ", ".join(unknown))
+        for s in self.not_verifiable:
+            if " (" in s:  # a step whose oracle cannot run here, with the reason
+                lines.append(f"not verifiable: {s}")
         for t in self.differing:
             lines.append(t.describe(self.axes))
         for t in self.tables:
