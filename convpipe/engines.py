@@ -219,3 +219,12 @@ def transposed_copy(a: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
     order = [d for d in range(n) if d != k] + [k]  # the axes of `moved`, reshaped back
     moved = moved.reshape(tuple(a.shape[d] for d in order))
     return np.ascontiguousarray(moved.transpose([order.index(p) for p in perm]))
+
+
+def contiguous(v: np.ndarray) -> np.ndarray:
+    """``v`` C-contiguous; a transposed view of a contiguous array is copied by :func:`transposed_copy`."""
+    if v.flags.c_contiguous or not isinstance(v, np.ndarray):
+        return v if v.flags.c_contiguous else v.copy()  # CuPy: its own copy (C order)
+    order = sorted(range(v.ndim), key=lambda i: -v.strides[i])  # the axes in memory order
+    base = np.ascontiguousarray(v.transpose(order))  # a slice of a larger array: copied in memory order (fast)
+    return transposed_copy(base, tuple(order.index(i) for i in range(v.ndim)))

@@ -271,7 +271,11 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
     compute = compute or dask.compute
     arr = source
     if not canonical_source and plan.in_perm is not None:
-        arr = source.transpose(plan.in_perm)  # a lazy view per chunk; tiles copy it contiguous once
+        from .engines import contiguous
+
+        # each chunk copied to tczyx order once (tiles sharing it then assemble from plain memory)
+        t = source.transpose(plan.in_perm)
+        arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     for pp in plan.passes:
         first = pp.ops[0]
         if first.kind == "global":
@@ -281,8 +285,11 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers
             arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
                              skip=skip if last else None, tables=tb, device_out=device_out and last)
-    if sink is None and plan.out_perm is not None:
-        arr = arr.transpose(plan.out_perm)
+    if sink is None and plan.out_perm is not None:  # back to the input's order, each chunk contiguous
+        from .engines import contiguous
+
+        t = arr.transpose(plan.out_perm)
+        arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     return arr
 
 

@@ -394,6 +394,16 @@ def test_case_counts():
     assert list(itertools.chain.from_iterable(o for _, o in ORDERS.values()))
 
 
+def test_contiguous_copies_any_strided_view():
+    from convpipe.engines import contiguous
+
+    a = np.random.default_rng(1).standard_normal((6, 7, 8, 9)).astype(np.float32)
+    for view in (a[1:5, :, 2:].transpose(0, 3, 1, 2), a[:, ::2].transpose(2, 1, 0, 3), a.T, a[..., 0]):
+        c = contiguous(view)
+        assert c.flags.c_contiguous
+        np.testing.assert_array_equal(c, view)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "int64", "float32", "float64", "bool"])
 def test_transposed_copy_is_numpys_transpose(dtype):
     """The reader's fast transposed copy (OpenCV for the axis that becomes last) equals numpy's, every perm."""
