@@ -176,8 +176,6 @@ class Pipeline:
         """
         import contextlib
 
-        import dask.array as da
-
         from .execute import ProgressCounter, execute
         from .resume import decide
 
@@ -225,12 +223,7 @@ class Pipeline:
             for op, ts in tables.values():
                 check_table(ts.url, so, what=f"{op.step.path if op.step is not None else op.name}.table")
         _bind_input(plan, arr, axes)
-        from .plan import read_chunks
-
-        rc = read_chunks(info, plan.passes[0].tile)
-        source = da.from_array(_ChunkReader(arr, in_url), chunks=tuple(rc[a] for a in info.axes),
-                               name=f"convpipe-input-{fp}", inline_array=False, lock=False,
-                               meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+        source = _input_source(plan, arr, in_url, fp)
         t0 = time.perf_counter()
         n_tiles = plan.passes[-1].n_tiles
         monitor = RunMonitor()
@@ -274,7 +267,7 @@ class Pipeline:
                 with monitor.phase("graph"):  # includes the statistics pre-pass of zscore / rescale
                     result = execute(plan, source, sink=sink, manifest=manifest, skip=skip,
                                      tables={k: v[1] for k, v in tables.items()}, compute=cl.compute,
-                                     annotations=ann)
+                                     annotations=ann, canonical_source=True)
                     todo = n_tiles - len(skip & _all_keys(plan))
                     counter = ProgressCounter(todo, progress, result.name)
                 with monitor.phase("compute"):
@@ -460,14 +453,48 @@ def _want_ome(spec: Spec, ome: dict, axes: str, log: Callable[[str], None] | Non
     return True
 
 
-class _ChunkReader:
-    """The input as dask reads it, naming the stored chunk(s) that cannot be read or decoded."""
+def _input_source(plan: Plan, arr: Any, url: str, fingerprint: str) -> Any:
+    """The input as a dask array in the plan's compute order, read in the blocks the first pass wants."""
+    import dask.array as da
 
-    def __init__(self, arr: Any, url: str):
-        self.arr, self.url = arr, url
-        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+    from .plan import read_chunks
+
+    rc = read_chunks(plan.input, plan.passes[0].tile)
+    perm = plan.in_perm
+    reader = _ChunkReader(arr, url, perm)
+    name = f"convpipe-input-{fingerprint}" + ("-t" + "".join(map(str, perm)) if perm else "")
+    return da.from_array(reader, chunks=tuple(rc[a] for a in plan.compute_axes), name=name, inline_array=False,
+                         lock=False, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+
+
+class _ChunkReader:
+    """The input as dask reads it, naming the stored chunk(s) that cannot be read or decoded.
+
+    With ``perm`` it presents the input transposed (``numpy.transpose(stored, perm)``): selections come in
+    the transposed order, and each block read is copied to that order once, C-contiguous
+    (:func:`convpipe.engines.transposed_copy`): every tile that shares the chunk then assembles from plain
+    memory (assembling tiles from transposed views measured 5x the cost of that one copy), and OpenCV's
+    fast paths see the last axis in memory order.
+    """
+
+    def __init__(self, arr: Any, url: str, perm: tuple[int, ...] | None = None):
+        self.arr, self.url, self.perm = arr, url, perm
+        self.dtype, self.ndim = arr.dtype, arr.ndim
+        self.shape = tuple(arr.shape[i] for i in perm) if perm else arr.shape
 
     def __getitem__(self, sel: Any) -> np.ndarray:
+        if self.perm is not None:
+            sel = sel if isinstance(sel, tuple) else (sel,)
+            sel = sel + (slice(None),) * (self.ndim - len(sel))
+            stored = [slice(None)] * self.ndim
+            for j, i in enumerate(self.perm):
+                stored[i] = sel[j]
+            from .engines import transposed_copy
+
+            return transposed_copy(np.asarray(self._read(tuple(stored))), self.perm)
+        return self._read(sel)
+
+    def _read(self, sel: Any) -> np.ndarray:
         try:
             return self.arr[sel]
         except Exception as e:
@@ -501,7 +528,7 @@ class _ChunkReader:
         return bad
 
     def __reduce__(self):
-        return (_ChunkReader, (self.arr, self.url))
+        return (_ChunkReader, (self.arr, self.url, self.perm))
 
 
 def _all_keys(plan: Plan) -> set[str]:

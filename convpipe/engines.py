@@ -190,3 +190,41 @@ def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
                 out = f(out, s, axis=a, mode="reflect")
         return out
     return ndi.median_filter(x, size=size, mode="reflect")
+
+
+_CV_TRANSPOSE = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)}
+
+
+def transposed_copy(a: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    """``numpy.ascontiguousarray(a.transpose(perm))`` for a C-contiguous ``a``, fast.
+
+    numpy copies a transposed view element by element with a large stride (16x512x512 uint16, swapping the
+    last two axes: 8.9 ms here); OpenCV's blocked 2-D transpose takes 1.4 ms. So: one 2-D transpose per
+    leading index moves the axis that becomes last to the end, then the remaining order of the leading axes
+    is a copy of whole contiguous rows.
+    """
+    a = np.ascontiguousarray(a)
+    n = a.ndim
+    k = perm[-1] if perm else 0
+    if n < 2 or k == n - 1 or cv2 is None or a.dtype not in _CV_TRANSPOSE or not a.size:
+        return np.ascontiguousarray(a.transpose(perm))
+    lead, nk = int(np.prod(a.shape[:k], dtype=np.int64)), a.shape[k]
+    rest = int(np.prod(a.shape[k + 1:], dtype=np.int64))
+    if nk >= 1 << 31 or rest >= 1 << 31:
+        return np.ascontiguousarray(a.transpose(perm))
+    src = a.reshape(lead, nk, rest)
+    moved = np.empty((lead, rest, nk), dtype=a.dtype)
+    for i in range(lead):
+        cv2.transpose(src[i], dst=moved[i])
+    order = [d for d in range(n) if d != k] + [k]  # the axes of `moved`, reshaped back
+    moved = moved.reshape(tuple(a.shape[d] for d in order))
+    return np.ascontiguousarray(moved.transpose([order.index(p) for p in perm]))
+
+
+def contiguous(v: np.ndarray) -> np.ndarray:
+    """``v`` C-contiguous; a transposed view of a contiguous array is copied by :func:`transposed_copy`."""
+    if v.flags.c_contiguous or not isinstance(v, np.ndarray):
+        return v if v.flags.c_contiguous else v.copy()  # CuPy: its own copy (C order)
+    order = sorted(range(v.ndim), key=lambda i: -v.strides[i])  # the axes in memory order
+    base = np.ascontiguousarray(v.transpose(order))  # a slice of a larger array: copied in memory order (fast)
+    return transposed_copy(base, tuple(order.index(i) for i in range(v.ndim)))

@@ -55,6 +55,7 @@ class _Program:
     tables: tuple = ()  # (op index, TableSink) for ops that emit rows
     backend: str = "cpu"  # where this pass runs (backends.pass_backend)
     device_out: bool = False  # return CuPy arrays (Pipeline.apply on CuPy input)
+    out_perm: tuple | None = None  # written tiles: transpose from compute order to the output's stored order
 
     def meta(self, index: tuple[int, ...]) -> "_TileMeta":
         entries = {a: self.axes[i][j] for i, (a, j) in enumerate(zip(self.out_axes, index))}
@@ -122,6 +123,13 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     meta = prog.meta(index)
     be = get_backend(prog.backend, check=False)
     block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks
+    if block.ndim and block.size and block.strides[-1] != block.itemsize:
+        # a view of a transposed chunk (input not in tczyx order): one copy per tile puts the last axis
+        # back in memory order, which OpenCV's fast paths (and every engine's locality) need; cast on the
+        # way when the first op would cast anyway (one pass instead of two)
+        first = prog.ops[0] if prog.ops else None
+        cast = first is not None and not getattr(first, "raw_input", False) and prog.pass_index == 0
+        block = block.astype(prog.compute, order="C") if cast else array_module(block).ascontiguousarray(block)
     rows: dict | None = {} if prog.tables else None
     from . import engines
 
@@ -138,7 +146,13 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
         table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
         return res
-    prog.sink[tuple(slice(s, e) for s, e in meta.core)] = res
+    region = tuple(slice(s, e) for s, e in meta.core)
+    if prog.out_perm is not None:  # the output keeps the input's axis order (one fast copy, then plain writes)
+        from .engines import transposed_copy
+
+        res = transposed_copy(res, prog.out_perm) if isinstance(res, np.ndarray) else res.transpose(prog.out_perm)
+        region = tuple(region[i] for i in prog.out_perm)
+    prog.sink[region] = res
     if prog.manifest is not None:
         prog.manifest.mark(meta.key)
     return np.ones((1,) * res.ndim, dtype=bool)
@@ -210,7 +224,8 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
     prog = _Program(tuple(pp.ops), tuple(pp.extents), plan.compute_dtype,
                     plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
                     pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables,
-                    pass_backend(plan, pp), device_out and sink is None)
+                    pass_backend(plan, pp), device_out and sink is None,
+                    plan.out_perm if sink is not None else None)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
     canon = [(op.name, op_token(op), op.in_axes) for op in pp.ops]
@@ -243,8 +258,12 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
 def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
             skip: set[str] | None = None, tables: dict | None = None,
             compute: Callable[..., Any] | None = None, device_out: bool = False,
-            annotations: list[dict] | None = None) -> Any:
+            annotations: list[dict] | None = None, canonical_source: bool = False) -> Any:
     """Build the whole plan's graph; returns the dask array of the result (or of tile markers).
+
+    ``source`` is the input as stored (axes ``plan.input.axes``), or already in compute order
+    (``plan.compute_axes``) with ``canonical_source``. The result is in the output's stored order
+    (``plan.output.axes``); a ``sink`` (in that order too) receives each tile transposed back.
 
     ``tables`` maps an op (by identity) to the TableSink its rows go to. A pass that starts with a global
     op (zscore, rescale) first reduces the previous pass's result to the statistics the op needs, with
@@ -254,6 +273,12 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
 
     compute = compute or dask.compute
     arr = source
+    if not canonical_source and plan.in_perm is not None:
+        from .engines import contiguous
+
+        # each chunk copied to tczyx order once (tiles sharing it then assemble from plain memory)
+        t = source.transpose(plan.in_perm)
+        arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     for pp in plan.passes:
         first = pp.ops[0]
         if first.kind == "global":
@@ -263,6 +288,11 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers
             arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
                              skip=skip if last else None, tables=tb, device_out=device_out and last)
+    if sink is None and plan.out_perm is not None:  # back to the input's order, each chunk contiguous
+        from .engines import contiguous
+
+        t = arr.transpose(plan.out_perm)
+        arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     return arr
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
 from .ops import registry
@@ -85,6 +86,24 @@ class Plan:
         return sum(p.tasks for p in self.passes)
 
     @property
+    def compute_axes(self) -> str:
+        """The input's axes in the order the ops see them (canonical 'tczyx' order)."""
+        return self.passes[0].in_axes if self.passes else canonical(self.input.axes)
+
+    @property
+    def in_perm(self) -> tuple[int, ...] | None:
+        """``numpy.transpose`` axes from the stored input to compute order; None when they are the same."""
+        perm = permutation(self.input.axes, self.compute_axes)
+        return None if perm == tuple(range(len(perm))) else perm
+
+    @property
+    def out_perm(self) -> tuple[int, ...] | None:
+        """``numpy.transpose`` axes from the last pass's result to the stored output; None when the same."""
+        last = self.passes[-1].out_axes if self.passes else self.compute_axes
+        perm = permutation(last, self.output.axes)
+        return None if perm == tuple(range(len(perm))) else perm
+
+    @property
     def peak_memory_per_worker(self) -> int:
         return max((p.mem_per_task for p in self.passes), default=0)
 
@@ -95,6 +114,7 @@ class Plan:
             "output": {"shape": list(self.output.shape), "dtype": str(self.output.dtype),
                        "chunks": list(self.output.chunks), "axes": self.output.axes},
             "compute_dtype": str(self.compute_dtype),
+            "compute_axes": self.compute_axes,
             "cluster": self.cluster, "backend": self.backend, "backend_note": self.backend_note,
             "workers": self.workers,
             "memory_per_worker": self.memory_per_worker,
@@ -122,6 +142,11 @@ class Plan:
             lines.append(f"  backend {self.backend_note}")
         lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
         lines.append(f"  output  {_fmt_shape(o)}  {o.dtype}  chunks {_fmt_tuple(o.chunks)}")
+        if not is_canonical(i.axes) or not is_canonical(o.axes):
+            last = self.passes[-1].out_axes if self.passes else self.compute_axes
+            lines.append(f"  axes    the ops compute in tczyx order ({self.compute_axes} -> {last}): kernels, "
+                         f"orientations and tiles below follow those letters; input and output keep their "
+                         f"own order ({i.axes} -> {o.axes})")
         for p in self.passes:
             pre = " (statistics pre-pass over the previous pass first)" if p.ops[0].kind == "global" else ""
             lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused{pre}")
@@ -223,13 +248,17 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
               backend: str = "cpu") -> Plan:
     """Build the plan of ``spec_steps`` on an input described by ``inp`` (no data is read)."""
     if spec is not None:
-        check_step_axes(spec, inp.axes)
+        check_step_axes(spec, inp.axes)  # errors name the input's axes as the user wrote them
     compute = np.dtype(precision)
     from .ops.local import merge_linear
 
+    # Every op computes on the input transposed to canonical 'tczyx' order (see convpipe.axes): a kernel's
+    # dimensions and an orientation's (d/dy, d/dx) follow the axis letters, whatever the stored order.
+    stored = inp
+    inp = canonical_info(inp)
     ops = merge_linear(bind_ops(spec_steps, inp.axes))
     if any(n == 0 for n in inp.shape):
-        raise PlanError(f"the input is empty (shape {inp.shape}); nothing to compute")
+        raise PlanError(f"the input is empty (shape {stored.shape}); nothing to compute")
 
     # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
     dt = compute
@@ -250,6 +279,11 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     passes: list[PassPlan] = []
     cur = inp
     final_axes = ops[-1].out_axes if ops else inp.axes
+    stored_out = output_order(stored.axes, final_axes)
+    # a list of chunks or tile sizes follows the output's stored axes; the planner keys them by letter
+    out_chunks = _by_letter(out_chunks, stored_out, "chunks", ("output", "chunks"), spec)
+    if tile != "auto":
+        tile = _by_letter(tile, stored_out, "tile", ("execution", "tile"), spec)
     for k, seg in enumerate(segments):
         last = k == len(segments) - 1
         ext = _extents(seg, cur.extent())
@@ -286,8 +320,26 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
     check_padded_blocks(passes, memory_per_worker, compute.itemsize)  # halos far wider than the array
     chunks = _out_chunks(out_chunks, inp, final_axes, passes[-1].extents[-1], spec)
-    out = ArrayInfo(cur.shape, odt, tuple(chunks[a] for a in final_axes), final_axes)
-    return Plan(spec, inp, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings)
+    ext = passes[-1].extents[-1]
+    out = ArrayInfo(tuple(ext[a] for a in stored_out), odt, tuple(chunks[a] for a in stored_out), stored_out)
+    return Plan(spec, stored, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings)
+
+
+def canonical_info(info: ArrayInfo) -> ArrayInfo:
+    """``info`` with its axes (shape, chunks) in canonical 'tczyx' order."""
+    perm = permutation(info.axes, canonical(info.axes))
+    return ArrayInfo(tuple(info.shape[i] for i in perm), info.dtype, tuple(info.chunks[i] for i in perm),
+                     canonical(info.axes))
+
+
+def _by_letter(v: Any, axes: str, what: str, loc: tuple, spec: Spec | None) -> Any:
+    """A list of per-axis values (in the order of ``axes``) as a dict by axis letter; dicts pass through."""
+    if v is None or isinstance(v, dict) or isinstance(v, str):
+        return v
+    v = list(v)
+    if len(v) != len(axes):
+        raise _err(spec, f"{what} has {len(v)} values but the output has {len(axes)} axes ({axes!r})", loc)
+    return dict(zip(axes, v))
 
 
 def read_chunks(inp: ArrayInfo, tile: dict[str, int]) -> dict[str, int]:
@@ -316,17 +368,12 @@ def _out_chunks(out_chunks, inp: ArrayInfo, out_axes: str, ext: dict[str, int], 
     in_chunks = dict(zip(inp.axes, inp.chunks))
     if out_chunks is None:
         ch = {a: in_chunks.get(a, ext[a]) for a in out_axes}
-    elif isinstance(out_chunks, dict):
+    else:  # a dict by letter (make_plan turns a list, in the output's stored order, into one)
         bad = [a for a in out_chunks if a not in out_axes]
         if bad:
             raise _err(spec, f"chunks name axis {bad[0]!r}, not one of the output axes {out_axes!r}",
                        ("output", "chunks"))
         ch = {a: int(out_chunks.get(a, in_chunks.get(a, ext[a]))) for a in out_axes}
-    else:
-        if len(out_chunks) != len(out_axes):
-            raise _err(spec, f"chunks has {len(out_chunks)} values but the output has {len(out_axes)} axes "
-                             f"({out_axes!r})", ("output", "chunks"))
-        ch = dict(zip(out_axes, (int(c) for c in out_chunks)))
     return {a: max(1, min(c, ext[a])) for a, c in ch.items()}
 
 
@@ -369,18 +416,12 @@ def _op_weight(op) -> float:
 def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers, mem_budget, inp, spec,
                  warnings) -> dict[str, int]:
     ext = exts[-1]
-    if tile != "auto":
-        if isinstance(tile, dict):
-            bad = [a for a in tile if a not in out_axes]
-            if bad:
-                raise _err(spec, f"tile names axis {bad[0]!r}, not one of the output axes {out_axes!r}",
-                           ("execution", "tile"))
-            t = {a: int(tile.get(a, chunks[a])) for a in out_axes}
-        else:
-            if len(tile) != len(out_axes):
-                raise _err(spec, f"tile has {len(tile)} values but the output has {len(out_axes)} axes",
-                           ("execution", "tile"))
-            t = dict(zip(out_axes, (int(v) for v in tile)))
+    if tile != "auto":  # a dict by letter (make_plan turns a list, in the output's stored order, into one)
+        bad = [a for a in tile if a not in out_axes]
+        if bad:
+            raise _err(spec, f"tile names axis {bad[0]!r}, not one of the output axes {out_axes!r}",
+                       ("execution", "tile"))
+        t = {a: int(tile.get(a, chunks[a])) for a in out_axes}
         # a task owns whole output chunks: round up to a multiple of the chunk
         for a in out_axes:
             v = max(1, min(t[a], ext[a]))

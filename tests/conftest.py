@@ -1,4 +1,4 @@
-"""Shared pytest setup: the tests folder goes on ``sys.path`` so test modules can ``import oracles``
+"""Shared pytest setup: the tests folder goes on ``sys.path`` so test modules can ``import harness``
 (whatever the import mode), and a seeded ``rng`` fixture. Slow tests are deselected by pyproject's
 ``addopts = -m 'not slow'``; run them with ``-m slow``."""
 

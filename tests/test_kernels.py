@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from oracles import assert_conforms, check, make_spec, named_kernel, oracle, run
+from harness import check, make_spec, run
 
 import convpipe
 from convpipe.errors import ConvpipeError, SpecError
 from convpipe.kernels import NAMED, kernel_from_source, normalize, separable_factors
+from convpipe.oracles import assert_conforms, named_kernel, oracle
 
 # --------------------------------------------------------------------------- named kernels
 

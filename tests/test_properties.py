@@ -18,17 +18,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from oracles import (
-    MODES,
-    assert_conforms,
-    check,
-    default_dims,
-    insert_axis,
-    oracle,
-    resolve_on,
-    run,
-    uses_fft,
-)
+from harness import check, run
+
+from convpipe.oracles import MODES, assert_conforms, default_dims, insert_axis, oracle, resolve_on, uses_fft
 
 # sqrt / log1p of negative values give NaN, in the oracle as in the pipeline
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -321,6 +313,6 @@ def test_halo_longer_than_array_slow(case):
 
 def test_strategies_cover_every_local_op():
     """Guard: the generated op pool lists every local op the oracle module knows."""
-    from oracles import LOCAL_OPS
+    from convpipe.oracles import LOCAL_OPS
 
     assert set(LOCAL_POOL) == set(LOCAL_OPS)

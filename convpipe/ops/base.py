@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ..axes import insert_axis  # noqa: F401  (ops import it from here)
 from ..errors import SpecError
 from ..spec import AXES_ORDER
 
@@ -40,15 +41,6 @@ class AxesParam(BaseModel):
         if not isinstance(v, str) or not v or len(set(v)) != len(v) or any(a not in AXES_ORDER for a in v):
             raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
         return v
-
-
-def insert_axis(axes: str, letter: str) -> str:
-    """Insert ``letter`` into ``axes`` at its place in 'tczyx' order."""
-    rank = AXES_ORDER.index(letter)
-    i = 0
-    while i < len(axes) and AXES_ORDER.index(axes[i]) < rank:
-        i += 1
-    return axes[:i] + letter + axes[i:]
 
 
 class Op:

@@ -31,6 +31,7 @@ from ..errors import SpecError
 from .. import limits
 from ..kernels import _gabor, kernel_from_source, kernel_or_none, normalize
 from ..tiles import map_index
+from .local import orientation
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
 from .registry import register
 
@@ -834,11 +835,11 @@ class MatchTemplate(Op):
             idx.append(slice(v[0], v[1]) if isinstance(v, list) else v)
         k = np.asarray(array[tuple(idx)], dtype=np.float64)
         spans = "".join(a for a in axes if isinstance(self._crop.get(a), list))
+        # the crop's dimensions in the op's (tczyx) order, whatever the order of the array's axes
+        k = np.transpose(k, [spans.index(a) for a in self.axes])
         if k.shape != self.tshape:
             raise self.error(f"the crop {self._crop} lies outside the input (got a {k.shape} template, expected "
                              f"{self.tshape})", "template")
-        # axes of the crop in the op's order (identical unless the input axes were reordered)
-        k = np.transpose(k, [spans.index(a) for a in self.axes])
         self._set_template(k)
 
     def template(self) -> np.ndarray:
@@ -1167,7 +1168,7 @@ class Stats(Op):
         dx = ndi.correlate1d(ndi.correlate1d(x, [-1, 0, 1], axis=ax, mode="reflect"), [1, 2, 1], axis=ay,
                              mode="reflect")
         dy, dx = self._crop(dy), self._crop(dx)
-        theta = np.arctan2(dy, dx)
+        theta = orientation(dy, dx)  # in (-pi, pi], 0 where both are 0 (weight count: bin of 0)
         w = np.hypot(dy, dx) if oh.weight == "magnitude" else None
         h, _ = np.histogram(theta, bins=oh.bins, range=(-np.pi, np.pi), weights=w)
         return h.astype(np.float64)

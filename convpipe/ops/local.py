@@ -532,6 +532,18 @@ class EdgeParams(_ModeParams, AxesParam):
     output: Literal["magnitude", "components", "orientation"] = "magnitude"
 
 
+def orientation(dy, dx):
+    """arctan2(dy, dx) in (-pi, pi], 0 where both are 0, whatever the sign of a zero (SPEC.md).
+
+    Engines disagree on the sign of an exactly zero derivative (OpenCV gives +0, scipy -0), and arctan2
+    turns that sign into 0, pi or -pi. Adding +0.0 maps -0 to +0 (IEEE 754) and changes nothing else, so
+    arctan2 then gives 0 for a zero gradient and never -pi. In place: the components are temporaries.
+    """
+    np.add(dy, 0.0, out=dy)
+    np.add(dx, 0.0, out=dx)
+    return np.arctan2(dy, dx)
+
+
 class _Edge(_LocalOp):
     Params = EdgeParams
     smooth: np.ndarray
@@ -572,8 +584,7 @@ class _Edge(_LocalOp):
                 acc += c * c
             return np.sqrt(acc, out=acc)
         if out == "orientation":
-            dy, dx = comps  # axes are in array order: first is the 'y-like' one
-            return np.arctan2(dy, dx)
+            return orientation(*comps)  # axes in tczyx order: the first plays y, the second x
         cpos = self.out_axes.index("c")
         return np.stack(comps, axis=cpos)
 
