@@ -185,9 +185,10 @@ class Pipeline:
         skip: set[str] = set()
         manifest = Manifest(out_url, so)
         tile_list = [plan.passes[-1].tile[a] for a in plan.output.axes]
-        prov = {"complete": False, "spec": spec.canonical(), "spec_hash": spec.hash(), "version": __version__,
-                "input_fingerprint": fp, "input_url": in_url, "tile": tile_list, "axes": plan.output.axes,
-                "spec_dir": str(spec.base_dir)}
+        prov = {"complete": False, "spec": spec.canonical(),
+                "spec_hash": spec.hash(compute=str(plan.compute_dtype), dtype=str(plan.output.dtype)),
+                "version": __version__, "input_fingerprint": fp, "input_url": in_url, "tile": tile_list,
+                "axes": plan.output.axes, "spec_dir": str(spec.base_dir), "compute": str(plan.compute_dtype)}
         if state is not None and not spec.output.overwrite:
             if not resume:
                 if state.get("complete") is False:

@@ -123,14 +123,7 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     be = get_backend(prog.backend, check=False)
     block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks
     rows: dict | None = {} if prog.tables else None
-    from . import engines
-
-    finite = engines.ASSUME_FINITE.set(
-        not any(getattr(op, "may_create_nonfinite", False) for op in prog.ops) and engines.all_finite(block))
-    try:
-        res = _run_tile(prog, be, block, meta, rows)
-    finally:
-        engines.ASSUME_FINITE.reset(finite)
+    res = _run_tile(prog, be, block, meta, rows)  # finiteness is tracked op by op (convpipe.finite)
     for i, table in prog.tables:
         table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
@@ -145,7 +138,13 @@ def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict
     with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
         res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
                         xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
-        return be.output(cast_output(res, prog.out_dtype), prog.device_out)  # one device->host copy
+        out = cast_output(res, prog.out_dtype)
+        if out.dtype.kind == "f" and out.dtype.itemsize < res.dtype.itemsize and res.dtype.kind == "f":
+            from .finite import cast_overflow_error, is_finite
+
+            if not is_finite(out) and is_finite(res):  # float16 output of float32 values beyond 65504
+                raise cast_overflow_error(res.dtype, out.dtype)
+        return be.output(out, prog.device_out)  # one device->host copy
 
 
 def _jsonable(v: Any) -> Any:

@@ -22,7 +22,8 @@ bounded by a few summaries, whatever the array's size, and the result does not d
 
 Global ops (kind ``global``): ``zscore`` and ``rescale``. They declare ``needs()`` (keys of
 :func:`summarize`), take the statistics with ``prepare(stats)`` (or ``prepare_from(darr, compute)``, which
-computes them), and then ``apply`` is a point op, computed in float64 and cast to the compute dtype.
+computes them), and then ``apply`` is a point op on the stored values (``raw_input``: never their float32
+rounding), computed in float64 and cast to the compute dtype by the chain.
 """
 
 from __future__ import annotations
@@ -351,7 +352,7 @@ class _GlobalOp(Op):
     """A point op parameterised by whole-array statistics of its input (computed in a pre-pass)."""
 
     kind = "global"
-    may_create_nonfinite = True  # dividing by a whole-array statistic
+    raw_input = True  # float64 statistics and arithmetic on the stored values, never on their float32 rounding
 
     def setup(self) -> None:
         self.stats: dict[str, float] | None = None
@@ -409,8 +410,8 @@ class ZScore(_GlobalOp):
 
     def apply(self, x, xp=np):
         self._need_prepared()
-        y = (x.astype(np.float64) - self.mean) / self.scale
-        return y.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
+        # float64 arithmetic on the stored values (raw_input); the chain casts to the compute dtype
+        return (x.astype(np.float64) - self.mean) / self.scale
 
 
 class RescaleParams(OpParams):
@@ -491,7 +492,7 @@ class Rescale(_GlobalOp):
             v = v * (self.omax - self.omin) + self.omin
         else:
             v = np.clip(v, self.omin, self.omax)
-        return v.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
+        return v  # float64 arithmetic on the stored values (raw_input); the chain casts to the compute dtype
 
     def describe(self):
         p = self.params

@@ -570,7 +570,8 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     if len(out_axes) != len(shape) or len(tile) != len(shape):
         raise InputError(f"{output_url}: provenance axes {out_axes!r} / tile {list(tile)} do not fit the "
                          f"output's shape {shape}")
-    precision = str((spec.get("execution") or {}).get("precision", "float32"))
+    # the compute dtype the run resolved (precision auto depends on the input's dtype)
+    precision = str(prov.get("compute") or (spec.get("execution") or {}).get("precision", "float32"))
     out_dtype = np.dtype(out.dtype)
     grid = _tiles(shape, tile)
     res = VerifyResult(output_url, in_url, out_axes, shape, tile, len(grid), precision, 0.0,

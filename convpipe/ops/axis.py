@@ -134,7 +134,6 @@ class Autoregressive(_AlongAxis):
     len(axis) x tile(other axes) voxels (plus a float64 copy), never the whole array.
     """
 
-    may_create_nonfinite = True  # an unstable recursion grows to inf
     name = "autoregressive"
     kind = "full"
     linear = True

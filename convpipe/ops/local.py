@@ -515,6 +515,10 @@ class _Edge(_LocalOp):
     def out_extent(self, axis, n):
         return len(self.axes)
 
+    @property
+    def hides_nonfinite(self):  # arctan2(inf, x) is finite (convpipe.finite)
+        return self.params.output == "orientation"
+
     def halo(self):
         return {a: (1, 1) for a in self.axes}
 
