@@ -260,11 +260,11 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
                     y = op.apply(u.astype(np.float64), xp, **kw).astype(y.dtype)
         finally:
             engines.ASSUME_FINITE.reset(token)
-        if getattr(op, "raw_input", False) and y.dtype != op.out_dtype(compute):
-            y = y.astype(op.out_dtype(compute))  # read the stored values, hand on the compute dtype
         out_axes = op.out_axes
         if tables is not None and getattr(op, "emits_table", False):
             tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1], n, valid)
+        if getattr(op, "raw_input", False) and y.dtype != op.out_dtype(compute):
+            y = y.astype(op.out_dtype(compute))  # rows saw the stored values; the chain goes on in compute
         for ax, sel in valid.items():
             oax = out_axes.index(op.in_axes[ax])
             y = np.take(y, sel, axis=oax)
