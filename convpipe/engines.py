@@ -177,7 +177,30 @@ def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: t
 
 
 def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
-    """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2)."""
+    """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2).
+
+    A window holding a NaN gives NaN (numpy's rule for max / min / median; inf is an ordered value like any
+    other). scipy's running extrema and selection have no rule for NaN: their result depends on where the
+    line, and so the block, starts. So the NaN voxels take part as 0 and the windows holding one are set to
+    NaN afterwards (a box maximum of the NaN mask): blocks without NaN pay one check.
+    """
+    if x.dtype.kind == "f" and not all_finite(x):
+        xp = _xp(x)
+        nan = xp.isnan(x)
+        if bool(nan.any()):
+            out = _rank(xp.where(nan, x.dtype.type(0), x), kind, sizes)
+            spread = _rank(nan.view(np.uint8), "maximum", sizes)
+            return xp.where(spread.astype(bool), x.dtype.type(np.nan), out)
+    return _rank(x, kind, sizes)
+
+
+def _xp(x):
+    from .backends import array_module
+
+    return array_module(x)
+
+
+def _rank(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
     if on_device(x):
         from . import gpu
 

@@ -403,6 +403,12 @@ class _GlobalOp(Op):
         needs = self.needs()
         self.prepare(summarize(darr, [*needs, *self.extra_needs], compute=compute) if needs else {})
 
+    @property
+    def domain_nonfinite(self) -> bool:
+        """The op's footprint is the whole input: statistics of an input holding NaN/inf are NaN/inf (as
+        numpy's), and so is the output of every tile, legitimately (convpipe.finite)."""
+        return self.stats is not None and not all(math.isfinite(v) for v in self.stats.values())
+
     def _need_prepared(self):
         if self.stats is None:
             raise RuntimeError(f"{self.name} runs after a statistics pre-pass: call prepare() first")

@@ -134,6 +134,18 @@ def _keep_real(hit: np.ndarray, op: Op, halo: dict[str, tuple[int, int]], x_shap
             hit &= m.reshape(shape)
 
 
+def _window_max(a: np.ndarray, size) -> np.ndarray:
+    """``maximum_filter(a, size, mode='nearest')`` with numpy's NaN rule: a window holding a NaN has the maximum
+    NaN, so no voxel of it is a peak (scipy's running maximum has no rule for NaN: its answer depends on where
+    the line starts, and so on the tiling)."""
+    nan = np.isnan(a)
+    if not nan.any():
+        return ndi.maximum_filter(a, size=size, mode="nearest")
+    mx = ndi.maximum_filter(np.where(nan, -np.inf, a), size=size, mode="nearest")
+    mx[ndi.maximum_filter(nan, size=size, mode="nearest")] = np.nan
+    return mx
+
+
 def _empty_table(columns: dict[str, Any]):
     import pyarrow as pa
 
@@ -528,7 +540,7 @@ class Blobs(Op):
             if cube.size == 1:  # skimage: a one-voxel cube is a peak when above the threshold
                 hit = cube > thr
             else:
-                mx = ndi.maximum_filter(cube, size=3, mode="nearest")
+                mx = _window_max(cube, 3)
                 hit = cube == mx
                 if whole and hit.all():  # skimage: a constant cube has no peaks (decidable: plane in view)
                     continue
@@ -988,7 +1000,7 @@ class MatchTemplate(Op):
             for ax, (a0, a1) in zip(acted, combo):
                 sl[ax] = slice(a0, a1)
             part = ncc[tuple(sl)]
-            mx = ndi.maximum_filter(part, size=[size.get(i, 1) for i in range(part.ndim)], mode="nearest")
+            mx = _window_max(part, [size.get(i, 1) for i in range(part.ndim)])
             h = (part == mx) & (part > self.params.threshold)
             # map into y (= ncc cropped by r along the acted axes)
             ysl, hsl = [slice(None)] * ncc.ndim, [slice(None)] * ncc.ndim
