@@ -138,7 +138,8 @@ def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict
     with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
         res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
                         xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
-        out = cast_output(res, prog.out_dtype)
+        with np.errstate(over="ignore"):  # a float cast that overflows is reported just below, as an error
+            out = cast_output(res, prog.out_dtype)
         if out.dtype.kind == "f" and out.dtype.itemsize < res.dtype.itemsize and res.dtype.kind == "f":
             from .finite import cast_overflow_error, is_finite
 

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import engines
+from ..finite import is_finite
 from ..kernels import kernel_from_source, normalize, separable_factors
 from .base import AxesParam, Mode, Op, OpParams, PerAxis, PerAxisInt, insert_axis
 from .registry import register
@@ -546,7 +547,10 @@ class _Edge(_LocalOp):
             return np.sqrt(acc, out=acc)
         if out == "orientation":
             dy, dx = comps  # axes are in array order: first is the 'y-like' one
-            return np.arctan2(dy, dx)
+            if x.dtype.itemsize < 8 and not (is_finite(dy) and is_finite(dx)) and engines.all_finite(x):
+                # components of finite values overflowed: arctan2(inf, inf) would be a finite, wrong angle
+                dy, dx = (self.component(x.astype(np.float64), a, outside) for a in self.axes)
+            return np.arctan2(dy, dx).astype(x.dtype, copy=False)
         cpos = self.out_axes.index("c")
         return np.stack(comps, axis=cpos)
 
