@@ -14,7 +14,7 @@ The rule, per tile (:class:`Guard`, run by :func:`convpipe.tiles.run_chain`):
 - Checking every intermediate would cost one reduction per op per tile. NaN/inf reach the end of a chain
   through every op except a few that can turn them into finite values (``threshold``, ``astype`` to an
   integer type, an edge ``orientation``: ops with ``hides_nonfinite``), so the chain's result is checked,
-  and the input of those few ops. When a check fails, the tile is run again with a check after every op
+  and the input of those few ops and of domain ops. When a check fails, the tile is run again with a check after every op
   to name the step that overflowed (only on the way to an error, so its cost does not matter).
 
 Meanwhile :data:`convpipe.engines.ASSUME_FINITE` tells the engines that an op's input is finite, so they
@@ -91,8 +91,11 @@ class Guard:
         self.finite = is_finite(block)  # the values of the current op's input are known to be finite
 
     def before(self, i: int, u: Any) -> None:
-        """Before op ``i`` runs on ``u``: check its input when it could hide an overflow."""
-        if self.finite and i > 0 and not self.every and getattr(self.ops[i], "hides_nonfinite", False) \
+        """Before op ``i`` runs on ``u``: check its input when it could hide an overflow (and before a domain
+        op, whose NaN would pass for its own: sqrt of an overflowed inf is inf, not a domain error)."""
+        op = self.ops[i]
+        if self.finite and i > 0 and not self.every and (getattr(op, "hides_nonfinite", False)
+                                                          or getattr(op, "domain_nonfinite", False)) \
                 and not is_finite(u):
             raise Attribute()
 

@@ -88,6 +88,8 @@ def test_averages_of_huge_values_do_not_overflow(steps):
     # an op that turns inf into finite values follows the overflow: still an error, at the overflow
     ([{"scale": {"factor": 10.0}}, {"threshold": {"value": 0.0}}], "steps[0].scale"),
     ([{"scale": {"factor": 10.0}}, {"astype": {"dtype": "int16"}}], "steps[0].scale"),
+    # sqrt of an overflowed inf is inf: not a domain error of sqrt's
+    ([{"abs": {}}, {"scale": {"factor": 10.0}}, {"sqrt": {}}], "steps[1].scale"),
     ([{"sobel": {"output": "orientation"}}], None),  # computed in float64: the angles fit
     ([{"sobel": {"output": "components"}}], "steps[0].sobel"),
     ([{"correlate": {"kernel": [[0, 3, 0], [3, 3, 3], [0, 3, 0]], "method": "direct"}}], "steps[0].correlate"),
