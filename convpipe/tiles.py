@@ -179,15 +179,19 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
 
     Every op computes in the pipeline's precision, except ops that must see the stored values (``raw_input``:
     global statistics, table ops, ``threshold``): they get the block as stored, with integer and boolean
-    types widened to float64 (exact to 2**53, as the float64 oracle reads them), so a float32 compute never
-    rounds what they compare. ``raw_input = "exact"`` (``astype``) gets the block untouched.
+    types as a float type that holds them exactly (the compute dtype for <= 16-bit types, else float64: exact
+    to 2**53, as the float64 oracle reads them), so a float32 compute never rounds what they compare.
+    ``raw_input = "exact"`` (``astype``) gets the block untouched.
     """
     raw = getattr(op, "raw_input", False)
     if not raw:
         return u.astype(compute) if u.dtype != compute else u
-    if raw == "exact" or u.dtype.kind == "f":
+    if raw == "exact":
         return u
-    return u.astype(np.float64)
+    if u.dtype.kind == "f":  # a float16 widens exactly (scipy has no float16 filters); a float64 stays
+        return u if u.dtype.itemsize >= np.dtype(compute).itemsize else u.astype(compute)
+    small = u.dtype.kind == "b" or u.dtype.itemsize <= 2
+    return u.astype(compute if small else np.float64)
 
 
 def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool):

@@ -291,3 +291,16 @@ def test_match_template_uses_the_stored_values(tmp_path, kind, precision):
     got = rows(tb["match_template"], ["y", "x"])
     mx = ndi.maximum_filter(ref, size=7, mode="nearest")
     assert (24, 33) in got and got == set(zip(*[i.tolist() for i in np.nonzero((ref == mx) & (ref > 0.5))]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "uint8", "bool", "int16"])
+def test_table_ops_read_small_types(tmp_path, dtype):
+    """Types float32 holds exactly reach the table ops widened (scipy has no float16 or bool filters)."""
+    r = np.random.default_rng(6).random((24, 30))
+    x = (r > 0.5) if dtype == "bool" else (r * 4).astype(dtype)
+    v = stored(x)
+    _, tb = run_tables(tmp_path, x, [{"peaks": {"radius": 1, "threshold": 0.5}}], "auto")
+    mx = ndi.maximum_filter(v, size=3, mode="nearest")
+    hit = (v == mx) & (v > 0.5)
+    assert rows(tb["peaks"], ["y", "x", "value"]) == set(zip(*[i.tolist() for i in np.nonzero(hit)], v[hit].tolist()))
+    within(apply([{"zscore": {}}], x, "auto"), zscore_exact(v), "float32")
