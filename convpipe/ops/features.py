@@ -31,6 +31,8 @@ from ..errors import SpecError
 from ..kernels import _gabor, kernel_from_source, normalize
 from ..tiles import map_index
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
+from .ncc import ncc
+from .ncc import window_max as _window_max
 from .registry import register
 
 _BIG = 1 << 60
@@ -132,18 +134,6 @@ def _keep_real(hit: np.ndarray, op: Op, halo: dict[str, tuple[int, int]], x_shap
             shape = [1] * hit.ndim
             shape[ax] = -1
             hit &= m.reshape(shape)
-
-
-def _window_max(a: np.ndarray, size) -> np.ndarray:
-    """``maximum_filter(a, size, mode='nearest')`` with numpy's NaN rule: a window holding a NaN has the maximum
-    NaN, so no voxel of it is a peak (scipy's running maximum has no rule for NaN: its answer depends on where
-    the line starts, and so on the tiling)."""
-    nan = np.isnan(a)
-    if not nan.any():
-        return ndi.maximum_filter(a, size=size, mode="nearest")
-    mx = ndi.maximum_filter(np.where(nan, -np.inf, a), size=size, mode="nearest")
-    mx[ndi.maximum_filter(nan, size=size, mode="nearest")] = np.nan
-    return mx
 
 
 def _empty_table(columns: dict[str, Any]):
@@ -873,55 +863,10 @@ class MatchTemplate(Op):
 
     # ---- compute
     def _ncc(self, x: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
-        """NCC for every block position whose template window lies in the block (float64).
-
-        ``outside``: where the block lies beyond the array (skimage's zero padding; ``x`` holds anything
-        there). Non-finite values of ``x`` inside the array make NaN every position whose window holds one.
-        """
+        """NCC for every block position whose template window lies in the block (float64); see :func:`ncc`."""
         k = self.template()
         acted = [self.in_axes.index(a) for a in self.axes]
-        n_t = float(np.prod(k.shape))
-        if outside is None:
-            outside = np.zeros((1,) * x.ndim, dtype=bool)
-        bad = ~np.isfinite(x) & ~outside
-        known = ~(outside | bad)
-        # shift by a whole number near the mean: better conditioned window sums, and integer-valued images
-        # keep exact sums (a flat window then has exactly zero variance -> response 0, as in skimage)
-        c = float(np.round(np.mean(x, where=np.broadcast_to(known, x.shape)))) if known.any() else 0.0
-        if not math.isfinite(c):
-            c = 0.0
-        # the padding and the non-finite voxels are left out of the running sums (0 in the shifted frame) and
-        # added back in closed form: a padding of -c (c ~ 2**40) would otherwise cost every later window of the
-        # cumulative sums its digits
-        xs = np.where(known, x - c, 0.0)
-        num = self._correlate(xs, acted, k.shape)
-        s1 = xs
-        s2 = xs * xs
-        for i, t in zip(acted, k.shape):
-            s1 = _box_sum(s1, t, i)
-            s2 = _box_sum(s2, t, i)
-        if outside.any():
-            pad = np.broadcast_to(outside, x.shape).astype(np.float64)
-            npad = pad
-            for i, t in zip(acted, k.shape):
-                npad = _box_sum(npad, t, i)
-            # exactly 0 where a window holds no padding (an FFT-based engine leaves round-off there, times c)
-            num -= np.where(npad > 0, c * self._correlate(pad, acted, k.shape), 0.0)
-            s1 = s1 - npad * c
-            s2 = s2 + npad * (c * c)
-        den = s2 - s1 * s1 / n_t
-        den *= self._ssd
-        np.maximum(den, 0, out=den)
-        np.sqrt(den, out=den)
-        out = np.zeros(num.shape, dtype=np.float64)
-        mask = den > np.finfo(np.float64).eps
-        out[mask] = num[mask] / den[mask]
-        if bad.any():  # SPEC.md: NaN where the window holds a NaN/inf, the rest untouched
-            nb = bad.astype(np.float64)
-            for i, t in zip(acted, k.shape):
-                nb = _box_sum(nb, t, i)
-            out[nb > 0] = np.nan
-        return out
+        return ncc(x, outside, k.shape, acted, self._ssd, lambda v: self._correlate(v, acted, k.shape))
 
     def _correlate(self, xs: np.ndarray, acted: list[int], tshape: tuple[int, ...]) -> np.ndarray:
         """Valid correlation of ``xs`` with the zero-mean template over the acted axes."""
@@ -1030,19 +975,6 @@ def _true_runs(m: np.ndarray) -> list[tuple[int, int]]:
         return []
     d = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
     return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
-
-
-def _box_sum(a: np.ndarray, t: int, axis: int) -> np.ndarray:
-    """Sums over windows of length ``t`` along ``axis`` (valid part: length n - t + 1)."""
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (1, 0)
-    cs = np.cumsum(np.pad(a, pad), axis=axis)
-    n = cs.shape[axis]
-    hi = [slice(None)] * a.ndim
-    lo = [slice(None)] * a.ndim
-    hi[axis] = slice(t, n)
-    lo[axis] = slice(0, n - t)
-    return cs[tuple(hi)] - cs[tuple(lo)]
 
 
 # =========================================================================== stats
