@@ -11,11 +11,16 @@ The rule, per tile (:class:`Guard`, run by :func:`convpipe.tiles.run_chain`):
 - While the values are finite, a non-finite result is an overflow of the compute dtype, except where an op
   leaves its domain (``sqrt`` of a negative value, ``log1p`` of a value <= -1 give NaN/-inf exactly as numpy
   does: ops with ``domain_nonfinite``). From such an op on, the tile is treated as non-finite.
-- Checking every intermediate would cost one reduction per op per tile. NaN/inf reach the end of a chain
+- Checking every intermediate would cost a reduction per op per tile. NaN/inf reach the end of a chain
   through every op except a few that can turn them into finite values (``threshold``, ``astype`` to an
   integer type, an edge ``orientation``: ops with ``hides_nonfinite``), so the chain's result is checked,
-  and the input of those few ops and of domain ops. When a check fails, the tile is run again with a check after every op
-  to name the step that overflowed (only on the way to an error, so its cost does not matter).
+  and the input of those few ops and of domain ops. When a check fails, the tile is run again with a check
+  after every op (only on the way to an error or a rescue, so its cost does not matter): an op whose result
+  is not finite runs once more in float64; its result is kept when it fits the compute dtype (OpenCV adds
+  the two taps of a symmetric kernel before weighting them, so a blur of values near 3e38 overflows although
+  the blur fits), else the error names the step.
+- Rank filters, ``peaks``, ``blobs``, spectral and global ops keep NaN/inf within their footprints in their own
+  ways (numpy's NaN rule for window maxima, whole planes for FFTs, whole arrays for statistics); see there.
 
 Meanwhile :data:`convpipe.engines.ASSUME_FINITE` tells the engines that an op's input is finite, so they
 skip their own checks (OpenCV and FFT paths are exact only for finite blocks).
