@@ -62,6 +62,10 @@ def step_name(op: Any) -> str:
 
 
 def overflow_error(op: Any, compute: np.dtype) -> ExecutionError:
+    target = getattr(op, "name", None) == "astype" and np.dtype(op.params.dtype)
+    if target is not False and target.kind == "f":
+        return ExecutionError(f"{step_name(op)}: the values exceed what {target} can hold (magnitudes up to "
+                              f"{float(np.finfo(target).max):.3g}): cast to a wider type")
     compute = np.dtype(compute)
     big = float(np.finfo(compute).max) if compute.kind == "f" else float("inf")
     msg = (f"{step_name(op)}: the result overflows {compute} (magnitudes beyond {big:.3g}) although its "

@@ -153,6 +153,11 @@ def test_output_dtype_narrower_than_the_values_is_an_error():
         p.apply(x).compute()
 
 
+def test_astype_to_a_narrow_float_names_the_type():
+    with pytest.raises(ExecutionError, match=r"steps\[1\]\.astype: the values exceed what float16 can hold"):
+        apply([{"abs": {}}, {"astype": {"dtype": "float16"}}], np.full((8, 8), 1e5, np.float32), (4, 4))
+
+
 def test_apply_raises_when_computed_not_before():
     y = pipeline([{"sobel": {}}]).apply(near_max())  # building the graph reads nothing
     with pytest.raises(ExecutionError, match="steps.0..sobel"):
