@@ -198,9 +198,12 @@ class Pipeline:
         fp = fingerprint(arr, in_url)
         manifest = Manifest(out_url, so)
         tile_list = [plan.passes[-1].tile[a] for a in plan.output.axes]
-        prov = {"complete": False, "spec": spec.canonical(), "spec_hash": spec.hash(), "version": __version__,
-                "input_fingerprint": fp, "input_data": data_digest(arr, in_url, spec.input.storage_options),
-                "input_url": in_url, "tile": tile_list, "axes": plan.output.axes, "spec_dir": str(spec.base_dir)}
+        prov = {"complete": False, "spec": spec.canonical(),
+                "spec_hash": spec.hash(compute=str(plan.compute_dtype), dtype=str(plan.output.dtype)),
+                "version": __version__, "input_fingerprint": fp,
+                "input_data": data_digest(arr, in_url, spec.input.storage_options), "input_url": in_url,
+                "tile": tile_list, "axes": plan.output.axes, "spec_dir": str(spec.base_dir),
+                "compute": str(plan.compute_dtype)}
         state = output_state(out_url, so)
         decision = decide(state, prov, out_url=out_url, resume=resume, overwrite=bool(spec.output.overwrite))
         if decision.action == "complete":

@@ -27,21 +27,23 @@ except ImportError:  # pragma: no cover
 _CV_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-# Set per task by execute._tile_task when the tile's input is finite and no op in the chain can make
-# NaN/inf from finite values: then no block of the task needs checking again. A ContextVar, because dask
-# runs tasks on several threads at once.
+# Set by tiles.run_chain around each op whose input is known to be finite (convpipe.finite tracks it op by
+# op): then the engines need not check the op's blocks again. A ContextVar, because dask runs tasks on
+# several threads at once.
 ASSUME_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("convpipe_assume_finite", default=False)
 
 
 def all_finite(x: np.ndarray) -> bool:
-    """True when ``x`` holds no NaN/inf (one pass, no temporary; a sum that overflows only costs speed).
+    """True when ``x`` holds no NaN/inf: the exact check of :func:`convpipe.finite.is_finite`, skipped where
+    the chain already knows the op's input is finite.
 
     Works on CuPy blocks too (``x.sum()`` stays on the device; one scalar comes back).
     """
     if not x.size or ASSUME_FINITE.get():
         return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(float(x.sum())))
+    from .finite import is_finite
+
+    return is_finite(x)
 
 
 def _cv_layout(x: np.ndarray) -> bool:
@@ -175,7 +177,30 @@ def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: t
 
 
 def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
-    """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2)."""
+    """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2).
+
+    A window holding a NaN gives NaN (numpy's rule for max / min / median; inf is an ordered value like any
+    other). scipy's running extrema and selection have no rule for NaN: their result depends on where the
+    line, and so the block, starts. So the NaN voxels take part as 0 and the windows holding one are set to
+    NaN afterwards (a box maximum of the NaN mask): blocks without NaN pay one check.
+    """
+    if x.dtype.kind == "f" and not all_finite(x):
+        xp = _xp(x)
+        nan = xp.isnan(x)
+        if bool(nan.any()):
+            out = _rank(xp.where(nan, x.dtype.type(0), x), kind, sizes)
+            spread = _rank(nan.view(np.uint8), "maximum", sizes)
+            return xp.where(spread.astype(bool), x.dtype.type(np.nan), out)
+    return _rank(x, kind, sizes)
+
+
+def _xp(x):
+    from .backends import array_module
+
+    return array_module(x)
+
+
+def _rank(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
     if on_device(x):
         from . import gpu
 

@@ -131,17 +131,10 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
         cast = first is not None and not getattr(first, "raw_input", False) and prog.pass_index == 0
         block = block.astype(prog.compute, order="C") if cast else array_module(block).ascontiguousarray(block)
     rows: dict | None = {} if prog.tables else None
-    from . import engines
-
-    finite = engines.ASSUME_FINITE.set(
-        not any(getattr(op, "may_create_nonfinite", False) for op in prog.ops) and engines.all_finite(block))
-    try:
-        # what NaN/inf give is SPEC.md's non-finite rules, checked by the run; numpy's floating-point
-        # RuntimeWarnings ("invalid value encountered in multiply") must not reach the user's terminal
-        with np.errstate(all="ignore"):
-            res = _run_tile(prog, be, block, meta, rows)
-    finally:
-        engines.ASSUME_FINITE.reset(finite)
+    # finiteness is tracked op by op (convpipe.finite); numpy's floating-point RuntimeWarnings ("invalid value
+    # encountered in multiply") must not reach the user's terminal
+    with np.errstate(all="ignore"):
+        res = _run_tile(prog, be, block, meta, rows)
     for i, table in prog.tables:
         table.write_part(meta.key, rows.get(i, {}))
     if prog.sink is None:
@@ -162,7 +155,14 @@ def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict
     with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
         res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
                         xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
-        return be.output(cast_output(res, prog.out_dtype), prog.device_out)  # one device->host copy
+        with np.errstate(over="ignore"):  # a float cast that overflows is reported just below, as an error
+            out = cast_output(res, prog.out_dtype)
+        if out.dtype.kind == "f" and out.dtype.itemsize < res.dtype.itemsize and res.dtype.kind == "f":
+            from .finite import cast_overflow_error, is_finite
+
+            if not is_finite(out) and is_finite(res):  # float16 output of float32 values beyond 65504
+                raise cast_overflow_error(res.dtype, out.dtype)
+        return be.output(out, prog.device_out)  # one device->host copy
 
 
 def _jsonable(v: Any) -> Any:

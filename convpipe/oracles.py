@@ -282,10 +282,25 @@ def gaussian(x, dims, sigma, order=0, truncate=4.0, mode="reflect", cval=0.0, ax
 
 
 @op
+def _box_direct(a: np.ndarray, size: tuple, mode: str, cval: float) -> np.ndarray:
+    """uniform_filter as direct 1-D window sums: scipy's running sum carries a NaN/inf to the end of the line
+    (inf - inf), which SPEC.md's non-finite rule forbids; for finite input the two agree to rounding."""
+    for ax, s in enumerate(size):
+        if int(s) > 1:
+            a = ndi.correlate1d(a, np.full(int(s), 1.0 / int(s)), axis=ax, mode=mode, cval=cval)
+    return a
+
+
 def uniform(x, dims, size, mode="reflect", cval=0.0, axes=None):
     on = resolve_on(dims, axes, size)
     s = per_axis(size, on)
-    return per_plane(x, dims, on, lambda a: ndi.uniform_filter(a, s, mode=mode, cval=cval)), dims
+
+    def fn(a):
+        if np.isfinite(a).all():
+            return ndi.uniform_filter(a, s, mode=mode, cval=cval)
+        return _box_direct(a, s, mode, cval)
+
+    return per_plane(x, dims, on, fn), dims
 
 
 EDGE_SMOOTH = {"sobel": [1.0, 2.0, 1.0], "prewitt": [1.0, 1.0, 1.0], "scharr": [3 / 16, 10 / 16, 3 / 16]}
@@ -399,7 +414,11 @@ def rank_filter(a: np.ndarray, size: tuple, kind: str, mode: str = "reflect", cv
         return w.min(axis=-1)
     if kind == "maximum":
         return w.max(axis=-1)
-    return np.partition(w, n // 2, axis=-1)[..., n // 2]
+    nan = np.isnan(w)
+    if not nan.any():
+        return np.partition(w, n // 2, axis=-1)[..., n // 2]
+    # SPEC.md's non-finite rule, numpy's for max / min / median: a window holding a NaN gives NaN
+    return np.where(nan.any(axis=-1), np.nan, np.partition(np.where(nan, 0.0, w), n // 2, axis=-1)[..., n // 2])
 
 
 def _rank(kind, x, dims, size, mode="reflect", cval=0.0, axes=None):

@@ -45,6 +45,29 @@ class ArrayInfo:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
+def resolve_precision(precision: str, dtype: Any) -> np.dtype:
+    """The compute dtype of ``execution.precision`` for an input of ``dtype``.
+
+    ``auto`` computes in float32 when float32 holds every value of the input dtype exactly (bool, 8- and
+    16-bit integers, float16, float32) and in float64 otherwise (32- and 64-bit integers, float64): an int32
+    near 2**28 or a float64 with small noise on a large offset is not rounded before the first op.
+    """
+    if precision != "auto":
+        return np.dtype(precision)
+    dt = np.dtype(dtype)
+    exact32 = dt.kind == "b" or (dt.kind in "iu" and dt.itemsize <= 2) or (dt.kind == "f" and dt.itemsize <= 4)
+    return np.dtype(np.float32 if exact32 else np.float64)
+
+
+def precision_note(precision: str, dtype: Any) -> str:
+    """What explain says about the compute dtype: the choice of ``auto`` and why."""
+    compute = resolve_precision(precision, dtype)
+    if precision != "auto":
+        return f"compute {compute} (execution.precision: {precision})"
+    why = "exact in float32" if compute == np.float32 else "not exact in float32"
+    return f"compute {compute} (precision auto: input {np.dtype(dtype)} is {why})"
+
+
 @dataclass
 class PassPlan:
     index: int
@@ -80,6 +103,7 @@ class Plan:
     backend: str
     warnings: list[str] = field(default_factory=list)
     backend_note: str = ""  # why this backend (auto: the GPU it found); passes that stay on the CPU
+    precision: str = "float32"  # execution.precision as written (auto resolves to compute_dtype)
 
     @property
     def tasks(self) -> int:
@@ -113,7 +137,7 @@ class Plan:
                       "chunks": list(self.input.chunks), "axes": self.input.axes},
             "output": {"shape": list(self.output.shape), "dtype": str(self.output.dtype),
                        "chunks": list(self.output.chunks), "axes": self.output.axes},
-            "compute_dtype": str(self.compute_dtype),
+            "compute_dtype": str(self.compute_dtype), "precision": self.precision,
             "compute_axes": self.compute_axes,
             "cluster": self.cluster, "backend": self.backend, "backend_note": self.backend_note,
             "workers": self.workers,
@@ -137,7 +161,8 @@ class Plan:
         name = self.spec.name if self.spec is not None else "pipeline"
         i, o = self.input, self.output
         lines.append(f"plan for {name!r}: {self.cluster} ({self.workers} workers, "
-                     f"{_fmt_bytes(self.memory_per_worker)} each), backend {self.backend}, compute {self.compute_dtype}")
+                     f"{_fmt_bytes(self.memory_per_worker)} each), backend {self.backend}, "
+                     f"{precision_note(self.precision, self.input.dtype)}")
         if self.backend_note:
             lines.append(f"  backend {self.backend_note}")
         lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
@@ -243,13 +268,13 @@ def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
 
 def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = None,
               out_chunks: tuple[int, ...] | dict[str, int] | list[int] | None = None,
-              out_dtype: str | None = None, tile: Any = "auto", precision: str = "float32",
+              out_dtype: str | None = None, tile: Any = "auto", precision: str = "auto",
               workers: int = 1, memory_per_worker: int = 4 << 30, cluster: str = "threads",
               backend: str = "cpu") -> Plan:
     """Build the plan of ``spec_steps`` on an input described by ``inp`` (no data is read)."""
     if spec is not None:
         check_step_axes(spec, inp.axes)  # errors name the input's axes as the user wrote them
-    compute = np.dtype(precision)
+    compute = resolve_precision(precision, inp.dtype)
     from .ops.local import merge_linear
 
     # Every op computes on the input transposed to canonical 'tczyx' order (see convpipe.axes): a kernel's
@@ -322,7 +347,8 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     chunks = _out_chunks(out_chunks, inp, final_axes, passes[-1].extents[-1], spec)
     ext = passes[-1].extents[-1]
     out = ArrayInfo(tuple(ext[a] for a in stored_out), odt, tuple(chunks[a] for a in stored_out), stored_out)
-    return Plan(spec, stored, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings)
+    return Plan(spec, stored, out, passes, compute, workers, memory_per_worker, cluster, backend, warnings,
+                precision=precision)
 
 
 def canonical_info(info: ArrayInfo) -> ArrayInfo:

@@ -223,7 +223,8 @@ class InputSpec(_Model):
 
 class OutputSpec(_Model):
     url: str
-    dtype: str | None = Field(None, description="default float32 (float64 with precision float64)")
+    dtype: str | None = Field(None, description="default: the compute dtype (float32, or float64 when "
+                                                     "computing in float64)")
     chunks: list[int] | dict[str, int] | None = None
     zarr_format: Literal[2, 3] = 3
     overwrite: bool = False
@@ -255,7 +256,9 @@ class ExecutionSpec(_Model):
     backend: Literal["cpu", "gpu", "auto"] = "auto"
     cluster: str = "threads"
     tile: Literal["auto"] | dict[str, int] | list[int] = "auto"
-    precision: Literal["float32", "float64"] = "float32"
+    precision: Literal["auto", "float32", "float64"] = Field(
+        "auto", description="compute dtype; auto: float32 when the input dtype is exact in float32 (<= 16-bit "
+                            "ints, bool, float16/32), else float64")
     memory_limit: str | int | None = Field(None, description="per worker, e.g. '4GiB'; default: from the machine")
 
     @field_validator("tile")
@@ -389,11 +392,17 @@ class Spec:
         d["steps"] = [s.canonical() for s in self.steps]
         return d
 
-    def hash(self) -> str:
-        """Hash of what determines the output values (not where they go, not how they are scheduled)."""
+    def hash(self, *, compute: str | None = None, dtype: str | None = None) -> str:
+        """Hash of what determines the output values (not where they go, not how they are scheduled).
+
+        ``compute`` / ``dtype``: the compute and output dtypes the plan resolved (``precision: auto`` and a
+        default ``output.dtype`` depend on the input's dtype). With them the hash names the arithmetic
+        actually done, so a resume never mixes tiles computed in float32 and float64, even if the rule
+        that resolves ``auto`` changed in between.
+        """
         c = self.canonical()
-        keep = {"steps": c["steps"], "precision": c["execution"]["precision"],
-                "dtype": (c.get("output") or {}).get("dtype")}
+        keep = {"steps": c["steps"], "precision": compute or c["execution"]["precision"],
+                "dtype": dtype or (c.get("output") or {}).get("dtype")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **overrides: Any) -> "Spec":

@@ -22,7 +22,8 @@ bounded by a few summaries, whatever the array's size, and the result does not d
 
 Global ops (kind ``global``): ``zscore`` and ``rescale``. They declare ``needs()`` (keys of
 :func:`summarize`), take the statistics with ``prepare(stats)`` (or ``prepare_from(darr, compute)``, which
-computes them), and then ``apply`` is a point op, computed in float64 and cast to the compute dtype.
+computes them), and then ``apply`` is a point op on the stored values (``raw_input``: never their float32
+rounding), computed in float64 and cast to the compute dtype by the chain.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from .ops.base import Op, OpParams
 from .ops.registry import register
 
+_MOMENT_KEYS = ("count", "mean", "std", "min", "max", "mean_shift", "mean_rest")
 EXTRACT_LIMIT = 1 << 20  # a bucket with at most this many values is pulled out and sorted
 _DIGIT = 16
 _FANIN = 8
@@ -68,44 +70,68 @@ def _reduce(darr, chunk_fn: Callable, combine_fn: Callable, compute: Callable | 
 
 
 def _chunk_moments(x: np.ndarray) -> np.ndarray:
+    """(n, shift, mean - shift, M2, min, max) of one chunk, float64.
+
+    The mean is kept relative to a stored value of the data (``shift``, the chunk's first value when finite):
+    on an offset much larger than the spread (an int64 near 2**40, 1e4 + 1e-6 noise) a mean rounded to
+    float64 loses the digits that ``(x - mean) / std`` and the merge's between-chunk term need, while
+    ``x - shift`` is exact for integers and for floats within a factor 2 of the shift (Sterbenz).
+    """
     x = np.asarray(x)
     n = x.size
     if n == 0:
-        return np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+        return np.array([0.0, 0.0, 0.0, 0.0, np.inf, -np.inf])
     v = x.astype(np.float64, copy=False)
-    mean = v.mean()
-    d = v - mean
-    m2 = float(np.vdot(d.ravel(), d.ravel())) if d.size else 0.0
-    return np.array([float(n), float(mean), m2, float(v.min()), float(v.max())])
+    shift = float(v.flat[0])
+    if not math.isfinite(shift):
+        shift = 0.0
+    d = v - shift
+    dm = d.mean()
+    d = d - dm
+    m2 = float(np.vdot(d.ravel(), d.ravel()))
+    return np.array([float(n), shift, float(dm), m2, float(v.min()), float(v.max())])
 
 
 def _merge_moments(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Chan et al.'s pairwise merge of (n, mean, M2, min, max), left to right."""
+    """Chan et al.'s pairwise merge of (n, shift, mean - shift, M2, min, max), left to right, in the frame of
+    the first non-empty part's shift (differences of stored values: exact for integers, Sterbenz for floats)."""
     acc = np.asarray(parts[0], dtype=np.float64)
     for b in parts[1:]:
         b = np.asarray(b, dtype=np.float64)
-        na, ma, m2a = acc[0], acc[1], acc[2]
-        nb, mb, m2b = b[0], b[1], b[2]
-        n = na + nb
+        na, nb = acc[0], b[0]
         if nb == 0:
-            new = (na, ma, m2a)
-        elif na == 0:
-            new = (nb, mb, m2b)
-        else:
-            delta = mb - ma
-            new = (n, ma + delta * (nb / n), m2a + m2b + delta * delta * (na * nb / n))
-        acc = np.array([new[0], new[1], new[2], np.minimum(acc[3], b[3]), np.maximum(acc[4], b[4])])
+            acc = np.array([*acc[:4], np.minimum(acc[4], b[4]), np.maximum(acc[5], b[5])])
+            continue
+        if na == 0:
+            acc = np.array([*b[:4], np.minimum(acc[4], b[4]), np.maximum(acc[5], b[5])])
+            continue
+        k = acc[1]
+        ma = acc[2]
+        mb = (b[1] - k) + b[2]  # b's mean relative to k
+        n = na + nb
+        delta = mb - ma
+        acc = np.array([n, k, ma + delta * (nb / n), acc[3] + b[3] + delta * delta * (na * nb / n),
+                        np.minimum(acc[4], b[4]), np.maximum(acc[5], b[5])])
     return acc
+
+
+def _summary_of(r: np.ndarray) -> dict[str, float]:
+    n = int(r[0])
+    std = math.sqrt(r[3] / n) if n and not math.isnan(r[3]) else (float("nan") if n else 0.0)
+    return {"count": n, "mean": float(r[1] + r[2]), "std": std, "min": float(r[4]), "max": float(r[5]),
+            "mean_shift": float(r[1]), "mean_rest": float(r[2])}
 
 
 def moment_summary(darr, *, compute: Callable | None = None) -> dict[str, float]:
     """{count, mean, std, min, max} of the whole array, in float64 (population std)."""
-    darr = _as_dask(darr)
-    r = _reduce(darr, _chunk_moments, _merge_moments, compute)
-    n = int(r[0])
-    mean = float(r[1])
-    std = math.sqrt(r[2] / n) if n and not math.isnan(r[2]) else (float("nan") if n else 0.0)
-    return {"count": n, "mean": mean, "std": std, "min": float(r[3]), "max": float(r[4])}
+    s = _moment_summary_full(darr, compute)
+    return {k: s[k] for k in ("count", "mean", "std", "min", "max")}
+
+
+def _moment_summary_full(darr, compute: Callable | None) -> dict[str, float]:
+    """Also ``mean_shift`` and ``mean_rest``: the mean as a stored value plus a small rest, for ``(x - mean)``
+    without the rounding of the mean to float64."""
+    return _summary_of(_reduce(_as_dask(darr), _chunk_moments, _merge_moments, compute))
 
 
 def moments(darr, *, compute: Callable | None = None) -> tuple[int, float, float]:
@@ -256,7 +282,8 @@ def _check_qs(qs: Iterable[float]) -> list[float]:
 def summarize(darr, needs: Iterable[str], *, compute: Callable | None = None) -> dict[str, float]:
     """Every statistic named in ``needs`` of the whole array, in as few passes as possible.
 
-    Keys: ``count``, ``mean``, ``std`` (population), ``min``, ``max``, and ``percentile_key(q)`` for
+    Keys: ``count``, ``mean``, ``std`` (population), ``min``, ``max``, ``mean_shift`` + ``mean_rest`` (the
+    mean as a stored value plus a small rest, see :func:`_chunk_moments`), and ``percentile_key(q)`` for
     percentiles. Moments ride along with the first percentile pass.
     """
     darr = _as_dask(darr)
@@ -264,7 +291,7 @@ def summarize(darr, needs: Iterable[str], *, compute: Callable | None = None) ->
     qs: list[float] = []
     want_m = False
     for k in needs:
-        if k in ("count", "mean", "std", "min", "max"):
+        if k in _MOMENT_KEYS:
             want_m = True
         elif isinstance(k, str) and k.startswith("percentile:"):
             qs.append(float(k.split(":", 1)[1]))
@@ -279,12 +306,10 @@ def summarize(darr, needs: Iterable[str], *, compute: Callable | None = None) ->
             out[percentile_key(q)] = float(v)
     if want_m:
         if first is not None:
-            r = first["moments"]
-            std = math.sqrt(r[2] / r[0]) if r[0] and not math.isnan(r[2]) else (float("nan") if r[0] else 0.0)
-            m = {"count": int(r[0]), "mean": float(r[1]), "std": std, "min": float(r[3]), "max": float(r[4])}
+            m = _summary_of(first["moments"])
         else:
-            m = moment_summary(darr, compute=compute)
-        out.update({k: m[k] for k in ("count", "mean", "std", "min", "max")})
+            m = _moment_summary_full(darr, compute)
+        out.update({k: m[k] for k in _MOMENT_KEYS})
     return {k: out[k] for k in needs}
 
 
@@ -351,10 +376,13 @@ class _GlobalOp(Op):
     """A point op parameterised by whole-array statistics of its input (computed in a pre-pass)."""
 
     kind = "global"
-    may_create_nonfinite = True  # dividing by a whole-array statistic
+    raw_input = True  # float64 statistics and arithmetic on the stored values, never on their float32 rounding
 
     def setup(self) -> None:
         self.stats: dict[str, float] | None = None
+
+    #: keys of :func:`summarize` the op uses when given (more accurate), but does without
+    extra_needs: tuple[str, ...] = ()
 
     def needs(self) -> list[str]:
         """Keys of :func:`summarize` this op needs."""
@@ -364,7 +392,7 @@ class _GlobalOp(Op):
         missing = [k for k in self.needs() if k not in stats]
         if missing:
             raise ValueError(f"{self.name}: statistics {missing} were not computed")
-        self.stats = {k: float(stats[k]) for k in self.needs()}
+        self.stats = {k: float(stats[k]) for k in [*self.needs(), *self.extra_needs] if k in stats}
         self._prepared()
 
     def _prepared(self) -> None:
@@ -373,7 +401,13 @@ class _GlobalOp(Op):
     def prepare_from(self, darr, compute: Callable | None = None) -> None:
         """Compute the statistics this op needs over ``darr`` (its whole input) and prepare."""
         needs = self.needs()
-        self.prepare(summarize(darr, needs, compute=compute) if needs else {})
+        self.prepare(summarize(darr, [*needs, *self.extra_needs], compute=compute) if needs else {})
+
+    @property
+    def domain_nonfinite(self) -> bool:
+        """The op's footprint is the whole input: statistics of an input holding NaN/inf are NaN/inf (as
+        numpy's), and so is the output of every tile, legitimately (convpipe.finite)."""
+        return self.stats is not None and not all(math.isfinite(v) for v in self.stats.values())
 
     def _need_prepared(self):
         if self.stats is None:
@@ -399,18 +433,22 @@ class ZScore(_GlobalOp):
     linear = True
     summary = "(x - mean) / std of the whole input (population std, float64; statistics pre-pass)"
 
+    extra_needs = ("mean_shift", "mean_rest")
+
     def needs(self):
         return ["mean", "std"]
 
     def _prepared(self):
         self.mean = self.stats["mean"]
+        self.shift, self.rest = self.stats.get("mean_shift", self.mean), self.stats.get("mean_rest", 0.0)
         s = self.stats["std"]
         self.scale = 1.0 if s == 0 else s
 
     def apply(self, x, xp=np):
         self._need_prepared()
-        y = (x.astype(np.float64) - self.mean) / self.scale
-        return y.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
+        # float64 arithmetic on the stored values (raw_input), the mean as a stored value plus a small rest:
+        # x - shift is exact, so no digit of the spread is lost to the offset; the chain casts to compute
+        return ((x.astype(np.float64) - self.shift) - self.rest) / self.scale
 
 
 class RescaleParams(OpParams):
@@ -491,7 +529,7 @@ class Rescale(_GlobalOp):
             v = v * (self.omax - self.omin) + self.omin
         else:
             v = np.clip(v, self.omin, self.omax)
-        return v.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
+        return v  # float64 arithmetic on the stored values (raw_input); the chain casts to the compute dtype
 
     def describe(self):
         p = self.params

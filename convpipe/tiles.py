@@ -162,16 +162,50 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
     Ops with ``emits_table`` add their rows to ``tables[op_index]``, in global coordinates and only
     for voxels in the tile's core (``targets[-1]``): a tile reports just the rows it owns, so nothing is
     lost or doubled at tile borders.
+
+    Raises :class:`~convpipe.errors.ExecutionError` naming the step when a finite block overflows the
+    compute dtype (see :mod:`convpipe.finite`).
     """
+    from .finite import Attribute
+
+    try:
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, every=False)
+    except Attribute:  # the result is not finite although the block was: run again, op by op
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, every=True)
+
+
+def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
+    """The block as op ``op`` reads it.
+
+    Every op computes in the pipeline's precision, except ops that must see the stored values (``raw_input``:
+    global statistics, table ops, ``threshold``): they get the block as stored, with integer and boolean
+    types as a float type that holds them exactly (the compute dtype for <= 16-bit types, else float64: exact
+    to 2**53, as the float64 oracle reads them), so a float32 compute never rounds what they compare.
+    ``raw_input = "exact"`` (``astype``) gets the block untouched.
+    """
+    raw = getattr(op, "raw_input", False)
+    if not raw:
+        return u.astype(compute) if u.dtype != compute else u
+    if raw == "exact":
+        return u
+    if u.dtype.kind == "f":  # a float16 widens exactly (scipy has no float16 filters); a float64 stays
+        return u if u.dtype.itemsize >= np.dtype(compute).itemsize else u.astype(compute)
+    small = u.dtype.kind == "b" or u.dtype.itemsize <= 2
+    return u.astype(compute if small else np.float64)
+
+
+def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool):
+    from . import engines
+    from .finite import Guard
+
+    guard = Guard(list(ops), block, compute, every=every)
     u = block
     have = targets[0]
     for i, op in enumerate(ops):
         out_t = targets[i + 1]
         n = extents[i]
-        # every op computes in the pipeline's precision; only ops that must see the stored values
-        # (astype's exact cast, float64 statistics) take the raw input
-        if u.dtype != compute and not getattr(op, "raw_input", False):
-            u = u.astype(compute)
+        u = stored_values(u, op, compute)
+        guard.before(i, u)
         halo = op.halo()
         full = op.full_axes()
         wants_coords = getattr(op, "wants_coords", False)
@@ -216,10 +250,25 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
             kw["coords"] = coords
         if masks and getattr(op, "wants_outside", False):
             kw["outside"] = masks
-        y = op.apply(u, xp, **kw)
+        if getattr(op, "wants_extent", False):
+            kw["extent"] = dict(n)
+        token = engines.ASSUME_FINITE.set(guard.finite)  # the engines skip their own checks of finite blocks
+        # NaN/inf are handled by rule (convpipe.finite), so numpy's floating-point warnings would only be noise
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                y = op.apply(u, xp, **kw)
+                if guard.overflowed(i, y):
+                    # Finite values, non-finite result: an intermediate overflowed (OpenCV adds the two taps of
+                    # a symmetric kernel before weighting them) or the result itself does not fit. The op once
+                    # more in float64: kept when it fits the compute dtype, else guard.after names the step.
+                    y = op.apply(u.astype(np.float64), xp, **kw).astype(y.dtype)
+        finally:
+            engines.ASSUME_FINITE.reset(token)
         out_axes = op.out_axes
         if tables is not None and getattr(op, "emits_table", False):
             tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1], n, valid)
+        if getattr(op, "raw_input", False) and y.dtype != op.out_dtype(compute):
+            y = y.astype(op.out_dtype(compute))  # rows saw the stored values; the chain goes on in compute
         for ax, sel in valid.items():
             oax = out_axes.index(op.in_axes[ax])
             y = np.take(y, sel, axis=oax)
@@ -227,6 +276,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
             if out_t[a] != ((0, n[a]),):
                 oax = out_axes.index(a)
                 y = np.take(y, runs_to_array(out_t[a]), axis=oax)
+        guard.after(i, y, last=i == len(ops) - 1)
         u = y
         have = {a: out_t.get(a, ((0, y.shape[out_axes.index(a)]),)) for a in out_axes}
     return u

@@ -298,6 +298,8 @@ def effective_precision(precision: str, in_dtype: np.dtype, out_dtype: np.dtype)
     if precision == "float32" or (out_dtype.kind == "f" and out_dtype.itemsize <= 4):
         return "float32"
     return "float64"
+
+
 # --------------------------------------------------------------------------- provenance
 
 
@@ -532,7 +534,9 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     in_so = in_spec.get("storage_options") or None
     arr, in_axes, _ = open_input(in_url, level=int(in_spec.get("level", 0) or 0), axes=in_spec.get("axes"),
                                  storage_options=in_so)
-    eff = effective_precision(str((spec.get("execution") or {}).get("precision", "float32")), arr.dtype, out_dtype)
+    # the compute dtype the run resolved and recorded (precision auto depends on the input's dtype)
+    eff = effective_precision(str(prov.get("compute") or (spec.get("execution") or {}).get("precision", "auto")),
+                              arr.dtype, out_dtype)
     res = VerifyResult(output_url, in_url, out_axes, shape, tile, len(grid), eff, 0.0, bool(prov.get("complete")))
     if prov.get("input_fingerprint") and fingerprint(arr, in_url) != prov["input_fingerprint"]:
         res.problems.append(f"the input {in_url} changed since the output was written (fingerprint differs)")

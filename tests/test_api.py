@@ -97,7 +97,8 @@ def test_apply_numpy_is_lazy_and_exact():
     x = np.random.default_rng(1).random((3, 37, 41))
     p = convpipe.load(spec_dict("unused.zarr", "unused.zarr"))
     y = p.apply(x, axes="zyx")
-    assert isinstance(y, da.Array) and y.shape == x.shape and y.dtype == np.float32
+    # precision auto (SPEC.md): a float64 input computes, and by default writes, float64
+    assert isinstance(y, da.Array) and y.shape == x.shape and y.dtype == np.float64
     ref = oracle(x)
     assert np.abs(y.compute() - ref).max() <= tol(ref)
 
@@ -157,7 +158,9 @@ def test_run_writes_provenance(data_dir):
     assert isinstance(prov["input_fingerprint"], str) and len(prov["input_fingerprint"]) >= 8
     assert prov["spec"]["name"] == "api-test"
     assert prov["spec"]["steps"] == p.spec.canonical()["steps"]
-    assert prov["spec_hash"] == p.spec.hash()
+    # the hash names the arithmetic done: precision auto as it resolved on this float32 input
+    assert prov["compute"] == "float32"
+    assert prov["spec_hash"] == p.spec.hash(compute="float32", dtype="float32") != p.spec.hash()
     assert out.dtype == np.float32 and out.shape == SHAPE and out.chunks == CHUNKS
     assert np.abs(out[...] - oracle(data)).max() <= tol(oracle(data))
 
@@ -183,7 +186,8 @@ def test_plain_run_refuses_existing_output_and_overwrite_replaces(data_dir):
     np.testing.assert_array_equal(zarr.open_array(str(folder / "out.zarr"))[...], first)
     q.run(overwrite=True)
     out = zarr.open_array(str(folder / "out.zarr"))
-    assert out.attrs["convpipe"]["spec_hash"] == q.spec.hash() and out.attrs["convpipe"]["complete"] is True
+    assert out.attrs["convpipe"]["spec_hash"] == q.spec.hash(compute="float32", dtype="float32")
+    assert out.attrs["convpipe"]["complete"] is True
     assert np.abs(out[...] - oracle(data, 3.0)).max() <= tol(oracle(data, 3.0))
 
 

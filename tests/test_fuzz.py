@@ -646,7 +646,7 @@ def _aliases_input(out: str, root: Path) -> bool:
 
 def _cli_case(fuzz_root: Path, data, capsys) -> None:
     import zarr
-    from oracles import assert_conforms, oracle
+    from convpipe.oracles import assert_conforms, oracle
 
     from convpipe.cli import main
 

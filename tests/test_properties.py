@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from harness import check, run
 
@@ -231,6 +231,13 @@ def _execute(case):
 
 @FAST
 @given(cases())
+# sqrt makes NaN mid-chain; then a running sum (uniform) and a selection (median) must keep it in its window
+@example(case=([{"gaussian": {"sigma": 0.0, "order": 0, "truncate": 1.5, "mode": "reflect"}}, {"sqrt": {}},
+                {"median": {"axes": "yx", "size": 2, "mode": "reflect"}}], (2, 2), "yx", (1, 1), None, "float64", 0,
+               0.0))
+@example(case=([{"gaussian": {"sigma": 0.0, "order": 0, "mode": "reflect"}}, {"sqrt": {}},
+                {"uniform": {"axes": "yx", "size": 2, "mode": "reflect"}}], (1, 4), "yx", (1, 1), None, "float64", 0,
+               None))
 def test_random_chains_match_oracle(case):
     _execute(case)
 

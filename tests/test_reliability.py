@@ -164,13 +164,26 @@ def _nonfinite_stack() -> np.ndarray:
     return x
 
 
+def _rank_numpy(p: np.ndarray, size: int, kind: str) -> np.ndarray:
+    """Rank filter (mode reflect) window by window with numpy's NaN rule, which SPEC.md's non-finite rule asks
+    for: a window holding a NaN gives NaN (scipy's running extrema and selection skip or keep a NaN depending on
+    where the line starts); inf is ordered like any value."""
+    w = np.lib.stride_tricks.sliding_window_view(np.pad(p, (size // 2, size - 1 - size // 2), mode="symmetric"),
+                                                 (size, size)).reshape(p.shape + (-1,))
+    if kind == "median":
+        out = np.partition(np.where(np.isnan(w), 0.0, w), w.shape[-1] // 2, axis=-1)[..., w.shape[-1] // 2]
+    else:
+        out = (np.min if kind == "minimum" else np.max)(w, axis=-1)
+    return np.where(np.isnan(w).any(axis=-1), np.nan, out)
+
+
 NONFINITE_OK = {
     "gaussian": ([{"gaussian": {"sigma": 1.2}}], lambda x: _per_plane(x, lambda p: ndi.gaussian_filter(p, 1.2))),
     "gaussian-wrap": ([{"gaussian": {"sigma": 1, "mode": "wrap"}}],
                       lambda x: _per_plane(x, lambda p: ndi.gaussian_filter(p, 1, mode="wrap"))),
-    "median": ([{"median": {"size": 3}}], lambda x: _per_plane(x, lambda p: ndi.median_filter(p, 3))),
-    "minimum": ([{"minimum": {"size": 3}}], lambda x: _per_plane(x, lambda p: ndi.minimum_filter(p, 3))),
-    "maximum": ([{"maximum": {"size": 4}}], lambda x: _per_plane(x, lambda p: ndi.maximum_filter(p, 4))),
+    "median": ([{"median": {"size": 3}}], lambda x: _per_plane(x, lambda p: _rank_numpy(p, 3, "median"))),
+    "minimum": ([{"minimum": {"size": 3}}], lambda x: _per_plane(x, lambda p: _rank_numpy(p, 3, "minimum"))),
+    "maximum": ([{"maximum": {"size": 4}}], lambda x: _per_plane(x, lambda p: _rank_numpy(p, 4, "maximum"))),
     "laplace": ([{"laplace": {}}], lambda x: _per_plane(x, ndi.laplace)),
     "correlate": ([{"correlate": {"kernel": [[1, 2, 1], [0, 5, 0], [-1, -2, -1]]}}],
                   lambda x: _per_plane(x, lambda p: ndi.correlate(p, [[1, 2, 1], [0, 5, 0], [-1, -2, -1]]))),

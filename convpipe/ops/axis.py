@@ -13,6 +13,7 @@ import numpy as np
 import scipy.ndimage as ndi
 from pydantic import Field, field_validator
 
+from .. import engines
 from ..limits import MAX_HALO
 
 from .base import Mode, Op, OpParams
@@ -91,7 +92,13 @@ class MovingAverage(_AlongAxis):
             return x
         ax = self.in_axes.index(self.axis)
         # the engine's own border handling never matters: the halo holds the true neighbours and is cropped
-        y = ndi.uniform_filter1d(x, w, axis=ax, mode="reflect", origin=self.origin, output=x.dtype)
+        if engines.all_finite(x):
+            y = ndi.uniform_filter1d(x, w, axis=ax, mode="reflect", origin=self.origin, output=x.dtype)
+        else:
+            # a running sum carries a NaN/inf to the end of the block (inf - inf): the direct window sum keeps
+            # it within the window, whatever the chunking
+            y = ndi.correlate1d(x, np.full(w, 1.0 / w), axis=ax, mode="reflect", origin=self.origin,
+                                output=x.dtype)
         sl = [slice(None)] * y.ndim
         sl[ax] = slice(self.lo, y.shape[ax] - self.hi)
         return y[tuple(sl)]
@@ -138,7 +145,6 @@ class Autoregressive(_AlongAxis):
     len(axis) x tile(other axes) voxels (plus a float64 copy), never the whole array.
     """
 
-    may_create_nonfinite = True  # an unstable recursion grows to inf
     name = "autoregressive"
     kind = "full"
     linear = True

@@ -51,9 +51,14 @@ class Op:
     Params: ClassVar[type[OpParams]] = OpParams
     linear: ClassVar[bool] = False
     summary: ClassVar[str] = ""
-    # True for ops that can turn finite values into NaN/inf (sqrt, log1p, statistics with a zero range, FFTs
-    # of huge values): a tile holding such an op checks every block before OpenCV, which mishandles NaN
-    may_create_nonfinite: ClassVar[bool] = False
+    # Non-finite values (convpipe.finite): an op with ``domain_nonfinite`` gives NaN/inf for finite input outside
+    # its domain (sqrt(-1), log1p(-2)), which is the reference's answer, not an overflow; an op with
+    # ``hides_nonfinite`` can turn NaN/inf into finite values (threshold, integer casts, arctan2), so the
+    # overflow check looks at its input. ``raw_input``: the op reads the stored values, not their rounding
+    # to the compute dtype (tiles.stored_values).
+    domain_nonfinite: ClassVar[bool] = False
+    hides_nonfinite: ClassVar[bool] = False
+    raw_input: ClassVar[bool | str] = False
 
     def __init__(self, params: Any, axes: str, *, step: Any = None):
         self.params = params

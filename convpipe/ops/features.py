@@ -33,6 +33,8 @@ from ..kernels import _gabor, kernel_from_source, kernel_or_none, normalize
 from ..tiles import map_index
 from .local import orientation
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
+from .ncc import ncc
+from .ncc import window_max as _window_max
 from .registry import register
 
 _BIG = 1 << 60
@@ -170,6 +172,7 @@ class Peaks(Op):
     name = "peaks"
     kind = "local"
     Params = PeaksParams
+    raw_input = True  # compare the stored values: float32 rounding would merge distinct values into plateaus
     emits_table = True
     wants_coords = True  # to tell real voxels from the seams between runs (see _real_mask)
     summary = "local maxima (plateaus included) above a threshold -> table"
@@ -431,6 +434,7 @@ class Blobs(Op):
     name = "blobs"
     rows_context = True  # takes rows(x, y, context={coords, extent, core}) when the engine offers it
     kind = "local"
+    raw_input = True  # the LoG in float64 of the stored values, never of their float32 rounding
     Params = BlobsParams
     emits_table = True
     wants_coords = True
@@ -557,7 +561,7 @@ class Blobs(Op):
             if cube.size == 1:  # skimage: a one-voxel cube is a peak when above the threshold
                 hit = cube > thr
             else:
-                mx = ndi.maximum_filter(cube, size=3, mode="nearest")
+                mx = _window_max(cube, 3)
                 hit = cube == mx
                 if whole and hit.all():  # skimage: a constant cube has no peaks (decidable: plane in view)
                     continue
@@ -771,6 +775,7 @@ class MatchTemplate(Op):
     name = "match_template"
     rows_context = True  # takes rows(x, y, context={coords, extent, core}) when the engine offers it
     kind = "local"
+    raw_input = True  # the correlation in float64 of the stored values, never of their float32 rounding
     Params = MatchTemplateParams
     emits_table = True
     wants_coords = True
@@ -818,8 +823,10 @@ class MatchTemplate(Op):
         k = np.ascontiguousarray(k, dtype=np.float64)
         self.tshape = k.shape
         self._template = k
-        self._t0 = k - k.mean()
-        self._ssd = float(np.sum((k - k.mean()) ** 2))
+        # centred after an exact shift by one of its values: k.mean() of values near 2**40 is off by 1e-4
+        d = k - k.flat[0] if k.size and math.isfinite(float(k.flat[0])) else k
+        self._t0 = d - d.mean()
+        self._ssd = float(np.sum(self._t0 ** 2))
 
     def bind_input(self, array: Any, axes: str) -> None:
         """Read a ``crop`` template from ``array`` (the pipeline's input, with ``axes``); a no-op otherwise.
@@ -890,61 +897,50 @@ class MatchTemplate(Op):
         return f"match_template({t} over {self.axes}, {self.method()})"
 
     # ---- compute
-    def _ncc(self, x: np.ndarray) -> np.ndarray:
-        """NCC for every block position whose template window lies in the block (float64)."""
+    def _ncc(self, x: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
+        """NCC for every block position whose template window lies in the block (float64); see :func:`ncc`."""
         k = self.template()
         acted = [self.in_axes.index(a) for a in self.axes]
-        # shift by a whole number near the mean: better conditioned window sums, and integer-valued images
-        # keep exact sums (a flat window then has exactly zero variance -> response 0, as in skimage)
-        c = float(np.round(np.mean(x))) if x.size else 0.0
-        if not math.isfinite(c):
-            c = 0.0
-        xs = x - c
-        shape = [1] * x.ndim
-        for i, s in zip(acted, k.shape):
+        return ncc(x, outside, k.shape, acted, self._ssd, lambda v: self._correlate(v, acted, k.shape))
+
+    def _correlate(self, xs: np.ndarray, acted: list[int], tshape: tuple[int, ...]) -> np.ndarray:
+        """Valid correlation of ``xs`` with the zero-mean template over the acted axes."""
+        shape = [1] * xs.ndim
+        for i, s in zip(acted, tshape):
             shape[i] = s
         if self.method() == "fft":
             from scipy.signal import fftconvolve
 
-            t0 = self._t0[(slice(None, None, -1),) * k.ndim].reshape(shape)
-            num = fftconvolve(xs, t0, mode="valid", axes=acted)
-        else:
-            centers = tuple(s // 2 for s in k.shape)
-            num = engines.correlate_nd(xs, self._t0, centers, tuple(acted))
-            sl = [slice(None)] * x.ndim
-            for i, a in zip(acted, self.axes):
-                lo, hi = self._thalo(a)
-                sl[i] = slice(lo, x.shape[i] - hi)
-            num = num[tuple(sl)]
-        s1 = xs
-        s2 = xs * xs
-        for i, t in zip(acted, k.shape):
-            s1 = _box_sum(s1, t, i)
-            s2 = _box_sum(s2, t, i)
-        den = s2 - s1 * s1 / float(np.prod(k.shape))
-        den *= self._ssd
-        np.maximum(den, 0, out=den)
-        np.sqrt(den, out=den)
-        out = np.zeros(num.shape, dtype=np.float64)
-        mask = den > np.finfo(np.float64).eps
-        out[mask] = num[mask] / den[mask]
-        return out
+            t0 = self._t0[(slice(None, None, -1),) * len(tshape)].reshape(shape)
+            return fftconvolve(xs, t0, mode="valid", axes=acted)
+        centers = tuple(s // 2 for s in tshape)
+        num = engines.correlate_nd(xs, self._t0, centers, tuple(acted))
+        sl = [slice(None)] * xs.ndim
+        for i, a in zip(acted, self.axes):
+            lo, hi = self._thalo(a)
+            sl[i] = slice(lo, xs.shape[i] - hi)
+        return num[tuple(sl)]
 
-    def apply(self, x, xp=np, coords=None):
+    wants_extent = True  # where the array ends: a NaN row of the data must not look like the padding
+
+    def apply(self, x, xp=np, coords=None, extent=None):
         acted = [self.in_axes.index(a) for a in self.axes]
         h = self.halo()
         xf = np.array(x, dtype=np.float64)
         fr = {a: _AxisFrame(xf, ax, h[a][0], h[a][1], (coords or {}).get(a)) for ax, a in zip(acted, self.axes)}
+        outside = np.zeros((1,) * xf.ndim, dtype=bool)
         for ax, a in zip(acted, self.axes):
             f = fr[a]
+            if extent is not None and a in extent:
+                f.n = int(extent[a])
             out_mask = np.ones(xf.shape[ax], dtype=bool)
             for i0, i1 in f.segments:
                 out_mask[i0:i1] = ~f.inside(i0, i1)
             if out_mask.any():
-                sl = [slice(None)] * xf.ndim
-                sl[ax] = out_mask
-                xf[tuple(sl)] = 0.0  # skimage pads with constant 0
-        ncc = self._ncc(xf)
+                shape = [1] * xf.ndim
+                shape[ax] = -1
+                outside = outside | out_mask.reshape(shape)  # skimage pads with constant 0
+        ncc = self._ncc(xf, outside if outside.any() else None)
         r = self.params.radius if self.params.table else 0
         if r:
             _stash(self, x, (ncc, fr, coords))
@@ -956,7 +952,7 @@ class MatchTemplate(Op):
             if self.params.table:
                 _stash(self, x, (ncc, fr, coords))
             res = ncc
-        return res.astype(x.dtype if x.dtype.kind == "f" else np.float64)
+        return res  # float64; the chain casts to the compute dtype
 
     def rows(self, x, y, context=None):
         got = _unstash(self, x)
@@ -984,7 +980,7 @@ class MatchTemplate(Op):
             for ax, (a0, a1) in zip(acted, combo):
                 sl[ax] = slice(a0, a1)
             part = ncc[tuple(sl)]
-            mx = ndi.maximum_filter(part, size=[size.get(i, 1) for i in range(part.ndim)], mode="nearest")
+            mx = _window_max(part, [size.get(i, 1) for i in range(part.ndim)])
             h = (part == mx) & (part > self.params.threshold)
             # map into y (= ncc cropped by r along the acted axes)
             ysl, hsl = [slice(None)] * ncc.ndim, [slice(None)] * ncc.ndim
@@ -1014,19 +1010,6 @@ def _true_runs(m: np.ndarray) -> list[tuple[int, int]]:
         return []
     d = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
     return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
-
-
-def _box_sum(a: np.ndarray, t: int, axis: int) -> np.ndarray:
-    """Sums over windows of length ``t`` along ``axis`` (valid part: length n - t + 1)."""
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (1, 0)
-    cs = np.cumsum(np.pad(a, pad), axis=axis)
-    n = cs.shape[axis]
-    hi = [slice(None)] * a.ndim
-    lo = [slice(None)] * a.ndim
-    hi[axis] = slice(t, n)
-    lo[axis] = slice(0, n - t)
-    return cs[tuple(hi)] - cs[tuple(lo)]
 
 
 # =========================================================================== stats
@@ -1138,15 +1121,23 @@ class Stats(Op):
         n = v.size
         out: dict[str, Any] = {"_count": np.array([n], dtype=np.int64)}
         if n:
-            s = float(np.sum(v))
-            m = s / n
-            out["_sum"] = [s]
-            out["_m2"] = [float(np.sum((v - m) ** 2))]
+            # deviations from a stored value of the region (exact for integers, Sterbenz for floats): on an
+            # offset much larger than the spread, region means rounded to float64 would cost the merge's
+            # between-region term its digits (an int64 near 2**40: std off by 3e-8 relative)
+            shift = float(v.flat[0])
+            shift = shift if math.isfinite(shift) else 0.0
+            d = v - shift
+            ds = float(np.sum(d))
+            out["_sum"] = [float(np.sum(v))]
+            out["_shift"] = [shift]
+            out["_dsum"] = [ds]
+            out["_m2"] = [float(np.sum((d - ds / n) ** 2))]
             out["_min"] = [float(np.min(v))]
             out["_max"] = [float(np.max(v))]
             out["_energy"] = [float(np.sum(v * v))]
         else:
-            out.update(_sum=[0.0], _m2=[0.0], _min=[np.inf], _max=[-np.inf], _energy=[0.0])
+            out.update(_sum=[0.0], _shift=[0.0], _dsum=[0.0], _m2=[0.0], _min=[np.inf], _max=[-np.inf],
+                       _energy=[0.0])
         oh = self.params.orientation_histogram
         if oh is not None:
             hist = self._orientation(np.asarray(x, dtype=np.float64))
@@ -1325,9 +1316,17 @@ class Stats(Op):
         res: dict[str, float] = {"count": int(N), "sum": S}
         nz = n_k > 0
         if N > 0:
-            mean = S / N
-            mk = c["_sum"][g][nz] / n_k[nz]
-            m2 = float(np.sum(c["_m2"][g][nz]) + np.sum(n_k[nz] * (mk - mean) ** 2))
+            if "_shift" in c:  # region means relative to one stored value K: no digit lost to the offset
+                shift, dsum = c["_shift"][g][nz], c["_dsum"][g][nz]
+                k = float(shift[0])
+                dev = (shift - k) + dsum / n_k[nz]
+                mean_dev = float(np.sum((shift - k) * n_k[nz]) + np.sum(dsum)) / N
+                mean = k + mean_dev
+                between = np.sum(n_k[nz] * (dev - mean_dev) ** 2)
+            else:  # partials of an older run (resume)
+                mean = S / N
+                between = np.sum(n_k[nz] * (c["_sum"][g][nz] / n_k[nz] - mean) ** 2)
+            m2 = float(np.sum(c["_m2"][g][nz]) + between)
             res.update(mean=mean, std=math.sqrt(max(m2, 0.0) / N))
         else:
             res.update(mean=float("nan"), std=float("nan"))

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import engines
 from .. import limits
+from ..finite import is_finite
 from ..kernels import kernel_from_source, kernel_or_none, normalize, separable_factors
 from .base import AxesParam, Mode, Op, OpParams, PerAxis, PerAxisInt, insert_axis
 from .registry import register
@@ -406,19 +407,25 @@ class DifferenceOfGaussians(_LocalOp):
         return {a: (r, r) for a, r in self.radius.items()}
 
     def _blur(self, x, sig):
-        w = {}
-        for a, s in sig.items():
+        """The gaussian of ``sig`` on the part of the block its own radius needs (the block is padded by the
+        larger radius), cropped to the op's output. Zero taps would turn an inf into NaN (0 * inf), where
+        skimage's blur with the smaller radius never reads it."""
+        w, sl = {}, [slice(None)] * x.ndim
+        for a, R in self.radius.items():
+            s = sig[a]
+            r = gaussian_radius(s, self.params.truncate) if s > 1e-15 else 0
+            sl[self.ax(a)] = slice(R - r, x.shape[self.ax(a)] - (R - r))
             if s > 1e-15:
-                r = gaussian_radius(s, self.params.truncate)
-                k = np.zeros(2 * self.radius[a] + 1)
-                k[self.radius[a] - r: self.radius[a] + r + 1] = gaussian_kernel1d(s, 0, r)
-                w[self.ax(a)] = (k, self.radius[a])
-        return engines.sep_correlate(x, w)
+                w[self.ax(a)] = (gaussian_kernel1d(s, 0, r), r)
+        sub = x[tuple(sl)]
+        y = engines.sep_correlate(sub, w)
+        crop = [slice(None)] * x.ndim
+        for ax, (_, r) in w.items():
+            crop[ax] = slice(r, y.shape[ax] - r)
+        return y[tuple(crop)]
 
     def apply(self, x, xp=np):
-        lo = self.crop(self._blur(x, self.low))
-        hi = self.crop(self._blur(x, self.high))
-        return lo - hi
+        return self._blur(x, self.low) - self._blur(x, self.high)
 
     def method(self):
         return "separable"
@@ -564,6 +571,10 @@ class _Edge(_LocalOp):
     def out_extent(self, axis, n):
         return len(self.axes)
 
+    @property
+    def hides_nonfinite(self):  # arctan2(inf, x) is finite (convpipe.finite)
+        return self.params.output == "orientation"
+
     def halo(self):
         return {a: (1, 1) for a in self.axes}
 
@@ -584,7 +595,11 @@ class _Edge(_LocalOp):
                 acc += c * c
             return np.sqrt(acc, out=acc)
         if out == "orientation":
-            return orientation(*comps)  # axes in tczyx order: the first plays y, the second x
+            dy, dx = comps  # axes in tczyx order: the first plays y, the second x
+            if x.dtype.itemsize < 8 and not (is_finite(dy) and is_finite(dx)) and engines.all_finite(x):
+                # components of finite values overflowed: arctan2(inf, inf) would be a finite, wrong angle
+                dy, dx = (self.component(x.astype(np.float64), a, outside) for a in self.axes)
+            return orientation(dy, dx).astype(x.dtype, copy=False)
         cpos = self.out_axes.index("c")
         return np.stack(comps, axis=cpos)
 
@@ -773,6 +788,14 @@ class MergedSeparable(_LocalOp):
         return (v, r)
 
     def apply(self, x, xp=np):
+        if not engines.all_finite(x):
+            # NaN/inf: the steps one after the other, as written. A composed kernel has the same NaN footprint
+            # but other inf arithmetic (gaussian -> gaussian_laplace: +inf where the steps give inf - inf = NaN).
+            # The block holds the sum of the parts' halos, and for these modes and symmetric kernels filtering
+            # the padded block equals padding the filtered one (see the class docstring).
+            for p in self.parts:
+                x = p.apply(x, xp)
+            return x
         base = engines.sep_correlate(x, {self.ax(a): self._w(a, v) for a, v in self.common.items()})
         out = None
         for t in self.terms:

@@ -46,7 +46,11 @@ class AstypeParams(OpParams):
 class Astype(_Point):
     name = "astype"
     Params = AstypeParams
-    raw_input = True  # cast the stored values themselves, not their float32 rounding
+    raw_input = "exact"  # cast the stored values themselves (an int64 too), not their float32 rounding
+
+    @property
+    def hides_nonfinite(self):  # NaN -> 0 and inf -> the type's maximum in an integer target
+        return np.dtype(self.params.dtype).kind not in "fc"
     summary = "cast to a dtype (saturating for integer types)"
 
     def out_dtype(self, compute):
@@ -65,7 +69,6 @@ class ScaleParams(OpParams):
 class Scale(_Point):
     name = "scale"
     Params = ScaleParams
-    may_create_nonfinite = True  # a large factor overflows float32 to inf
     linear = True
     summary = "x * factor + offset"
 
@@ -104,7 +107,7 @@ class NoParams(OpParams):
 
 def _unary(opname: str, fn, doc: str, nonfinite: bool = False):
     cls = type(opname.capitalize(), (_Point,), {
-        "name": opname, "Params": NoParams, "summary": doc, "may_create_nonfinite": nonfinite,
+        "name": opname, "Params": NoParams, "summary": doc, "domain_nonfinite": nonfinite,
         "apply": lambda self, x, xp=np: fn(x),
     })
     return register(cls)
@@ -123,6 +126,8 @@ class ThresholdParams(OpParams):
 class Threshold(_Point):
     name = "threshold"
     Params = ThresholdParams
+    raw_input = "exact"  # compare the stored values, not their float32 rounding (an int32 near 2**28)
+    hides_nonfinite = True  # inf > value is 1, NaN > value is 0
     summary = "x > value as uint8 0/1"
 
     def out_dtype(self, compute):
