@@ -281,7 +281,6 @@ def gaussian(x, dims, sigma, order=0, truncate=4.0, mode="reflect", cval=0.0, ax
                                                                 truncate=truncate)), dims
 
 
-@op
 def _box_direct(a: np.ndarray, size: tuple, mode: str, cval: float) -> np.ndarray:
     """uniform_filter as direct 1-D window sums: scipy's running sum carries a NaN/inf to the end of the line
     (inf - inf), which SPEC.md's non-finite rule forbids; for finite input the two agree to rounding."""
@@ -291,6 +290,7 @@ def _box_direct(a: np.ndarray, size: tuple, mode: str, cval: float) -> np.ndarra
     return a
 
 
+@op
 def uniform(x, dims, size, mode="reflect", cval=0.0, axes=None):
     on = resolve_on(dims, axes, size)
     s = per_axis(size, on)
