@@ -142,14 +142,13 @@ def explain(
 @app.command()
 def ops() -> None:
     """List every op with its parameters and defaults."""
-    from .ops import registry
+    from .params import catalog
 
-    for name in registry.names():
-        cls = registry.get(name)
+    for name, op in catalog().items():
         params = []
-        for fname, f in cls.Params.model_fields.items():
+        for fname, f in op.Params.model_fields.items():
             params.append(fname if f.is_required() else f"{fname}={f.get_default(call_default_factory=True)!r}")
-        typer.echo(f"{name:28s} [{cls.kind}] {cls.summary}")
+        typer.echo(f"{name:28s} [{op.kind}] {op.summary}")
         typer.echo(f"{'':28s} {', '.join(params) if params else '(no parameters)'}")
 
 

@@ -128,7 +128,7 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
         # back in memory order, which OpenCV's fast paths (and every engine's locality) need; cast on the
         # way when the first op would cast anyway (one pass instead of two)
         first = prog.ops[0] if prog.ops else None
-        cast = first is not None and not getattr(first, "raw_input", False) and prog.pass_index == 0
+        cast = first is not None and not first.raw_input and prog.pass_index == 0
         block = block.astype(prog.compute, order="C") if cast else array_module(block).ascontiguousarray(block)
     rows: dict | None = {} if prog.tables else None
     # finiteness is tracked op by op (convpipe.finite); numpy's floating-point RuntimeWarnings ("invalid value

@@ -105,9 +105,8 @@ class Service:
     def start(self) -> None:
         from ..ops import registry
 
-        # Load every op module now, in one thread: concurrent first submissions would otherwise race
-        # on the registry's lazy import (and the first one would pay for the imports).
-        registry.names()
+        # Import every op module now, so that the first submissions do not pay for the imports.
+        registry.load_all()
         self.runner.start()
 
     def stop(self) -> None:
