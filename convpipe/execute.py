@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -294,33 +293,3 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         t = arr.transpose(plan.out_perm)
         arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     return arr
-
-
-class ProgressCounter:
-    """Counts finished tile tasks for local schedulers (dask callbacks) and reports them."""
-
-    def __init__(self, total: int, report: Callable[[int, int], None] | None, prefix: str):
-        self.total = total
-        self.done = 0
-        self.report = report
-        self.prefix = prefix
-        self._last = 0.0
-
-    def callback(self):
-        from dask.callbacks import Callback
-
-        outer = self
-
-        class _CB(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(outer.prefix):
-                    outer.tick()
-
-        return _CB()
-
-    def tick(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.report is not None and (now - self._last > 0.2 or self.done >= self.total):
-            self._last = now
-            self.report(self.done, self.total)

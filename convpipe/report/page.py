@@ -177,6 +177,24 @@ def _timings(r: _Run) -> dict[str, Any]:
             "dropped": timings.get("tasks_dropped") or 0, "drawn": len(timings.get("tasks") or [])}
 
 
+def _run_log(r: _Run) -> dict[str, Any]:
+    """The run's events as its monitor recorded them: each pass's tiles, the log lines and warnings."""
+    timings = r.timings
+    if not (timings and ("passes" in timings or "messages" in timings)):
+        return {"recorded": False}
+
+    def at(v: Any) -> str:
+        return "—" if v is None else f"{float(v):.3f} s"
+
+    passes = [{"index": p["index"], "final": p.get("final"), "tiles": f"{p.get('done', 0)} of {p.get('tiles', 0)}",
+               "started": at(p.get("started_s")), "first": at(p.get("first_done_s")), "last": at(p.get("last_done_s"))}
+              for p in timings.get("passes") or []]
+    plan = r.plan if r.plan is not None else getattr(r.result, "plan", None)
+    partial = plan is not None and 0 < len(passes) < len(plan.passes)
+    return {"recorded": True, "passes": passes, "partial": partial,
+            "messages": [(m.get("level", "log"), m.get("text", "")) for m in timings.get("messages") or []]}
+
+
 def _previews(r: _Run) -> dict[str, Any]:
     from ..ome import open_level
     from ..preview import read_plane
@@ -294,6 +312,7 @@ def _plan(r: _Run) -> dict[str, Any]:
 _SECTIONS: tuple[tuple[str, str, str, Callable[[_Run], dict[str, Any]]], ...] = (
     ("summary", "Summary", "summary", _summary),
     ("timings", "Timings", "timings", _timings),
+    ("run", "Run log", "run log", _run_log),
     ("previews", "Previews", "previews", _previews),
     ("histograms", "Histograms", "histograms", _histograms),
     ("output", "Output", "output details", _output),
