@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
 
 import numpy as np
 
+from .digest import digest
 from .errors import InputError, OutputExistsError
 from .spec import AXES_ORDER
 
@@ -59,7 +59,7 @@ def fingerprint(arr: Any, url: str) -> str:
         meta["attrs"] = json.loads(json.dumps(dict(arr.attrs), default=str))
     except Exception:  # attributes are advisory for the fingerprint
         pass
-    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(meta, 16)
 
 
 #: metadata documents: covered by :func:`fingerprint`, and rewritten by harmless edits of attributes

@@ -8,7 +8,6 @@ evaluated. Every error names the YAML path and line, e.g.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -403,7 +402,9 @@ class Spec:
         c = self.canonical()
         keep = {"steps": c["steps"], "precision": compute or c["execution"]["precision"],
                 "dtype": dtype or (c.get("output") or {}).get("dtype")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        from .digest import digest
+
+        return digest(keep, 16)
 
     def with_overrides(self, **overrides: Any) -> "Spec":
         """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile.
