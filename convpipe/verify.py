@@ -307,10 +307,10 @@ def _open_output(url: str, storage_options: dict | None) -> tuple[Any, dict]:
     """The output array and its ``convpipe`` provenance (an OME-Zarr group: its level 0)."""
     import zarr
 
-    from .io import _storage
+    from .io import zarr_location
 
     try:
-        node = zarr.open(store=_storage(url, storage_options), mode="r")
+        node = zarr.open(**zarr_location(url, storage_options), mode="r")
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - zarr and fsspec raise many types for a missing or unreadable store
