@@ -8,15 +8,14 @@ and records itself in the manifest (``run``). No two tasks write one chunk.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .backends import array_module, get_backend, pass_backend
+from .digest import digest
 from .io import Manifest, cast_output
 from .plan import PassPlan, Plan
 from .tiles import backward, run_chain, runs_to_array
@@ -164,27 +163,15 @@ def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict
         return be.output(out, prog.device_out)  # one device->host copy
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        c = np.ascontiguousarray(v)
-        return {"ndarray": hashlib.sha256(c.tobytes()).hexdigest(), "shape": c.shape, "dtype": str(c.dtype)}
-    return repr(v)
-
-
 def op_token(op: Any) -> str:
     """A name for what an op computes: its parameters *and* the arrays it resolved (kernels, weights).
 
     Two specs can name different kernels the same way (``kernel: k.npy`` in two folders), and dask once
     tokenized a kernel and its transposed view alike; hashing the resolved contiguous arrays avoids both.
     """
-    h = hashlib.sha256(json.dumps(op.params.model_dump(mode="python"), default=_jsonable, sort_keys=True).encode())
-    for k, v in sorted(vars(op).items()):
-        vals = v.items() if isinstance(v, dict) else [("", v)]
-        for kk, vv in vals:
-            if isinstance(vv, np.ndarray):
-                h.update(f"{k}.{kk}".encode())
-                h.update(json.dumps(_jsonable(vv)).encode())
-    return h.hexdigest()
+    arrays = [(f"{k}.{kk}", vv) for k, v in sorted(vars(op).items())
+              for kk, vv in (v.items() if isinstance(v, dict) else [("", v)]) if isinstance(vv, np.ndarray)]
+    return digest([op.params.model_dump(mode="python"), arrays])
 
 
 def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:

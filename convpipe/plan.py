@@ -223,11 +223,10 @@ def _fmt_shape(a: ArrayInfo) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Dask's notation ('1.50 GiB'), as in its dashboard and worker logs."""
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
 def parse_bytes(v: str | int | None) -> int | None:

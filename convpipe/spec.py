@@ -7,7 +7,6 @@ evaluated. Every error names the YAML path and line, e.g.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -388,7 +387,9 @@ class Spec:
         c = self.canonical()
         keep = {"steps": c["steps"], "precision": compute or c["execution"]["precision"],
                 "dtype": dtype or (c.get("output") or {}).get("dtype")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        from .digest import digest
+
+        return digest(keep, 16)
 
     def with_overrides(self, **overrides: Any) -> "Spec":
         """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile.
