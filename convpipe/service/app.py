@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvpipeError, SpecError, SpecErrors
 from ..limits import MAX_SPEC_BYTES
+from .conflicts import Conflict, find_conflict
 from .policy import Forbidden, Roots, prepare_submission, token_ok
 from .runner import Runner
 from .store import STATES, TERMINAL, Job, JobStore
@@ -93,6 +95,7 @@ class Service:
             self._lock_file.close()
             raise ConvpipeError(f"cannot open the job table {config.db}: {e}") from None
         self.jobs_dir = Path(str(config.db) + ".d")
+        self._submit_lock = threading.Lock()
         self.runner = Runner(self.store, self.jobs_dir, cluster=config.cluster, max_running=config.max_running,
                              check=self._recheck, kill_grace=config.kill_grace, python=config.python,
                              env=self.roots.env())
@@ -115,11 +118,21 @@ class Service:
         self.store.close()
         self._lock_file.close()  # releases the flock
 
-    def submit(self, text: str) -> Job:
+    def submit(self, text: str, *, resume: bool = False) -> Job:
+        """Check a spec and queue it (``resume``: its run finishes an incomplete output, as ``run --resume``).
+
+        Raises SpecError (422), Forbidden (403), Conflict (409: a queued or running job writes or reads
+        where this one writes) or _TooMany (429).
+        """
         if self.store.count("queued") >= self.config.max_queued:
             raise _TooMany(f"the queue is full ({self.config.max_queued} jobs waiting); try again later")
         sub = prepare_submission(text, self.roots)
-        job = self.store.add(sub.name, sub.spec_text, sub.outputs)
+        writes = {field: url for field, url in sub.locations.items() if url in sub.outputs}
+        with self._submit_lock:  # check and insert as one: of two racing submissions, one sees the other
+            conflict = find_conflict(writes, self.store.active())
+            if conflict is not None:
+                raise conflict
+            job = self.store.add(sub.name, sub.spec_text, sub.outputs, resume=resume)
         self.runner.wake()
         return job
 
@@ -147,6 +160,8 @@ def _lock_db(db: Path) -> IO[str]:
 
 class _TooMany(ConvpipeError):
     """The queue is full: HTTP 429."""
+
+    http_status = 429
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -243,7 +258,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.service = service
 
     @app.post("/jobs", status_code=201)
-    async def submit(request: Request) -> Response:
+    async def submit(request: Request, resume: bool = Query(False)) -> Response:
         body = await request.body()
         try:
             text = body.decode("utf-8")
@@ -252,11 +267,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                                         "message": "the spec must be UTF-8 text (YAML or JSON)",
                                                         "text": "spec: the spec must be UTF-8 text"}])
         try:
-            job = await run_in_threadpool(service.submit, text)
+            job = await run_in_threadpool(lambda: service.submit(text, resume=resume))
         except SpecError as e:
             return _error(422, "invalid spec", errors=_spec_errors(e))
         except Forbidden as e:
             return _error(403, str(e))
+        except Conflict as e:
+            return _error(409, str(e), job=e.job.public())
         except _TooMany as e:
             return _error(429, str(e))
         return JSONResponse(job.public(), status_code=201, headers={"Location": f"/jobs/{job.id}"})
