@@ -29,6 +29,8 @@ from .conflicts import Conflict, find_conflict
 from .policy import Forbidden, Roots, prepare_submission, token_ok
 from .runner import Runner
 from .store import STATES, TERMINAL, Job, JobStore
+from .ui import is_ui_path
+from .ui import register as register_dashboard
 
 #: The default request-body limit: the largest spec ``validate`` reads (convpipe.limits.MAX_SPEC_BYTES), so a
 #: spec the service refuses for its size is one validate refuses too, and parsing one takes about a second.
@@ -172,7 +174,8 @@ class _Guard:
     """ASGI middleware: bearer token first (401), then the body size limit (413).
 
     Pure ASGI rather than a FastAPI dependency so that it covers every request, unknown paths and the
-    OpenAPI document included, and so a body is never read for an unauthenticated request.
+    OpenAPI document included, and so a body is never read for an unauthenticated request. The dashboard's
+    pages (:func:`.ui.is_ui_path`) check their own session instead; a session cookie never opens the API.
     """
 
     def __init__(self, app: Any, service: Service):
@@ -184,7 +187,7 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if not token_ok(headers.get(b"authorization"), self.service.token):
+        if not is_ui_path(scope.get("path", "")) and not token_ok(headers.get(b"authorization"), self.service.token):
             resp = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
             await resp(scope, receive, send)
@@ -313,6 +316,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return PlainTextResponse(data.decode("utf-8", "replace"),
                                  headers={"X-Log-Offset": str(offset + len(data))})
 
+    register_dashboard(app, service)
     app.add_middleware(_Guard, service=service)
     return app
 
