@@ -144,3 +144,18 @@ def test_a_relative_root_means_the_folder_serve_was_started_in(tmp_path: Path, m
     guard("s3://bucket/data/x.zarr", what="input.url")
     with pytest.raises(InputError, match="outside the service's roots"):
         guard(str(tmp_path / "elsewhere" / "demo-out" / "edges.zarr"), what="output.url", write=True)
+
+
+@pytest.mark.skipif(not README.exists(), reason="needs a source checkout (README.md)")
+def test_the_readme_shows_the_dashboard_in_pictures_that_exist() -> None:
+    from PIL import Image
+
+    section = README.read_text(encoding="utf-8").split("\n## The job service\n", 1)[1].split("\n## ", 1)[0]
+    pics = re.findall(r"!\[([^\]]+)\]\((docs/[^)]+\.png)\)", section)
+    assert {Path(p).stem for _, p in pics} >= {"dashboard-signin", "dashboard-jobs", "dashboard-submit-error",
+                                               "dashboard-job-running", "dashboard-job"}
+    for alt, p in pics:
+        assert len(alt) > 10, p  # says what the picture shows
+        with Image.open(REPO / p) as im:
+            im.load()
+            assert im.width >= 800 and im.height >= 400, p
