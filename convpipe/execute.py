@@ -270,7 +270,7 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         if first.kind == "global":
             first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
-        tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
+        tb = tuple((i, tables[(pp.index, i)]) for i in range(len(pp.ops)) if tables and (pp.index, i) in tables)
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers
             arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
                              skip=skip if last else None, tables=tb, device_out=device_out and last)

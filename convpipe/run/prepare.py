@@ -92,14 +92,18 @@ def table_name(op: Any) -> str:
 
 
 def table_sinks(plan: Plan, spec: Spec, storage_options: dict) -> dict:
-    """id(op) -> (op, TableSink) for every op writing a table (nothing is touched yet)."""
+    """(pass index, op index) -> (op, TableSink) for every op writing a table (nothing is touched yet).
+
+    Keyed by place in the plan, not by ``id(op)``: an id can be reused once an op is freed, and a
+    replanned run (resume) must find its sinks by position in the new plan.
+    """
     from ..tables import TableSink
 
     tables = {}
     for pp in plan.passes:
-        for op in pp.ops:
-            if getattr(op, "emits_table", False) and getattr(op.params, "table", None):
-                tables[id(op)] = (op, TableSink(spec.resolve(op.params.table), storage_options))
+        for i, op in enumerate(pp.ops):
+            if op.emits_table and getattr(op.params, "table", None):
+                tables[(pp.index, i)] = (op, TableSink(spec.resolve(op.params.table), storage_options))
     return tables
 
 
@@ -179,7 +183,7 @@ class Prepared:
     info: ArrayInfo
     plan: Plan
     out_url: str
-    tables: dict  # id(op) -> (op, TableSink)
+    tables: dict  # (pass index, op index) -> (op, TableSink)
     want_ome: bool
     fingerprint: str
     manifest: Manifest
