@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
+from . import oracles_layers as _layers  # the convolutional-layer family's references (numpy/scipy only)
+
 AXES_ORDER = "tczyx"
 MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 TOL = {"float32": 1e-5, "float64": 1e-10}
@@ -254,12 +256,15 @@ def orientation(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
 
 
 def _kernel_op(fn, x, dims, kernel, axes=None, mode="reflect", cval=0.0, origin=0, normalize="none",
-               temperature=1.0, method="auto", base_dir=None):
+               temperature=1.0, method="auto", base_dir=None, extent="same", stride=1):
     k = normalize_kernel(kernel_array(kernel, base_dir), normalize, temperature)
     on = resolve_on(dims, axes, default={1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx"))
     if k.ndim == 1 and len(on) > 1:
         k = k.reshape((1,) * (len(on) - 1) + (-1,))
     origins = [origin] * k.ndim if isinstance(origin, int) else list(origin)
+    if extent != "same" or stride != 1:  # output extents that change: convpipe.oracles_layers
+        return _layers.kernel_extent(x, dims, on, k, extent, stride, mode, cval, origins,
+                                     flip=fn is ndi.convolve), dims
     return per_plane(x, dims, on, lambda s: fn(s, k, mode=mode, cval=cval, origin=origins)), dims
 
 
@@ -741,7 +746,10 @@ def peaks_table(x, dims, radius, threshold=0.0, axes=None, table=None):
 
 
 def bank_kernels(kernels=None, gabor=None, normalize="none", temperature=1.0, base_dir=None) -> list[np.ndarray]:
-    """filter_bank's kernels in channel order (a gabor bank: frequency-major)."""
+    """filter_bank's kernels in channel order (a gabor bank: frequency-major; one .npy: its first axis)."""
+    stacked = _layers.bank_kernels(kernels, base_dir)
+    if stacked is not None:
+        return [normalize_kernel(k, normalize, temperature) for k in stacked]
     if kernels is not None:
         return [normalize_kernel(kernel_array(k, base_dir), normalize, temperature) for k in kernels]
     g = dict(gabor or {})
@@ -756,10 +764,11 @@ def bank_kernels(kernels=None, gabor=None, normalize="none", temperature=1.0, ba
 
 @op
 def filter_bank(x, dims, kernels=None, gabor=None, axes=None, mode="reflect", cval=0.0, normalize="none",
-                temperature=1.0, method="auto", base_dir=None):
+                temperature=1.0, method="auto", base_dir=None, extent="same", stride=1):
     """Channel i = scipy.ndimage.correlate with kernel i (same mode and cval); adds a c axis."""
     ks = bank_kernels(kernels, gabor, normalize, temperature, base_dir)
-    outs = [correlate(x, dims, kernel=k, axes=axes, mode=mode, cval=cval)[0] for k in ks]
+    outs = [correlate(x, dims, kernel=k, axes=axes, mode=mode, cval=cval, extent=extent, stride=stride)[0]
+            for k in ks]
     od = insert_axis(dims, "c")
     return np.stack(outs, axis=od.index("c")), od
 
@@ -907,7 +916,7 @@ def step_parts(step: dict | str) -> tuple[str, dict]:
 
 
 _SOURCE_OPS = ("match_template",)  # ops that may read the pipeline's input (a crop template)
-_FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template")  # kernel paths
+_FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template", "conv_layer")  # kernel paths
 
 
 def oracle(steps: list, x: np.ndarray, dims: str | None = None, base_dir: Path | None = None,
@@ -1024,3 +1033,9 @@ def undefined_orientation(steps: list, x: np.ndarray, dims: str | None = None) -
         return None
     mag, _ = oracle(steps[:-1] + [{name: dict(p, output="magnitude")}], x, dims)
     return (mag > 0) & (mag <= 1e-12 * max(1.0, float(np.abs(mag).max())))
+
+
+# --------------------------------------------------------------------------- convolutional layers
+
+for _name, _fn in _layers.OPS.items():  # pool, conv_layer (convpipe.oracles_layers), in canonical axis order
+    op(_fn)

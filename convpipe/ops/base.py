@@ -91,6 +91,17 @@ class Op:
         """Length of a new output axis this op adds (only ops that add an axis, like ``c``)."""
         raise NotImplementedError
 
+    # ---- output extents that change (convpipe.tiles): output voxel i along an axis of ``strides()`` reads
+    # the input window [i*s - lo, i*s + hi] (``halo()`` = (lo, hi)); ``apply`` then returns the valid,
+    # strided result: (length - lo - hi - 1) // s + 1 voxels along that axis of a block of ``length``.
+    def strides(self) -> dict[str, int]:
+        """Stride per axis where it is not 1."""
+        return {}
+
+    def out_length(self, axis: str, n: int) -> int:
+        """Length of output axis ``axis`` for an input of length ``n`` along it (``n``: the extent is kept)."""
+        return n
+
     def apply(self, x: np.ndarray, xp: Any = np) -> np.ndarray:
         raise NotImplementedError
 

@@ -33,6 +33,7 @@ from ..kernels import _gabor, kernel_from_source, kernel_or_none, normalize
 from ..tiles import map_index
 from .local import orientation
 from .base import AxesParam, Mode, Op, OpParams, insert_axis
+from .layers.params import ExtentParams
 from .ncc import ncc
 from .ncc import window_max as _window_max
 from .registry import register
@@ -267,8 +268,9 @@ class GaborBank(OpParams):
                 for f in self.freqs() for t in self.thetas()]
 
 
-class FilterBankParams(OpParams, AxesParam):
-    kernels: list[Any] | None = Field(None, description="kernel sources: nested lists, .npy paths, named kernels")
+class FilterBankParams(OpParams, AxesParam, ExtentParams):
+    kernels: list[Any] | str | None = Field(None, description="kernel sources: nested lists, .npy paths, named "
+                                            "kernels; or one .npy of shape (N, *kernel)")
     gabor: GaborBank | None = None
     axes: str | None = None
     mode: Mode = "reflect"
@@ -281,7 +283,15 @@ class FilterBankParams(OpParams, AxesParam):
     def _one_source(self, info: ValidationInfo):
         if (self.kernels is None) == (self.gabor is None):
             raise ValueError("give either kernels (a list of kernels) or gabor: {orientations, frequencies, sigma}")
-        if self.kernels is not None:
+        if isinstance(self.kernels, str):  # one .npy holding the bank (convpipe.bind reads it)
+            k = kernel_or_none(self.kernels)
+            if k is not None:
+                if k.ndim < 2:
+                    raise ValueError(f"kernels: a bank file holds (N, *kernel), got shape {tuple(k.shape)}")
+                limits.channels_ok(k.shape[0], "kernels")
+                for i in range(k.shape[0]):
+                    normalize(k[i], self.normalize, self.temperature)
+        elif self.kernels is not None:
             if not self.kernels:
                 raise ValueError("kernels is an empty list")
             limits.channels_ok(len(self.kernels), "kernels")
@@ -316,7 +326,10 @@ class FilterBank(Op):
         if "c" in self.in_axes:
             raise self.error("filter_bank adds a 'c' axis, but the input already has one")
         base = self.step.spec.base_dir if (self.step is not None and self.step.spec is not None) else None
-        if p.kernels is not None:
+        if isinstance(p.kernels, str):  # one .npy of shape (N, *kernel): channel i is kernel i
+            bank = kernel_from_source(p.kernels, base)
+            ks = [normalize(np.ascontiguousarray(k), p.normalize, p.temperature) for k in bank]
+        elif p.kernels is not None:
             ks = [normalize(kernel_from_source(s, base), p.normalize, p.temperature) for s in p.kernels]
         else:
             ks = [normalize(k, p.normalize, p.temperature) for k in p.gabor.kernels()]
@@ -326,11 +339,14 @@ class FilterBank(Op):
         nd = ndims.pop()
         default = {1: "x", 2: "yx", 3: "zyx"}.get(nd, "yx")
         self.axes = self.resolve_axes(p.axes, default=default)
+        if p.extent != "same" and len({k.shape for k in ks}) > 1:
+            raise self.error(f"extent {p.extent}: the kernels must all have one shape, got "
+                             f"{sorted({'x'.join(map(str, k.shape)) for k in ks})}", "kernels")
         self.subs = []
         for k in ks:
             kp = KernelParams.model_construct(kernel=np.ascontiguousarray(k), axes=self.axes, mode=p.mode,
                                               cval=p.cval, origin=0, normalize="none", temperature=1.0,
-                                              method=p.method)
+                                              method=p.method, extent=p.extent, stride=p.stride)
             try:
                 self.subs.append(Correlate(kp, self.in_axes, step=self.step))
             except (SpecError, ValueError) as e:  # a kernel/axes mismatch: name this op's field
@@ -351,6 +367,12 @@ class FilterBank(Op):
     def halo(self):
         return dict(self._halo)
 
+    def strides(self):  # every kernel of the bank has the bank's extent and stride
+        return self.subs[0].strides()
+
+    def out_length(self, axis, n):
+        return self.subs[0].out_length(axis, n) if axis in self.in_axes else n
+
     def apply(self, x, xp=np):
         outs = []
         for s in self.subs:
@@ -369,7 +391,7 @@ class FilterBank(Op):
     def describe(self):
         shapes = ", ".join("x".join(map(str, s.kernel.shape)) for s in self.subs[:4])
         more = f", ... ({len(self.subs)} kernels)" if len(self.subs) > 4 else ""
-        return f"filter_bank({shapes}{more} over {self.axes})"
+        return f"filter_bank({shapes}{more} over {self.axes}{self.subs[0].window_note()})"
 
 
 # =========================================================================== blobs (LoG)

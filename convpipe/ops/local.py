@@ -21,6 +21,8 @@ from .. import limits
 from ..finite import is_finite
 from ..kernels import kernel_from_source, kernel_or_none, normalize, separable_factors
 from .base import AxesParam, Mode, Op, OpParams, PerAxis, PerAxisInt, insert_axis
+from .layers.params import ExtentParams
+from .layers.window import Windowed
 from .registry import register
 
 try:
@@ -103,7 +105,7 @@ def _check_size(v, name="size"):
 # --------------------------------------------------------------------------- convolve / correlate
 
 
-class KernelParams(_ModeParams, AxesParam):
+class KernelParams(_ModeParams, AxesParam, ExtentParams):
     kernel: Any = Field(description="nested list, .npy path, or {name: gaussian|box|sobel|..., ...}")
     axes: str | None = None
     origin: int | list[int] = 0
@@ -134,7 +136,7 @@ class KernelParams(_ModeParams, AxesParam):
         return v
 
 
-class _Correlate(_LocalOp):
+class _Correlate(Windowed, _LocalOp):
     Params = KernelParams
     linear = True
     flip = False
@@ -162,12 +164,13 @@ class _Correlate(_LocalOp):
                 raise self.error(f"origin {o} is outside the kernel (size {s})", "origin")
             self.centers.append(c)
         self.kernel = k
+        extent = getattr(p, "extent", "same")
+        if extent != "same" and any(o != 0 for o in ([p.origin] if isinstance(p.origin, int) else p.origin)):
+            raise self.error("origin applies to extent: same only", "origin")
+        self.set_window(k.shape, tuple(self.centers), extent, getattr(p, "stride", 1))
         self.factors = separable_factors(k)
         if p.method == "separable" and self.factors is None:
             raise self.error("method separable: this kernel is not separable (rank > 1)", "method")
-
-    def halo(self):
-        return {a: (c, s - 1 - c) for a, c, s in zip(self.axes, self.centers, self.kernel.shape)}
 
     def method(self) -> str:
         m = self.params.method
@@ -191,9 +194,15 @@ class _Correlate(_LocalOp):
         m = self.method()
         why = (f", auto: fft from {self.fft_crossover()} taps" if self.params.method == "auto" and m != "separable"
                else "")
-        return f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}, {m}{why})"
+        return (f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}{self.window_note()}, "
+                f"{m}{why})")
 
     def apply(self, x, xp=np):
+        # the block holds each output window (extent, stride: see ops.layers.window); the engines compute the
+        # valid correlation, then positions 0, s, 2s, ... are kept
+        return self.subsample(self._valid(x, xp), self.ax)
+
+    def _valid(self, x, xp=np):
         m = self.method()
         idx = tuple(self.ax(a) for a in self.axes)
         if not engines.all_finite(x):
@@ -206,7 +215,7 @@ class _Correlate(_LocalOp):
             return self._fft(x, idx)
         else:
             y = engines.correlate_nd(x, self.kernel, tuple(self.centers), idx)
-        return self.crop(y)
+        return self.crop_valid(y, self.ax)
 
     def _fft(self, x, idx):
         from ..backends import for_array
