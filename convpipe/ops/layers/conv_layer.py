@@ -103,7 +103,7 @@ class ConvLayer(Windowed, Op):
             b = np.zeros(self.out_c)
         else:
             b = np.asarray(p.bias, dtype=np.float64).ravel()
-            if b.size == 1:
+            if not isinstance(p.bias, list):  # one number: every output channel's bias
                 b = np.full(self.out_c, float(b[0]))
             if b.size != self.out_c or not np.all(np.isfinite(b)):
                 raise self.error(f"bias needs {self.out_c} finite values (one per output channel), got {b.size}",
