@@ -180,6 +180,7 @@ class Plan:
             for step, ops in _group_ops(p):
                 lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
                              f"  [{ops[0].method()}]")
+            lines.extend(f"    composite {note}" for note in _composites(p))
             halo = ", ".join(f"{a}: {lo}+{hi}" for a, (lo, hi) in p.halo.items()) or "none"
             lines.append(f"    halo      {halo}")
             strides = pass_strides(p)
@@ -218,6 +219,16 @@ def _group_ops(p: PassPlan):
         else:
             groups.append((st if st is not None else Step(op.name, op.params, -1), [op]))
     return groups
+
+
+def _composites(p: "PassPlan") -> list[str]:
+    """What each fused run of linear steps amounts to (convpipe.kernelview), for explain."""
+    from .kernelview import composite_note, linear_runs
+
+    try:
+        return [composite_note(run) for run in linear_runs(p.ops)]
+    except Exception as e:  # noqa: BLE001 - a note must never break explain
+        return [f"(not computed: {type(e).__name__})"]
 
 
 def _fmt_ext(axes: str, ext: dict[str, int]) -> str:
