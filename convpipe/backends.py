@@ -44,6 +44,8 @@ GPU_OPS = frozenset({
     "sobel", "prewitt", "scharr", "laplace", "diffusion", "heat_step", "merged",
     # point ops (convpipe.ops.point)
     "astype", "scale", "clip", "abs", "log1p", "sqrt", "threshold",
+    # convolutional layers (convpipe.ops.layers): matrix products and reductions on the device
+    "conv_layer", "pool",
 })
 
 

@@ -328,3 +328,32 @@ def test_property_extent_stride_tile(case):
                        "stride": stride, "mode": mode, "cval": -0.5}},
                  {"uniform": {"size": 3, "mode": "wrap"}}]
     check(steps, x, "yx", chunks=chunks, tile=tile)
+
+
+# --------------------------------------------------------------------------- GPU (skipped without one)
+
+
+def _gpu_ok() -> bool:
+    try:
+        from convpipe.backends import resolve
+
+        return resolve("gpu").name == "gpu"
+    except Exception:  # noqa: BLE001 - no CuPy, no device
+        return False
+
+
+@pytest.mark.skipif(not _gpu_ok(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("steps", [
+    [{"conv_layer": {"weights": W.tolist(), "bias": B, "activation": "relu"}}, {"pool": {"size": 2}}],
+    [{"conv_layer": {"weights": W.tolist(), "extent": "valid", "stride": 2, "activation": "sigmoid"}}],
+    [{"correlate": {"kernel": K34, "extent": "full", "stride": {"x": 2}, "mode": "wrap", "axes": "yx"}}],
+])
+def test_layers_on_the_gpu_equal_the_oracle(steps):
+    import cupy as cp
+    import dask.array as da
+
+    spec = make_spec(steps, "float32", execution={"backend": "gpu"})
+    arr = da.from_array(cp.asarray(XC.astype(np.float32)), chunks=(3, 5, 7), asarray=False)
+    out = cp.asnumpy(convpipe.load(spec).apply(arr, axes="cyx").compute())
+    ref, _ = oracle(steps, XC.astype(np.float32), "cyx")
+    assert_conforms(out, ref, "float32")

@@ -68,7 +68,12 @@ def shift_gemm(xc: Any, w: Any, out_shape: tuple[int, ...], m: Any) -> Any:
     for j, tap in enumerate(np.ndindex(*k[:-1])):
         off = sum(i * st for i, st in zip(tap, step[:-1]))
         wt = m.ascontiguousarray(wr[(slice(None), slice(None)) + tap])
-        if j == 0:
+        if m is not np:  # CuPy: plain products (its matmul wants contiguous outputs)
+            if j == 0:
+                dst[...] = wt @ rows[:, off:off + P]
+            else:
+                dst += wt @ rows[:, off:off + P]
+        elif j == 0:
             m.matmul(wt, rows[:, off:off + P], out=dst)
         else:
             tmp = m.empty((out_c, P), dtype=xc.dtype) if tmp is None else tmp
