@@ -84,16 +84,16 @@ def shift_gemm(xc: Any, w: Any, out_shape: tuple[int, ...], m: Any) -> Any:
 
 
 def im2col_gemm(xc: Any, w: Any, stride: tuple[int, ...], m: Any) -> Any:
-    """Valid correlation with ``stride``: gather the strided windows once, one matrix product."""
-    in_c = xc.shape[0]
-    k = w.shape[2:]
-    nd = len(k)
-    v = m.lib.stride_tricks.sliding_window_view(xc, k, axis=tuple(range(1, nd + 1)))
-    v = v[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
-    O = v.shape[1:1 + nd]
-    cols = m.ascontiguousarray(m.moveaxis(v, 0, nd).reshape(int(np.prod(O)), in_c * int(np.prod(k))))
-    y = cols @ w.reshape(w.shape[0], -1).T  # (voxels, out_c)
-    return m.ascontiguousarray(y.T).reshape((w.shape[0],) + tuple(O))
+    """Valid correlation with ``stride``: gather each tap's strided voxels once (im2col), one matrix product."""
+    in_c, out_c = xc.shape[0], w.shape[0]
+    k = tuple(w.shape[2:])
+    O = tuple((s - kk) // st + 1 for s, kk, st in zip(xc.shape[1:], k, stride))
+    taps = list(np.ndindex(*k))
+    cols = m.empty((len(taps), in_c) + O, dtype=xc.dtype)
+    for j, tap in enumerate(taps):
+        cols[j] = xc[(slice(None),) + tuple(slice(t, t + (o - 1) * st + 1, st) for t, o, st in zip(tap, O, stride))]
+    w2 = m.ascontiguousarray(m.moveaxis(w.reshape(out_c, in_c, len(taps)), 2, 1).reshape(out_c, -1))  # tap-major
+    return (w2 @ cols.reshape(len(taps) * in_c, -1)).reshape((out_c,) + O)
 
 
 @register

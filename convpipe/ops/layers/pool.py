@@ -62,7 +62,7 @@ class Pool(Op):
                 sl[ax] = slice(t, t + (cnt - 1) * s + 1, s)
                 return y[tuple(sl)]
 
-            acc = m.array(tap(0), copy=True) if k > 1 else tap(0)
+            acc = tap(0).copy() if k > 1 else tap(0)
             for t in range(1, k):
                 red(acc, tap(t), out=acc)
             y = acc
