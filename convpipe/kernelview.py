@@ -275,7 +275,7 @@ def describe_kernel(v: KernelView) -> list[str]:
 
 def bound_ops(spec: Any) -> tuple[list[Any], list[list[Any]]]:
     """The spec's ops bound to its input's axes (as the planner binds them), and the pass of each op."""
-    from .ops.local import merge_linear
+    from .ops.local.merged import merge_linear
     from .plan import bind_ops
 
     axes = _input_axes(spec)
@@ -289,9 +289,9 @@ def _input_axes(spec: Any) -> str:
     if spec.input.axes:
         return canonical(spec.input.axes)
     try:
-        from .api import Pipeline
+        from .run.prepare import open_spec_input
 
-        _, _, axes, _ = Pipeline(spec)._open(spec)
+        _, _, axes, _ = open_spec_input(spec)
         return canonical(axes)
     except Exception:  # noqa: BLE001 - no input yet: assume the axes the kernels need
         need_c = any(s.name == "conv_layer" for s in spec.steps)

@@ -15,8 +15,8 @@ import numpy as np
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
-from .ops import registry
-from .spec import Spec, Step, check_step_axes
+from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
+from .spec import Spec, Step
 from .tiles import backward, runs_len
 
 # Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
@@ -253,11 +253,10 @@ def _fmt_shape(a: ArrayInfo) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Dask's notation ('1.50 GiB'), as in its dashboard and worker logs."""
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
 def parse_bytes(v: str | int | None) -> int | None:
@@ -272,17 +271,6 @@ def parse_bytes(v: str | int | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- building a plan
-
-
-def bind_ops(spec_steps: list[Step], axes: str) -> list[Any]:
-    """Bind each step to the axes of its input, expanding composite ops."""
-    ops = []
-    cur = axes
-    for step in spec_steps:
-        op = registry.get(step.name)(step.params, cur, step=step)
-        ops.extend(op.expand())
-        cur = op.out_axes
-    return ops
 
 
 def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
@@ -313,7 +301,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if spec is not None:
         check_step_axes(spec, inp.axes)  # errors name the input's axes as the user wrote them
     compute = resolve_precision(precision, inp.dtype)
-    from .ops.local import merge_linear
+    from .ops.local.merged import merge_linear
 
     # Every op computes on the input transposed to canonical 'tczyx' order (see convpipe.axes): a kernel's
     # dimensions and an orientation's (d/dy, d/dx) follow the axis letters, whatever the stored order.

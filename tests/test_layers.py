@@ -1,6 +1,6 @@
 """Convolutional layers (SPEC.md "Convolutional layers"): extents, strides, pool, conv_layer, kernel banks.
 
-Every result is compared with the whole-array reference of :mod:`convpipe.oracles_layers` (scipy.signal's
+Every result is compared with the whole-array reference of :mod:`convpipe.oracles.layers` (scipy.signal's
 valid/full correlation, numpy.pad for the modes, numpy reductions for pool), over modes, chunkings (chunks
 smaller than the kernel, tiles that cut kernels), strides, extents, axis orders and dtypes; a hypothesis
 property draws (shape, kernel size, stride, extent, tile).
@@ -34,7 +34,7 @@ CHUNKS = [(17, 19), (6, 5), (2, 3)]  # whole, cutting the kernels, smaller than 
 
 def test_oracle_valid_and_full_are_scipy_signal():
     """The reference is what SPEC.md names: scipy.signal.correlate / convolve mode valid / full."""
-    from convpipe.oracles_layers import correlate_extent
+    from convpipe.oracles import correlate_extent
 
     k = np.array(K34)
     assert np.allclose(correlate_extent(X, k, "valid"), ss.correlate(X, k, mode="valid"))
@@ -50,7 +50,7 @@ def test_oracle_pool_is_block_reduce():
     """pool with stride = size and n divisible equals skimage.measure.block_reduce."""
     from skimage.measure import block_reduce
 
-    from convpipe.oracles_layers import pool
+    from convpipe.oracles import pool
 
     x = rng0.standard_normal((12, 18))
     for kind, fn in (("max", np.max), ("mean", np.mean), ("min", np.min), ("sum", np.sum)):

@@ -1,7 +1,4 @@
-"""Convolutional layers: pooling and conv_layer (output extents that change; see convpipe.tiles).
-
-``params`` holds their parameters (and the ``extent``/``stride`` mixin correlate, convolve and filter_bank
-share); ``window`` the extent/stride arithmetic of kernel ops.
+"""Convolutional layers (SPEC.md, "Convolutional layers"): :mod:`.pool` and :mod:`.conv_layer`, whose output
+extents change (see :mod:`convpipe.tiles`); :mod:`.window` holds the extent/stride arithmetic that correlate,
+convolve, filter_bank and conv_layer share. Their parameters are :mod:`convpipe.params.layers`.
 """
-
-from . import conv_layer, pool  # noqa: F401  (they register on import)

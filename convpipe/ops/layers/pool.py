@@ -11,19 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Op
-from ..registry import register
-from .params import PoolParams
+from ... import engines
+from ...params.layers import PoolParams
+from ..base import NO_CONTEXT, Context, Op
 
 _NAMES = {"max": "maximum", "min": "minimum", "sum": "add", "mean": "add"}
 
 
-@register
 class Pool(Op):
     name = "pool"
     kind = "local"
     Params = PoolParams
-    summary = "max / mean / min / sum pooling: size and stride per axis, the remainder dropped"
+    gpu_path = True  # strided slices and numpy ufuncs, which CuPy implements
 
     def setup(self) -> None:
         p = self.params
@@ -46,10 +45,19 @@ class Pool(Op):
             return n
         return (n - self.size[axis]) // self.stride[axis] + 1 if n >= self.size[axis] else 0
 
-    def apply(self, x: Any, xp: Any = np) -> Any:
-        from ...backends import array_module
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The reduction over every window of the block (``size`` every ``stride`` voxels per pooled axis).
 
-        m = array_module(x)
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, padded by ``halo()`` (the windows); the compute dtype
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``(length - size) // stride + 1`` voxels along each pooled axis, ``x``'s dtype
+        """
+        m = engines.array_module(x)
         red = getattr(m, _NAMES[self.params.kind])
         y = x
         # a box reduction is the reduction along each axis in turn (max, min and sums are separable)

@@ -73,9 +73,9 @@ class Windowed:
         sl = [slice(None)] * y.ndim
         for a, s in st.items():
             sl[axes_index(a)] = slice(None, None, s)
-        from ...backends import array_module
+        from ... import engines
 
-        return array_module(y).ascontiguousarray(y[tuple(sl)])
+        return engines.array_module(y).ascontiguousarray(y[tuple(sl)])
 
     def window_note(self) -> str:
         """``, valid, stride 2`` for describe (nothing for the defaults)."""

@@ -1,8 +1,8 @@
 """Whole-array references of the convolutional-layer family (SPEC.md, "Convolutional layers").
 
-numpy and scipy only; imports nothing of convpipe (the oracle must not share code with what it checks).
-:mod:`convpipe.oracles` registers these functions beside the other ops' references (to become
-``convpipe/oracles/layers.py``).
+numpy and scipy only, like the whole package; :mod:`.local` and :mod:`.features` call
+:func:`kernel_extent` and :func:`bank_kernels` for correlate / convolve / filter_bank with ``extent``,
+``stride`` or a bank in one ``.npy``.
 
 - ``extent: valid`` = scipy.signal.correlate(x, k, mode="valid") (convolve: scipy.signal.convolve);
 - ``extent: full`` = the input extended by k - 1 on each side by ``mode`` (numpy.pad), then the valid
@@ -15,36 +15,20 @@ numpy and scipy only; imports nothing of convpipe (the oracle must not share cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
 import scipy.signal as ss
 
-AXES_ORDER = "tczyx"
+from .base import insert_axis, op, per_axis, resolve_on
+from .kernels import kernel_array
+
 #: scipy.ndimage's boundary modes as numpy.pad names them
 NP_PAD = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge", "wrap": "wrap", "constant": "constant"}
 _DIRECT_LIMIT = 2e7  # multiply-adds up to which scipy.signal computes directly (beyond: its FFT, ~1e-13)
-
-
-def _insert_c(dims: str) -> str:
-    rank = AXES_ORDER.index("c")
-    i = 0
-    while i < len(dims) and AXES_ORDER.index(dims[i]) < rank:
-        i += 1
-    return dims[:i] + "c" + dims[i:]
-
-
-def _on(dims: str, axes: str | None, default: str) -> str:
-    if axes is None:
-        on = "".join(a for a in default if a in dims)
-        return on or dims[-len(default):]
-    return "".join(a for a in dims if a in axes)
-
-
-def _per(value: Any, on: str) -> tuple:
-    return tuple(value[a] for a in on) if isinstance(value, dict) else tuple(value for _ in on)
 
 
 def per_sub(x: np.ndarray, dims: str, on: str, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -91,15 +75,6 @@ def kernel_extent(x: np.ndarray, dims: str, on: str, k: np.ndarray, extent: str,
     return per_sub(x, dims, on, lambda s: correlate_extent(s, k, extent, st, mode, cval, origin, flip))
 
 
-def load_array(src: Any, base_dir: Path | None = None) -> np.ndarray:
-    if isinstance(src, (str, Path)):
-        path = Path(src)
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
-        return np.load(path).astype(float)
-    return np.array(src, dtype=float)
-
-
 # --------------------------------------------------------------------------- pool
 
 _REDUCE = {"max": np.max, "min": np.min, "mean": np.mean, "sum": np.sum}
@@ -112,15 +87,11 @@ def pool_sub(s: np.ndarray, size: tuple, stride: tuple, kind: str) -> np.ndarray
     return _REDUCE[kind](w, axis=tuple(range(s.ndim, 2 * s.ndim)))
 
 
+@op
 def pool(x, dims, size, stride=None, kind="max", axes=None):
-    if axes is None and isinstance(size, dict):
-        on = "".join(a for a in dims if a in size)
-    elif axes is None and isinstance(stride, dict):
-        on = "".join(a for a in dims if a in stride)
-    else:
-        on = _on(dims, axes, "yx")
-    sz = _per(size, on)
-    st = sz if stride is None else _per(stride, on)
+    on = resolve_on(dims, axes, size, stride)
+    sz = per_axis(size, on)
+    st = sz if stride is None else per_axis(stride, on)
     return per_sub(x, dims, on, lambda s: pool_sub(s, sz, st, kind)), dims
 
 
@@ -130,10 +101,11 @@ _ACT = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh": np.ta
         "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v))}
 
 
+@op
 def conv_layer(x, dims, weights, bias=None, activation="none", extent="same", stride=1, mode="reflect", cval=0.0,
                axes=None, base_dir=None):
     """activation(bias[o] + sum_i correlate(x[i], weights[o, i])): input channels on ``c`` (none: one)."""
-    w = load_array(weights, base_dir)
+    w = kernel_array(weights, base_dir)
     out_c, in_c = w.shape[:2]
     nd = w.ndim - 2
     x = np.asarray(x, dtype=np.float64)
@@ -143,7 +115,7 @@ def conv_layer(x, dims, weights, bias=None, activation="none", extent="same", st
         dims_in = dims
     xc = np.moveaxis(x, dims_in.index("c"), 0)
     rest = dims_in.replace("c", "")
-    on = _on(rest, axes, {1: "x", 2: "yx", 3: "zyx"}.get(nd, "yx"))
+    on = resolve_on(rest, axes, default={1: "x", 2: "yx", 3: "zyx"}.get(nd, "yx"))
     b = np.zeros(out_c) if bias is None else np.broadcast_to(np.asarray(bias, dtype=float), (out_c,))
     outs = []
     for o in range(out_c):
@@ -152,7 +124,7 @@ def conv_layer(x, dims, weights, bias=None, activation="none", extent="same", st
             y = kernel_extent(xc[i], rest, on, w[o, i], extent, stride, mode, cval)
             acc = y if acc is None else acc + y
         outs.append(_ACT[activation](acc + b[o]))
-    out_dims = dims if "c" in dims else _insert_c(dims)
+    out_dims = dims if "c" in dims else insert_axis(dims, "c")
     res = np.stack(outs, axis=0)  # c first, then `rest`
     return np.moveaxis(res, 0, out_dims.index("c")), out_dims
 
@@ -160,9 +132,5 @@ def conv_layer(x, dims, weights, bias=None, activation="none", extent="same", st
 def bank_kernels(kernels: Any, base_dir: Path | None = None) -> list[np.ndarray] | None:
     """A bank given as one ``.npy`` of shape (N, *kernel): its N kernels; None for a list of sources."""
     if isinstance(kernels, (str, Path)):
-        return list(load_array(kernels, base_dir))
+        return list(kernel_array(kernels, base_dir))
     return None
-
-
-#: reference functions by op name, called in canonical axis order by convpipe.oracles
-OPS = {"pool": pool, "conv_layer": conv_layer}

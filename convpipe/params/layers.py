@@ -1,8 +1,7 @@
-"""Parameters of the convolutional-layer family (SPEC.md, "Convolutional layers").
+"""Parameters of the convolutional layers (:mod:`convpipe.ops.layers`; SPEC.md, "Convolutional layers").
 
-Pure pydantic models: no op, dask or zarr import, ready to move to ``convpipe/params/layers.py``.
 ``ExtentParams`` is the mixin that gives ``extent`` and ``stride`` to correlate, convolve, filter_bank and
-conv_layer; ``PoolParams`` and ``ConvLayerParams`` are the new ops' own.
+conv_layer (their output extents change); ``PoolParams`` and ``ConvLayerParams`` are the new ops' own.
 """
 
 from __future__ import annotations
@@ -11,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..base import AxesParam, Mode, OpParams
+from ..kernels import kernel_or_none
+from .base import AxesParam, Entry, Mode, OpParams
 
 Extent = Literal["same", "valid", "full"]
 
@@ -68,10 +68,19 @@ class ConvLayerParams(OpParams, AxesParam, ExtentParams):
     @field_validator("weights")
     @classmethod
     def _weights_ok(cls, v):
-        from ...kernels import kernel_or_none
-
         w = kernel_or_none(v)  # a .npy path is read by convpipe.bind, not here
         if w is not None and w.ndim < 3:
             raise ValueError(f"weights need the shape (out_c, in_c, *kernel), got {w.ndim} dimension(s) "
                              f"{tuple(w.shape)}")
         return v
+
+
+ENTRIES = [
+    Entry("pool", PoolParams, "local", "max / mean / min / sum pooling: size and stride per axis, the remainder dropped",
+          "out[i] = reduce(x[i*s : i*s + size]) for i = 0 .. (n - size) // s along each pooled axis (stride "
+          "default: the size; the trailing remainder dropped, as torch's ceil_mode=False)."),
+    Entry("conv_layer", ConvLayerParams, "local",
+          "activation(bias + sum over input channels of correlate(x[i], weights[o, i])): a conv layer",
+          "out[o] = activation(bias[o] + sum_i correlate(x[i], weights[o, i])) with correlate's extent and "
+          "stride; the input's ``c`` holds in_c channels (none: one), the output's ``c`` out_c."),
+]
