@@ -197,7 +197,8 @@ def _register_optional() -> None:
     """Commands living in their own modules (each adds itself with ``register(app)``)."""
     import importlib
 
-    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify"):
+    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify",
+                "convpipe.kernelview"):
         try:
             m = importlib.import_module(mod)
         except ImportError as e:

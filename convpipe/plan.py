@@ -147,6 +147,8 @@ class Plan:
                 "ops": [op.describe() for op in p.ops],
                 "methods": [op.method() for op in p.ops],
                 "halo": {a: list(v) for a, v in p.halo.items()},
+                "shape_in": [p.extents[0][a] for a in p.in_axes], "shape_out": [p.extents[-1][a] for a in p.out_axes],
+                "axes_in": p.in_axes, "axes_out": p.out_axes, "stride": pass_strides(p),
                 "full_axes": p.full_axes, "tile": p.tile, "tiles": p.n_tiles, "tasks": p.tasks,
                 "memory_per_task": p.mem_per_task, "read_amplification": round(p.read_amplification, 4),
                 "est_seconds_per_task": round(p.est_seconds_per_task, 4),
@@ -178,8 +180,13 @@ class Plan:
             for step, ops in _group_ops(p):
                 lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
                              f"  [{ops[0].method()}]")
+            lines.extend(f"    composite {note}" for note in _composites(p))
             halo = ", ".join(f"{a}: {lo}+{hi}" for a, (lo, hi) in p.halo.items()) or "none"
             lines.append(f"    halo      {halo}")
+            strides = pass_strides(p)
+            if strides:
+                lines.append(f"    stride    {', '.join(f'{a}: {s}' for a, s in strides.items())}")
+            lines.append(f"    shape     {_fmt_ext(p.in_axes, p.extents[0])} -> {_fmt_ext(p.out_axes, p.extents[-1])}")
             if p.full_axes:
                 lines.append(f"    whole     {p.full_axes} per task (rechunk to whole extents)")
             lines.append(f"    tile      {_fmt_tuple(tuple(p.tile[a] for a in p.out_axes))} ({p.out_axes})"
@@ -214,6 +221,29 @@ def _group_ops(p: PassPlan):
     return groups
 
 
+def _composites(p: "PassPlan") -> list[str]:
+    """What each fused run of linear steps amounts to (convpipe.kernelview), for explain."""
+    from .kernelview import composite_note, linear_runs
+
+    try:
+        return [composite_note(run) for run in linear_runs(p.ops)]
+    except Exception as e:  # noqa: BLE001 - a note must never break explain
+        return [f"(not computed: {type(e).__name__})"]
+
+
+def _fmt_ext(axes: str, ext: dict[str, int]) -> str:
+    return " x ".join(f"{ext[a]}{a}" for a in axes)
+
+
+def pass_strides(p: "PassPlan") -> dict[str, int]:
+    """Per axis, the product of the strides of a pass's ops (where it is not 1)."""
+    out: dict[str, int] = {}
+    for op in p.ops:
+        for a, s in op.strides().items():
+            out[a] = out.get(a, 1) * int(s)
+    return {a: s for a, s in out.items() if s != 1}
+
+
 def _fmt_tuple(t) -> str:
     return "(" + ", ".join(str(x) for x in t) + ")"
 
@@ -244,12 +274,20 @@ def parse_bytes(v: str | int | None) -> int | None:
 
 
 def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
+    """Per op, the lengths of its input axes; the last entry those of the pass's output.
+
+    An op may change an axis' length (``extent: valid|full``, ``stride``, ``pool``, conv_layer's channels):
+    ``op.out_length`` says how; a result with no voxel along an axis is refused at the op's step.
+    """
     ext = [dict(inp)]
     for op in ops:
         cur = dict(ext[-1])
         new = {}
         for a in op.out_axes:
-            new[a] = cur[a] if a in cur else op.out_extent(a, 0)
+            new[a] = op.out_length(a, cur[a]) if a in cur else op.out_extent(a, 0)
+            if new[a] < 1:
+                raise op.error(f"the result would have no voxel along {a!r}: the input has {cur.get(a, 0)} there, "
+                               f"too few for this step's window (use extent: same, or a smaller kernel or size)")
         ext.append(new)
     return ext
 
@@ -407,7 +445,9 @@ def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
     need = targets[0]
     core_vox = np.prod([runs_len(core[a]) for a in out_axes], dtype=np.float64)
     in_vox = np.prod([runs_len(need[a]) for a in inp.axes], dtype=np.float64)
-    core_in = np.prod([min(t.get(a, ext[0][a]), ext[0][a]) for a in inp.axes], dtype=np.float64)
+    # the input voxels a tile stands for: its own size, scaled where the pass changes an axis' length (strides)
+    core_in = np.prod([min(t[a] * ext[0][a] / ext[-1][a] if a in t and a in ext[-1] else ext[0][a], ext[0][a])
+                       for a in inp.axes], dtype=np.float64)
     amp = float(in_vox / max(core_in, 1))
     biggest = max((np.prod([runs_len(tg.get(a, ((0, 1),))) for a in tg], dtype=np.float64) for tg in targets),
                   default=in_vox)

@@ -573,6 +573,14 @@ AXIS_CASES: list[tuple[str, str, str, list[dict]]] = [
     ("features", "filter_bank-gabor", "yx", [{"filter_bank": {"gabor": {"orientations": 2, "frequencies": 0.25,
                                                                         "sigma": 1.5}}}]),
     ("features", "match_template-inline", "zyx", [{"match_template": {"template": TPL}}]),
+    # convolutional layers: output extents and strides change the shape
+    ("layers", "correlate-valid-stride", "zyx", [{"correlate": {"kernel": A24, "extent": "valid", "stride": {"x": 2}}}]),
+    ("layers", "convolve-full-wrap", "yx", [{"convolve": {"kernel": A35, "extent": "full", "mode": "wrap"}}]),
+    ("layers", "pool-mean", "zyx", [{"pool": {"size": {"y": 2, "x": 3}, "stride": {"y": 3, "x": 2}, "kind": "mean"}}]),
+    ("layers", "conv_layer", "cyx", [{"conv_layer": {"weights": (np.arange(2 * 3 * 2 * 4).reshape(2, 3, 2, 4) % 5 - 2.0)
+                                                     .tolist(), "bias": [0.5, -1], "activation": "tanh",
+                                                     "stride": {"y": 2}}}]),
+    ("layers", "filter_bank-valid", "zyx", [{"filter_bank": {"kernels": [A24, A24], "extent": "valid", "stride": 2}}]),
 ]
 
 # table cases run through Zarr (tables are written by run only): family, id, axes, steps

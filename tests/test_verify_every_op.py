@@ -64,6 +64,10 @@ CASES: dict[str, tuple[list[dict], str]] = {
     "stats": ([{"stats": {"per": "plane", "orientation_histogram": {"bins": 6},
                           "spectral_bands": [0.0, 0.4, 1.5], "table": "s.parquet"}}], "float64"),
     "stats-tile": ([{"stats": {"per": "tile", "table": "s.parquet"}}], "float64"),
+    "layers": ([{"conv_layer": {"weights": [[[[0.5, -1, 0.25], [1, 2, 0]]], [[[1, 0, 0], [0, 0, -1]]]],
+                                "bias": [0.1, 0], "activation": "relu", "extent": "valid"}},
+                {"pool": {"size": 2, "kind": "max"}},
+                {"correlate": {"kernel": K35, "extent": "full", "stride": {"x": 2}, "mode": "wrap"}}], "float64"),
 }
 
 

@@ -44,7 +44,8 @@ def test_wheel_installs_and_runs_the_demo_from_any_folder(tmp_path):
     whl = _build_wheel(tmp_path / "dist")
     names = set(zipfile.ZipFile(whl).namelist())
     shipped = sorted(n.removeprefix("convpipe/pipelines/") for n in names if n.startswith("convpipe/pipelines/"))
-    assert shipped == sorted(p.name for p in (REPO / "pipelines").glob("*.yaml"))
+    # the specs and the .npy kernels and weights they read beside them
+    assert shipped == sorted(p.name for g in ("*.yaml", "*.npy") for p in (REPO / "pipelines").glob(g))
     assert "convpipe/py.typed" in names and "convpipe/report/templates/report.html.j2" in names
 
     env_dir = tmp_path / "venv"

@@ -151,6 +151,22 @@ class Op:
         """Length of a new output axis this op adds (only ops that add an axis, like ``c``)."""
         raise NotImplementedError
 
+    # ---- output extents that change (SPEC.md, "Convolutional layers"; the planner and convpipe.tiles)
+    def strides(self) -> dict[str, int]:
+        """Stride per axis where it is not 1 (default: none; ``stride``, ``pool``).
+
+        Output voxel ``i`` along a strided axis reads the input window ``[i*s - lo, i*s + hi]`` with
+        ``(lo, hi) = halo()[axis]``; the tiling engine gathers exactly those windows, and ``apply`` returns
+        ``(length - lo - hi - 1) // s + 1`` voxels along that axis of a block of ``length``.
+        """
+        return {}
+
+    def out_length(self, axis: str, n: int) -> int:
+        """Length of output axis ``axis`` for an input of length ``n`` along it (default ``n``: the op keeps
+        the extent). ``extent: valid | full``, strides, ``pool`` and ``conv_layer``'s channels change it; the
+        planner refuses a result with no voxel along an axis."""
+        return n
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """The op on one block.
 

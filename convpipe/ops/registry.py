@@ -54,6 +54,9 @@ IMPLEMENTATIONS: dict[str, str] = {
     "blobs": "features.blobs:Blobs",
     "match_template": "features.match_template:MatchTemplate",
     "stats": "features.stats:Stats",
+    # convolutional layers: output extents that change
+    "pool": "layers.pool:Pool",
+    "conv_layer": "layers.conv_layer:ConvLayer",
 }
 
 

@@ -12,7 +12,7 @@ from .. import oracles as O
 from ..axes import canonical
 from ..errors import InputError
 from .provenance import open_output, read_table, spec_dir, steps_of
-from .reach import QUANTIZING, effective_precision, reach, saturate, tail_interval
+from .reach import QUANTIZING, changes_extent, effective_precision, reach, saturate, tail_interval
 from .results import TableCheck, TileCheck, VerifyResult
 
 
@@ -70,6 +70,8 @@ def _chain(res: VerifyResult, steps: list[tuple[str, dict]], in_axes: str, base:
                 margin[a] += int(v)
         if not why and name in O.GLOBAL_OPS:
             why = f"{path} needs statistics of the whole array"
+        if not why and changes_extent(name, p):
+            why = f"{path} changes the extent of its output"
         if not why and name in O.TABLES and p.get("table"):
             why = f"{path} wrote a table, compared with the oracle's on the whole array"
     return _Chain(steps, margin, whole, fft, why) if ok else None
