@@ -282,7 +282,10 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
     for pp in plan.passes:
         first = pp.ops[0]
         if first.kind == "global":
-            first.prepare_from(arr, compute)
+            if hasattr(first, "prepare_pass"):  # a pre-pass over this pass's own tiles (label)
+                first.prepare_pass(arr, compute, pp)
+            else:
+                first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
         tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers

@@ -906,7 +906,7 @@ def step_parts(step: dict | str) -> tuple[str, dict]:
     return name, dict(params or {})
 
 
-_SOURCE_OPS = ("match_template",)  # ops that may read the pipeline's input (a crop template)
+_SOURCE_OPS = ("match_template", "regionprops")  # ops that may read the pipeline's input (crop, intensity)
 _FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template")  # kernel paths
 
 
@@ -1024,3 +1024,13 @@ def undefined_orientation(steps: list, x: np.ndarray, dims: str | None = None) -
         return None
     mag, _ = oracle(steps[:-1] + [{name: dict(p, output="magnitude")}], x, dims)
     return (mag > 0) & (mag <= 1e-12 * max(1.0, float(np.abs(mag).max())))
+
+
+# --------------------------------------------------------------------------- objects (own module)
+
+from . import oracles_objects as _objects  # noqa: E402  (imports nothing of convpipe either)
+from .oracles_objects import WHOLE_ARRAY_OPS, acted_axes as object_axes  # noqa: E402, F401
+
+op(_objects.label)
+op(_objects.regionprops)
+table("regionprops")(_objects.regionprops_table)

@@ -205,8 +205,10 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
     """
     dims = canonical(dims)
     on = O.resolve_on
-    if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats"):
+    if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats", "regionprops"):
         return {}  # value-wise here (global statistics and tables are computed on the whole array)
+    if name in O.WHOLE_ARRAY_OPS:
+        return {a: None for a in O.object_axes(dims, p.get("axes"))}
     if name in ("correlate", "convolve", "stochastic"):
         k = O.kernel_array(p["kernel"], base_dir)
         axes = on(dims, p.get("axes"), default={1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx"))
@@ -444,6 +446,8 @@ def _chain(res: VerifyResult, steps: list[tuple[str, dict]], in_axes: str, base:
                 margin[a] += int(v)
         if not why and name in O.GLOBAL_OPS:
             why = f"{path} needs statistics of the whole array"
+        if not why and name in O.WHOLE_ARRAY_OPS:
+            why = f"{path} numbers components over each whole sub-array"
         if not why and name in O.TABLES and p.get("table"):
             why = f"{path} wrote a table, compared with the oracle's on the whole array"
     return _Chain(steps, margin, whole, fft, why) if ok else None
@@ -470,6 +474,10 @@ def _compare_table(step: str, url: str, got: dict, want: dict, rel: float) -> Ta
     """Exactly the oracle's set of rows (keyed by the axis columns); values within ``rel`` of each column's
     scale max(1, max|column|)."""
     keys = [c for c in want if c in O.AXES_ORDER or c.endswith("_stop")]
+    if "label" in want:  # regionprops: one row per label per sub-array
+        keys.append("label")
+    elif any(c.startswith("bbox-") for c in want):
+        keys += [c for c in want if c.startswith("bbox-")]
     n_got = len(next(iter(got.values()))) if got else 0
     chk = TableCheck(step, url, n_got, tolerance=rel)
     if set(got) != set(want):

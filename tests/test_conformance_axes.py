@@ -118,6 +118,10 @@ CASES: list[tuple[str, str, str, list[dict]]] = [
     ("features", "filter_bank-gabor", "yx", [{"filter_bank": {"gabor": {"orientations": 2, "frequencies": 0.25,
                                                                         "sigma": 1.5}}}]),
     ("features", "match_template-inline", "zyx", [{"match_template": {"template": TPL}}]),
+    # objects: numbers follow the raster order of the canonical axes, whatever the stored order
+    ("objects", "label-3d", "zyx", [{"threshold": {"value": 1.0}}, {"label": {"connectivity": 2}}]),
+    ("objects", "label-per-plane-zx", "zyx", [{"threshold": {"value": 0.0}}, {"label": {"axes": "zx"}}]),
+    ("objects", "label-tzyx", "tzyx", [{"threshold": {"value": 0.5}}, {"label": {"connectivity": 3}}]),
 ]
 
 # table cases run through Zarr (tables are written by run only): family, id, axes, steps
@@ -136,6 +140,11 @@ TABLE_CASES: list[tuple[str, str, str, list[dict]]] = [
     ("tables", "stats-plane-zx", "zyx", [{"stats": {"per": "plane", "axes": "zx",
                                                     "orientation_histogram": {"bins": 5, "weight": "count"},
                                                     "table": "s.parquet"}}]),
+    ("tables", "regionprops-plane", "zyx", [{"threshold": {"value": 0.2}}, {"label": {"axes": "yx"}},
+                                            {"regionprops": {"intensity": "input", "axes": "yx",
+                                                             "table": "r.parquet"}}]),
+    ("tables", "regionprops-3d", "tzyx", [{"threshold": {"value": 0.5}}, {"label": {"connectivity": 2}},
+                                          {"regionprops": {"intensity": "input", "table": "r.parquet"}}]),
 ]
 
 
@@ -268,7 +277,7 @@ def _run_zarr(tmp: Path, xs: np.ndarray, order: str, steps, chunks, tile, prec):
 
 
 def _assert_rows(got: dict, want: dict, axes: str, what: str, rel: float = 1e-9):
-    keys = [a for a in want if a in axes or a.endswith("_stop")] or []
+    keys = [a for a in want if a in axes or a.endswith("_stop") or a == "label"] or []
     values = [c for c in want if c not in keys]
     assert set(got) == set(want), f"{what}: columns {sorted(got)} != {sorted(want)}"
     g = {tuple(int(got[k][i]) for k in keys): i for i in range(len(next(iter(got.values()))))}
