@@ -436,7 +436,8 @@ def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
                   default=in_vox)
     per_vox = compute.itemsize
     mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
-    ns = sum(_COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
+    ns = sum(getattr(op, "cost_ns", 0.0) or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
     secs = float(in_vox * ns * 1e-9)
     return amp, mem, secs
 

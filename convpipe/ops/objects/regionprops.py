@@ -32,6 +32,7 @@ class Regionprops(Op):
     emits_table = True
     rows_context = True
     wants_coords = True
+    cost_ns = 30.0  # per voxel: a sort of the tile's labels and reductions by label
     summary = "skimage regionprops_table (label, area, centroid, bbox, intensity_*) -> table; labels pass through"
 
     def setup(self) -> None:
