@@ -15,8 +15,8 @@ import numpy as np
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
-from .ops import registry
-from .spec import Spec, Step, check_step_axes
+from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
+from .spec import Spec, Step
 from .tiles import backward, runs_len
 
 # Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
@@ -176,7 +176,7 @@ class Plan:
         for p in self.passes:
             pre = ""
             if p.ops[0].kind == "global":
-                pre = (f" ({p.ops[0].name} pre-pass over the same tiles first)" if hasattr(p.ops[0], "prepare_pass")
+                pre = (f" ({p.ops[0].name} pre-pass over the same tiles first)" if p.ops[0].tiled_prepass
                        else " (statistics pre-pass over the previous pass first)")
             lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused{pre}")
             for step, ops in _group_ops(p):
@@ -229,11 +229,10 @@ def _fmt_shape(a: ArrayInfo) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Dask's notation ('1.50 GiB'), as in its dashboard and worker logs."""
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
 def parse_bytes(v: str | int | None) -> int | None:
@@ -248,17 +247,6 @@ def parse_bytes(v: str | int | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- building a plan
-
-
-def bind_ops(spec_steps: list[Step], axes: str) -> list[Any]:
-    """Bind each step to the axes of its input, expanding composite ops."""
-    ops = []
-    cur = axes
-    for step in spec_steps:
-        op = registry.get(step.name)(step.params, cur, step=step)
-        ops.extend(op.expand())
-        cur = op.out_axes
-    return ops
 
 
 def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
@@ -281,7 +269,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if spec is not None:
         check_step_axes(spec, inp.axes)  # errors name the input's axes as the user wrote them
     compute = resolve_precision(precision, inp.dtype)
-    from .ops.local import merge_linear
+    from .ops.local.merged import merge_linear
 
     # Every op computes on the input transposed to canonical 'tczyx' order (see convpipe.axes): a kernel's
     # dimensions and an orientation's (d/dy, d/dx) follow the axis letters, whatever the stored order.
@@ -294,7 +282,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
     dt = compute
     for k, op in enumerate(ops):
-        if getattr(op, "passes_dtype", False):  # the image passes through (regionprops): it keeps its type
+        if op.passes_dtype:  # the image passes through (regionprops): it keeps its type
             op.in_dtype = dt if k else np.dtype(inp.dtype)
         dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
     odt = np.dtype(out_dtype) if out_dtype else dt
@@ -305,7 +293,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     segments: list[list[Any]] = [[]]
     for op in ops:
         # an isolated op (label) relabels exactly the tiles its pre-pass saw: only point ops may follow it
-        isolated = any(getattr(o, "isolated", False) for o in segments[-1])
+        isolated = any(o.isolated for o in segments[-1])
         if segments[-1] and (op.kind == "global" or (isolated and op.kind != "point")):
             segments.append([])
         segments[-1].append(op)
@@ -340,7 +328,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         for op in seg:
             if op.step is not None and (not seg_steps or seg_steps[-1] is not op.step):
                 seg_steps.append(op.step)
-        notes = [n for op in seg if hasattr(op, "plan_notes") for n in op.plan_notes(t, ext[0])]
+        notes = [n for op in seg for n in op.plan_notes(t, ext[0])]
         pp = PassPlan(k, seg, seg_steps, cur.axes, out_axes, ext, halo, full, t, n_tiles,
                       n_tiles + (reads if k == 0 else 0), mem, amp, secs, notes)
         passes.append(pp)
@@ -437,7 +425,7 @@ def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
     per_vox = compute.itemsize
     mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
     # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
-    ns = sum(getattr(op, "cost_ns", 0.0) or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    ns = sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
     secs = float(in_vox * ns * 1e-9)
     return amp, mem, secs
 

@@ -25,6 +25,15 @@ def pipeline(steps, precision="auto"):
                           "execution": {"precision": precision}})
 
 
+def plan_of(p, shape, chunks, dtype="u1", dims="zyx"):
+    """The plan of pipeline ``p`` on an input of this shape (no data), as explain makes it."""
+    from convpipe.plan import ArrayInfo, make_plan
+
+    tile = p.spec.execution.tile
+    return make_plan(p.spec.steps, ArrayInfo(tuple(shape), np.dtype(dtype), tuple(chunks), dims), spec=p.spec,
+                     tile=tile, workers=2, memory_per_worker=4 << 30)
+
+
 def labelled(x, chunks, dims=None, **params):
     import dask.array as da
 
@@ -256,7 +265,7 @@ def test_in_a_chain_with_filters_before_and_after():
     got = p.apply(da.from_array(x, chunks=(1, 9, 10)), "zyx").compute()
     want, _ = O.oracle(steps, x, "zyx")
     assert np.array_equal(got, want)
-    plan = p._plan_for(p.spec, convpipe.plan.ArrayInfo(x.shape, x.dtype, (1, 9, 10), "zyx"), "cpu")
+    plan = plan_of(p, x.shape, (1, 9, 10), x.dtype)
     # the label starts a pass; the maximum filter (a halo) may not share it, the point op may
     assert [[op.name for op in pp.ops] for pp in plan.passes] == [["gaussian", "threshold"], ["label", "scale"],
                                                                    ["maximum"]]
@@ -289,8 +298,7 @@ def test_run_to_zarr_through_the_cli(tmp_path, capsys):
 def test_explain_counts_the_border_table():
     p = convpipe.load({"convpipe": 1, "input": {"url": "unused.zarr"}, "steps": [{"label": {}}],
                        "execution": {"tile": {"z": 64, "y": 256, "x": 256}}})
-    plan = p._plan_for(p.spec, convpipe.plan.ArrayInfo((64, 1024, 1024), np.dtype("u1"), (64, 256, 256), "zyx"),
-                       "cpu")
+    plan = plan_of(p, (64, 1024, 1024), (64, 256, 256))
     note = " ".join(plan.passes[0].notes)
     # 3 boundaries along y and 3 along x, each 64 x 1024 voxels on both sides
     assert "16 tiles" in note and "6 boundaries" in note and f"{2 * 6 * 64 * 1024 / 1e3:.1f}k face voxels" in note
@@ -319,9 +327,7 @@ def test_too_many_components_for_the_dtype_is_refused_before_writing(tmp_path, m
 
 def test_spec_errors():
     with pytest.raises(SpecError, match=r"connectivity 3 is more than the number of axes.*'yx'"):
-        pipeline([{"label": {"connectivity": 3, "axes": "yx"}}])._plan_for(
-            pipeline([{"label": {"connectivity": 3, "axes": "yx"}}]).spec,
-            convpipe.plan.ArrayInfo((4, 8, 8), np.dtype("u1"), (4, 8, 8), "zyx"), "cpu")
+        plan_of(pipeline([{"label": {"connectivity": 3, "axes": "yx"}}]), (4, 8, 8), (4, 8, 8))
     with pytest.raises(SpecError, match="dtype"):
         pipeline([{"label": {"dtype": "uint8"}}])
     with pytest.raises(SpecError, match="connectivity"):

@@ -14,11 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..base import Op
-from ..registry import register
+from ...params.objects import LabelParams
+from ..base import NO_CONTEXT, Context, Op
 from .components import (Layout, border_table_size, boundary_pairs, label_bits, reduce_tiles, relabel_tile,
                          summarize_tile)
-from .params import LabelParams
 
 SPATIAL = "zyx"
 
@@ -30,7 +29,6 @@ def _fmt_count(n: int) -> str:
     return str(n)
 
 
-@register
 class Label(Op):
     """scipy.ndimage.label(x != 0, structure=generate_binary_structure(len(axes), connectivity)) on every
     sub-array over ``axes``: the same numbers, in raster order of each component's first voxel."""
@@ -38,6 +36,7 @@ class Label(Op):
     name = "label"
     kind = "global"  # the plan cuts the chain before it; execute runs prepare_pass first
     isolated = True  # only point ops may share its pass (the plan cuts before any other op after it)
+    tiled_prepass = True  # execute calls prepare_pass over this pass's tiles
     Params = LabelParams
     raw_input = "exact"  # x != 0 on the stored values (a float64 1e-50 is foreground, not its float32 0)
     hides_nonfinite = True  # NaN != 0: foreground, a finite label
@@ -144,7 +143,22 @@ class Label(Op):
         self.numbering = res
 
     # ---------------------------------------------------------------- the second pass
-    def apply(self, x, xp=np, coords=None):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The tile's components in the whole array's numbering (pass 2).
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            The tile, exactly as the pre-pass saw it (``isolated``: no later op grows it), stored values.
+        ctx : Context
+            ``ctx.coords`` says where the tile lies (its lookup is keyed by its origin).
+
+        Returns
+        -------
+        numpy.ndarray
+            Labels, dtype ``params.dtype`` (int32 or int64); 0 is background.
+        """
+        coords = ctx.coords
         if self.numbering is None:
             raise RuntimeError("label runs after its first pass over the tiles: call prepare_pass() first")
         origin = tuple(int(coords[a][0]) if coords is not None and a in coords and len(coords[a]) else 0

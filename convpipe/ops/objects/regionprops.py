@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Op
-from ..registry import register
-from .params import INTENSITY_PROPERTIES, RegionpropsParams
+from ...params.objects import INTENSITY_PROPERTIES, RegionpropsParams
+from ..base import NO_CONTEXT, Context, Op, Rows
 
 SPATIAL = "zyx"
 
 
-@register
 class Regionprops(Op):
     """skimage.measure.regionprops_table on every sub-array over ``axes``; the label image passes through."""
 
@@ -31,7 +29,6 @@ class Regionprops(Op):
     passes_dtype = True  # the plan hands over the label image's dtype (in_dtype): the image passes unchanged
     emits_table = True
     rows_context = True
-    wants_coords = True
     cost_ns = 30.0  # per voxel: a sort of the tile's labels and reductions by label
     summary = "skimage regionprops_table (label, area, centroid, bbox, intensity_*) -> table; labels pass through"
 
@@ -84,8 +81,29 @@ class Regionprops(Op):
         return f"regionprops({', '.join(self.properties)} over {self.axes}" + \
             (", intensity of the input)" if self.params.intensity == "input" else ")")
 
-    def apply(self, x, xp=np, coords=None):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The label image, unchanged.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            Integer labels as stored (``raw_input`` exact).
+        ctx : Context
+            Unused by the image.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``x`` itself: its dtype (``passes_dtype``: the plan keeps the label image's type).
+        """
         return x
+
+    def apply_rows(self, x: Any, ctx: Context = NO_CONTEXT) -> tuple[Any, Rows]:
+        """The label image, and per (sub-array, label) of the part the tile owns (``ctx.core``) its partials:
+        ``_label``, ``_count``, coordinate ``_sum_k`` / ``_min_k`` / ``_max_k`` (global, int64), with
+        ``intensity: input`` ``_isum`` / ``_imin`` / ``_imax`` (float64), and ``_o_<axis>`` per other axis.
+        No axis column: the rows are partials that :meth:`merge_rows` adds up, not voxels."""
+        return x, self._rows(x, ctx)
 
     # ---------------------------------------------------------------- tile: partials
     def _intensity(self, box: tuple[slice, ...], extent: dict | None) -> np.ndarray:
@@ -107,10 +125,9 @@ class Regionprops(Op):
             part = part.compute(scheduler="sync")
         return np.transpose(np.asarray(part), perm).astype(np.float64)
 
-    def rows(self, x, y, context=None):
-        ctx = context or {}
-        coords = {a: np.asarray(v) for a, v in (ctx.get("coords") or {}).items()}
-        core = ctx.get("core") or {}
+    def _rows(self, y: Any, ctx: Context) -> Rows:
+        coords = {a: np.asarray(v) for a, v in (ctx.coords or {}).items()}
+        core = ctx.core or {}
         sl, g0 = [], []
         for i, a in enumerate(self.in_axes):
             s = core.get(a, slice(0, y.shape[i]))
@@ -122,7 +139,7 @@ class Regionprops(Op):
             raise self.error(f"needs an integer label image, not {lab.dtype}")
         intens = None
         if self.params.intensity == "input" and lab.size:
-            intens = self._intensity(tuple(slice(g, g + n) for g, n in zip(g0, lab.shape)), ctx.get("extent"))
+            intens = self._intensity(tuple(slice(g, g + n) for g, n in zip(g0, lab.shape)), ctx.extent)
         on = [self.in_axes.index(a) for a in self.axes]
         others = [i for i in range(lab.ndim) if i not in on]
         cols: dict[str, list] = {}
@@ -156,7 +173,7 @@ class Regionprops(Op):
         return {k: np.zeros(0, dtype=t) for k, t in self._partial_names().items()}
 
     # ---------------------------------------------------------------- end: exact merge
-    def merge_rows(self, table):
+    def merge_rows(self, table):  # noqa: D102  (Op.merge_rows)
         import pyarrow as pa
 
         names = self._partial_names()

@@ -1,7 +1,5 @@
-"""Parameters of the object ops (``label``, ``regionprops``): pure pydantic, no dask, zarr or ops.
-
-Kept apart from the op implementations so that it can move to ``convpipe/params/objects.py`` unchanged.
-"""
+"""Parameters of the object ops (:mod:`convpipe.ops.objects`): ``label`` (connected components, scipy's
+numbering on any tiling) and ``regionprops`` (skimage's regionprops_table -> Parquet)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..base import AxesParam, OpParams
+from .base import AxesParam, Entry, OpParams, table_location
 
 #: regionprops properties: scikit-image 0.26 names, plus ``intensity_sum`` (ours: area * intensity_mean)
 PROPERTIES = ("label", "area", "centroid", "bbox", "intensity_mean", "intensity_min", "intensity_max",
@@ -45,9 +43,18 @@ class RegionpropsParams(OpParams, AxesParam):
             raise ValueError("properties: a non-empty list naming each property once")
         return v
 
-    @field_validator("table")
-    @classmethod
-    def _table(cls, v):
-        if v is not None and (not v.strip() or "\x00" in v):
-            raise ValueError("a table location is a non-empty path or URL")
-        return v
+    _t = field_validator("table")(lambda v: table_location(v))
+
+
+ENTRIES = [
+    Entry("label", LabelParams, "global",
+          "connected components of x != 0, numbered as scipy.ndimage.label (a pre-pass over the tiles)",
+          "scipy.ndimage.label(x != 0, structure=generate_binary_structure(len(axes), connectivity)) on every "
+          "sub-array over ``axes`` (default the spatial axes): the same numbers, components in raster order of "
+          "their first voxel, whatever the tiling; a count beyond ``dtype`` is an error before writing."),
+    Entry("regionprops", RegionpropsParams, "point",
+          "skimage regionprops_table (label, area, centroid, bbox, intensity_*) -> table; labels pass through",
+          "skimage.measure.regionprops_table on every sub-array over ``axes``: one row per label per sub-array, "
+          "columns as skimage names them in global voxel coordinates, one column per other axis; "
+          "``intensity: input`` measures the pipeline's input; intensity_sum = area * intensity_mean."),
+]

@@ -1,19 +1,15 @@
-"""References of the object ops (SPEC.md "Objects"): ``label`` and ``regionprops``, on the whole array.
-
-Like :mod:`convpipe.oracles` (which registers these functions in its ``OPS`` / ``TABLES``), this module
-imports nothing of convpipe: numpy, scipy and scikit-image only. Each function takes its input in canonical
-``tczyx`` order (``dims``) and applies the reference to every sub-array over the op's axes.
-"""
+"""References of the object ops (SPEC.md "Objects"): ``label`` (scipy.ndimage.label) and ``regionprops``
+(skimage.measure.regionprops_table, imported when it runs), on every whole sub-array over the op's axes."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
 
-AXES_ORDER = "tczyx"
+from .base import AXES_ORDER, op, planes, table
+
 SPATIAL = "zyx"
 DEFAULT_PROPERTIES = ("label", "area", "centroid", "bbox")
 INTENSITY_PROPERTIES = ("intensity_mean", "intensity_min", "intensity_max", "intensity_sum")
@@ -28,16 +24,6 @@ def acted_axes(dims: str, axes: str | None) -> str:
     return "".join(a for a in dims if a in axes)
 
 
-def _subarrays(dims: str, on: str, shape: tuple[int, ...]):
-    """(index tuple, {other axis: index}) of every sub-array over ``on``."""
-    others = [i for i, a in enumerate(dims) if a not in on]
-    for lead in itertools.product(*[range(shape[i]) for i in others]):
-        sl: list[Any] = [slice(None)] * len(dims)
-        for i, j in zip(others, lead):
-            sl[i] = j
-        yield tuple(sl), {dims[i]: j for i, j in zip(others, lead)}
-
-
 def _canonical_source(source: tuple | None, dims: str, shape: tuple[int, ...]) -> np.ndarray:
     if source is None:
         raise ValueError("intensity: input needs the pipeline's input (source)")
@@ -50,22 +36,25 @@ def _canonical_source(source: tuple | None, dims: str, shape: tuple[int, ...]) -
     return arr
 
 
+@op
 def label(x, dims, connectivity=1, axes=None, dtype="int32"):
     """scipy.ndimage.label(x != 0, generate_binary_structure(len(axes), connectivity)) per sub-array."""
     x = np.asarray(x)
     on = acted_axes(dims, axes)
     st = ndi.generate_binary_structure(len(on), int(connectivity))
     out = np.zeros(x.shape, dtype=np.dtype(dtype))
-    for sl, _ in _subarrays(dims, on, x.shape):
+    for sl, _ in planes(dims, on, x.shape):
         out[sl] = ndi.label(x[sl] != 0, structure=st)[0]
     return out, dims
 
 
+@op
 def regionprops(x, dims, properties=None, intensity="none", axes=None, table=None, source=None):
     """The label image passes through."""
     return np.asarray(x), dims
 
 
+@table("regionprops")
 def regionprops_table(x, dims, properties=None, intensity="none", axes=None, table=None, source=None):
     """skimage.measure.regionprops_table on every sub-array; one column per other axis by its letter;
     intensity_sum = area * intensity_mean."""
@@ -85,7 +74,7 @@ def regionprops_table(x, dims, properties=None, intensity="none", axes=None, tab
         ask += [p for p in ("area", "intensity_mean") if p not in ask]
     others = [a for a in dims if a not in on]
     cols: dict[str, list] = {}
-    for sl, where in _subarrays(dims, on, x.shape):
+    for sl, where in planes(dims, on, x.shape):
         lab = x[sl]
         t = rpt(lab, intensity_image=None if src is None else src[sl], properties=ask)
         n = len(t["label"]) if "label" in t else len(next(iter(t.values())))
