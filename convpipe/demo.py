@@ -22,6 +22,8 @@ STACK_SHAPE = (16, 256, 256)
 STACK_CHUNKS = (8, 128, 128)
 IMAGE_SHAPE = (512, 512)
 IMAGE_CHUNKS = (256, 256)
+NUCLEI_SHAPE = (32, 128, 128)
+NUCLEI_CHUNKS = (16, 64, 64)
 #: the pipeline whose output the preview shows (the first one when it is absent)
 PREVIEW_OF = "edges"
 
@@ -71,6 +73,29 @@ def make_image(shape: tuple[int, int] = IMAGE_SHAPE, seed: int = 1) -> np.ndarra
     img = img + 0.1 * ((yy > 0.8) & (xx < 0.3))  # a bright rectangle with sharp edges
     img = img + rng.normal(0.0, 0.02, shape)
     return np.clip(img * 40000, 0, 65535).astype(np.uint16)
+
+
+def make_nuclei(shape: tuple[int, int, int] = NUCLEI_SHAPE, n: int = 30, seed: int = 2
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic uint16 ``zyx`` stack of ``n`` solid balls ("nuclei", radius 3-8 voxels, apart by at least
+    4 voxels, some cut by the stack's edge) of uneven brightness on a dim noisy background; also their
+    centres (n, 3)."""
+    rng = np.random.default_rng(seed)
+    centres: list[np.ndarray] = []
+    radii: list[float] = []
+    while len(centres) < n:  # rejection sampling: a ball keeps 4 voxels away from the others
+        c, r = np.array([rng.uniform(0, s) for s in shape]), rng.uniform(3.0, 8.0)
+        if all(np.linalg.norm(c - c2) > r + r2 + 4 for c2, r2 in zip(centres, radii)):
+            centres.append(c)
+            radii.append(r)
+    img = np.full(shape, 0.08) + rng.normal(0.0, 0.03, shape)
+    for c, r, amp in zip(centres, radii, rng.uniform(0.5, 0.9, n)):
+        lo = [max(0, int(ci - r)) for ci in c]
+        hi = [min(s, int(ci + r) + 2) for ci, s in zip(c, shape)]
+        g = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij", sparse=True)
+        inside = sum((gi - ci) ** 2 for gi, ci in zip(g, c)) <= r * r
+        img[tuple(slice(a, b) for a, b in zip(lo, hi))] += amp * inside
+    return np.clip(img * 40000, 0, 65535).astype(np.uint16), np.array(centres)
 
 
 def _write(path: Path, data: np.ndarray, chunks: tuple[int, ...]) -> None:
@@ -167,8 +192,10 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print, pipelines: Path 
     _write(out / "stack.zarr", stack, STACK_CHUNKS)
     _write(out / "image.zarr", make_image(), IMAGE_CHUNKS)
     _write(out / "plane.zarr", stack[STACK_SHAPE[0] // 2], STACK_CHUNKS[1:])  # a 256 x 256 image
+    _write(out / "nuclei.zarr", make_nuclei()[0], NUCLEI_CHUNKS)
     real = _real_images(out)
-    echo(f"sample data: {out / 'stack.zarr'} {STACK_SHAPE} uint16, {out / 'image.zarr'} {IMAGE_SHAPE} uint16"
+    echo(f"sample data: {out / 'stack.zarr'} {STACK_SHAPE} uint16, {out / 'image.zarr'} {IMAGE_SHAPE} uint16, "
+         f"{out / 'nuclei.zarr'} {NUCLEI_SHAPE} uint16"
          + (f", {', '.join(real)} (scikit-image)" if real else "") + f" ({time.perf_counter() - t0:.2f} s)")
 
     outputs: dict[str, str] = {}

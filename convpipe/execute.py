@@ -268,7 +268,10 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
     for pp in plan.passes:
         first = pp.ops[0]
         if first.kind == "global":
-            first.prepare_from(arr, compute)
+            if first.tiled_prepass:  # a pre-pass over this pass's own tiles (label)
+                first.prepare_pass(arr, compute, pp)
+            else:
+                first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
         tb = tuple((i, tables[(pp.index, i)]) for i in range(len(pp.ops)) if tables and (pp.index, i) in tables)
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers

@@ -84,6 +84,7 @@ class PassPlan:
     mem_per_task: int
     read_amplification: float
     est_seconds_per_task: float
+    notes: list[str] = field(default_factory=list)  # what ops say about this pass on its tiles (plan_notes)
 
     def tile_grid(self) -> list[list[tuple[int, int]]]:
         ext = self.extents[-1]
@@ -151,7 +152,7 @@ class Plan:
                 "axes_in": p.in_axes, "axes_out": p.out_axes, "stride": pass_strides(p),
                 "full_axes": p.full_axes, "tile": p.tile, "tiles": p.n_tiles, "tasks": p.tasks,
                 "memory_per_task": p.mem_per_task, "read_amplification": round(p.read_amplification, 4),
-                "est_seconds_per_task": round(p.est_seconds_per_task, 4),
+                "est_seconds_per_task": round(p.est_seconds_per_task, 4), "notes": list(p.notes),
             } for p in self.passes],
             "graph_build_seconds_est": self.tasks * _GRAPH_S_PER_TASK,
             "scheduler_memory_est": self.tasks * _SCHED_BYTES_PER_TASK,
@@ -175,7 +176,10 @@ class Plan:
                          f"orientations and tiles below follow those letters; input and output keep their "
                          f"own order ({i.axes} -> {o.axes})")
         for p in self.passes:
-            pre = " (statistics pre-pass over the previous pass first)" if p.ops[0].kind == "global" else ""
+            pre = ""
+            if p.ops[0].kind == "global":
+                pre = (f" ({p.ops[0].name} pre-pass over the same tiles first)" if p.ops[0].tiled_prepass
+                       else " (statistics pre-pass over the previous pass first)")
             lines.append(f"  pass {p.index}: {len(p.steps)} step(s) fused{pre}")
             for step, ops in _group_ops(p):
                 lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
@@ -196,6 +200,8 @@ class Plan:
                          f"{n_chunks} output chunks)")
             lines.append(f"    memory    {_fmt_bytes(p.mem_per_task)} per task (est.)")
             lines.append(f"    read amplification {p.read_amplification:.3f}  ((tile+halo)/tile)")
+            for note in p.notes:
+                lines.append(f"    {note}")
             lines.append(f"    est. time {p.est_seconds_per_task * 1e3:.0f} ms per task, "
                          f"{p.est_seconds_per_task * p.n_tiles / max(self.workers, 1):.1f} s total")
         n = self.tasks
@@ -313,7 +319,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
 
     # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
     dt = compute
-    for op in ops:
+    for k, op in enumerate(ops):
+        if op.passes_dtype:  # the image passes through (regionprops): it keeps its type
+            op.in_dtype = dt if k else np.dtype(inp.dtype)
         dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
     odt = np.dtype(out_dtype) if out_dtype else dt
 
@@ -322,7 +330,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     # not stored: cheaper than writing an intermediate for archives larger than memory).
     segments: list[list[Any]] = [[]]
     for op in ops:
-        if op.kind == "global" and segments[-1]:
+        # an isolated op (label) relabels exactly the tiles its pre-pass saw: only point ops may follow it
+        isolated = any(o.isolated for o in segments[-1])
+        if segments[-1] and (op.kind == "global" or (isolated and op.kind != "point")):
             segments.append([])
         segments[-1].append(op)
 
@@ -356,8 +366,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         for op in seg:
             if op.step is not None and (not seg_steps or seg_steps[-1] is not op.step):
                 seg_steps.append(op.step)
+        notes = [n for op in seg for n in op.plan_notes(t, ext[0])]
         pp = PassPlan(k, seg, seg_steps, cur.axes, out_axes, ext, halo, full, t, n_tiles,
-                      n_tiles + (reads if k == 0 else 0), mem, amp, secs)
+                      n_tiles + (reads if k == 0 else 0), mem, amp, secs, notes)
         passes.append(pp)
         if mem > memory_per_worker:
             raise PlanError(f"pass {k}: a task needs about {_fmt_bytes(mem)} but a worker has "
@@ -453,7 +464,8 @@ def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
                   default=in_vox)
     per_vox = compute.itemsize
     mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
-    ns = sum(_COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
+    ns = sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
     secs = float(in_vox * ns * 1e-9)
     return amp, mem, secs
 

@@ -581,6 +581,10 @@ AXIS_CASES: list[tuple[str, str, str, list[dict]]] = [
                                                      .tolist(), "bias": [0.5, -1], "activation": "tanh",
                                                      "stride": {"y": 2}}}]),
     ("layers", "filter_bank-valid", "zyx", [{"filter_bank": {"kernels": [A24, A24], "extent": "valid", "stride": 2}}]),
+    # objects: numbers follow the raster order of the canonical axes, whatever the stored order
+    ("objects", "label-3d", "zyx", [{"threshold": {"value": 1.0}}, {"label": {"connectivity": 2}}]),
+    ("objects", "label-per-plane-zx", "zyx", [{"threshold": {"value": 0.0}}, {"label": {"axes": "zx"}}]),
+    ("objects", "label-tzyx", "tzyx", [{"threshold": {"value": 0.5}}, {"label": {"connectivity": 3}}]),
 ]
 
 # table cases run through Zarr (tables are written by run only): family, id, axes, steps
@@ -599,6 +603,11 @@ TABLE_CASES: list[tuple[str, str, str, list[dict]]] = [
     ("tables", "stats-plane-zx", "zyx", [{"stats": {"per": "plane", "axes": "zx",
                                                     "orientation_histogram": {"bins": 5, "weight": "count"},
                                                     "table": "s.parquet"}}]),
+    ("tables", "regionprops-plane", "zyx", [{"threshold": {"value": 0.2}}, {"label": {"axes": "yx"}},
+                                            {"regionprops": {"intensity": "input", "axes": "yx",
+                                                             "table": "r.parquet"}}]),
+    ("tables", "regionprops-3d", "tzyx", [{"threshold": {"value": 0.5}}, {"label": {"connectivity": 2}},
+                                          {"regionprops": {"intensity": "input", "table": "r.parquet"}}]),
 ]
 
 

@@ -28,7 +28,8 @@ PKG = Path(convpipe.__file__).parent
 
 #: every capability some part of convpipe asks an op about
 CAPABILITIES = ("emits_table", "raw_input", "wants_coords", "wants_outside", "wants_extent", "rows_context",
-                "merge_rows", "domain_nonfinite", "hides_nonfinite", "gpu_path", "linear", "kind")
+                "merge_rows", "domain_nonfinite", "hides_nonfinite", "gpu_path", "linear", "kind",
+                "isolated", "tiled_prepass", "passes_dtype", "cost_ns")
 
 
 def _classes() -> list[type[Op]]:

@@ -68,6 +68,9 @@ CASES: dict[str, tuple[list[dict], str]] = {
                                 "bias": [0.1, 0], "activation": "relu", "extent": "valid"}},
                 {"pool": {"size": 2, "kind": "max"}},
                 {"correlate": {"kernel": K35, "extent": "full", "stride": {"x": 2}, "mode": "wrap"}}], "float64"),
+    "label": ([{"threshold": {"value": 0.3}}, {"label": {"connectivity": 2}}], "float64"),
+    "label-regionprops": ([{"threshold": {"value": 0.3}}, {"label": {"axes": "yx"}},
+                           {"regionprops": {"intensity": "input", "axes": "yx", "table": "r.parquet"}}], "float64"),
 }
 
 
@@ -105,13 +108,18 @@ def test_verify_passes_then_catches_damage(tmp_path, case):
     z = zarr.open_array(str(out), mode="r+")
     idx = (0,) * (z.ndim - 2) + (5, 7)
     v = z[idx]
-    z[idx] = (1 - v) if case == "threshold" else v + 0.5 * max(1.0, abs(float(v)))
+    if case == "threshold":
+        z[idx] = 1 - v
+    elif z.dtype.kind in "iu":  # labels: an integer store would truncate half a step away
+        z[idx] = v + 1
+    else:
+        z[idx] = v + 0.5 * max(1.0, abs(float(v)))
     bad = verify(str(out), all=True)
     assert not bad.ok and len(bad.differing) == 1, bad.summary()
     assert bad.differing[0].worst == idx
 
 
-@pytest.mark.parametrize("case", ["peaks", "blobs", "match_template", "stats", "stats-tile"])
+@pytest.mark.parametrize("case", ["peaks", "blobs", "match_template", "stats", "stats-tile", "label-regionprops"])
 def test_verify_catches_a_damaged_table(tmp_path, case):
     steps, precision = CASES[case]
     out = _run(tmp_path, steps, precision)
@@ -121,7 +129,7 @@ def test_verify_catches_a_damaged_table(tmp_path, case):
     t = pq.read_table(path)
     cols = {c: t.column(c).to_numpy().copy() for c in t.column_names}
     meta = t.schema.metadata
-    value = [c for c in cols if c not in "tczyx" and not c.endswith("_stop")][0]
+    value = [c for c in cols if c not in "tczyx" and not c.endswith("_stop") and c != "label"][0]
     cols[value][0] += 1.0  # one value off
     pq.write_table(pa.table(cols).replace_schema_metadata(meta), path)
     res = verify(str(out), sample=1)

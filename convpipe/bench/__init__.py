@@ -31,7 +31,8 @@ A new row is one small registration:
 
 Modules: :mod:`.registry` (config, cases and contenders registries), :mod:`.cases`, :mod:`.contenders`,
 :mod:`.data` (input, check region, oracle), :mod:`.harness` (the timed rounds), :mod:`.extra` and
-:mod:`.child` (the extra suite and its measurement subprocesses), :mod:`.gpu` (GPU vs CPU),
+:mod:`.child` (the extra suite and its measurement subprocesses), :mod:`.objects` (the extra suite's
+``label`` and ``regionprops`` rows against dask-image, scipy and skimage), :mod:`.gpu` (GPU vs CPU),
 :mod:`.render` (tables), :mod:`.command` (the ``bench`` command). Peak RSS is sampled by the run
 monitor's :class:`convpipe.monitor.RssSampler`.
 """
@@ -39,6 +40,7 @@ monitor's :class:`convpipe.monitor.RssSampler`.
 from __future__ import annotations
 
 from . import cases, contenders  # noqa: F401 - importing them registers the cases and the contenders
+from . import objects  # noqa: F401 - the label / regionprops rows of the extra suite
 from .cases import FFT_LOWPASS, fft_lowpass_mask, fft_lowpass_planes
 from .command import bench, register
 from .data import check_region, ensure_input

@@ -114,6 +114,17 @@ class Op:
     """None, or ``merge_rows(table)``: the final table from the concatenated rows of every tile (a
     ``pyarrow.Table`` or None when no tile had a row), for rows that combine across tiles (whole-plane
     statistics, blob pruning). Called once at the end of a run."""
+    isolated: ClassVar[bool] = False
+    """Only point ops may share its pass (the planner cuts the chain before any other op after it): ``label``
+    relabels exactly the tiles its pre-pass saw, never a block grown by a later op's halo."""
+    tiled_prepass: ClassVar[bool] = False
+    """A ``global`` op whose pre-pass runs over the tiles of the pass it starts: the run calls
+    :meth:`prepare_pass` (``label``) instead of ``prepare_from`` (statistics of ``zscore``, ``rescale``)."""
+    passes_dtype: ClassVar[bool] = False
+    """Its image passes through with its own type: the planner sets ``op.in_dtype`` (the dtype the op
+    receives) before it asks ``out_dtype`` (``regionprops``: an int32 label image stays int32)."""
+    cost_ns: ClassVar[float] = 0.0
+    """Nanoseconds per voxel for the planner's tile size and time estimate; 0: its kind's default."""
 
     def __init__(self, params: Any, axes: str, *, step: Any = None):
         self.params = params
@@ -202,6 +213,15 @@ class Op:
             indices into that array, plus the op's value columns (all of one length).
         """
         raise NotImplementedError(f"{self.name} writes no table")
+
+    def prepare_pass(self, darr: Any, compute: Callable | None, pp: Any) -> None:
+        """``tiled_prepass`` ops: compute what the op needs over its whole input ``darr`` (the previous pass's
+        result) on the tiles of ``pp`` (the :class:`convpipe.plan.PassPlan` the op starts), before it runs."""
+        raise NotImplementedError(f"{self.name} has no tiled pre-pass")
+
+    def plan_notes(self, tile: Mapping[str, int], extent: Mapping[str, int]) -> list[str]:
+        """Lines ``explain`` adds to the op's pass on this tiling (``label``: its border table)."""
+        return []
 
     def bind_input(self, array: Any, axes: str) -> None:
         """Read what the op takes from the pipeline's input itself (a ``crop`` template) from ``array`` (the

@@ -57,6 +57,9 @@ IMPLEMENTATIONS: dict[str, str] = {
     # convolutional layers: output extents that change
     "pool": "layers.pool:Pool",
     "conv_layer": "layers.conv_layer:ConvLayer",
+    # objects
+    "label": "objects.label:Label",
+    "regionprops": "objects.regionprops:Regionprops",
 }
 
 

@@ -19,7 +19,7 @@ def step_parts(step: dict | str) -> tuple[str, dict]:
     (name, params), = step.items()
     return name, dict(params or {})
 
-_SOURCE_OPS = ("match_template",)  # ops that may read the pipeline's input (a crop template)
+_SOURCE_OPS = ("match_template", "regionprops")  # ops that may read the pipeline's input (crop, intensity)
 _FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template", "conv_layer")  # kernel paths
 
 def oracle(steps: list, x: np.ndarray, dims: str | None = None, base_dir: Path | None = None,

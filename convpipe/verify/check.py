@@ -72,6 +72,8 @@ def _chain(res: VerifyResult, steps: list[tuple[str, dict]], in_axes: str, base:
             why = f"{path} needs statistics of the whole array"
         if not why and changes_extent(name, p):
             why = f"{path} changes the extent of its output"
+        if not why and name in O.WHOLE_ARRAY_OPS:
+            why = f"{path} numbers components over each whole sub-array"
         if not why and name in O.TABLES and p.get("table"):
             why = f"{path} wrote a table, compared with the oracle's on the whole array"
     return _Chain(steps, margin, whole, fft, why) if ok else None
@@ -89,6 +91,10 @@ def _compare_table(step: str, url: str, got: dict, want: dict, rel: float) -> Ta
     """Exactly the oracle's set of rows (keyed by the axis columns); values within ``rel`` of each column's
     scale max(1, max|column|)."""
     keys = [c for c in want if c in O.AXES_ORDER or c.endswith("_stop")]
+    if "label" in want:  # regionprops: one row per label per sub-array
+        keys.append("label")
+    elif any(c.startswith("bbox-") for c in want):
+        keys += [c for c in want if c.startswith("bbox-")]
     n_got = len(next(iter(got.values()))) if got else 0
     chk = TableCheck(step, url, n_got, tolerance=rel)
     if set(got) != set(want):

@@ -29,8 +29,10 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
     """
     dims = canonical(dims)
     on = O.resolve_on
-    if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats"):
+    if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats", "regionprops"):
         return {}  # value-wise here (global statistics and tables are computed on the whole array)
+    if name in O.WHOLE_ARRAY_OPS:
+        return {a: None for a in O.object_axes(dims, p.get("axes"))}
     if name in ("correlate", "convolve", "stochastic"):
         k = O.kernel_array(p["kernel"], base_dir)
         axes = on(dims, p.get("axes"), default={1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx"))
