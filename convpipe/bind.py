@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .spec import Location, Spec
 
 #: Step parameters that name a file the op reads: one kernel source, or a list of them.
-FILE_FIELDS = {"kernel": "kernel", "template": "template"}
+FILE_FIELDS = {"kernel": "kernel", "template": "template", "footprint": "kernel"}  # footprint: morphology
 FILE_LIST_FIELDS = {"kernels": "kernel"}
 #: Step parameters that name a file the op writes.
 TABLE_FIELDS = ("table",)

@@ -676,7 +676,12 @@ def sqrt(x, dims):
 
 
 @op
-def threshold(x, dims, value):
+def threshold(x, dims, value=None, method=None):
+    """x > value; with ``method``, value = skimage.filters.threshold_<method> of the whole array as stored."""
+    if method is not None:
+        from .oracles_objects import auto_threshold
+
+        value = auto_threshold(x, method)
     return (np.asarray(x) > value).astype(np.uint8), dims
 
 
@@ -1024,3 +1029,6 @@ def undefined_orientation(steps: list, x: np.ndarray, dims: str | None = None) -
         return None
     mag, _ = oracle(steps[:-1] + [{name: dict(p, output="magnitude")}], x, dims)
     return (mag > 0) & (mag <= 1e-12 * max(1.0, float(np.abs(mag).max())))
+
+
+from . import oracles_objects  # noqa: E402,F401  (registers the object ops' references in OPS)

@@ -285,10 +285,11 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if any(n == 0 for n in inp.shape):
         raise PlanError(f"the input is empty (shape {stored.shape}); nothing to compute")
 
-    # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
+    # output dtype: explicit, else the last op's own type (threshold and binary morphology -> uint8, astype),
+    # else compute dtype
     dt = compute
     for op in ops:
-        dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
+        dt = op.out_dtype(compute)
     odt = np.dtype(out_dtype) if out_dtype else dt
 
     # A global op (zscore, rescale) needs statistics of its whole input first: the chain is cut before

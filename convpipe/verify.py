@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import oracles as O
+from . import oracles_objects as OO
 from .axes import canonical
 from .errors import ConvpipeError, InputError
 
@@ -205,6 +206,9 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
     """
     dims = canonical(dims)
     on = O.resolve_on
+    obj = OO.reach(name, p, dims, base_dir)  # morphology, distance transform (convpipe.oracles_objects)
+    if obj is not None:
+        return obj
     if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats"):
         return {}  # value-wise here (global statistics and tables are computed on the whole array)
     if name in ("correlate", "convolve", "stochastic"):
@@ -442,7 +446,7 @@ def _chain(res: VerifyResult, steps: list[tuple[str, dict]], in_axes: str, base:
                 whole.add(a)
             elif a in margin:
                 margin[a] += int(v)
-        if not why and name in O.GLOBAL_OPS:
+        if not why and (name in O.GLOBAL_OPS or OO.whole_array(name, p)):
             why = f"{path} needs statistics of the whole array"
         if not why and name in O.TABLES and p.get("table"):
             why = f"{path} wrote a table, compared with the oracle's on the whole array"
@@ -550,7 +554,7 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     res.relative_tolerance = rel
 
     # which tiles; manifest keys count tiles in the order the ops computed in (tczyx)
-    pass_index = sum(1 for i, (n, _) in enumerate(steps) if n in O.GLOBAL_OPS and i > 0)
+    pass_index = OO.passes_before(steps, in_axes)
     done: set[str] | None = None
     if not res.complete:
         done = Manifest(output_url, storage_options).done()
@@ -582,12 +586,16 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
         name in _QUANTIZING or (name == "astype" and np.dtype(p["dtype"]).kind in "iub") for name, p in tail)
 
     def oracle_of(x: np.ndarray, tables: dict | None = None, offset: dict | None = None):
+        nonlocal tail
         # a window's stochastic draws are those of its global coordinates
         steps_ = [{n: dict(p, offset=offset) if n == "stochastic" and offset else p} for s in head
                   for n, p in s.items()]
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             v, d = O.oracle(steps_, x, in_axes, base_dir=base, source=(arr, in_axes), tables=tables,
                             tile=dict(zip(out_axes, tile)))
+            # threshold {method} in the tail (whole array here): its value, so that the quantization allowance
+            # (_tail_interval) moves the values around the whole array's threshold, not a tile's
+            tail = OO.resolve_thresholds(tail, v, d)
             ref, d = O.oracle([{n: p} for n, p in tail], v, d)
         ref = np.asarray(ref, dtype=np.float64)
         ref = _saturate(ref, out_dtype) if out_dtype.kind in "iub" else ref

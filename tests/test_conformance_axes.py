@@ -118,6 +118,26 @@ CASES: list[tuple[str, str, str, list[dict]]] = [
     ("features", "filter_bank-gabor", "yx", [{"filter_bank": {"gabor": {"orientations": 2, "frequencies": 0.25,
                                                                         "sigma": 1.5}}}]),
     ("features", "match_template-inline", "zyx", [{"match_template": {"template": TPL}}]),
+    # objects: morphology (masks from a threshold of the stored values: exact in either precision)
+    ("objects", "binary_opening-asym", "zyx", [{"threshold": {"value": -0.6}},
+                                               {"binary_opening": {"footprint": [[0, 1, 1], [1, 1, 0]],
+                                                                   "axes": "yx", "iterations": 2}}]),
+    ("objects", "binary_closing-3d", "zyx", [{"threshold": {"value": 0.5}},
+                                             {"binary_closing": {"footprint": [[[1, 1, 0]], [[0, 1, 1]]]}}]),
+    ("objects", "binary_dilation-zx", "zyx", [{"threshold": {"value": 1.0}},
+                                              {"binary_dilation": {"footprint": [[1, 1, 0, 0]], "axes": "zx"}}]),
+    ("objects", "binary_erosion-cyx", "cyx", [{"threshold": {"value": -0.8}},
+                                              {"binary_erosion": {"footprint": [[1, 1], [0, 1], [0, 1]]}}]),
+    ("objects", "grey_closing-aniso", "zyx", [{"grey_closing": {"size": {"y": 2, "x": 3}, "mode": "mirror"}}]),
+    ("objects", "grey_erosion-3d", "zyx", [{"grey_erosion": {"footprint": [[[1, 0], [1, 1]], [[0, 1], [0, 0]]]}}]),
+    ("objects", "grey_dilation-zy", "zyx", [{"grey_dilation": {"size": {"z": 2, "y": 3}, "mode": "constant",
+                                                               "cval": 0.5}}]),
+    ("objects", "grey_opening-yx", "yx", [{"grey_opening": {"footprint": [[0, 1, 1], [1, 1, 0]]}}]),
+    ("objects", "white_tophat-zx", "zyx", [{"white_tophat": {"footprint": [[1, 1, 0], [0, 1, 1]], "axes": "zx",
+                                                              "mode": "nearest"}}]),
+    ("objects", "black_tophat-wrap", "yx", [{"black_tophat": {"size": {"y": 3, "x": 2}, "mode": "wrap"}}]),
+    ("global", "threshold-otsu", "zyx", [{"threshold": {"method": "otsu"}}, {"grey_dilation": {"size": {"y": 2}}}]),
+    ("global", "threshold-yen", "yx", [{"threshold": {"method": "yen"}}]),
 ]
 
 # table cases run through Zarr (tables are written by run only): family, id, axes, steps
@@ -202,7 +222,13 @@ def _compare(out, ref, steps, x, order, prec, what):
     ignore = undefined_orientation(steps, x, order) if is_orientation(steps) else None
     if step_parts(steps[-1])[0] == "threshold":  # a voxel within rounding of the threshold may flip
         pre, _ = oracle(steps[:-1], x, order)
-        thr = step_parts(steps[-1])[1]["value"]
+        p = step_parts(steps[-1])[1]
+        if "method" in p:
+            from convpipe.oracles_objects import auto_threshold
+
+            thr = float(auto_threshold(pre, p["method"]))
+        else:
+            thr = p["value"]
         ignore = np.abs(pre - thr) <= 1e-5 * max(1.0, float(np.abs(pre).max()))
     assert_conforms(out, ref, prec, fft=uses_fft(steps), what=what, circular=is_orientation(steps),
                     ignore=ignore)

@@ -7,6 +7,8 @@ toward zero like numpy.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import field_validator, model_validator
 
@@ -119,7 +121,15 @@ _unary("sqrt", np.sqrt, "numpy.sqrt", nonfinite=True)  # sqrt(-1) is NaN
 
 
 class ThresholdParams(OpParams):
-    value: float
+    value: float | None = None
+    # a global pre-pass computes skimage.filters.threshold_<method> of the whole input (convpipe.ops.objects)
+    method: Literal["otsu", "li", "yen", "mean"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.value is None) == (self.method is None):
+            raise ValueError("threshold takes either value or method (otsu, li, yen, mean)")
+        return self
 
 
 @register
@@ -132,6 +142,13 @@ class Threshold(_Point):
 
     def out_dtype(self, compute):
         return np.dtype(np.uint8)
+
+    def expand(self):
+        if self.params.method is None:
+            return [self]
+        from .objects.autothreshold import AutoThreshold
+
+        return [AutoThreshold(self.params, self.in_axes, step=self.step)]
 
     def apply(self, x, xp=np):
         return (x > self.params.value).astype(np.uint8)

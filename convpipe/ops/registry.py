@@ -23,6 +23,7 @@ def _load() -> None:
     with _LOCK:
         if not _LOADED:
             from . import axis, features, local, point, spectral  # noqa: F401  (they register on import)
+            from . import objects  # noqa: F401  (morphology, distance transform: convpipe.ops.objects)
 
             _LOADED = True  # only once every module registered: a half-filled registry rejects valid ops
 
