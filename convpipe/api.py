@@ -101,12 +101,13 @@ class Pipeline:
     def explain(self, **overrides: Any) -> Plan:
         """The plan on the spec's input (reads metadata only, never chunk data)."""
         spec = self.spec.with_overrides(**overrides) if overrides else self.spec
-        _, arr, axes, _ = self._open(spec)
+        _, arr, axes, ome = self._open(spec)
         info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
         from .backends import backend_note, resolve
 
         choice = resolve(spec.execution.backend, strict=False)  # gpu without a GPU: explain still plans
         plan = self._plan_for(spec, info, choice.name)
+        _bind_voxel_sizes(plan, ome, spec.input.level)
         plan.backend_note = backend_note(choice, plan)  # "auto chose gpu: <device>", passes left on the CPU
         return plan
 
@@ -190,6 +191,7 @@ class Pipeline:
         in_url, arr, axes, ome = self._open(spec)
         info = ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
         plan = self._plan_for(spec, info, be)
+        _bind_voxel_sizes(plan, ome, spec.input.level)
         out_url = spec.resolve(spec.output.url)
         so = spec.output.storage_options
         tables = _table_sinks(plan, spec, so)
@@ -218,6 +220,7 @@ class Pipeline:
         if decision.action == "resume":
             if list(state.get("tile", [])) != tile_list:
                 plan = self._plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info, be)
+                _bind_voxel_sizes(plan, ome, spec.input.level)
                 tables = _table_sinks(plan, spec, so)  # the same places, keyed by the new plan's ops
             want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
             skip = manifest.done()
@@ -420,6 +423,24 @@ def _memory_message(e: MemoryError, plan: Plan) -> str:
             f"worker, the step needed more{detail}. Use a smaller window or a smaller execution.tile, or give "
             "each worker more memory (fewer workers, execution.memory_limit); the output is left incomplete "
             "(--resume finishes it)")
+
+
+def _bind_voxel_sizes(plan: Plan, ome: dict, level: int | None) -> None:
+    """Ops whose defaults come from the input's OME metadata (distance_transform's sampling: the voxel sizes
+    of the level read) get them here; metadata only, so explain does this too."""
+    info = ome.get("info") if ome else None
+    if info is None or not info.axes:
+        return
+    try:
+        scale = info.levels[int(level or 0)].scale
+    except (IndexError, TypeError, ValueError):
+        return
+    sizes = dict(zip(info.axes, (float(v) for v in scale)))
+    for pp in plan.passes:
+        for op in pp.ops:
+            bind = getattr(op, "bind_voxel_sizes", None)
+            if bind is not None:
+                bind(sizes)
 
 
 def _bind_input(plan: Plan, array: Any, axes: str) -> None:

@@ -124,7 +124,7 @@ def sampling_of(sampling: Any, on: str) -> tuple[float, ...]:
     if sampling is None:
         return tuple(1.0 for _ in on)
     if isinstance(sampling, dict):
-        return tuple(float(sampling[a]) for a in on)
+        return tuple(float(sampling.get(a, 1.0)) for a in on)
     if isinstance(sampling, (list, tuple)):
         return tuple(float(v) for v in sampling)
     return tuple(float(sampling) for _ in on)
@@ -194,4 +194,21 @@ def resolve_thresholds(tail: list, v: np.ndarray, dims: str) -> list:
             p = {"value": float(auto_threshold(u, p["method"]))}
         out.append((name, p))
         u, dims = O.OPS[name](u, dims, **p)
+    return out
+
+
+def with_voxel_sizes(steps: list, info: Any, level: int) -> list:
+    """``distance_transform`` steps without ``sampling`` get the voxel sizes of the OME level read (``info``:
+    the input's multiscale metadata, with ``axes`` letters and per-level ``scale``), as convpipe's run does."""
+    if info is None or not getattr(info, "axes", None):
+        return steps
+    try:
+        sizes = dict(zip(info.axes, (float(v) for v in info.levels[level].scale)))
+    except (IndexError, TypeError, ValueError):
+        return steps
+    out = []
+    for name, p in steps:
+        if name == "distance_transform" and p.get("sampling") is None:
+            p = dict(p, sampling={a: v for a, v in sizes.items() if a in SPATIAL and v > 0})
+        out.append((name, p))
     return out

@@ -295,9 +295,11 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     # A global op (zscore, rescale) needs statistics of its whole input first: the chain is cut before
     # it, and that pass's result is reduced to statistics before the next pass runs (it is recomputed,
     # not stored: cheaper than writing an intermediate for archives larger than memory).
+    # An op with ``new_pass`` (a distance transform's second and later axes: whole lines along another axis)
+    # starts a pass of its own too, which reads the previous pass's tiles.
     segments: list[list[Any]] = [[]]
     for op in ops:
-        if op.kind == "global" and segments[-1]:
+        if (op.kind == "global" or getattr(op, "new_pass", False)) and segments[-1]:
             segments.append([])
         segments[-1].append(op)
 
@@ -317,7 +319,10 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         if last:  # the output's chunks default to the input's, whatever passes came before
             chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
         else:
-            chunks = {a: c for a, c in zip(cur.axes, cur.chunks)}
+            # a new_pass segment (whole lines along another axis) starts from the input's chunks, not from the
+            # previous pass's tiles, which are whole along that pass's axis
+            src = inp if getattr(seg[0], "new_pass", False) else cur
+            chunks = {a: c for a, c in zip(src.axes, src.chunks)}
             chunks = {a: chunks.get(a, ext[-1][a]) for a in out_axes}
         full = "".join(a for a in out_axes if any(a in op.full_axes() for op in seg))
         halo = _total_halo(seg)

@@ -536,8 +536,8 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     out_dtype = np.dtype(out.dtype)
     grid = _tiles(shape, tile)
     in_so = in_spec.get("storage_options") or None
-    arr, in_axes, _ = open_input(in_url, level=int(in_spec.get("level", 0) or 0), axes=in_spec.get("axes"),
-                                 storage_options=in_so)
+    arr, in_axes, in_ome = open_input(in_url, level=int(in_spec.get("level", 0) or 0), axes=in_spec.get("axes"),
+                                      storage_options=in_so)
     # the compute dtype the run resolved and recorded (precision auto depends on the input's dtype)
     eff = effective_precision(str(prov.get("compute") or (spec.get("execution") or {}).get("precision", "auto")),
                               arr.dtype, out_dtype)
@@ -546,7 +546,8 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
         res.problems.append(f"the input {in_url} changed since the output was written (fingerprint differs)")
 
     base = _base_dir(prov)
-    steps = _steps(prov)
+    # distance_transform's default sampling is the voxel size of the level read, as the run took it
+    steps = OO.with_voxel_sizes(_steps(prov), in_ome.get("info"), int(in_spec.get("level", 0) or 0))
     chain = _chain(res, steps, in_axes, base)
     if chain is None:
         return res

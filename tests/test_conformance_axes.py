@@ -136,6 +136,11 @@ CASES: list[tuple[str, str, str, list[dict]]] = [
     ("objects", "white_tophat-zx", "zyx", [{"white_tophat": {"footprint": [[1, 1, 0], [0, 1, 1]], "axes": "zx",
                                                               "mode": "nearest"}}]),
     ("objects", "black_tophat-wrap", "yx", [{"black_tophat": {"size": {"y": 3, "x": 2}, "mode": "wrap"}}]),
+    ("objects", "distance_transform-sampling", "zyx", [{"threshold": {"value": -0.7}},
+                                                       {"distance_transform": {"sampling": {"z": 2.0, "y": 0.7,
+                                                                                            "x": 1.3}}}]),
+    ("objects", "distance_transform-zx", "zyx", [{"threshold": {"value": -0.3}},
+                                                 {"distance_transform": {"axes": "zx", "sampling": [0.5, 2.0]}}]),
     ("global", "threshold-otsu", "zyx", [{"threshold": {"method": "otsu"}}, {"grey_dilation": {"size": {"y": 2}}}]),
     ("global", "threshold-yen", "yx", [{"threshold": {"method": "yen"}}]),
 ]

@@ -71,6 +71,8 @@ CASES: dict[str, tuple[list[dict], str]] = {
     "grey-morphology": ([{"grey_erosion": {"size": {"y": 2, "x": 3}}}, {"grey_dilation": {"size": 3}},
                          {"grey_opening": {"footprint": [[0, 1, 1], [1, 1, 0]], "axes": "yx", "mode": "wrap"}},
                          {"grey_closing": {"size": 2, "mode": "nearest"}}], "float64"),
+    "distance_transform": ([{"threshold": {"value": 0.3}}, {"distance_transform": {"sampling": {"z": 2, "y": 1, "x": 0.5}}},
+                            {"distance_transform": {"axes": "yx"}}], "float64"),
     "tophats": ([{"white_tophat": {"size": {"y": 3, "x": 2}}}, {"black_tophat": {"size": 3, "axes": "yx",
                                                                                 "mode": "mirror"}}], "float32"),
 }

@@ -4,4 +4,4 @@ Each op reads its input as ``x != 0`` where it needs a mask and acts on every su
 (default: every spatial axis z, y, x of the input).
 """
 
-from . import morphology  # noqa: F401,E402  (registers the ops)
+from . import distance, morphology  # noqa: F401,E402  (register the ops)
