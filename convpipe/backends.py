@@ -7,18 +7,14 @@ A :class:`Backend` is what one tile task needs to run a fused pass in one kind o
 ``asarray(x)`` / ``to_host(x)``               into this backend's memory (no copy when it is there) / to numpy
 ``gather(chunks)``                            the input chunks as the block assembly wants them
 ``output(x, device)``                         a task's result where the caller wants it (host or device)
-``sep_correlate`` / ``correlate_nd`` / ``rank_filter``   the engines, with :mod:`convpipe.engines`' contract
-``fft``                                       ``rfftn irfftn fftn ifftn fftshift ...`` with scipy.fft's
-                                              signature (``workers`` is accepted and ignored on the GPU)
-``fftconvolve``                               scipy.signal.fftconvolve
 ``meta(ndim, dtype)``                         the empty array dask uses as ``meta``
 ``task(prog, dtype)``                         context a tile task runs in (GPU: warm-up, device slots)
 
-Ops never pick a backend: they call ``engines.*`` and numpy functions on whatever array they get, and the
-engines dispatch on the array's type (:func:`on_device`); NumPy's ``__array_function__`` /
-``__array_ufunc__`` protocols send ``np.sqrt``, ``np.add(out=)``, ``np.stack``, ``np.take``, ``np.clip``
-... on CuPy arrays to CuPy. A pass runs on the GPU when the plan's backend is ``gpu`` and every op of the
-pass has a GPU path (:data:`GPU_OPS`); otherwise that pass runs on the CPU and ``explain`` says why.
+The kernels are not the backend's: ops call :mod:`convpipe.engines`, which dispatch on the array's type
+(``dask.utils.Dispatch``), and numpy functions, which NumPy's ``__array_function__`` / ``__array_ufunc__``
+protocols send to CuPy for CuPy arrays. A pass runs on the GPU when the plan's backend is ``gpu`` and every
+op of the pass declares a GPU path (``Op.gpu_path``); otherwise that pass runs on the CPU and ``explain``
+says why.
 """
 
 from __future__ import annotations
@@ -30,21 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .engines import array_module, on_device, to_host  # noqa: F401  (part of this module's interface)
 from .errors import BackendError
 
 BACKENDS = ("cpu", "gpu", "auto")
-
-# Ops whose ``apply`` runs unchanged on device arrays: they reach the kernels only through
-# ``engines.*`` (which dispatch on the array type) and otherwise use numpy functions CuPy implements.
-# Internal ops (``merged``, ``heat_step``) are what the planner turns gaussians/uniforms and diffusion into.
-GPU_OPS = frozenset({
-    # local filters (convpipe.ops.local)
-    "correlate", "convolve", "gaussian", "gaussian_laplace", "gaussian_gradient_magnitude",
-    "difference_of_gaussians", "unsharp_mask", "uniform", "median", "minimum", "maximum",
-    "sobel", "prewitt", "scharr", "laplace", "diffusion", "heat_step", "merged",
-    # point ops (convpipe.ops.point)
-    "astype", "scale", "clip", "abs", "log1p", "sqrt", "threshold",
-})
 
 
 # --------------------------------------------------------------------------- what is where
@@ -62,32 +47,9 @@ def gpu_available() -> bool:
         return False
 
 
-def on_device(x: Any) -> bool:
-    """True for a CuPy array (by type, without importing CuPy)."""
-    return type(x).__module__.startswith("cupy")
-
-
 def meta_on_device(darr: Any) -> bool:
     """True for a dask array whose chunks are CuPy arrays (its ``_meta`` says so)."""
     return on_device(getattr(darr, "_meta", None))
-
-
-def array_module(x: Any) -> Any:
-    """numpy, or cupy for a device array."""
-    if on_device(x):
-        import cupy
-
-        return cupy
-    return np
-
-
-def to_host(x: Any) -> np.ndarray:
-    """``x`` as a numpy array (one device-to-host copy for a CuPy array, none otherwise)."""
-    if on_device(x):
-        from . import gpu
-
-        return gpu.to_host(x)
-    return np.asarray(x)
 
 
 def device_name() -> str:
@@ -169,7 +131,7 @@ def get_backend(name: str = "cpu", *, check: bool = True) -> Backend:
 
 
 class CPUBackend:
-    """numpy + convpipe.engines (OpenCV / scipy). Device arrays handed to it are copied to the host."""
+    """Host memory (numpy). Device arrays handed to it are copied to the host."""
 
     name = "cpu"
     device = False
@@ -206,32 +168,6 @@ class CPUBackend:
     def meta(self, ndim: int, dtype: Any) -> np.ndarray:
         return np.empty((0,) * ndim, dtype=dtype)
 
-    def sep_correlate(self, x: Any, weights: dict[int, tuple[np.ndarray, int]], **kw: Any) -> np.ndarray:
-        from . import engines
-
-        return engines.sep_correlate(to_host(x), weights, **kw)
-
-    def correlate_nd(self, x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
-        from . import engines
-
-        return engines.correlate_nd(to_host(x), k, centers, axes)
-
-    def rank_filter(self, x: Any, kind: str, sizes: dict[int, int]) -> np.ndarray:
-        from . import engines
-
-        return engines.rank_filter(to_host(x), kind, sizes)
-
-    @property
-    def fft(self) -> Any:
-        import scipy.fft
-
-        return scipy.fft
-
-    def fftconvolve(self, x: Any, k: np.ndarray, mode: str = "full", axes: Any = None) -> np.ndarray:
-        from scipy.signal import fftconvolve
-
-        return fftconvolve(to_host(x), np.asarray(k), mode=mode, axes=axes)
-
     def task(self, prog: Any = None, in_dtype: Any = None) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
@@ -247,7 +183,8 @@ CPU = CPUBackend()
 
 
 def has_gpu_path(op: Any) -> bool:
-    return getattr(op, "name", None) in GPU_OPS
+    """Whether ``op`` runs on a device block as it is (``Op.gpu_path``)."""
+    return bool(getattr(op, "gpu_path", False))
 
 
 def pass_backend(plan: Any, pp: Any) -> str:

@@ -1,8 +1,11 @@
-"""Bind a parsed spec to what it names: kernel and template ``.npy`` files, a cluster profile.
+"""Bind a parsed spec to what it names: kernel and template ``.npy`` files, a cluster profile, and its
+steps to the axes of the input.
 
-Parsing (:func:`convpipe.spec.parse_spec`) reads nothing but the spec: a ``.npy`` path is only checked as a
-name, a ``profile:`` only as a form. :func:`bind` then reads what the spec names and checks it, raising
-SpecError at the YAML path and line of the field that named it. ``load_spec`` (``convpipe validate`` and
+Parsing (:func:`convpipe.spec.parse_spec`) reads nothing but the spec and validates each step's parameters
+through the op catalog: a ``.npy`` path is only checked as a name, a ``profile:`` only as a form, and no op is
+bound to axes. :func:`bind` then reads what the spec names and checks it, and binds every step to its input's
+axes through the ops (:func:`check_spec_axes`), raising SpecError at the YAML path and line of the field
+that names the problem. ``load_spec`` (``convpipe validate`` and
 ``run``, the Python API) parses and binds; the job service parses, checks every location of
 :func:`spec_locations` against its roots, and binds only then, so nothing outside the roots is ever read.
 """
@@ -88,8 +91,6 @@ def bind(spec: "Spec", *, kernels: bool = True, cluster: bool = True) -> "Spec":
     if kernels:
         errors.extend(_bind_kernels(spec))
         if not errors:
-            from .spec import check_spec_axes
-
             check_spec_axes(spec)
     if cluster:
         errors.extend(_bind_cluster(spec))
@@ -103,7 +104,7 @@ def _bind_kernels(spec: "Spec") -> list[SpecError]:
     from pydantic import ValidationError
 
     from .kernels import KernelFile, load_kernel_file
-    from .ops import registry
+    from .params import entry
     from .spec_messages import step_errors
 
     files: dict[int, list[Location]] = {}
@@ -134,11 +135,11 @@ def _bind_kernels(spec: "Spec") -> list[SpecError]:
                 params[field] = value
         if failed:
             continue
-        op_cls = registry.get(step.name)
+        op = entry(step.name)
         try:
-            step.params = op_cls.Params.model_validate(params, context={"base_dir": spec.base_dir})
+            step.params = op.Params.model_validate(params, context={"base_dir": spec.base_dir})
         except ValidationError as e:
-            errors.extend(step_errors(e, op_cls, step.name, params, ("steps", index, step.name), spec.lines,
+            errors.extend(step_errors(e, op, step.name, params, ("steps", index, step.name), spec.lines,
                                       spec.raw))
     return errors
 
@@ -175,3 +176,70 @@ def _bind_cluster(spec: "Spec") -> list[SpecError]:
         msg = e.message if e.path == "execution.cluster" else f"profile {cluster.removeprefix('profile:')}: {e.format()}"
         return [SpecError(msg, path="execution.cluster", line=spec.line_of(loc))]
     return []
+
+
+# --------------------------------------------------------------------------- steps bound to axes
+
+
+def check_spec_axes(spec: "Spec") -> None:
+    """Check the steps against ``input.axes`` and the output's chunks (SpecError); with no ``input.axes``,
+    bind the steps to assumed axes only to refuse halos beyond the limits (other errors wait for the input)."""
+    top = spec.top
+    if top.input.axes:
+        out_axes = check_step_axes(spec, top.input.axes)
+        chunks = top.output.chunks if top.output is not None else None
+        if isinstance(chunks, list) and len(chunks) != len(out_axes):
+            raise spec.error(f"chunks has {len(chunks)} values but the output has {len(out_axes)} axes "
+                             f"({out_axes!r})", ("output", "chunks"))
+    else:
+        check_step_axes(spec, "tzyx", probe=True)
+
+
+def check_step_axes(spec: "Spec", axes: str, *, probe: bool = False) -> str:
+    """Check every step's axis parameters against the input's axes (raises SpecError); the output axes.
+
+    Each step is bound to its input's axes through its op (:mod:`convpipe.ops`), and each bound op's halo is
+    checked against :data:`convpipe.limits.MAX_HALO`. ``probe``: ``axes`` are assumed, not known; only
+    limit errors are raised, and the walk stops at the first step the assumed axes do not fit.
+    """
+    from .limits import check_op_halo
+    from .ops import registry
+
+    errors = []
+    cur = axes
+    for step in spec.steps:
+        op_cls = registry.get(step.name)
+        try:
+            op = op_cls(step.params, cur, step=step)
+            for sub in op.expand():
+                check_op_halo(sub)
+        except SpecError as e:
+            if probe and not getattr(e, "limit", False):
+                break  # the assumed axes do not fit this step: the input's real axes decide, at run time
+            errors.append(e)
+            if probe:
+                break
+            continue
+        except (ValueError, TypeError, OverflowError, ZeroDivisionError, MemoryError, IndexError) as e:
+            # a parameter no validator caught (an absurd value): one line at the step, never a traceback; on
+            # assumed axes only what no axes could fix (a number out of range), the rest waits for the input
+            if not probe or isinstance(e, (OverflowError, ZeroDivisionError, MemoryError)):
+                errors.append(step.error(f"cannot be set up with these parameters: {e}"))
+            break
+        cur = op.out_axes
+    if errors:
+        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
+    return cur
+
+
+def bind_ops(steps: list, axes: str) -> list:
+    """Bind each step to the axes of its input (the previous step's output), expanding composite ops."""
+    from .ops import registry
+
+    ops = []
+    cur = axes
+    for step in steps:
+        op = registry.get(step.name)(step.params, cur, step=step)
+        ops.extend(op.expand())
+        cur = op.out_axes
+    return ops

@@ -26,7 +26,7 @@ def _err(msg: str) -> None:
 
 
 class _Progress:
-    """A rich bar on a terminal, plain ``progress: done/total`` lines otherwise."""
+    """A rich bar on a terminal, plain ``progress: done/total`` lines otherwise (fed by the run's events)."""
 
     def __init__(self, label: str):
         self.label = label
@@ -62,6 +62,27 @@ class _Progress:
             self.bar.__exit__(*exc)
 
 
+def _event_pipe():
+    """The job service's events pipe (``CONVPIPE_EVENTS_FD``): the run's events as JSON lines, or None.
+
+    The service reads a job's progress from there, never from its human-readable output.
+    """
+    import os
+
+    from .run.events import EVENTS_FD_ENV, JsonLinesWriter
+
+    fd = os.environ.get(EVENTS_FD_ENV)
+    if not fd:
+        return None
+    try:
+        n = int(fd)
+        os.set_inheritable(n, False)  # Dask worker processes must not hold the pipe open
+        return JsonLinesWriter(os.fdopen(n, "w", encoding="utf-8", closefd=True))
+    except (ValueError, OSError) as e:
+        _err(f"warning: {EVENTS_FD_ENV}={fd!r} is not an open file descriptor ({e}); no events are sent")
+        return None
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="pipeline spec (YAML or JSON)"),
@@ -75,15 +96,16 @@ def run(
 ) -> None:
     """Run a pipeline: input Zarr -> steps -> output Zarr."""
     from .api import load
-
     from .errors import RunInterrupted
+    from .run.events import log_subscriber, progress_subscriber
 
+    pipe = _event_pipe()
     try:
         p = load(spec)
         with _Progress(p.spec.name) as prog:
+            subscribers = [log_subscriber(_err), progress_subscriber(prog)] + ([pipe] if pipe else [])
             res = p.run(input=input, output=output, cluster=cluster, backend=backend,
-                        overwrite=True if overwrite else None, resume=resume, progress=prog,
-                        log=lambda m: _err(m))
+                        overwrite=True if overwrite else None, resume=resume, on_event=subscribers)
     except RunInterrupted as e:  # caught here: typer turns a KeyboardInterrupt into a bare exit 130
         if e.written is None:
             _err(f"interrupted before {e.output_url} was created; nothing was written")
@@ -96,6 +118,9 @@ def run(
     except KeyboardInterrupt:
         _err("interrupted before the run started; nothing was written")
         raise typer.Exit(130) from None
+    finally:
+        if pipe is not None:
+            pipe.close()
     if res.elapsed == 0 and res.skipped_tiles == res.tiles:
         typer.echo(f"done: {res.output_url} was already complete; nothing to do")
         return
@@ -142,14 +167,13 @@ def explain(
 @app.command()
 def ops() -> None:
     """List every op with its parameters and defaults."""
-    from .ops import registry
+    from .params import catalog
 
-    for name in registry.names():
-        cls = registry.get(name)
+    for name, op in catalog().items():
         params = []
-        for fname, f in cls.Params.model_fields.items():
+        for fname, f in op.Params.model_fields.items():
             params.append(fname if f.is_required() else f"{fname}={f.get_default(call_default_factory=True)!r}")
-        typer.echo(f"{name:28s} [{cls.kind}] {cls.summary}")
+        typer.echo(f"{name:28s} [{op.kind}] {op.summary}")
         typer.echo(f"{'':28s} {', '.join(params) if params else '(no parameters)'}")
 
 

@@ -14,8 +14,11 @@ from ``token=`` or ``$CONVPIPE_TOKEN``. Service answers become typed errors: an 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -102,11 +105,49 @@ class ServiceClient:
             raise InputError(f"refused by the service: {detail}")
         raise ServiceError(f"{detail or r.reason_phrase} (HTTP {r.status_code})", r.status_code)
 
-    def submit(self, spec_text: str | bytes) -> dict[str, Any]:
-        """Submit a spec (YAML or JSON text); returns the new job (state ``queued``)."""
+    def submit(self, spec_text: str | bytes, *, resume: bool = False) -> dict[str, Any]:
+        """Submit a spec (YAML or JSON text); returns the new job (state ``queued``).
+
+        Relative paths in the text resolve under the service's first root; :meth:`submit_file` resolves them
+        against the spec's folder instead. ``resume``: the job finishes an output an interrupted run left
+        incomplete (``convpipe run --resume``).
+        """
         body = spec_text.encode() if isinstance(spec_text, str) else spec_text
-        return self._request("POST", "/jobs", content=body,
+        params = {"resume": "true"} if resume else None
+        return self._request("POST", "/jobs", content=body, params=params,
                              headers={"Content-Type": "application/yaml"}).json()
+
+    def submit_file(self, path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False,
+                    text: str | None = None, source: str | None = None) -> dict[str, Any]:
+        """Submit a spec file as ``convpipe run`` would run it: relative paths resolve against its folder.
+
+        Parameters
+        ----------
+        path : str or path
+            The spec file (``text``, when given, is its content: e.g. read from standard input, with
+            ``path`` standing for a file in the folder it resolves against; ``source`` names it in messages).
+        overwrite : bool
+            Replace an existing output (``output.overwrite: true``, as ``run --overwrite``).
+        resume : bool
+            Finish an output an interrupted run left incomplete (``run --resume``).
+
+        Raises
+        ------
+        SpecError
+            The spec is invalid; lines are those of the file as written, also for errors the service found.
+        """
+        path = Path(path)
+        if text is None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise InputError(f"cannot read the spec {path}: {e}") from None
+        local = prepare_spec(text, path.resolve().parent, source=source or str(path), overwrite=overwrite)
+        try:
+            return self.submit(local.text, resume=resume)
+        except SpecError as e:
+            raise local.relined(e) from None
+
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job: id, name, state, progress, error, submitted, started, finished, outputs."""
@@ -139,3 +180,75 @@ class ServiceClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise ServiceError(f"job {job_id} still {job['state']} after {timeout} s")
             time.sleep(poll)
+
+
+@dataclass
+class LocalSpec:
+    """A spec made ready on the client's side (:func:`prepare_spec`).
+
+    Attributes
+    ----------
+    text : str
+        What to send: the spec as written when nothing changed, else rewritten with absolute locations.
+    lines : dict of str to int
+        The line of each YAML path (``steps[1].sobel``) in the file as written.
+    source : str
+        The file's name, for messages.
+    """
+
+    text: str
+    lines: dict[str, int] = field(default_factory=dict)
+    source: str = "<spec>"
+
+    def line_of(self, path: str) -> int | None:
+        """The line of ``path`` in the file as written, or of its nearest ancestor that has one."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            trimmed = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", path)
+            if trimmed == path:
+                return None
+            path = trimmed
+        return None
+
+    def relined(self, error: SpecError) -> SpecError:
+        """``error`` (found by the service in the text sent) with the lines of the file as written."""
+        errs = error.errors if isinstance(error, SpecErrors) else [error]
+        fixed = [SpecError(e.message, path=e.path, line=self.line_of(e.path) if e.path else e.line) for e in errs]
+        return SpecErrors(fixed) if len(fixed) > 1 else fixed[0]
+
+
+def prepare_spec(text: str, base_dir: Path, *, source: str = "<spec>", overwrite: bool = False) -> LocalSpec:
+    """Check a spec here and make its relative locations absolute against ``base_dir`` (the spec's folder).
+
+    The spec is parsed as ``validate`` parses it (its errors come with the file's lines, before anything is
+    sent); no kernel or data file is read, the service does that after checking its roots. Every relative
+    location (input, output, tables, kernel and template files) becomes the absolute path it means here, as
+    ``convpipe run`` would resolve it, so the service checks and opens exactly that place. The text is sent
+    as written when no location is relative and ``overwrite`` is not asked for.
+
+    Raises
+    ------
+    SpecError
+        The spec is invalid.
+    """
+    from .service.policy import dump_spec
+    from .spec import format_path, parse_spec_text
+
+    spec = parse_spec_text(text, base_dir=Path(base_dir), source=source)
+    lines = {format_path(loc): line for loc, line in spec.lines.items() if loc}
+    raw = spec.raw
+    changed = False
+    for loc in spec.locations():
+        if loc.kind == "profile":
+            continue  # the service runs every job on its own cluster and drops the spec's unread
+        if loc.url != loc.resolved:
+            node = raw
+            for key in loc.loc[:-1]:
+                node = node[key]
+            node[loc.loc[-1]] = loc.resolved
+            changed = True
+    if overwrite and isinstance(raw.get("output"), dict):
+        raw["output"]["overwrite"] = True
+        changed = True
+    return LocalSpec(dump_spec(raw) if changed else text, lines, source)

@@ -2,8 +2,9 @@
 
 Everything is local and synthetic (numpy only, no network): a uint16 3-D stack of blurred "nuclei" on a
 gradient with noise, and a uint16 2-D image with nuclei, a gradient and a sharp-edged rectangle. The
-example specs in the repository's ``pipelines/`` folder read ``../demo-out/<name>.zarr``; the demo points
-them at its own ``out`` folder instead, so ``convpipe demo --out DIR`` works from anywhere.
+example specs ship inside the package (``convpipe/pipelines/``; in a source checkout that folder links to
+the repository's ``pipelines/``, the one copy). They read ``../demo-out/<name>.zarr``; the demo points them
+at its own ``out`` folder instead, so ``convpipe demo --out DIR`` works from anywhere, installed or not.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ PREVIEW_OF = "edges"
 
 
 def pipelines_dir() -> Path:
-    """The ``pipelines/`` folder of a source checkout (beside the ``convpipe`` package)."""
-    import convpipe
-
-    return Path(convpipe.__file__).resolve().parents[1] / "pipelines"
+    """The example specs: the package's ``pipelines/`` folder (a wheel ships them as package data)."""
+    return Path(__file__).resolve().parent / "pipelines"
 
 
 def _blobs(shape: tuple[int, ...], n: int, rng: np.random.Generator, sigma: tuple[float, float]) -> np.ndarray:
@@ -145,16 +144,15 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print, pipelines: Path 
     Raises
     ------
     InputError
-        When the ``pipelines/`` folder is absent (an installed wheel has none; use a source checkout) or
-        holds no spec.
+        When the ``pipelines/`` folder is absent or holds no spec.
     """
     from . import load
 
     out = Path(out)
     folder = Path(pipelines) if pipelines is not None else pipelines_dir()
     if not folder.is_dir():
-        raise InputError(f"no example pipelines: {folder} does not exist (the demo runs from a source "
-                         "checkout of convpipe, whose pipelines/ folder holds the example specs)")
+        raise InputError(f"no example pipelines: {folder} does not exist (the package ships them in "
+                         "convpipe/pipelines/; reinstall convpipe)")
     specs = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not specs:
         raise InputError(f"no example pipelines: {folder} holds no *.yaml spec")

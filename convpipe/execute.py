@@ -8,16 +8,14 @@ and records itself in the manifest (``run``). No two tasks write one chunk.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .backends import array_module, get_backend, pass_backend
+from .digest import digest
 from .io import Manifest, cast_output
 from .plan import PassPlan, Plan
 from .tiles import backward, run_chain, runs_to_array
@@ -128,7 +126,7 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
         # back in memory order, which OpenCV's fast paths (and every engine's locality) need; cast on the
         # way when the first op would cast anyway (one pass instead of two)
         first = prog.ops[0] if prog.ops else None
-        cast = first is not None and not getattr(first, "raw_input", False) and prog.pass_index == 0
+        cast = first is not None and not first.raw_input and prog.pass_index == 0
         block = block.astype(prog.compute, order="C") if cast else array_module(block).ascontiguousarray(block)
     rows: dict | None = {} if prog.tables else None
     # finiteness is tracked op by op (convpipe.finite); numpy's floating-point RuntimeWarnings ("invalid value
@@ -165,27 +163,15 @@ def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict
         return be.output(out, prog.device_out)  # one device->host copy
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        c = np.ascontiguousarray(v)
-        return {"ndarray": hashlib.sha256(c.tobytes()).hexdigest(), "shape": c.shape, "dtype": str(c.dtype)}
-    return repr(v)
-
-
 def op_token(op: Any) -> str:
     """A name for what an op computes: its parameters *and* the arrays it resolved (kernels, weights).
 
     Two specs can name different kernels the same way (``kernel: k.npy`` in two folders), and dask once
     tokenized a kernel and its transposed view alike; hashing the resolved contiguous arrays avoids both.
     """
-    h = hashlib.sha256(json.dumps(op.params.model_dump(mode="python"), default=_jsonable, sort_keys=True).encode())
-    for k, v in sorted(vars(op).items()):
-        vals = v.items() if isinstance(v, dict) else [("", v)]
-        for kk, vv in vals:
-            if isinstance(vv, np.ndarray):
-                h.update(f"{k}.{kk}".encode())
-                h.update(json.dumps(_jsonable(vv)).encode())
-    return h.hexdigest()
+    arrays = [(f"{k}.{kk}", vv) for k, v in sorted(vars(op).items())
+              for kk, vv in (v.items() if isinstance(v, dict) else [("", v)]) if isinstance(vv, np.ndarray)]
+    return digest([op.params.model_dump(mode="python"), arrays])
 
 
 def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
@@ -294,33 +280,3 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         t = arr.transpose(plan.out_perm)
         arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     return arr
-
-
-class ProgressCounter:
-    """Counts finished tile tasks for local schedulers (dask callbacks) and reports them."""
-
-    def __init__(self, total: int, report: Callable[[int, int], None] | None, prefix: str):
-        self.total = total
-        self.done = 0
-        self.report = report
-        self.prefix = prefix
-        self._last = 0.0
-
-    def callback(self):
-        from dask.callbacks import Callback
-
-        outer = self
-
-        class _CB(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(outer.prefix):
-                    outer.tick()
-
-        return _CB()
-
-    def tick(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.report is not None and (now - self._last > 0.2 or self.done >= self.total):
-            self._last = now
-            self.report(self.done, self.total)

@@ -103,8 +103,7 @@ class Guard:
         """Before op ``i`` runs on ``u``: check its input when it could hide an overflow (and before a domain
         op, whose NaN would pass for its own: sqrt of an overflowed inf is inf, not a domain error)."""
         op = self.ops[i]
-        if self.finite and i > 0 and not self.every and (getattr(op, "hides_nonfinite", False)
-                                                          or getattr(op, "domain_nonfinite", False)) \
+        if self.finite and i > 0 and not self.every and (op.hides_nonfinite or op.domain_nonfinite) \
                 and not is_finite(u):
             raise Attribute()
 
@@ -112,7 +111,7 @@ class Guard:
         """In the op-by-op run: whether op ``i`` (not a domain op) made a non-finite ``y`` of finite values
         in a compute dtype narrower than float64, so that it is worth running once more in float64."""
         op = self.ops[i]
-        return (self.every and self.finite and not getattr(op, "domain_nonfinite", False)
+        return (self.every and self.finite and not op.domain_nonfinite
                 and self.compute.itemsize < 8 and getattr(y, "dtype", self.compute).kind == "f"
                 and not is_finite(y))
 
@@ -121,7 +120,7 @@ class Guard:
         if not self.finite:
             return
         op = self.ops[i]
-        domain = getattr(op, "domain_nonfinite", False)
+        domain = op.domain_nonfinite
         if not (self.every or domain or last):
             return
         if is_finite(y):

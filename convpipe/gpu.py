@@ -1,13 +1,9 @@
-"""The GPU backend: CuPy arrays, cupyx.scipy.ndimage kernels, cupy.fft; warm-up.
+"""The GPU backend: where a GPU pass's tile runs (device memory, bounded concurrency) and its warm-up.
 
 Importing this module never imports CuPy: every function imports it when it runs, so a CPU-only machine
-can import (and test) everything here that does not touch a device.
-
-Engines. The functions :func:`sep_correlate`, :func:`correlate_nd` and :func:`rank_filter` have the
-contract of :mod:`convpipe.engines`: the block was already padded by the halo machinery, so the border mode
-of the kernel never matters (``reflect`` is passed) and the caller crops. Weights arrive as host arrays;
-they are cast to the block's dtype (as the CPU engines do: OpenCV filters float32 with float32 taps) and
-cached on the device. cupyx.scipy.ndimage accumulates in float32 for float32 input, like OpenCV.
+can import (and test) everything here that does not touch a device. The kernels and the host/device copies
+are :mod:`convpipe.engines.gpu` (re-exported here: :func:`to_device`, :func:`to_host`,
+:func:`transfer_counts`).
 
 One pass, one round trip. A tile task assembles its padded block on the host, moves it to the device once
 (:func:`to_device`, through a pinned staging buffer for blocks of 1 MiB or more), runs the whole fused
@@ -30,10 +26,12 @@ right dtype, placed where real tiles are (at the array's first and last edge, wh
 ``take``, and inside, where blocks are views): CuPy specialises kernels on dtype, ndim, kernel shape,
 origin and contiguity, never on the array's size, so the tiny run compiles exactly the kernels the real
 tiles use. Warm-ups are serialised by a lock, done once per process per pass, and compiled kernels land in
-a persistent on-disk cache (:func:`set_kernel_cache_dir`), so the next worker process loads instead of
-compiling. Tile tasks call :meth:`GPUBackend.task`, which warms up first if nobody did; with
-``distributed``, :func:`register_warmup` installs a worker plugin that warms every worker (also ones that
-join later) before it runs tasks.
+CuPy's persistent on-disk cache, so the next worker process loads instead of compiling. That folder is
+CuPy's own choice (``$CUPY_CACHE_DIR`` or ``~/.cupy/kernel_cache``); ``$CONVPIPE_KERNEL_CACHE`` or
+:func:`set_kernel_cache_dir` pass another one to CuPy's compiler, never through ``os.environ``. Tile tasks
+call :meth:`GPUBackend.task`, which warms up first if nobody did; with ``distributed``,
+:func:`register_warmup` installs a worker plugin that warms every worker (also ones that join later)
+before it runs tasks.
 
 The GPU-vs-CPU benchmark lives in :mod:`convpipe.bench.gpu` (``convpipe bench --suite gpu``).
 """
@@ -50,216 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends import on_device
-
-# --------------------------------------------------------------------------- modules (imported lazily)
-
-
-def _cp() -> Any:
-    import cupy
-
-    return cupy
-
-
-def _ndi() -> Any:
-    import cupyx.scipy.ndimage as ndi
-
-    return ndi
-
-
-# --------------------------------------------------------------------------- transfers
-
-_COUNT_LOCK = threading.Lock()
-_COUNTS = {"h2d": 0, "h2d_bytes": 0, "d2h": 0, "d2h_bytes": 0}
-_PINNED_MIN = 1 << 20  # blocks from this size on go through a pinned staging buffer
-
-
-def transfer_counts() -> dict[str, int]:
-    """Host-to-device and device-to-host copies made by :func:`to_device` / :func:`to_host` so far."""
-    with _COUNT_LOCK:
-        return dict(_COUNTS)
-
-
-def reset_transfer_counts() -> None:
-    with _COUNT_LOCK:
-        for k in _COUNTS:
-            _COUNTS[k] = 0
-
-
-def _count(kind: str, nbytes: int) -> None:
-    with _COUNT_LOCK:
-        _COUNTS[kind] += 1
-        _COUNTS[kind + "_bytes"] += int(nbytes)
-
-
-def _pinned_enabled() -> bool:
-    return os.environ.get("CONVPIPE_PINNED", "1") not in ("0", "false", "no", "")
-
-
-_PINNED_LOCK = threading.Lock()
-_PINNED_FREE: list[np.ndarray] = []  # idle pinned staging buffers; at most one per concurrent copy
-
-
-@contextlib.contextmanager
-def _pinned_buffer(nbytes: int):
-    """A pinned (page-locked) staging buffer of at least ``nbytes``, borrowed from a small pool (as many
-    buffers as copies ever ran at once, each a power of two of at least 1 MiB)."""
-    with _PINNED_LOCK:
-        fit = [i for i, b in enumerate(_PINNED_FREE) if b.nbytes >= nbytes]
-        buf = _PINNED_FREE.pop(min(fit, key=lambda i: _PINNED_FREE[i].nbytes)) if fit else None
-    if buf is None:
-        import cupyx
-
-        buf = cupyx.empty_pinned((1 << max(20, int(nbytes - 1).bit_length()),), dtype=np.uint8)
-    try:
-        yield buf
-    finally:
-        with _PINNED_LOCK:
-            _PINNED_FREE.append(buf)
-            if len(_PINNED_FREE) > 16:  # keep the largest ones
-                _PINNED_FREE.sort(key=lambda b: b.nbytes)
-                del _PINNED_FREE[0]
-
-
-def to_device(x: Any, *, pinned: bool | None = None, count: bool = True) -> Any:
-    """``x`` on the current device: one host-to-device copy (none when it already is a CuPy array)."""
-    if on_device(x):
-        return x
-    cp = _cp()
-    x = np.asarray(x)
-    if count:
-        _count("h2d", x.nbytes)
-    if pinned is None:
-        pinned = _pinned_enabled() and x.nbytes >= _PINNED_MIN
-    if not pinned or x.size == 0:
-        return cp.asarray(x)
-    out = cp.empty(x.shape, dtype=x.dtype)
-    with _pinned_buffer(x.nbytes) as buf:
-        staged = buf[: x.nbytes].view(x.dtype).reshape(x.shape)
-        np.copyto(staged, x)  # also makes a strided host view contiguous
-        out.set(staged)  # asynchronous on the current stream ...
-        cp.cuda.get_current_stream().synchronize()  # ... and the buffer goes back to the pool
-    return out
-
-
-def to_host(x: Any, *, count: bool = True) -> np.ndarray:
-    """``x`` as a numpy array: one device-to-host copy for a CuPy array."""
-    if not on_device(x):
-        return np.asarray(x)
-    if count:
-        _count("d2h", x.nbytes)
-    return x.get()
-
-
-_WEIGHTS: dict = {}
-_WEIGHTS_LOCK = threading.Lock()
-
-
-def _dev_const(w: Any, dtype: Any) -> Any:
-    """A small host constant (kernel taps) as a device array of ``dtype``, cached per device."""
-    cp = _cp()
-    w = np.ascontiguousarray(np.asarray(w), dtype=np.dtype(dtype))
-    key = (cp.cuda.runtime.getDevice(), w.dtype.str, w.shape, w.tobytes())
-    d = _WEIGHTS.get(key)
-    if d is None:
-        d = cp.asarray(w)
-        cp.cuda.get_current_stream().synchronize()  # usable from any thread's stream from now on
-        with _WEIGHTS_LOCK:
-            if len(_WEIGHTS) > 512:
-                _WEIGHTS.clear()
-            _WEIGHTS[key] = d
-    return d
-
-
-# --------------------------------------------------------------------------- engines
-
-
-def sep_correlate(x: Any, weights: dict[int, tuple[np.ndarray, int]], *,
-                  fill: tuple[dict[int, np.ndarray], float] | None = None,
-                  order: list[int] | None = None) -> Any:
-    """Separable correlation of a device block: one ``correlate1d`` per axis (``weights[axis] = (w, center)``).
-
-    ``fill`` and ``order`` as in :func:`convpipe.engines.sep_correlate`: before each pass but the first, the
-    voxels outside the array along that pass's axis (a host boolean mask) are reset to cval, as scipy's
-    ``constant`` mode pads every pass's input.
-    """
-    if not weights:
-        return x
-    ndi = _ndi()
-    out = x
-    for k, a in enumerate(order or sorted(weights)):
-        if a not in weights:
-            continue
-        if fill is not None:
-            outside, cval = fill
-            mask = outside.get(a)
-            if k > 0 and mask is not None and np.any(mask):
-                out = out.copy() if out is x else out
-                sl = [slice(None)] * out.ndim
-                sl[a] = mask  # a host mask: CuPy copies it over
-                out[tuple(sl)] = cval
-        w, c = weights[a]
-        w = np.asarray(w)
-        origin = int(c) - len(w) // 2
-        out = ndi.correlate1d(out, _dev_const(w, x.dtype), axis=int(a), output=x.dtype, mode="reflect",
-                              origin=origin)
-    return out
-
-
-def correlate_nd(x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> Any:
-    """Direct correlation with ``k`` over ``axes`` (cupyx.scipy.ndimage.correlate)."""
-    k = np.asarray(k)
-    shape = [1] * x.ndim
-    origins = [0] * x.ndim
-    for a, s, c in zip(axes, k.shape, centers):
-        shape[a] = s
-        origins[a] = int(c) - s // 2
-    kk = _dev_const(k.reshape(shape), x.dtype)
-    return _ndi().correlate(x, kk, output=x.dtype, mode="reflect", origin=origins)
-
-
-def rank_filter(x: Any, kind: str, sizes: dict[int, int]) -> Any:
-    """median / minimum / maximum over a box (centred as scipy); min/max as exact 1-D passes."""
-    ndi = _ndi()
-    if kind in ("minimum", "maximum"):
-        f = ndi.minimum_filter1d if kind == "minimum" else ndi.maximum_filter1d
-        out = x
-        for a, s in sorted(sizes.items()):
-            if s > 1:
-                out = f(out, int(s), axis=int(a), mode="reflect")
-        return out
-    if kind != "median":
-        raise ValueError(f"unknown rank filter {kind!r}")
-    size = [int(sizes.get(a, 1)) for a in range(x.ndim)]
-    return ndi.median_filter(x, size=size, mode="reflect")
-
-
-def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
-    """cupyx.scipy.signal.fftconvolve with a host (or device) kernel."""
-    from cupyx.scipy.signal import fftconvolve as fc
-
-    kd = k if on_device(k) else _dev_const(k, np.asarray(k).dtype)
-    return fc(to_device(x), kd, mode=mode, axes=axes)
-
-
-class _FFT:
-    """scipy.fft's functions on the device (cupyx.scipy.fft); ``workers=`` is accepted and ignored."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        import cupyx.scipy.fft as f
-
-        fn = getattr(f, name)
-        if not callable(fn):
-            return fn
-
-        def call(*args: Any, workers: Any = None, **kw: Any) -> Any:
-            return fn(*args, **kw)
-
-        call.__name__ = name
-        return call
-
+from .engines import on_device
+from .engines.gpu import (_PINNED_FREE, _WEIGHTS, _cp, _dev_const, reset_transfer_counts,  # noqa: F401
+                          to_device, to_host, transfer_counts)
 
 # --------------------------------------------------------------------------- the backend
 
@@ -279,11 +70,10 @@ def _slots() -> threading.Semaphore:
 
 
 class GPUBackend:
-    """CuPy + cupyx.scipy.ndimage + cupy.fft (see :class:`convpipe.backends.CPUBackend` for the interface)."""
+    """Device memory for a GPU pass (see :class:`convpipe.backends.CPUBackend` for the interface)."""
 
     name = "gpu"
     device = True
-    fft = _FFT()
 
     def __repr__(self) -> str:
         return "Backend(gpu)"
@@ -318,18 +108,6 @@ class GPUBackend:
     def meta(self, ndim: int, dtype: Any) -> Any:
         return _cp().empty((0,) * ndim, dtype=dtype)
 
-    def sep_correlate(self, x: Any, weights: dict[int, tuple[np.ndarray, int]], **kw: Any) -> Any:
-        return sep_correlate(to_device(x), weights, **kw)
-
-    def correlate_nd(self, x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> Any:
-        return correlate_nd(to_device(x), k, centers, axes)
-
-    def rank_filter(self, x: Any, kind: str, sizes: dict[int, int]) -> Any:
-        return rank_filter(to_device(x), kind, sizes)
-
-    def fftconvolve(self, x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
-        return fftconvolve(x, k, mode=mode, axes=axes)
-
     @contextlib.contextmanager
     def task(self, prog: Any = None, in_dtype: Any = None):
         """A tile task's device section: warm-up first if this process has not, then a device slot."""
@@ -353,29 +131,46 @@ GPU = GPUBackend()
 
 _WARM_LOCK = threading.Lock()
 _WARMED: set = set()
-_WARM_IDS: dict[int, Any] = {}  # id(prog.ops) -> prog.ops, for the per-task fast path
+_WARM_OPS: dict[tuple, None] = {}  # programs (their ops tuples) warmed in this process: the per-task fast path
 _MAX_WARM_VOXELS = 1 << 22  # a case larger than this (whole axes) is left to the first real tile
 
 
+_CACHE_DIR: dict[str, str | None] = {"passed": None}  # the folder this process passed to CuPy, if any
+
+
 def kernel_cache_dir() -> str:
-    """Where compiled kernels persist: ``$CONVPIPE_KERNEL_CACHE``, else ``$XDG_CACHE_HOME`` (or ~/.cache)
-    ``/convpipe/cupy-kernels``."""
-    d = os.environ.get("CONVPIPE_KERNEL_CACHE")
-    if not d:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        d = os.path.join(base, "convpipe", "cupy-kernels")
-    return d
+    """Where CuPy keeps compiled kernels in this process: the folder :func:`set_kernel_cache_dir` passed,
+    else CuPy's own choice (``$CUPY_CACHE_DIR``, or ``~/.cupy/kernel_cache``). Both persist across processes."""
+    return _CACHE_DIR["passed"] or os.environ.get("CUPY_CACHE_DIR") or os.path.expanduser("~/.cupy/kernel_cache")
 
 
-def set_kernel_cache_dir(path: str | os.PathLike | None = None) -> str:
-    """Point CuPy's on-disk kernel cache (``CUPY_CACHE_DIR``, read by CuPy at each compile) at a persistent
-    folder. A ``CUPY_CACHE_DIR`` the user set wins unless ``path`` is given."""
-    if path is None and os.environ.get("CUPY_CACHE_DIR"):
-        return os.environ["CUPY_CACHE_DIR"]
-    d = str(path) if path is not None else kernel_cache_dir()
+def set_kernel_cache_dir(path: str | os.PathLike) -> str:
+    """Pass ``path`` to CuPy's compiler as the on-disk kernel cache of this process (created if missing).
+
+    Never through ``os.environ`` (a user's process and its children are not ours to change): CuPy >= 14
+    takes a cache backend (``compiler._set_kernel_cache_backend``), older CuPy reads the folder from
+    ``compiler.get_cache_dir()`` at each compile. Only an explicit call or ``$CONVPIPE_KERNEL_CACHE`` does
+    this; by default CuPy keeps its own folder.
+    """
+    d = os.path.abspath(os.fspath(path))
     os.makedirs(d, exist_ok=True)
-    os.environ["CUPY_CACHE_DIR"] = d
+    from cupy.cuda import compiler
+
+    if hasattr(compiler, "_set_kernel_cache_backend"):
+        from cupy.cuda._compiler_cache import DiskKernelCacheBackend
+
+        compiler._set_kernel_cache_backend(DiskKernelCacheBackend(d))
+    else:
+        compiler.get_cache_dir = lambda: d
+    _CACHE_DIR["passed"] = d
     return d
+
+
+def _configured_cache() -> None:
+    """``$CONVPIPE_KERNEL_CACHE``, when set, is the folder passed to CuPy (once per process and folder)."""
+    want = os.environ.get("CONVPIPE_KERNEL_CACHE")
+    if want and os.path.abspath(want) != _CACHE_DIR["passed"]:
+        set_kernel_cache_dir(want)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,7 +272,7 @@ def run_warmup(cases: Sequence[WarmCase]) -> dict:
     t0 = time.perf_counter()
     done = skipped = 0
     with _WARM_LOCK:
-        set_kernel_cache_dir()
+        _configured_cache()
         for case in cases:
             if case.key in _WARMED:
                 continue
@@ -488,7 +283,7 @@ def run_warmup(cases: Sequence[WarmCase]) -> dict:
             _WARMED.add(case.key)
             done += 1
     return {"cases": len(cases), "compiled": done, "skipped": skipped, "seconds": time.perf_counter() - t0,
-            "cache_dir": os.environ.get("CUPY_CACHE_DIR", "")}
+            "cache_dir": kernel_cache_dir()}
 
 
 def warmup(plan: Any, *, log: Any = None) -> dict:
@@ -501,22 +296,22 @@ def warmup(plan: Any, *, log: Any = None) -> dict:
 
 def ensure_warm(prog: Any, in_dtype: Any) -> None:
     """The per-task check: warm this pass up unless this process already did (cheap after the first)."""
-    ops = prog.ops
-    if _WARM_IDS.get(id(ops)) is ops:
+    ops = tuple(prog.ops)
+    if ops in _WARM_OPS:  # ops compare by identity: this very program was checked before
         return
     cases = pass_warmup_cases(ops, prog.extents, prog.compute, in_dtype, getattr(prog, "out_dtype", prog.compute))
     if any(c.key not in _WARMED for c in cases):
         run_warmup(cases)
-    if len(_WARM_IDS) > 256:
-        _WARM_IDS.clear()
-    _WARM_IDS[id(ops)] = ops
+    if len(_WARM_OPS) > 256:
+        _WARM_OPS.clear()
+    _WARM_OPS[ops] = None
 
 
 def _forget_warmup() -> None:
     """Tests: make this process cold again (kernels compiled by CuPy stay compiled)."""
     with _WARM_LOCK:
         _WARMED.clear()
-        _WARM_IDS.clear()
+        _WARM_OPS.clear()
 
 
 try:  # distributed is a dependency, but keep this module importable without it

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
 
 import numpy as np
 
+from .digest import digest
 from .errors import InputError, OutputExistsError
 from .spec import AXES_ORDER
 
@@ -17,16 +17,13 @@ def _is_url(url: str) -> bool:
     return "://" in url
 
 
-def _storage(url: str, storage_options: dict | None) -> Any:
-    """What zarr.open_* takes as ``store``: a path, or an fsspec-backed store for URLs."""
-    if _is_url(url) and not url.startswith("file://"):
-        from zarr.storage import FsspecStore
+def zarr_location(url: str, storage_options: dict | None) -> dict[str, Any]:
+    """``store=`` and ``storage_options=`` for zarr: zarr builds the fsspec store of a URL itself, with the
+    options :func:`convpipe.ome.zarr_storage_options` decides (the one place that does). A local output
+    ignores ``storage_options``, as it always has."""
+    from .ome import zarr_storage_options
 
-        try:
-            return FsspecStore.from_url(url, storage_options=storage_options or None, read_only=False)
-        except Exception as e:  # fsspec raises many types (ImportError for a missing protocol, ...)
-            raise InputError(f"cannot open {url}: {type(e).__name__}: {e}") from None
-    return url[len("file://"):] if url.startswith("file://") else url
+    return {"store": url, "storage_options": zarr_storage_options(url, storage_options if _is_url(url) else None)}
 
 
 def open_input(url: str, *, level: int = 0, axes: str | None = None,
@@ -59,7 +56,7 @@ def fingerprint(arr: Any, url: str) -> str:
         meta["attrs"] = json.loads(json.dumps(dict(arr.attrs), default=str))
     except Exception:  # attributes are advisory for the fingerprint
         pass
-    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(meta, 16)
 
 
 #: metadata documents: covered by :func:`fingerprint`, and rewritten by harmless edits of attributes
@@ -169,7 +166,7 @@ def output_state(url: str, storage_options: dict | None = None) -> dict | None:
 
     guard(url, what="the output", write=True)
     try:
-        node = zarr.open(store=_storage(url, storage_options), mode="r")
+        node = zarr.open(**zarr_location(url, storage_options), mode="r")
     except (FileNotFoundError, KeyError):
         return None
     except Exception as e:
@@ -187,15 +184,19 @@ def create_output(url: str, *, shape, chunks, dtype, zarr_format: int, attrs: di
 
     guard(url, what="the output", write=True)
     try:
-        arr = zarr.create_array(store=_storage(url, storage_options), shape=shape, chunks=chunks, dtype=dtype,
-                                zarr_format=zarr_format, overwrite=overwrite, attributes=attrs,
-                                fill_value=0)
+        arr = zarr.create_array(**zarr_location(url, storage_options), shape=shape, chunks=chunks, dtype=dtype,
+                                zarr_format=zarr_format, overwrite=overwrite, attributes=attrs, fill_value=0)
     except (FileExistsError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
         raise OutputExistsError(f"output {url} exists; use --overwrite (or output.overwrite: true)") from None
     except PermissionError as e:
         raise InputError(f"cannot write output {url}: {e}") from None
     except OSError as e:
         raise InputError(f"cannot write output {url}: {e}") from None
+    except (ImportError, ValueError) as e:
+        if isinstance(e, ValueError) and "protocol" not in str(e).lower():
+            raise
+        # fsspec: a protocol it does not know, or whose package is not installed
+        raise InputError(f"cannot open {url}: {type(e).__name__}: {e}") from None
     return arr
 
 

@@ -3,8 +3,9 @@
 :class:`RssSampler` samples the resident set size of a process (optionally with its children) in a
 thread; the run monitor and the benchmark (``convpipe.bench``) share it. :class:`RunMonitor` is what
 ``Pipeline.run`` uses to measure a run for the HTML report (``convpipe.report``): a dask callback
-recording every task's start and end by key prefix, named phases, and an :class:`RssSampler`.
-Nothing here imports matplotlib or jinja2.
+recording every task's start and end by key prefix, an :class:`RssSampler`, and — as a subscriber to the
+run's events (:mod:`convpipe.run.events`) — its phases, its passes' tiles, and its log lines and warnings.
+Nothing here imports matplotlib or jinja2, nor the run: events are read by their ``kind``.
 """
 
 from __future__ import annotations
@@ -134,8 +135,10 @@ class RunMonitor:
     """Measures a run: task stream by key prefix, named phases, peak RSS.
 
     Use it as a context manager around the run; inside, wrap local computes with :meth:`callback`
-    (a dask callback) and name phases with :meth:`phase`. For a ``distributed`` client, feed
-    ``distributed.get_task_stream``'s records to :meth:`add_task_stream` instead.
+    (a dask callback). For a ``distributed`` client, feed ``distributed.get_task_stream``'s records to
+    :meth:`add_task_stream` instead. Subscribed to a run's events (it is callable with one), it records
+    the phases (``PhaseStarted`` / ``PhaseDone``), each pass's tiles and when they were done, and the
+    run's log lines and warnings; :meth:`phase` names a phase by hand.
 
     Times are seconds since the monitor started. A local-scheduler task's start is when the scheduler
     handed it to a worker thread and its end when the result came back (the scheduler's view, which
@@ -151,6 +154,9 @@ class RunMonitor:
         self.tasks: list[tuple[str, float, float, int]] = []  # (prefix, start, end, worker)
         self.dropped = 0
         self.phases: list[tuple[str, float, float]] = []
+        self.passes: dict[int, dict[str, Any]] = {}  # pass index -> tiles, done, first/last tile times
+        self.messages: list[tuple[str, str]] = []  # (level "log" | "warning", text) in order
+        self._phase_starts: dict[str, float] = {}
         self.rss = RssSampler(children=True, interval=self.interval)
         self._by_prefix: dict[str, list[float]] = {}  # prefix -> [count, busy seconds, first, last]
         self._lock = threading.Lock()
@@ -191,6 +197,29 @@ class RunMonitor:
             yield
         finally:
             self.phases.append((str(name), start, self.now()))
+
+    # ------------------------------------------------------------ run events
+    def __call__(self, event: Any) -> None:
+        """Record one run event (:mod:`convpipe.run.events`); kinds it does not use are ignored."""
+        kind = getattr(event, "kind", "")
+        if kind == "phase_started":
+            self._phase_starts[event.name] = self.now()
+        elif kind == "phase_done":
+            self.phases.append((str(event.name), self._phase_starts.pop(event.name, self.now()), self.now()))
+        elif kind == "pass_started":
+            self.passes.setdefault(int(event.index), {"index": int(event.index), "final": bool(event.final),
+                                                      "tiles": int(event.tiles), "done": 0,
+                                                      "started_s": round(self.now(), 6), "first_done_s": None,
+                                                      "last_done_s": None})
+        elif kind == "tile_done":
+            rec = self.passes.get(int(event.pass_index))
+            if rec is not None:
+                t = round(self.now(), 6)
+                rec["done"] = int(event.done)
+                rec["first_done_s"] = t if rec["first_done_s"] is None else rec["first_done_s"]
+                rec["last_done_s"] = t
+        elif kind in ("log", "warning"):
+            self.messages.append((kind, str(event.message)))
 
     def record(self, prefix: str, start: float, end: float, worker: Any = 0) -> None:
         """Add one task (times relative to the monitor's start; ``worker`` any hashable worker id)."""
@@ -256,4 +285,6 @@ class RunMonitor:
             "prefixes": prefixes,
             "tasks": [[p, round(s, 6), round(e, 6), w] for p, s, e, w in self.tasks],
             "tasks_dropped": self.dropped,
+            "passes": [dict(v) for _, v in sorted(self.passes.items())],
+            "messages": [{"level": lv, "text": t} for lv, t in self.messages],
         }

@@ -15,8 +15,8 @@ import numpy as np
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
-from .ops import registry
-from .spec import Spec, Step, check_step_axes
+from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
+from .spec import Spec, Step
 from .tiles import backward, runs_len
 
 # Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
@@ -223,11 +223,10 @@ def _fmt_shape(a: ArrayInfo) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Dask's notation ('1.50 GiB'), as in its dashboard and worker logs."""
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
 
 
 def parse_bytes(v: str | int | None) -> int | None:
@@ -242,17 +241,6 @@ def parse_bytes(v: str | int | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- building a plan
-
-
-def bind_ops(spec_steps: list[Step], axes: str) -> list[Any]:
-    """Bind each step to the axes of its input, expanding composite ops."""
-    ops = []
-    cur = axes
-    for step in spec_steps:
-        op = registry.get(step.name)(step.params, cur, step=step)
-        ops.extend(op.expand())
-        cur = op.out_axes
-    return ops
 
 
 def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
@@ -275,7 +263,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if spec is not None:
         check_step_axes(spec, inp.axes)  # errors name the input's axes as the user wrote them
     compute = resolve_precision(precision, inp.dtype)
-    from .ops.local import merge_linear
+    from .ops.local.merged import merge_linear
 
     # Every op computes on the input transposed to canonical 'tczyx' order (see convpipe.axes): a kernel's
     # dimensions and an orientation's (d/dy, d/dx) follow the axis letters, whatever the stored order.
@@ -299,7 +287,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     # starts a pass of its own too, which reads the previous pass's tiles.
     segments: list[list[Any]] = [[]]
     for op in ops:
-        if (op.kind == "global" or getattr(op, "new_pass", False)) and segments[-1]:
+        if (op.kind == "global" or op.new_pass) and segments[-1]:
             segments.append([])
         segments[-1].append(op)
 
@@ -321,7 +309,7 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         else:
             # a new_pass segment (whole lines along another axis) starts from the input's chunks, not from the
             # previous pass's tiles, which are whole along that pass's axis
-            src = inp if getattr(seg[0], "new_pass", False) else cur
+            src = inp if seg[0].new_pass else cur
             chunks = {a: c for a, c in zip(src.axes, src.chunks)}
             chunks = {a: chunks.get(a, ext[-1][a]) for a in out_axes}
         full = "".join(a for a in out_axes if any(a in op.full_axes() for op in seg))

@@ -5,7 +5,9 @@ Only the chunks that plane touches are read. Contrast is a linear stretch betwee
 of the plane (of its finite values). ``spectrum=True`` shows ``log1p(|fftshift(fft2(plane))|)``
 instead, the same quantity as the ``log_spectrum`` op. ``overlay_table`` draws the rows of a
 Parquet table (one column per axis letter, global voxel coordinates of level 0, as the feature ops
-write them) that lie on the plane.
+write them) that lie on the plane; a ``blobs`` table (a ``sigma`` column) is drawn as circles of radius
+``sigma * sqrt(n)`` for blobs found over ``n`` axes (``σ√2`` in 2-D), the blob's radius as scikit-image
+defines it.
 
 Rendering uses matplotlib's Agg canvas on a private ``Figure`` (no pyplot, so no global figure
 registry and no GUI backend); the PNG has exactly one pixel per plane pixel unless the plane is
@@ -26,7 +28,8 @@ import typer
 from .errors import InputError
 from .ome import AXES_ORDER, OmeInfo, open_level
 
-__all__ = ["Plane", "PreviewResult", "parse_index", "read_plane", "register", "render_preview"]
+__all__ = ["Marks", "Plane", "PreviewResult", "array_axes", "parse_index", "read_marks", "read_plane", "register",
+           "render_preview"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,43 @@ def parse_index(text: str | Sequence[str] | None) -> dict[str, int]:
     return out
 
 
+def recorded_axes(arr: Any) -> str | None:
+    """The axis letters convpipe recorded on an output it wrote (``attrs["convpipe"]["axes"]``), or None.
+
+    A plain Zarr output carries no dimension names; without this a channel axis that an op added (``cyx``)
+    would be taken for ``z`` (``zyx``, the last letters of ``tczyx``), and ``--index c=3`` refused.
+    """
+    try:
+        prov = arr.attrs.get("convpipe")
+    except Exception:  # noqa: BLE001 - attributes that cannot be read: nothing recorded
+        return None
+    axes = prov.get("axes") if isinstance(prov, Mapping) else None
+    if (isinstance(axes, str) and len(axes) == arr.ndim and len(set(axes)) == len(axes)
+            and all(a in AXES_ORDER for a in axes)):
+        return axes
+    return None
+
+
+def array_axes(url: str, arr: Any, found: str | None = None, axes: str | None = None) -> tuple[str, tuple[int, ...]]:
+    """(axis letters, shape) of an opened array: ``axes`` if given, else the OME / dimension names (``found``),
+    else what convpipe recorded on its output, else the last ``ndim`` letters of ``"tczyx"``.
+
+    Raises
+    ------
+    InputError
+        The axes do not match the array's dimensions, or there are more dimensions than ``tczyx``.
+    """
+    if axes is None:
+        axes = found or recorded_axes(arr)
+    if axes is None:
+        if arr.ndim > len(AXES_ORDER):
+            raise InputError(f"{url}: {arr.ndim}-D array; give its axes")
+        axes = AXES_ORDER[len(AXES_ORDER) - arr.ndim :]
+    if len(axes) != arr.ndim:
+        raise InputError(f"{url}: axes {axes!r} do not match the array's {arr.ndim} dimensions")
+    return axes, tuple(int(n) for n in arr.shape)
+
+
 def _default_position(axis: str, n: int) -> int:
     # the middle of a stack shows typical content; the first time point / channel is the natural one
     return n // 2 if axis == "z" else 0
@@ -146,8 +186,8 @@ def read_plane(
     level : int
         OME-Zarr level (0 for a plain array).
     axes : str, optional
-        Axis letters, when the data do not say (default: from OME-Zarr / dimension names, else the
-        last ``ndim`` letters of ``"tczyx"``).
+        Axis letters, when the data do not say (default: from OME-Zarr / dimension names, else the axes
+        convpipe recorded on its output, else the last ``ndim`` letters of ``"tczyx"``).
     storage_options : mapping, optional
         Handed to fsspec.
     max_size : int, optional
@@ -165,14 +205,9 @@ def read_plane(
         Unknown axes in ``index``, an index out of range, an array without ``y``/``x``.
     """
     arr, found_axes, info = open_level(url, level, storage_options)
-    if axes is None:
-        axes = found_axes
-    if axes is None:
-        if arr.ndim > len(AXES_ORDER):
-            raise InputError(f"{url}: {arr.ndim}-D array; give its axes")
-        axes = AXES_ORDER[len(AXES_ORDER) - arr.ndim :]
-    if len(axes) != arr.ndim:
-        raise InputError(f"{url}: axes {axes!r} do not match the array's {arr.ndim} dimensions")
+    if axes is None and found_axes is None and level > 0:
+        found_axes = recorded_axes(open_level(url, 0, storage_options)[0])
+    axes, _ = array_axes(url, arr, found_axes, axes)
     if "y" not in axes or "x" not in axes:
         raise InputError(f"{url}: axes {axes!r} have no y/x plane to show")
     if max_size is not None and max_size < 1:
@@ -206,6 +241,65 @@ def read_plane(
     return Plane(data=data, axes=axes, index=used, info=info, shape=(int(ny), int(nx)), stride=stride)
 
 
+@dataclass(frozen=True)
+class Marks:
+    """The rows of a table that lie on a plane (see :func:`read_marks`).
+
+    Attributes
+    ----------
+    y, x : numpy.ndarray, shape (n,)
+        Their coordinates in the level's voxels.
+    radius : numpy.ndarray or None, shape (n,)
+        Blob radii (``sigma * sqrt(ndim)``) in the level's voxels along x; None for a table of points.
+    rows : int
+        Rows in the whole table.
+    """
+
+    y: np.ndarray
+    x: np.ndarray
+    radius: np.ndarray | None
+    rows: int
+
+
+def _blob_dims(schema_metadata: Mapping[bytes, bytes] | None) -> int:
+    """How many axes the ``blobs`` step that wrote a table searched over (2 unless its metadata says)."""
+    import json
+    import re
+
+    try:
+        meta = json.loads((schema_metadata or {}).get(b"convpipe", b"{}"))
+        m = re.fullmatch(r"steps\[(\d+)\]\.(\w+)", str(meta.get("step", "")))
+        step = meta["spec"]["steps"][int(m.group(1))][m.group(2)] if m else {}
+        axes = step.get("axes") if isinstance(step, Mapping) else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return 2
+    return len(axes) if isinstance(axes, str) and 1 <= len(axes) <= 3 else 2
+
+
+def read_marks(
+    table: str,
+    index: Mapping[str, int],
+    factors: Mapping[str, float],
+    storage_options: Mapping[str, Any] | None,
+) -> Marks:
+    """The rows of a Parquet table on the plane at ``index``, in the level's voxel coordinates.
+
+    A table with a ``sigma`` column (``blobs``) also gives each row's radius ``sigma * sqrt(n)``, ``n`` the
+    number of axes the blobs were found over (from the table's metadata; 2 when it does not say).
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable table, or one without ``y`` and ``x`` columns (e.g. a ``stats`` table).
+    """
+    y, x, rows, t, keep = _rows_on_plane(table, index, factors, storage_options)
+    radius = None
+    if "sigma" in t.column_names:
+        sigma = np.asarray(t.column("sigma").to_numpy(zero_copy_only=False), dtype=np.float64)[keep]
+        radius = sigma * math.sqrt(_blob_dims(t.schema.metadata)) / factors.get("x", 1.0)
+    return Marks(y, x, radius, rows)
+
+
 def read_points(
     table: str,
     index: Mapping[str, int],
@@ -213,6 +307,16 @@ def read_points(
     storage_options: Mapping[str, Any] | None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(y, x) of the table rows on the plane, in the level's voxel coordinates, and the table's row count."""
+    y, x, rows, _, _ = _rows_on_plane(table, index, factors, storage_options)
+    return y, x, rows
+
+
+def _rows_on_plane(
+    table: str,
+    index: Mapping[str, int],
+    factors: Mapping[str, float],
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, int, Any, np.ndarray]:
     import fsspec
     import pyarrow.parquet as pq
 
@@ -235,7 +339,7 @@ def read_points(
             keep &= np.rint(v) == i
     y = np.asarray(t.column("y").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("y", 1.0)
     x = np.asarray(t.column("x").to_numpy(zero_copy_only=False), dtype=np.float64)[keep] / factors.get("x", 1.0)
-    return y, x, int(t.num_rows)
+    return y, x, int(t.num_rows), t, keep
 
 
 def _level_factors(info: OmeInfo | None, axes: str, level: int) -> dict[str, float]:
@@ -277,7 +381,8 @@ def render_preview(
         Show ``log1p(abs(fftshift(fft2(plane))))`` (float64) instead of the plane.
     overlay_table : str, optional
         Parquet table whose rows on this plane are drawn as markers: columns ``y``, ``x`` and any
-        other axis letters in level-0 voxel coordinates. Not with ``spectrum``.
+        other axis letters in level-0 voxel coordinates; a ``blobs`` table's rows as circles of the
+        blobs' radius (``sigma * sqrt(2)`` in 2-D). Not with ``spectrum``.
     percentiles : (float, float)
         Display range: these percentiles of the plane's finite values (0 <= low < high <= 100).
     cmap : str
@@ -350,12 +455,10 @@ def render_preview(
     n_points = 0
     if overlay_table:
         factors = _level_factors(view.info, view.axes, level)
-        py, px, _ = read_points(overlay_table, view.index, factors, storage_options)
-        py, px = py / stride, px / stride
-        n_points = int(py.size)
+        marks = read_marks(overlay_table, view.index, factors, storage_options)
+        n_points = int(marks.y.size)
         if n_points:
-            size = max(4.0, min(w, h) / 64.0) ** 2
-            ax.scatter(px, py, s=size, facecolors="none", edgecolors=marker_color, linewidths=1.0)
+            draw_marks(ax, marks, stride, color=marker_color, linewidth=1.0, marker_size=max(4.0, min(w, h) / 64.0))
 
     out = os.fspath(png)
     folder = os.path.dirname(out)
@@ -375,6 +478,25 @@ def render_preview(
         vmax=vmax,
         points=n_points,
     )
+
+
+def draw_marks(ax: Any, marks: Marks, stride: int, *, color: str, linewidth: float, marker_size: float,
+               label: str | None = None) -> None:
+    """Draw table rows on an image axes whose pixels are every ``stride``-th voxel.
+
+    Points are fixed-size rings (``marker_size`` points across); blobs are circles of their radius in the
+    image's own coordinates, so they scale with the image (at least one pixel, to stay visible).
+    """
+    py, px = marks.y / stride, marks.x / stride
+    if marks.radius is None:
+        ax.scatter(px, py, s=marker_size**2, facecolors="none", edgecolors=color, linewidths=linewidth, label=label)
+        return
+    from matplotlib.collections import EllipseCollection
+
+    d = 2.0 * np.maximum(marks.radius / stride, 1.0)
+    ax.add_collection(EllipseCollection(d, d, np.zeros_like(d), units="xy", offsets=np.column_stack([px, py]),
+                                        offset_transform=ax.transData, facecolors="none", edgecolors=color,
+                                        linewidths=linewidth, label=label))
 
 
 def register(app: typer.Typer) -> None:

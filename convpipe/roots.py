@@ -94,8 +94,13 @@ class Roots:
         return False
 
     def env(self) -> dict[str, str]:
-        """The environment entry that hands these roots to a job process (read by :func:`guard`)."""
-        return {ROOTS_ENV: json.dumps(self.given)}
+        """The environment entry that hands these roots to a job process (read by :func:`guard`).
+
+        Local roots go as the absolute folders they resolved to here: a job process runs in another working
+        directory, where ``--root demo-out`` would name another folder (or none).
+        """
+        remote = [g for g in self.given if split_url(g)[0] is not None]
+        return {ROOTS_ENV: json.dumps([str(p) for p in self.local] + remote)}
 
 
 def guard(url: str, *, what: str, write: bool = False) -> None:

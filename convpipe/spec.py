@@ -7,8 +7,6 @@ evaluated. Every error names the YAML path and line, e.g.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
 import os
 import re
@@ -21,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import limits
 from .errors import SpecError, SpecErrors
+from .params import catalog
+from .params.base import NUMERIC_DTYPES, check_dtype, suggest  # noqa: F401  (spec's own names too)
 
 SPEC_VERSION = 1
 AXES_ORDER = "tczyx"
@@ -72,11 +72,11 @@ MAX_SPEC_BYTES = limits.MAX_SPEC_BYTES
 
 def _expanded_size(node: yaml.Node, source: str, limit: int = MAX_YAML_NODES) -> int:
     """Nodes in the document with aliases expanded (counting stops past ``limit``); refuses recursive aliases."""
-    memo: dict[int, int] = {}
-    active: set[int] = set()
+    memo: dict[yaml.Node, int] = {}  # nodes hash by identity: an alias is the same node object
+    active: set[yaml.Node] = set()
 
     def size(n: yaml.Node) -> int:
-        k = id(n)
+        k = n
         if k in memo:
             return memo[k]
         if k in active:
@@ -294,22 +294,6 @@ def check_axes_string(v: str) -> None:
         raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
 
 
-NUMERIC_DTYPES = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-                  "float16", "float32", "float64"]
-
-
-def check_dtype(v: str) -> None:
-    import numpy as np
-
-    try:
-        dt = np.dtype(v)
-    except (TypeError, ValueError, SyntaxError):  # numpy parses ',' as a structured dtype: SyntaxError
-        raise ValueError(f"unknown dtype {v!r}{suggest(str(v), NUMERIC_DTYPES)}; use one of "
-                         f"{', '.join(NUMERIC_DTYPES[1:])}") from None
-    if dt.kind not in "biuf":
-        raise ValueError(f"dtype {v!r} is not a numeric type")
-
-
 class Step:
     """One parsed step: its op name, validated parameters, and where it sits in the YAML."""
 
@@ -403,7 +387,9 @@ class Spec:
         c = self.canonical()
         keep = {"steps": c["steps"], "precision": compute or c["execution"]["precision"],
                 "dtype": dtype or (c.get("output") or {}).get("dtype")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        from .digest import digest
+
+        return digest(keep, 16)
 
     def with_overrides(self, **overrides: Any) -> "Spec":
         """A copy with CLI-style overrides: input, output, cluster, backend, overwrite, tile.
@@ -429,7 +415,7 @@ class Spec:
                 raise TypeError(f"unknown override {key!r}")
         if not self.bound:
             return build_spec(raw, self.lines, self.base_dir, self.source)
-        new = build_spec(raw, self.lines, self.base_dir, self.source, check_axes=False)
+        new = build_spec(raw, self.lines, self.base_dir, self.source)
         for mine, theirs in zip(new.steps, self.steps):
             mine.params = theirs.params
         from .bind import bind
@@ -482,11 +468,6 @@ def _is_union_tag(p: str) -> bool:
     return p in {"float", "int", "str", "bool", "list", "dict", "literal['auto']", "function-after"} or "[" in p
 
 
-def suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _shorthand(raw: dict, lines: dict) -> dict:
     """``input: URL`` and ``output: URL`` are short for ``{url: URL}`` (SPEC.md)."""
     raw = dict(raw)
@@ -498,15 +479,16 @@ def _shorthand(raw: dict, lines: dict) -> dict:
     return raw
 
 
-def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes: bool = True) -> Spec:
+def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
     """Validate parsed YAML/dict data into a :class:`Spec`; collect every error. Reads no file.
 
-    A ``.npy`` kernel or template is only checked as a path here; :func:`convpipe.bind.bind` reads it (and
-    checks the steps' axes against it). With ``input.axes`` given, every step's axes are checked here when
-    no step names a file (else by bind).
+    Each step is validated by its op's parameters in the catalog (:mod:`convpipe.params`); no op is bound
+    here. A ``.npy`` kernel or template is only checked as a path; :func:`convpipe.bind.bind` reads it and
+    checks the steps against the input's axes.
     """
-    from .ops import registry
     from .spec_messages import step_errors, unknown_op
+
+    ops = catalog()
 
     if not isinstance(raw, dict):
         raise SpecError("a spec must be a mapping with 'convpipe', 'input' and 'steps'", path=source, line=1)
@@ -535,8 +517,8 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes
                                         path=format_path(loc), line=_line(lines, loc)))
                 continue
             (name, params), = item.items()
-            if not isinstance(name, str) or name not in registry.names():
-                errors.append(SpecError(unknown_op(name, registry.names()),
+            if not isinstance(name, str) or name not in ops:
+                errors.append(SpecError(unknown_op(name, list(ops)),
                                         path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
                 continue
             if params is None:
@@ -545,11 +527,11 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes
                 errors.append(SpecError(f"parameters of {name!r} must be a mapping, got {type(params).__name__}",
                                         path=format_path(loc + (name,)), line=_line(lines, loc + (name,))))
                 continue
-            op_cls = registry.get(name)
+            entry = ops[name]
             try:
-                p = op_cls.Params.model_validate(params, context={"base_dir": base_dir})
+                p = entry.Params.model_validate(params, context={"base_dir": base_dir})
             except ValidationError as e:
-                errors.extend(step_errors(e, op_cls, name, params, loc + (name,), lines, raw))
+                errors.extend(step_errors(e, entry, name, params, loc + (name,), lines, raw))
                 continue
             except (OverflowError, ZeroDivisionError, TypeError, MemoryError, RecursionError) as e:
                 # pydantic passes on what a validator raises other than ValueError: a number out of any range
@@ -565,31 +547,14 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, check_axes
         except SpecError as e:
             loc = ("execution", "cluster")
             errors.append(SpecError(e.message, path=format_path(loc), line=_line(lines, loc)))
-    total = sum(getattr(registry.get(st.name), "expanded_count", lambda p: 1)(st.params) for st in steps)
+    total = sum(ops[st.name].expanded_count(st.params) for st in steps)
     if total > limits.MAX_EXPANDED_STEPS:
         errors.append(SpecError(f"the steps expand into {total} ops (diffusion steps count one each); at most "
                                 f"{limits.MAX_EXPANDED_STEPS}", path="steps", line=_line(lines, ("steps",))))
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     assert top is not None
-    spec = Spec(top, steps, raw, lines, base_dir, source)
-    if check_axes and not any(loc.kind in ("kernel", "template") for loc in spec.locations()):
-        check_spec_axes(spec)
-    return spec
-
-
-def check_spec_axes(spec: Spec) -> None:
-    """Check the steps against ``input.axes`` and the output's chunks (SpecError); with no ``input.axes``,
-    bind the steps to assumed axes only to refuse halos beyond the limits (other errors wait for the input)."""
-    top = spec.top
-    if top.input.axes:
-        out_axes = check_step_axes(spec, top.input.axes)
-        chunks = top.output.chunks if top.output is not None else None
-        if isinstance(chunks, list) and len(chunks) != len(out_axes):
-            raise spec.error(f"chunks has {len(chunks)} values but the output has {len(out_axes)} axes "
-                             f"({out_axes!r})", ("output", "chunks"))
-    else:
-        check_step_axes(spec, "tzyx", probe=True)
+    return Spec(top, steps, raw, lines, base_dir, source)
 
 
 def _line(lines: dict, loc: tuple) -> int | None:
@@ -599,43 +564,6 @@ def _line(lines: dict, loc: tuple) -> int | None:
             return lines[loc]
         loc = loc[:-1]
     return None
-
-
-def check_step_axes(spec: Spec, axes: str, *, probe: bool = False) -> str:
-    """Check every step's axis parameters against the input's axes (raises SpecError); the output axes.
-
-    Each bound op's halo is checked against :data:`convpipe.limits.MAX_HALO`. ``probe``: ``axes`` are
-    assumed, not known; only limit errors are raised, and the walk stops at the first step the assumed
-    axes do not fit.
-    """
-    from .limits import check_op_halo
-    from .ops import registry
-
-    errors = []
-    cur = axes
-    for step in spec.steps:
-        op_cls = registry.get(step.name)
-        try:
-            op = op_cls(step.params, cur, step=step)
-            for sub in op.expand():
-                check_op_halo(sub)
-        except SpecError as e:
-            if probe and not getattr(e, "limit", False):
-                break  # the assumed axes do not fit this step: the input's real axes decide, at run time
-            errors.append(e)
-            if probe:
-                break
-            continue
-        except (ValueError, TypeError, OverflowError, ZeroDivisionError, MemoryError, IndexError) as e:
-            # a parameter no validator caught (an absurd value): one line at the step, never a traceback; on
-            # assumed axes only what no axes could fix (a number out of range), the rest waits for the input
-            if not probe or isinstance(e, (OverflowError, ZeroDivisionError, MemoryError)):
-                errors.append(step.error(f"cannot be set up with these parameters: {e}"))
-            break
-        cur = op.out_axes
-    if errors:
-        raise SpecErrors(errors) if len(errors) > 1 else errors[0]
-    return cur
 
 
 def parse_spec(source: str | os.PathLike | dict) -> Spec:
@@ -686,12 +614,10 @@ def load_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<s
 
 def json_schema() -> dict:
     """JSON Schema of the spec, with every op's parameters."""
-    from .ops import registry
-
     schema = _TopLevel.model_json_schema()
     step_variants = []
-    for name in registry.names():
-        ps = registry.get(name).Params.model_json_schema()
+    for name, entry in catalog().items():
+        ps = entry.Params.model_json_schema()
         defs = ps.pop("$defs", {})
         schema.setdefault("$defs", {}).update(defs)
         step_variants.append({"type": "object", "properties": {name: ps}, "required": [name],

@@ -159,9 +159,11 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
               tables: dict[int, dict[str, np.ndarray]] | None = None) -> np.ndarray:
     """Run a fused chain on ``block`` (holding ``targets[0]`` of the input) and return the core.
 
-    Ops with ``emits_table`` add their rows to ``tables[op_index]``, in global coordinates and only
-    for voxels in the tile's core (``targets[-1]``): a tile reports just the rows it owns, so nothing is
-    lost or doubled at tile borders.
+    Each op runs as ``op.apply(block, ctx)`` (:class:`convpipe.ops.base.Context`: the array module and what
+    the op declared it wants: coordinates, outside masks, the extent). With ``tables``, ops with
+    ``emits_table`` run as ``op.apply_rows(block, ctx)`` and their rows go to ``tables[op_index]``, in global
+    coordinates and only for voxels in the tile's core (``targets[-1]``): a tile reports just the rows it
+    owns, so nothing is lost or doubled at tile borders.
 
     Raises :class:`~convpipe.errors.ExecutionError` naming the step when a finite block overflows the
     compute dtype (see :mod:`convpipe.finite`).
@@ -183,7 +185,7 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
     to 2**53, as the float64 oracle reads them), so a float32 compute never rounds what they compare.
     ``raw_input = "exact"`` (``astype``) gets the block untouched.
     """
-    raw = getattr(op, "raw_input", False)
+    raw = op.raw_input
     if not raw:
         return u.astype(compute) if u.dtype != compute else u
     if raw == "exact":
@@ -197,6 +199,7 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
 def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool):
     from . import engines
     from .finite import Guard
+    from .ops.base import Context
 
     guard = Guard(list(ops), block, compute, every=every)
     u = block
@@ -208,8 +211,8 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
         guard.before(i, u)
         halo = op.halo()
         full = op.full_axes()
-        wants_coords = getattr(op, "wants_coords", False)
-        need_coords = wants_coords or (tables is not None and getattr(op, "emits_table", False))
+        rows_wanted = tables is not None and op.emits_table
+        need_coords = op.wants_coords or rows_wanted
         valid: dict[int, np.ndarray] = {}
         coords: dict[str, np.ndarray] = {}
         masks: dict[int, np.ndarray] = {}  # padded voxels outside the array (constant mode)
@@ -245,29 +248,30 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
                 coords[a] = np.arange(n[a])
         # ops whose values depend on where a voxel is (stochastic draws) get global coordinates of
         # every output index along each axis (entries between two runs are discarded afterwards)
-        kw: dict[str, Any] = {}
-        if wants_coords:
-            kw["coords"] = coords
-        if masks and getattr(op, "wants_outside", False):
-            kw["outside"] = masks
-        if getattr(op, "wants_extent", False):
-            kw["extent"] = dict(n)
+        rows_ctx = rows_wanted and op.rows_context
+        ctx = Context(xp=xp, coords=coords if need_coords else None,
+                      outside=masks if masks and op.wants_outside else None,
+                      extent=dict(n) if op.wants_extent or rows_ctx else None,
+                      core=_owned_slices(op, coords, targets[-1], valid) if rows_ctx else None)
+        rows = None
         token = engines.ASSUME_FINITE.set(guard.finite)  # the engines skip their own checks of finite blocks
         # NaN/inf are handled by rule (convpipe.finite), so numpy's floating-point warnings would only be noise
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                y = op.apply(u, xp, **kw)
+                y, rows = op.apply_rows(u, ctx) if rows_wanted else (op.apply(u, ctx), None)
                 if guard.overflowed(i, y):
                     # Finite values, non-finite result: an intermediate overflowed (OpenCV adds the two taps of
                     # a symmetric kernel before weighting them) or the result itself does not fit. The op once
                     # more in float64: kept when it fits the compute dtype, else guard.after names the step.
-                    y = op.apply(u.astype(np.float64), xp, **kw).astype(y.dtype)
+                    u64 = u.astype(np.float64)
+                    y64, rows = op.apply_rows(u64, ctx) if rows_wanted else (op.apply(u64, ctx), None)
+                    y = y64.astype(y.dtype)
         finally:
             engines.ASSUME_FINITE.reset(token)
         out_axes = op.out_axes
-        if tables is not None and getattr(op, "emits_table", False):
-            tables[i] = _owned_rows(op, u, y, coords, out_t, targets[-1], n, valid)
-        if getattr(op, "raw_input", False) and y.dtype != op.out_dtype(compute):
+        if rows is not None:
+            tables[i] = _owned_rows(op, rows, coords, out_t, targets[-1], valid)
+        if op.raw_input and y.dtype != op.out_dtype(compute):
             y = y.astype(op.out_dtype(compute))  # rows saw the stored values; the chain goes on in compute
         for ax, sel in valid.items():
             oax = out_axes.index(op.in_axes[ax])
@@ -282,21 +286,15 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
     return u
 
 
-def _owned_rows(op: Any, x: np.ndarray, y: np.ndarray, coords: dict[str, np.ndarray], out_t: dict[str, Runs],
-                core: dict[str, Runs], extent: dict[str, int] | None = None,
-                real: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The op's rows (local indices into ``y``) mapped to global coordinates, kept where the tile owns them.
+def _owned_rows(op: Any, rows: dict[str, np.ndarray], coords: dict[str, np.ndarray], out_t: dict[str, Runs],
+                core: dict[str, Runs], real: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The op's rows (local indices into its output) mapped to global coordinates, kept where the tile owns them.
 
-    ``real`` (axis index -> indices of y that are real voxels, present when several runs were gathered into
-    one block) drops rows from the seams between runs, whose coordinate labels may fall inside the core.
-    Ops with ``rows_context`` get ``rows(x, y, context=...)``: the global coordinates of y's indices, the
-    array's extent, and per axis the slice of y that the tile owns.
+    ``real`` (axis index -> indices of the output that are real voxels, present when several runs were
+    gathered into one block) drops rows from the seams between runs, whose coordinate labels may fall inside
+    the core.
     """
     real = real or {}
-    if getattr(op, "rows_context", False):
-        rows = op.rows(x, y, context=_row_context(op, coords, core, extent, real))
-    else:
-        rows = op.rows(x, y)
     n = len(next(iter(rows.values()))) if rows else 0
     keep = np.ones(n, dtype=bool)
     for ax, a in enumerate(op.in_axes):
@@ -320,9 +318,9 @@ def _owned_rows(op: Any, x: np.ndarray, y: np.ndarray, coords: dict[str, np.ndar
     return {k: np.asarray(v)[keep] for k, v in rows.items()}
 
 
-def _row_context(op: Any, coords: dict[str, np.ndarray], core: dict[str, Runs], extent: dict[str, int] | None,
-                 real: dict[int, np.ndarray]) -> dict:
-    """What a table op may need beyond its block: y's global coordinates, the extent, the owned slice of y."""
+def _owned_slices(op: Any, coords: dict[str, np.ndarray], core: dict[str, Runs],
+                  real: dict[int, np.ndarray]) -> dict[str, slice]:
+    """Per axis, the slice of the op's output that the tile owns (``Context.core``, for ops with rows_context)."""
     owned = {}
     for ax, a in enumerate(op.in_axes):
         if a not in core or a not in coords:
@@ -337,4 +335,4 @@ def _row_context(op: Any, coords: dict[str, np.ndarray], core: dict[str, Runs], 
             hit &= ok
         idx = np.nonzero(hit)[0]
         owned[a] = slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
-    return {"coords": coords, "extent": dict(extent) if extent is not None else None, "core": owned}
+    return owned

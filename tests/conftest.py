@@ -18,3 +18,63 @@ if _HERE not in sys.path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240611)
+
+
+# --------------------------------------------------------------------------- executors of the conformance suite
+# (tests/executors.py: what each one is; a test takes ``executor`` indirectly parametrised by its name)
+
+
+@pytest.fixture(scope="session")
+def local_cluster_address():
+    """One ``distributed.LocalCluster`` per test session (per xdist worker), as ``cluster: local:2`` starts
+    it: 2 single-threaded worker processes on the loopback interface. Runs reach it by its address."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as lc:
+        yield lc.scheduler_address
+
+
+@pytest.fixture(scope="session")
+def session_process_pool():
+    """The ``processes`` scheduler's worker pool, started once (convpipe's own, from cluster._process_pool)."""
+    from convpipe import cluster
+
+    with cluster._process_pool(2) as pool:
+        yield pool
+
+
+@pytest.fixture
+def executor(request, monkeypatch):
+    """The executor named by the test's parameter, with what it needs for this test."""
+    import contextlib
+
+    from executors import EXECUTORS
+
+    ex = EXECUTORS[request.param]
+    if ex.name == "distributed":
+        ex = ex.with_cluster(request.getfixturevalue("local_cluster_address"))
+    elif ex.name == "processes":
+        from convpipe import cluster
+
+        pool = request.getfixturevalue("session_process_pool")
+
+        @contextlib.contextmanager
+        def shared(workers):
+            yield pool
+
+        monkeypatch.setattr(cluster, "_process_pool", shared)  # every run of this test uses the session's pool
+    elif ex.name == "cupy-double":
+        request.getfixturevalue("fake_cupy")  # tests/test_backends.py's double, installed as cupy for this test
+    elif ex.name == "cupy":
+        cupy = pytest.importorskip("cupy")
+        try:
+            ok = cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:  # noqa: BLE001 - no driver, no device
+            ok = False
+        if not ok:
+            pytest.skip("CuPy sees no CUDA device")
+        request.addfinalizer(lambda: cupy.get_default_memory_pool().free_all_blocks())
+    return ex

@@ -229,6 +229,9 @@ class FakeArray(np.lib.mixins.NDArrayOperatorsMixin):
     def ravel(self):
         return FakeArray(self._a.ravel())
 
+    def view(self, dtype):
+        return FakeArray(self._a.view(dtype), self)
+
     def fill(self, v):
         self._a.fill(v)
 
@@ -288,8 +291,9 @@ class FakeArray(np.lib.mixins.NDArrayOperatorsMixin):
         return _wrap(func(*_un_tree(args), **_un_tree(kwargs)))
 
 
-# What backends.on_device looks at. Not "cupy.<...>": dask registers its CuPy dispatch lazily, once, on the
-# first type from a module named "cupy"; the double must not use up that registration for a real CuPy.
+# Not "cupy.<...>": dask (and convpipe.engines) register their CuPy dispatch lazily, once, on the first type from
+# a module named "cupy"; the double must not use up that registration for a real CuPy. The fixture registers
+# the double with the engines' dispatch itself (engines.register_device_type).
 FakeArray.__module__ = "cupy_testdouble"
 
 
@@ -348,6 +352,8 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
         return m
 
     cp, cuda, runtime, fft = mod("cupy"), mod("cupy.cuda"), mod("cupy.cuda.runtime"), mod("cupy.fft")
+    compiler = mod("cupy.cuda.compiler")  # CuPy < 14: the kernel cache folder comes from get_cache_dir()
+    compiler.get_cache_dir = lambda: os.environ.get("CUPY_CACHE_DIR", os.path.expanduser("~/.cupy/kernel_cache"))
     cpx, sc, nd, sig, sfft = (mod("cupyx"), mod("cupyx.scipy"), mod("cupyx.scipy.ndimage"),
                               mod("cupyx.scipy.signal"), mod("cupyx.scipy.fft"))
     cp.ndarray = FakeArray
@@ -368,7 +374,8 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
     cp.ascontiguousarray = lambda a, dtype=None: FakeArray(np.ascontiguousarray(_un(a), dtype=dtype))
     cp.get_array_module = lambda *a: cp if any(isinstance(x, FakeArray) for x in a) else np
     cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
-    for n in ("take", "stack", "concatenate", "clip", "nan_to_num", "where", "sqrt", "abs", "arctan2"):
+    for n in ("take", "stack", "concatenate", "clip", "nan_to_num", "where", "sqrt", "abs", "arctan2", "isnan",
+              "isfinite"):
         setattr(cp, n, getattr(np, n))  # the numpy function; FakeArray's protocols route the call
 
     class _Stream:
@@ -386,6 +393,7 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
     runtime.getDevice = lambda: 0
     runtime.getDeviceProperties = lambda i: {"name": b"Fake GPU 80GB"}
     cuda.runtime = runtime
+    cuda.compiler = compiler
     cuda.Device = Device
     cuda.get_current_stream = lambda: _Stream()
     cp.cuda = cuda
@@ -430,7 +438,8 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
     sig.fftconvolve = fftconvolve
     cpx.empty_pinned = lambda shape, dtype=float: np.empty(shape, dtype=dtype)
     cpx.scipy, sc.ndimage, sc.signal, sc.fft = sc, nd, sig, sfft
-    return {"cupy": cp, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.fft": fft, "cupyx": cpx,
+    return {"cupy": cp, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.cuda.compiler": compiler,
+            "cupy.fft": fft, "cupyx": cpx,
             "cupyx.scipy": sc, "cupyx.scipy.ndimage": nd, "cupyx.scipy.signal": sig, "cupyx.scipy.fft": sfft}
 
 
@@ -441,6 +450,8 @@ def fake_cupy(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, m)
     monkeypatch.setenv("CONVPIPE_PINNED", "0")
     monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "fake-kernel-cache"))
+    engines.register_device_type(FakeArray)  # the engines' dispatch sends it to the CuPy engines
+    monkeypatch.setitem(gpu._CACHE_DIR, "passed", None)
     FakeArray.counts.update(h2d=0, d2h=0, index_h2d=0)
     gpu.reset_transfer_counts()
     gpu._forget_warmup()
@@ -612,21 +623,43 @@ def test_unknown_backend_name():
         backends.resolve("tpu")
 
 
-def test_cpu_backend_is_the_engines(rng):
+def test_cpu_backend_is_memory_and_the_engines_dispatch(rng):
+    """A backend places blocks; the kernels are the engines' alone (one dispatch mechanism)."""
     x = rng.random((3, 20, 18)).astype(np.float32)
-    w = {1: (np.array([1.0, 2.0, 1.0]) / 4, 1), 2: (np.array([-1.0, 0.0, 1.0]), 1)}
     be = backends.CPU
     assert be.xp is np and be.to_host(x) is x and be.asarray(x) is x
-    np.testing.assert_array_equal(be.sep_correlate(x, w), engines.sep_correlate(x, w))
-    k = np.arange(6.0).reshape(2, 3)
-    np.testing.assert_array_equal(be.correlate_nd(x, k, (1, 1), (1, 2)), engines.correlate_nd(x, k, (1, 1), (1, 2)))
-    np.testing.assert_array_equal(be.rank_filter(x, "median", {1: 3, 2: 3}),
-                                  engines.rank_filter(x, "median", {1: 3, 2: 3}))
+    for name in ("sep_correlate", "correlate_nd", "rank_filter", "fftconvolve", "fft"):
+        assert not hasattr(be, name) and not hasattr(gpu.GPU, name)
     assert be.meta(3, np.float32).shape == (0, 0, 0) and be.meta(3, np.float32).dtype == np.float32
-    assert be.fft.rfftn is scipy.fft.rfftn
     import pickle
 
     assert pickle.loads(pickle.dumps(be)) is be
+    w = {1: (np.array([1.0, 2.0, 1.0]) / 4, 1), 2: (np.array([-1.0, 0.0, 1.0]), 1)}
+    np.testing.assert_allclose(_crop(engines.sep_correlate(x, w), 1),
+                               _crop(ndi.correlate1d(ndi.correlate1d(x, w[1][0], 1), w[2][0], 2), 1), atol=1e-6)
+    k = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(_crop(engines.correlate_nd(x, k, (1, 1), (1, 2)), (0, 2, 2)),
+                               _crop(ndi.correlate(x, k[None], origin=(0, 0, 0)), (0, 2, 2)), atol=1e-5)
+    assert not engines.on_device(x) and not engines.on_device(None) and engines.array_module(x) is np
+
+
+def test_engine_dispatch_is_dask_dispatch_with_lazy_cupy():
+    """dask-image's pattern: one dask.utils.Dispatch per engine, numpy registered, CuPy lazily (the CPU path
+    never imports it: see test_cpu_path_never_imports_cupy)."""
+    from dask.utils import Dispatch
+
+    engines.sep_correlate(np.zeros((3, 3), np.float32), {1: (np.ones(1), 0)})
+    for name in ("sep_correlate", "correlate_nd", "rank_filter", "fftconvolve", "on_device", "array_module"):
+        d = engines._dispatch(name)
+        assert isinstance(d, Dispatch)
+        assert d.dispatch(np.ndarray) is not None
+    assert 'register_lazy("cupy"' in inspect.getsource(engines)
+    from convpipe.engines import cpu as cpu_engines
+    from convpipe.engines import gpu as gpu_engines
+
+    assert "on_device" not in inspect.getsource(cpu_engines)  # no type checks inside the engines
+    for fn in (gpu_engines.sep_correlate, gpu_engines.correlate_nd, gpu_engines.rank_filter):
+        assert "on_device" not in inspect.getsource(fn)
 
 
 # --------------------------------------------------------------------------- GPU engines (on the double)
@@ -651,18 +684,18 @@ def test_gpu_sep_correlate_matches_cpu(fake_cupy, rng, dtype):
     ]
     for w in cases:
         ref = engines.sep_correlate(x, w)
-        got = gpu.sep_correlate(dev(x), w)
+        got = engines.sep_correlate(dev(x), w)
         assert isinstance(got, FakeArray) and got.dtype == x.dtype
         np.testing.assert_allclose(_crop(got.get(), (2, 3, 3)), _crop(ref, (2, 3, 3)), rtol=1e-5, atol=1e-5)
     d = dev(x)
-    assert gpu.sep_correlate(d, {}) is d
+    assert engines.sep_correlate(d, {}) is d
     # scipy's constant mode pads every pass's input with cval: the engines reset the outside voxels
     outside = {1: np.zeros(23, bool), 2: np.zeros(19, bool)}
     outside[1][:2] = outside[1][-1:] = outside[2][:3] = True
     w = {1: (np.array([1.0, -2.0, 1.0]), 1), 2: (np.array([0.5, 1.0, 0.25]), 1)}
     for order in ([1, 2], [2, 1]):
         ref = engines.sep_correlate(x, w, fill=(outside, 2.5), order=order)
-        got = gpu.sep_correlate(dev(x), w, fill=(outside, 2.5), order=order)
+        got = engines.sep_correlate(dev(x), w, fill=(outside, 2.5), order=order)
         np.testing.assert_allclose(_crop(got.get(), (0, 3, 3)), _crop(ref, (0, 3, 3)), rtol=1e-5, atol=1e-5)
     assert not np.allclose(_crop(engines.sep_correlate(x, w, fill=(outside, 2.5), order=[1, 2]), (0, 3, 3)),
                            _crop(engines.sep_correlate(x, w), (0, 3, 3)))  # the fill matters here
@@ -673,29 +706,31 @@ def test_gpu_correlate_nd_and_rank_filters_match_cpu(fake_cupy, rng):
     k = rng.random((3, 4))
     for centers in [(1, 1), (0, 3), (2, 0)]:
         ref = engines.correlate_nd(x, k, centers, (1, 2))
-        got = gpu.correlate_nd(dev(x), k, centers, (1, 2)).get()
+        got = engines.correlate_nd(dev(x), k, centers, (1, 2)).get()
         np.testing.assert_allclose(_crop(got, (0, 4, 4)), _crop(ref, (0, 4, 4)), rtol=1e-5, atol=1e-5)
     k3 = rng.random((2, 3, 3))
-    np.testing.assert_allclose(_crop(gpu.correlate_nd(dev(x), k3, (1, 1, 1), (0, 1, 2)).get(), (2, 3, 3)),
+    np.testing.assert_allclose(_crop(engines.correlate_nd(dev(x), k3, (1, 1, 1), (0, 1, 2)).get(), (2, 3, 3)),
                                _crop(engines.correlate_nd(x, k3, (1, 1, 1), (0, 1, 2)), (2, 3, 3)), rtol=1e-5)
     for kind, sizes in [("median", {1: 3, 2: 3}), ("median", {0: 3, 2: 4}), ("minimum", {1: 3, 2: 4}),
                         ("maximum", {0: 2, 1: 5}), ("maximum", {1: 1})]:
         ref = engines.rank_filter(x, kind, sizes)
-        got = gpu.rank_filter(dev(x), kind, sizes).get()
+        got = engines.rank_filter(dev(x), kind, sizes).get()
         np.testing.assert_array_equal(got, ref)  # order statistics: exact, borders included
     with pytest.raises(ValueError):
-        gpu.rank_filter(dev(x), "mode", {1: 3})
+        engines.rank_filter(dev(x), "mode", {1: 3})
+    xn = x.copy()
+    xn[3, 10, 8] = np.nan  # a window holding a NaN is NaN, on the device as on the host
+    np.testing.assert_array_equal(engines.rank_filter(dev(xn), "median", {1: 3, 2: 3}).get(),
+                                  engines.rank_filter(xn, "median", {1: 3, 2: 3}))
 
 
-def test_gpu_fft_and_fftconvolve(fake_cupy, rng):
+def test_gpu_fftconvolve(fake_cupy, rng):
     x = rng.random((2, 16, 12)).astype(np.float32)
     k = rng.random((1, 3, 5)).astype(np.float32)
-    got = gpu.GPU.fftconvolve(dev(x), k, mode="valid", axes=(1, 2))
+    got = engines.fftconvolve(dev(x), k, mode="valid", axes=(1, 2))  # a host kernel goes to the device
+    assert isinstance(got, FakeArray)
     np.testing.assert_allclose(got.get(), scipy.signal.fftconvolve(x, k, mode="valid", axes=(1, 2)), rtol=1e-5)
-    f = gpu.GPU.fft.rfftn(dev(x), axes=(1, 2), workers=1)  # scipy.fft's signature; workers is dropped
-    np.testing.assert_allclose(f.get(), scipy.fft.rfftn(x, axes=(1, 2)), rtol=1e-5)
-    back = gpu.GPU.fft.irfftn(f, s=(16, 12), axes=(1, 2), workers=1)
-    np.testing.assert_allclose(back.get(), x, atol=1e-5)
+    np.testing.assert_allclose(engines.fftconvolve(x, k, mode="valid", axes=(1, 2)), got.get(), rtol=1e-5)
 
 
 def test_transfers_are_counted_and_pinned_staging(fake_cupy, monkeypatch):
@@ -771,16 +806,20 @@ def test_passes_run_on_the_gpu_only_when_every_op_can():
     assert backends.pass_backends(r) == ["gpu", "cpu"]
     assert backends.pass_backends(_plan([{"gaussian": {"sigma": 2}}], backend="cpu")) == ["cpu"]
     d = _plan([{"diffusion": {"steps": 2, "dt": 0.1}}, {"gaussian": {"sigma": 1}}, {"uniform": {"size": 3}}])
-    assert {op.name for op in d.passes[0].ops} <= backends.GPU_OPS  # the internal ops it expands into
+    assert all(op.gpu_path for op in d.passes[0].ops)  # the internal ops it expands into
     assert backends.pass_backends(d) == ["gpu"]
 
 
-def test_every_gpu_op_is_a_registered_op_or_an_internal_one():
+def test_every_op_with_a_gpu_path_is_tested_on_it():
+    """Each op declares its GPU path (``Op.gpu_path``); the cases above cover exactly those ops."""
     from convpipe.ops import registry
+    from convpipe.ops.local.diffusion import HeatStep
+    from convpipe.ops.local.merged import MergedSeparable
 
-    internal = {"heat_step", "merged"}
-    assert backends.GPU_OPS - internal <= set(registry.names())
-    assert {name for name, _, _ in OP_CASES} == backends.GPU_OPS - internal  # the tests cover them all
+    declared = {n for n in registry.names() if registry.get(n).gpu_path}
+    assert {name for name, _, _ in OP_CASES} == declared
+    assert HeatStep.gpu_path and MergedSeparable.gpu_path  # the internal ops the planner makes of them
+    assert not registry.get("fft_filter").gpu_path and not registry.get("peaks").gpu_path
 
 
 def test_backend_note_for_explain(monkeypatch):
@@ -868,7 +907,9 @@ def test_warmup_plan_shapes_and_dtypes():
 
 
 def test_warmup_plan_of_later_passes_and_added_axes(monkeypatch):
-    monkeypatch.setattr(backends, "GPU_OPS", backends.GPU_OPS | {"zscore"})
+    from convpipe.ops import registry
+
+    monkeypatch.setattr(registry.get("zscore"), "gpu_path", True)
     p = _plan([{"gaussian": {"sigma": 1}}, {"zscore": {}}, {"sobel": {"output": "components"}}],
               shape=(4, 32, 32), chunks=(2, 16, 16))
     cases = gpu.plan_warmup(p)
@@ -892,9 +933,10 @@ def test_warmup_cases_run_on_the_cpu_to_the_core_shape():
             assert y.shape == tuple(e - s for _, (s, e) in c.core), (steps, c.where)
 
 
-def test_warmup_runs_each_case_once_serialised(monkeypatch, tmp_path):
+def test_warmup_runs_each_case_once_serialised(fake_cupy, monkeypatch, tmp_path):
     monkeypatch.setenv("CONVPIPE_KERNEL_CACHE", str(tmp_path / "kc"))
     monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
+    env = dict(os.environ)
     gpu._forget_warmup()
     ran, active, peak = [], [0], [0]
     lock = threading.Lock()
@@ -918,7 +960,9 @@ def test_warmup_runs_each_case_once_serialised(monkeypatch, tmp_path):
     for t in threads:
         t.join()
     assert sorted(ran) == sorted(c.key for c in gpu.plan_warmup(p)) and peak[0] == 1
-    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "kc") and (tmp_path / "kc").is_dir()
+    # the folder is passed to CuPy's compiler, not exported: the environment is as it was
+    assert fake_cupy.cuda.compiler.get_cache_dir() == str(tmp_path / "kc") and (tmp_path / "kc").is_dir()
+    assert dict(os.environ) == env
     info = gpu.warmup(p)
     assert info["compiled"] == 0 and len(ran) == 3  # once per process
     # the per-task check: same kernels -> nothing to do, and it remembers the program
@@ -934,7 +978,7 @@ def test_warmup_runs_each_case_once_serialised(monkeypatch, tmp_path):
     pp = p.passes[0]
     prog = Prog(tuple(pp.ops), tuple(pp.extents), p.compute_dtype, p.output.dtype)
     gpu.ensure_warm(prog, np.uint16)
-    assert len(ran) == 3 and gpu._WARM_IDS[id(prog.ops)] is prog.ops
+    assert len(ran) == 3 and prog.ops in gpu._WARM_OPS
     gpu.ensure_warm(prog, np.float32)  # fast path keyed on the program: no recomputation
     gpu._forget_warmup()
     gpu.ensure_warm(prog, np.uint16)  # a cold process warms up in its first task
@@ -942,16 +986,28 @@ def test_warmup_runs_each_case_once_serialised(monkeypatch, tmp_path):
     gpu._forget_warmup()
 
 
-def test_kernel_cache_dir(monkeypatch, tmp_path):
+def test_kernel_cache_dir_is_passed_to_cupy_never_exported(fake_cupy, monkeypatch, tmp_path):
+    env = dict(os.environ)
     monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "users"))
-    assert gpu.set_kernel_cache_dir() == str(tmp_path / "users")  # the user's choice wins
-    assert gpu.set_kernel_cache_dir(tmp_path / "forced") == str(tmp_path / "forced")
-    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "forced")
+    assert gpu.kernel_cache_dir() == str(tmp_path / "users")  # by default: CuPy's own choice, untouched
     monkeypatch.delenv("CUPY_CACHE_DIR")
-    monkeypatch.delenv("CONVPIPE_KERNEL_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert gpu.kernel_cache_dir() == str(tmp_path / "xdg" / "convpipe" / "cupy-kernels")
-    assert gpu.set_kernel_cache_dir() == gpu.kernel_cache_dir() and os.path.isdir(gpu.kernel_cache_dir())
+    assert gpu.kernel_cache_dir() == os.path.expanduser("~/.cupy/kernel_cache")
+    assert gpu.set_kernel_cache_dir(tmp_path / "forced") == str(tmp_path / "forced")
+    assert fake_cupy.cuda.compiler.get_cache_dir() == str(tmp_path / "forced") == gpu.kernel_cache_dir()
+    assert (tmp_path / "forced").is_dir() and "CUPY_CACHE_DIR" not in os.environ
+    env.pop("CUPY_CACHE_DIR", None)
+    assert {k: v for k, v in os.environ.items() if k != "CUPY_CACHE_DIR"} == env
+
+    # newer CuPy builds its disk cache backend at import: the folder goes in as a new backend
+    class Disk:
+        def __init__(self, d):
+            self.d = d
+
+    got = []
+    monkeypatch.setattr(fake_cupy.cuda.compiler, "_set_kernel_cache_backend", got.append, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy.cuda._compiler_cache", types.SimpleNamespace(DiskKernelCacheBackend=Disk))
+    gpu.set_kernel_cache_dir(tmp_path / "newer")
+    assert [b.d for b in got] == [str(tmp_path / "newer")]
 
 
 def test_warmup_plugin_is_a_worker_plugin():

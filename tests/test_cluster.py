@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -178,12 +179,13 @@ def test_missing_extra_names_what_to_install(monkeypatch, profile, extra):
 def test_cluster_commands(capsys):
     from convpipe.service.cli import main
 
-    assert main(["cluster", "script", "profile:slurm"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("#!/usr/bin/env bash") and "#SBATCH --cpus-per-task=8" in out
-    assert "${DASK_SCHEDULER_ADDRESS}" in out
-    assert main(["cluster", "script", "slurm", "--scheduler", "tcp://10.0.0.5:8786"]) == 0
-    assert "tcp://10.0.0.5:8786 --name" in capsys.readouterr().out
+    if importlib.util.find_spec("dask_jobqueue") is not None:  # the batch script is dask-jobqueue's
+        assert main(["cluster", "script", "profile:slurm"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("#!/usr/bin/env bash") and "#SBATCH --cpus-per-task=8" in out
+        assert "${DASK_SCHEDULER_ADDRESS}" in out
+        assert main(["cluster", "script", "slurm", "--scheduler", "tcp://10.0.0.5:8786"]) == 0
+        assert "tcp://10.0.0.5:8786 --name" in capsys.readouterr().out
     assert main(["cluster", "script", "profile:cuda"]) == 1
     assert "only SLURM profiles" in capsys.readouterr().err
     assert main(["cluster", "show", "local:3"]) == 0
@@ -192,3 +194,28 @@ def test_cluster_commands(capsys):
     assert "dask_kubernetes.operator.KubeCluster" in capsys.readouterr().out
     assert main(["cluster", "show", "profile:nope"]) == 1
     assert "unknown cluster profile" in capsys.readouterr().err
+
+
+def test_memory_and_cpus_are_dasks_container_aware_numbers():
+    """Plans use what Dask detects (cgroup limits of a container or Kubernetes pod, CPU affinity and quota,
+    RLIMIT_RSS), not the host's totals: in a child whose RSS limit is 1 GiB, a worker has 1 GiB at most."""
+    import resource
+    import subprocess
+
+    import dask.system
+    import distributed.system
+
+    assert describe("threads")[1:] == (dask.system.CPU_COUNT, distributed.system.MEMORY_LIMIT)
+    assert describe("local:2")[2] == distributed.system.MEMORY_LIMIT // 2
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_RSS, (1 << 30, 1 << 30))  # Dask reads the hard limit
+
+    code = ("from convpipe.cluster import describe; import convpipe; p = convpipe.load({'convpipe': 1, "
+            "'input': {'url': 'x.zarr'}, 'steps': [{'gaussian': {'sigma': 1}}]}); "
+            "print(describe('threads')[2], p._cluster_resources(p.spec)[1] * describe('threads')[1])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit, check=False,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    total, split = (int(v) for v in r.stdout.split())
+    assert total == 1 << 30 and split <= 1 << 30

@@ -27,7 +27,9 @@ def demo(tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def test_pipelines_folder_is_found():
-    assert pipelines_dir() == REPO / "pipelines"
+    """The package's folder is the repository's pipelines/ (one copy: convpipe/pipelines links to it)."""
+    assert pipelines_dir() == Path(convpipe.__file__).resolve().parent / "pipelines"
+    assert pipelines_dir().resolve() == (REPO / "pipelines").resolve()
     assert len(PIPELINES) >= 5
 
 

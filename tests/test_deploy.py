@@ -189,7 +189,8 @@ def test_kubernetes_profile_can_use_the_daskcluster_manifest(tmp_path):
     assert kw["custom_cluster_spec"]["kind"] == "DaskCluster" and kw["namespace"] == "convpipe"
 
 
-def test_slurm_script_matches_dask_jobqueue(monkeypatch):
+def test_slurm_script_is_dask_jobqueues():
+    pytest.importorskip("dask_jobqueue")
     script = cluster_script("profile:slurm")
     lines = script.splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
@@ -198,9 +199,19 @@ def test_slurm_script_matches_dask_jobqueue(monkeypatch):
         assert want in lines, want
     assert "-m distributed.cli.dask_worker ${DASK_SCHEDULER_ADDRESS} --name dask-worker --nthreads 4 " \
            "--memory-limit 16.00GiB --nworkers 2 --nanny --death-timeout 60 --local-directory $TMPDIR" in script
-    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    assert "tcp://10.0.0.5:8786 --name" in cluster_script("profile:slurm", scheduler="tcp://10.0.0.5:8786")
+
+
+def test_slurm_script_without_dask_jobqueue_is_one_clear_error(monkeypatch):
+    from convpipe.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if not installed: importing it raises
     monkeypatch.setitem(sys.modules, "dask_jobqueue.slurm", None)
-    assert cluster_script("profile:slurm") == script  # rendered without dask-jobqueue: the same script
+    with pytest.raises(InputError, match=r"dask-jobqueue, which is not installed: pip install 'convpipe\[slurm\]'$"):
+        cluster_script("profile:slurm")
+    from convpipe.service.cli import main
+
+    assert main(["cluster", "script", "profile:slurm"]) == 1  # the CLI's one line, no traceback
 
 
 def test_slurm_profile_kwargs_are_accepted_by_slurmcluster():

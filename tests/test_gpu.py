@@ -70,27 +70,29 @@ def test_engines_match_the_cpu_engines(rng, dtype):
               {0: (np.array([1.0, -1.0, 2.0]), 1), 1: (np.array([1.0, 2.0, 1.0]), 1),
                2: (np.exp(-np.linspace(-2, 2, 9) ** 2), 4)}):
         ref = _crop(engines.sep_correlate(x, w), (1, 4, 4))
-        got = _crop(engines.sep_correlate(d, w).get() if hasattr(engines, "on_device")
-                    else gpu.sep_correlate(d, w).get(), (1, 4, 4))
+        got = engines.sep_correlate(d, w)
+        assert isinstance(got, cupy.ndarray)  # the dispatch sent the CuPy block to the CuPy engine
+        got = _crop(got.get(), (1, 4, 4))
         assert got.dtype == dtype and np.max(np.abs(got - ref)) <= _tol(ref, dtype)
     k = rng.random((3, 5))
     for centers in ((1, 2), (0, 4), (2, 0)):
         ref = _crop(engines.correlate_nd(x, k, centers, (1, 2)), (0, 5, 5))
-        got = _crop(gpu.correlate_nd(d, k, centers, (1, 2)).get(), (0, 5, 5))
+        got = _crop(engines.correlate_nd(d, k, centers, (1, 2)).get(), (0, 5, 5))
         assert np.max(np.abs(got - ref)) <= _tol(ref, dtype)
     for kind, sizes in (("median", {1: 3, 2: 3}), ("median", {0: 3, 1: 2, 2: 5}), ("minimum", {1: 3, 2: 4}),
                         ("maximum", {0: 2, 1: 5})):
         ref = engines.rank_filter(x, kind, sizes)
-        np.testing.assert_array_equal(gpu.rank_filter(d, kind, sizes).get(), ref)  # exact
+        np.testing.assert_array_equal(engines.rank_filter(d, kind, sizes).get(), ref)  # exact
     kk = rng.random((1, 7, 9)).astype(dtype)
     import scipy.signal
 
     ref = scipy.signal.fftconvolve(x.astype(np.float64), kk.astype(np.float64), mode="valid", axes=(1, 2))
-    got = gpu.GPU.fftconvolve(d, kk, mode="valid", axes=(1, 2)).get()
+    got = engines.fftconvolve(d, kk, mode="valid", axes=(1, 2)).get()
     assert np.max(np.abs(got - ref)) <= _tol(ref, dtype, fft=True)
-    f = gpu.GPU.fft.rfftn(d, axes=(1, 2), workers=1)
-    back = gpu.GPU.fft.irfftn(f, s=x.shape[1:], axes=(1, 2), workers=1).get()
-    assert np.max(np.abs(back - x)) <= _tol(x, dtype, fft=True)
+    xn = x.copy()
+    xn[2, 30, 30] = np.nan  # a window holding a NaN is NaN on the device as on the host
+    np.testing.assert_array_equal(engines.rank_filter(cupy.asarray(xn), "median", {1: 3, 2: 3}).get(),
+                                  engines.rank_filter(xn, "median", {1: 3, 2: 3}))
 
 
 # --------------------------------------------------------------------------- every op, every mode

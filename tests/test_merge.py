@@ -7,7 +7,7 @@ import scipy.ndimage as ndi
 
 import convpipe
 from convpipe.execute import execute
-from convpipe.ops.local import MergedSeparable, merge_linear
+from convpipe.ops.local.merged import MergedSeparable, merge_linear
 from convpipe.plan import ArrayInfo, make_plan
 
 STEPS = [{"gaussian": {"sigma": 2}}, {"uniform": {"size": 3}}, {"gaussian": {"sigma": {"y": 1, "x": 3}}}]

@@ -16,7 +16,6 @@ import pytest
 import zarr
 
 import convpipe
-import convpipe.api
 from convpipe.errors import InputError, OutputExistsError
 from convpipe.io import output_state
 from convpipe.ome import (
@@ -251,11 +250,6 @@ def test_remote_store_via_fsspec_memory() -> None:
 
 # --------------------------------------------------------------------------- through Pipeline.run
 
-_API_WIRED = hasattr(convpipe.api, "create_ome_output")
-
-
-@pytest.mark.skipif(not _API_WIRED, reason="Pipeline.run does not write OME-Zarr outputs yet "
-                                           "(convpipe.api has not imported convpipe.outputs.create_ome_output)")
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_run_writes_ome_output_with_pyramid(tmp_path: Path, fmt: int) -> None:
     rng = np.random.default_rng(8)

@@ -14,7 +14,7 @@ import pytest
 from harness import check, make_spec
 
 import convpipe
-from convpipe import engines
+from convpipe.engines import cpu as cpu_engines
 from convpipe.oracles import MODES, TABLES, edge_components
 
 EDGES = ("sobel", "prewitt", "scharr")
@@ -41,7 +41,7 @@ IMAGES = _images()
 @pytest.fixture(params=["opencv", "scipy"])
 def engine(request, monkeypatch):
     if request.param == "scipy":  # the same ops without OpenCV: scipy.ndimage's correlate1d everywhere
-        monkeypatch.setattr(engines, "cv2", None)
+        monkeypatch.setattr(cpu_engines, "cv2", None)
     return request.param
 
 

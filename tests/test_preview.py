@@ -172,3 +172,105 @@ def test_cli_preview(tmp_path: Path, stack) -> None:
     assert imread(png).shape[:2] == (37, 53)
     res = CliRunner().invoke(app, ["preview", url, "--index", "z=99", "--png", png])
     assert isinstance(res.exception, InputError)  # propagated for the main CLI to report
+
+
+# --------------------------------------------------------------------------- channels and blob circles
+
+
+def _red_radius(png: str, cy: float, cx: float) -> float:
+    """The median distance of the red ring's pixels from (cy, cx)."""
+    rgb = imread(png)[..., :3]
+    ys, xs = np.nonzero(rgb[..., 0] - rgb[..., 1:].mean(axis=-1) > 0.4)
+    assert ys.size, "no red pixels"
+    return float(np.median(np.hypot(ys - cy, xs - cx)))
+
+
+def test_every_channel_of_a_multichannel_output(tmp_path: Path) -> None:
+    """A plain Zarr output with a channel axis an op added: each channel is one --index c=N away."""
+    import convpipe
+    from skimage import data
+
+    zarr.create_array(str(tmp_path / "coins.zarr"), data=data.coins(), chunks=(152, 192))
+    res = convpipe.load({"convpipe": 1, "input": str(tmp_path / "coins.zarr"), "output": str(tmp_path / "bank.zarr"),
+                         "steps": [{"filter_bank": {"gabor": {"orientations": 4, "frequencies": [0.1, 0.25],
+                                                              "sigma": 3}}}]}).run()
+    out = zarr.open_array(res.output_url, mode="r")
+    assert out.shape[0] == 8 and out.attrs["convpipe"]["axes"] == "cyx"
+    for c in range(8):
+        png = str(tmp_path / f"c{c}.png")
+        r = render_preview(res.output_url, index={"c": c}, png=png, percentiles=(0, 100))
+        assert r.axes == "cyx" and r.index == {"c": c}
+        plane = out[c].astype(np.float64)
+        np.testing.assert_allclose(_gray(png), (plane - plane.min()) / (plane.max() - plane.min()), atol=0.01)
+    with pytest.raises(InputError, match="index c=8 is out of range; axis 'c' has 8 positions"):
+        render_preview(res.output_url, index={"c": 8}, png=str(tmp_path / "x.png"))
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """convpipe (test app)."""
+
+    register(app)
+    cli = CliRunner().invoke(app, ["preview", res.output_url, "--index", "c=3", "--png", str(tmp_path / "cli.png")])
+    assert cli.exit_code == 0, cli.output
+    assert "of c=3" in cli.output
+
+
+def test_channels_of_a_stack_output(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).random((2, 5, 16, 24), dtype=np.float32)  # c, z, y, x as convpipe records it
+    url = str(tmp_path / "czyx.zarr")
+    arr = zarr.create_array(url, data=x, chunks=(1, 1, 16, 24))
+    arr.attrs["convpipe"] = {"axes": "czyx"}
+    view = read_plane(url, index={"c": 1, "z": 4})
+    assert view.axes == "czyx" and view.index == {"c": 1, "z": 4}
+    np.testing.assert_array_equal(view.data, x[1, 4])
+    assert read_plane(url).index == {"c": 0, "z": 2}  # the first channel, the middle plane
+    arr.attrs["convpipe"] = {"axes": "qzyx"}  # nonsense recorded: the default letters, as before
+    assert read_plane(url).axes == "czyx"
+    arr.attrs["convpipe"] = {"axes": "zyx"}  # the wrong length: ignored
+    assert read_plane(url).axes == "czyx"
+
+
+@pytest.mark.parametrize("sigma", [3.0, 6.0])
+def test_blob_overlays_are_circles_of_radius_sigma_sqrt2(tmp_path: Path, sigma: float) -> None:
+    """The blobs op's own table, drawn on the plane: a circle of radius sigma * sqrt(2) around each blob."""
+    import pyarrow.parquet as pq_
+
+    import convpipe
+
+    yy, xx = np.mgrid[0:120, 0:140].astype(np.float64)
+    img = np.exp(-((yy - 60) ** 2 + (xx - 70) ** 2) / (2 * sigma**2)).astype(np.float32)
+    zarr.create_array(str(tmp_path / "blob.zarr"), data=img, chunks=(60, 70))
+    table = str(tmp_path / "blobs.parquet")
+    convpipe.load({"convpipe": 1, "input": str(tmp_path / "blob.zarr"), "output": str(tmp_path / "same.zarr"),
+                   "steps": [{"blobs": {"min_sigma": 1, "max_sigma": 10, "num_sigma": 19, "threshold": 0.01,
+                                        "table": table}}]}).run()
+    t = pq_.read_table(table).to_pydict()
+    assert len(t["sigma"]) == 1 and abs(t["y"][0] - 60) < 1 and abs(t["x"][0] - 70) < 1
+    found = float(t["sigma"][0])
+    assert abs(found - sigma) < 0.6
+    png = str(tmp_path / "o.png")
+    r = render_preview(str(tmp_path / "blob.zarr"), overlay_table=table, png=png, marker_color="red")
+    assert r.points == 1
+    assert _red_radius(png, t["y"][0], t["x"][0]) == pytest.approx(found * np.sqrt(2), abs=1.0)
+    # read at a stride, the circle shrinks with the image
+    png2 = str(tmp_path / "s.png")
+    render_preview(str(tmp_path / "blob.zarr"), overlay_table=table, png=png2, max_size=70, marker_color="red")
+    assert _red_radius(png2, t["y"][0] / 2, t["x"][0] / 2) == pytest.approx(found * np.sqrt(2) / 2, abs=1.0)
+
+
+def test_3d_blobs_are_drawn_with_radius_sigma_sqrt3(tmp_path: Path, stack) -> None:
+    import json
+
+    url, _ = stack
+    table = str(tmp_path / "b3.parquet")
+    meta = {"step": "steps[0].blobs", "spec": {"steps": [{"blobs": {"axes": "zyx", "min_sigma": 1}}]}}
+    t = pa.table({"z": [2.0], "y": [18.0], "x": [26.0], "sigma": [5.0]})
+    pq.write_table(t.replace_schema_metadata({b"convpipe": json.dumps(meta).encode()}), table)
+    png = str(tmp_path / "b3.png")
+    render_preview(url, index={"z": 2}, overlay_table=table, png=png, marker_color="red")
+    assert _red_radius(png, 18, 26) == pytest.approx(5 * np.sqrt(3), abs=1.0)
+    pq.write_table(t, table)  # no metadata: a 2-D blob's radius
+    render_preview(url, index={"z": 2}, overlay_table=table, png=png, marker_color="red")
+    assert _red_radius(png, 18, 26) == pytest.approx(5 * np.sqrt(2), abs=1.0)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
+import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -186,6 +188,75 @@ def test_a_failing_job_reports_its_error(svc):
         assert "missing.zarr" in done["error"]
         assert "Traceback" not in h.get(f"/jobs/{job['id']}/log").text
         assert h.post(f"/jobs/{job['id']}/cancel").status_code == 409  # already over
+
+
+def test_progress_comes_from_the_runs_events_never_from_what_a_job_prints(svc, data):
+    """A job's output names "progress: 9/10" (its error line prints it): the old stdout regex took that for 90%."""
+    fake = data / "progress: 9/10.zarr"
+    if not fake.exists():
+        _make_input(fake, (8, 8), (8, 8))  # an existing output: the job is refused before any tile
+    with svc.http() as h:
+        job = h.post("/jobs", content=spec_text("in.zarr", "progress: 9/10.zarr", name="looks-done")).json()
+        done = wait_job(h, job["id"])
+        log = h.get(f"/jobs/{job['id']}/log").text
+        assert done["state"] == "failed" and "progress: 9/10" in log, log
+        assert done["progress"] == 0.0
+        assert done["error"].startswith("error: output ") and "exists; use --overwrite" in done["error"]
+
+
+def test_progress_reaches_the_job_while_it_runs_in_whole_tiles(svc, data):
+    """Seen over HTTP while the job runs: 0 < progress < 1, always a whole number of tiles of the output,
+    although the job's log says "running 'progress: 9/10': ..." (the name) before its first tile."""
+    seen = []
+    with svc.http() as h:
+        job = h.post("/jobs", content=spec_text("slow.zarr", "whole-tiles.zarr", SLOW, name="progress: 9/10")).json()
+        deadline = time.monotonic() + 120
+        while (j := h.get(f"/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+            if j["state"] == "running":
+                seen.append(j["progress"])
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert j["state"] == "succeeded" and j["progress"] == 1.0, h.get(f"/jobs/{job['id']}/log").text
+        log = h.get(f"/jobs/{job['id']}/log").text
+    tiles = int(re.search(r"running 'progress: 9/10': (\d+) tiles", log).group(1))
+    assert tiles >= 4  # several tiles: progress has steps to be seen between 0 and 1
+    assert any(0 < p < 1 for p in seen), seen
+    assert all(abs(p * tiles - round(p * tiles)) < 0.01 for p in seen), seen  # never 0.9 = 43.2 tiles
+    assert seen == sorted(seen)
+
+
+def test_the_runner_reads_progress_from_the_events_pipe(tmp_path):
+    """The reader alone: events and junk on the pipe, a resume's progress counted from the tiles it found."""
+    from convpipe.run.events import Failed, LogLine, PassSummary, RunStarted, TileDone, to_json
+    from convpipe.service.runner import Runner, _error_of, _Live
+    from convpipe.service.store import JobStore
+
+    store = JobStore(tmp_path / "j.sqlite")
+    store.add("x", "convpipe: 1", [])
+    job = store.claim_next()
+    runner = Runner(store, tmp_path / "jobs")
+    r, w = os.pipe()
+    lines = [
+        "progress: 9/10", "not json", '{"event": "tile_done", "pass_index": 0, "done": "x", "total": 10}',
+        to_json(RunStarted("x", "o.zarr", "resume", "threads", "cpu", 10, 4, 12, (PassSummary(0, ("abs",), 10, "cpu"),))),
+        to_json(TileDone(0, 1, 6, False)),  # an earlier pass: not the output's progress
+        to_json(LogLine("progress: 9/10")),
+        to_json(TileDone(0, 3, 6, True)),
+        "x" * 200_000,  # an over-long line is cut, never taken for an event
+        to_json(Failed("the reason: here", "ExecutionError")),
+    ]
+    def write():  # in a thread: the lines outgrow the pipe's buffer
+        with os.fdopen(w, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    live = _Live(job.id, None, None)  # type: ignore[arg-type]
+    runner._read_events(live, r)
+    writer.join(30)
+    assert store.get(job.id).progress == pytest.approx(0.7)  # (4 found + 3 computed) of 10
+    assert live.failure == "the reason: here" and _error_of(live, 2) == "error: the reason: here"
+    store.close()
 
 
 def test_cancel_running_and_queued_jobs(tmp_path, data):

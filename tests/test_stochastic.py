@@ -10,6 +10,7 @@ import skimage.data
 
 import convpipe
 from convpipe.errors import SpecError
+from convpipe.ops.base import Context
 from convpipe.ops.stochastic import Stochastic, StochasticParams, voxel_hash
 
 MODES = ["reflect", "mirror", "nearest", "wrap", "constant"]
@@ -102,11 +103,12 @@ def test_hash_is_pure_and_broadcasts():
     assert len(np.unique(voxel_hash(0, [np.arange(100), np.arange(100)]))) == 10000
 
 
-def test_apply_with_origin_matches_coords(vol):
+def test_apply_of_a_part_matches_the_whole(vol):
     op = Stochastic(StochasticParams(kernel=K3, normalize="sum", seed=1, mode="reflect"), "zyx")
     pad = np.pad(vol, ((0, 0), (1, 1), (1, 1)), mode="symmetric")
-    whole = op.apply(pad, coords={"z": np.arange(4), "y": np.arange(30), "x": np.arange(26)})
-    part = op.apply(pad[:, 10:22, 5:20], origin=(0, 10, 5))
+    whole = op.apply(pad, Context(coords={"z": np.arange(4), "y": np.arange(30), "x": np.arange(26)}))
+    part = op.apply(pad[:, 10:22, 5:20], Context(coords={"z": np.arange(4), "y": np.arange(10, 20),
+                                                         "x": np.arange(5, 18)}))
     np.testing.assert_array_equal(part, whole[:, 10:20, 5:18])
     with pytest.raises(RuntimeError, match="coordinates"):
         op.apply(pad)
@@ -133,14 +135,14 @@ def test_mean_over_seeds_tends_to_correlate(kernel, normalize, temperature):
     acc = np.zeros_like(img)
     for s in range(n):
         acc += Stochastic(StochasticParams(kernel=kernel, normalize=normalize, temperature=temperature,
-                                           mode="mirror", seed=s), "yx").apply(pad, coords=c)
+                                           mode="mirror", seed=s), "yx").apply(pad, Context(coords=c))
     mean = acc / n
     # one seed through the pipeline equals the direct apply
     one = run([{"stochastic": {"kernel": kernel, "normalize": normalize, "temperature": temperature,
                                "mode": "mirror", "seed": n - 1}}], img, "yx", chunks=(20, 24))
     np.testing.assert_array_equal(one, Stochastic(StochasticParams(
         kernel=kernel, normalize=normalize, temperature=temperature, mode="mirror", seed=n - 1), "yx")
-        .apply(pad, coords=c))
+        .apply(pad, Context(coords=c)))
     err = np.abs(mean - ref)
     assert err.mean() <= 0.02 * np.abs(ref).mean()
     assert np.linalg.norm(mean - ref) <= 0.02 * np.linalg.norm(ref)

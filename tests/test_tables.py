@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import scipy.ndimage as ndi
 import zarr
 
 import convpipe
-from convpipe import tiles
 
 pytest.importorskip("skimage")
 import skimage.color
@@ -229,39 +229,8 @@ def test_stats_spectral_bands_per_tile_and_all(tmp_path):
 # --------------------------------------------------------------------------- stats followed by a halo op
 
 
-def proposed_owned_rows(op, x, y, coords, out_t, core, extent=None, real=None):
-    """tiles._owned_rows with the context the feature ops can take (the change proposed to the engine)."""
-    if getattr(op, "rows_context", False):
-        ctx_core = {}
-        for a, runs in core.items():
-            if a in coords:
-                g = np.asarray(coords[a])
-                hit = np.zeros(g.size, dtype=bool)
-                for s, e in runs:
-                    hit |= (g >= s) & (g < e)
-                idx = np.nonzero(hit)[0]
-                ctx_core[a] = slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
-        rows = op.rows(x, y, context={"coords": coords, "extent": extent, "core": ctx_core})
-    else:
-        rows = op.rows(x, y)
-    n = len(next(iter(rows.values()))) if rows else 0
-    keep = np.ones(n, dtype=bool)
-    for a in op.in_axes:
-        if a not in rows:
-            continue
-        g = coords[a][np.asarray(rows[a], dtype=np.int64)] if a in coords else np.asarray(rows[a])
-        rows[a] = g
-        for bounds, k in ((core, "core"), (out_t, "valid")):
-            if a in bounds:
-                ok = np.zeros(n, dtype=bool)
-                for s, e in bounds[a]:
-                    ok |= (g >= s) & (g < e)
-                keep &= ok
-    return {k: np.asarray(v)[keep] for k, v in rows.items()}
-
-
-def test_stats_then_a_halo_op_with_the_proposed_row_context(tmp_path, monkeypatch):
-    monkeypatch.setattr(tiles, "_owned_rows", proposed_owned_rows)
+def test_stats_then_a_halo_op_with_the_row_context(tmp_path):
+    """The engine tells stats which part of its (halo-enlarged) output the tile owns (``Context.core``)."""
     x = np.random.default_rng(7).random((60, 70))
     out, tb, _ = run(tmp_path, x, [{"stats": {"per": "all", "orientation_histogram": {"bins": 4},
                                               "table": "s.parquet"}},
@@ -273,20 +242,25 @@ def test_stats_then_a_halo_op_with_the_proposed_row_context(tmp_path, monkeypatc
 
 
 def test_stats_then_a_halo_op_is_exact_or_fails_loudly(tmp_path):
-    """With the engine as it is, a later halo makes the stats block larger than the tile's core: the merge
-    must refuse (never double-count). An engine that passes the row context makes it exact."""
-    import inspect
-
+    """A later halo makes the stats block larger than the tile's core: with the owned part from the engine the
+    merge is exact; rows of overlapping regions (an engine that does not say what a tile owns) are refused,
+    never double-counted."""
     from convpipe.errors import ExecutionError
+    from convpipe.ops.base import Context
+    from convpipe.ops.features.stats import Stats
+    from convpipe.params.features import StatsParams
 
     x = np.random.default_rng(9).random((50, 40))
     steps = [{"stats": {"per": "plane", "table": "s.parquet"}}, {"uniform": {"size": 5}}]
-    if "rows_context" in inspect.getsource(tiles):
-        _, tb, _ = run(tmp_path, x, steps, [16, 16])
-        assert_stats({k: v[0] for k, v in only(tb).items()}, x)
-    else:
-        with pytest.raises(ExecutionError, match="count twice"):
-            run(tmp_path, x, steps, [16, 16])
+    _, tb, _ = run(tmp_path, x, steps, [16, 16])
+    assert_stats({k: v[0] for k, v in only(tb).items()}, x)
+    op = Stats(StatsParams(per="all"), "yx")
+    parts = []
+    for y0 in (0, 20):  # two blocks of 30 rows overlapping on rows 20..29, no ctx.core
+        _, rows = op.apply_rows(x[y0:y0 + 30], Context(coords={"y": np.arange(y0, y0 + 30), "x": np.arange(40)}))
+        parts.append(pa.table(rows))
+    with pytest.raises(ExecutionError, match="count twice"):
+        op.merge_rows(pa.concat_tables(parts))
 
 
 # --------------------------------------------------------------------------- every table

@@ -1,31 +1,18 @@
 """Ops along one axis (time or stack order): ``moving_average`` and ``autoregressive``.
 
-``axis`` defaults to ``t`` when the input has one, else ``z``. Also imports the ``stochastic`` op and the
-global statistics ops (``zscore``, ``rescale``) so that they register with the registry.
+``axis`` defaults to ``t`` when the input has one, else ``z``.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
-from pydantic import Field, field_validator
 
 from .. import engines
-from ..limits import MAX_HALO
-
-from .base import Mode, Op, OpParams
-from .registry import register
-
-
-def _axis_param(v):
-    if v is None:
-        return v
-    if not isinstance(v, str) or len(v) != 1 or v not in "tczyx":
-        raise ValueError(f"axis must be one letter from 'tczyx', got {v!r}")
-    return v
+from ..params.axis import AutoregressiveParams, MovingAverageParams
+from .base import NO_CONTEXT, Context, Op
 
 
 class _AlongAxis(Op):
@@ -47,17 +34,6 @@ class _AlongAxis(Op):
 # --------------------------------------------------------------------------- moving_average
 
 
-class MovingAverageParams(OpParams):
-    axis: str | None = Field(None, description="the axis (default t, else z)")
-    window: int = Field(ge=1, le=2 * MAX_HALO + 1, description="number of samples averaged")
-    align: Literal["centered", "trailing"] = "centered"
-    mode: Mode = "reflect"
-    cval: float = 0.0
-
-    _a = field_validator("axis")(lambda v: _axis_param(v))
-
-
-@register
 class MovingAverage(_AlongAxis):
     """Mean over ``window`` samples along ``axis``; oracle scipy.ndimage.uniform_filter1d.
 
@@ -72,7 +48,6 @@ class MovingAverage(_AlongAxis):
     kind = "local"
     linear = True
     Params = MovingAverageParams
-    summary = "scipy.ndimage.uniform_filter1d along one axis; centered or trailing window"
 
     def setup(self):
         self.axis = self.resolve_axis()
@@ -86,7 +61,18 @@ class MovingAverage(_AlongAxis):
     def halo(self):
         return {self.axis: (self.lo, self.hi)} if self.params.window > 1 else {}
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The moving average along ``axis``.
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, padded by ``halo()`` along ``axis``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape less the halo along ``axis``, ``x``'s dtype
+        """
         w = int(self.params.window)
         if w == 1:
             return x
@@ -114,25 +100,6 @@ class MovingAverage(_AlongAxis):
 # --------------------------------------------------------------------------- autoregressive
 
 
-class AutoregressiveParams(OpParams):
-    axis: str | None = Field(None, description="the axis (default t, else z)")
-    coefficients: list[float] = Field(description="[a1, ..., ak]: y[t] = x[t] + sum_i a_i * y[t - i]")
-
-    _a = field_validator("axis")(lambda v: _axis_param(v))
-
-    @field_validator("coefficients")
-    @classmethod
-    def _coef(cls, v):
-        if not v:
-            raise ValueError("coefficients needs at least one value [a1, ..., ak]")
-        if not all(math.isfinite(c) for c in v):
-            raise ValueError("coefficients must be finite numbers")
-        if len(v) > MAX_HALO:
-            raise ValueError(f"at most {MAX_HALO} coefficients")
-        return v
-
-
-@register
 class Autoregressive(_AlongAxis):
     """y[t] = x[t] + sum_i a_i y[t-i] along ``axis``; oracle scipy.signal.lfilter([1], [1, -a1, ..., -ak]).
 
@@ -149,7 +116,6 @@ class Autoregressive(_AlongAxis):
     kind = "full"
     linear = True
     Params = AutoregressiveParams
-    summary = "scipy.signal.lfilter([1], [1, -a1, ..., -ak]) along one axis (whole axis per task)"
 
     def setup(self):
         self.axis = self.resolve_axis()
@@ -159,7 +125,18 @@ class Autoregressive(_AlongAxis):
     def full_axes(self):
         return self.axis
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """lfilter along ``axis`` from zero initial state, in float64.
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, whole along ``axis``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, ``x``'s dtype
+        """
         from scipy.signal import lfilter
 
         ax = self.in_axes.index(self.axis)
@@ -171,8 +148,3 @@ class Autoregressive(_AlongAxis):
 
     def describe(self):
         return f"autoregressive({list(self.params.coefficients)} along {self.axis})"
-
-
-# register the stochastic op and the global statistics ops (zscore, rescale)
-from .. import stats  # noqa: F401
-from . import stochastic  # noqa: F401

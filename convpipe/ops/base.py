@@ -1,64 +1,122 @@
-"""What every op declares: parameters, kind, halo per axis, boundary mode, and apply().
+"""The Op protocol: what every op declares, and how the tiling engine (:mod:`convpipe.tiles`) calls it.
 
-Kinds:
+An op is a catalog entry (:mod:`convpipe.params`: name and parameters) bound to the axes of its input. Its
+class implements the entry on the members of :class:`Op`; every capability the engine, the planner, the
+backends or the run look at is declared there with its default, so an op says what it needs by setting a
+class attribute, never by growing a method someone finds with ``getattr``.
 
+Kinds
+-----
 ``point``   value-wise, no halo, fused anywhere.
 ``local``   needs a halo of ``halo()[axis] = (lo, hi)`` voxels, padded at the whole array's edges by
             ``boundary(axis)``; ``apply`` receives the block padded by exactly that halo and returns the
             valid part (the block shrunk by ``lo + hi`` along each halo axis).
 ``full``    needs whole extents along ``full_axes()`` (FFT filters, sequential time filters).
 ``global``  point op that needs statistics of the whole input first (``zscore``, ``rescale``).
+
+The dtype rule (for every op)
+-----------------------------
+``apply`` receives its block in the pipeline's compute dtype (float32, or float64 for ``precision:
+float64`` and for inputs float32 cannot hold exactly; integer inputs are cast before the first op), except
+an op with ``raw_input``, which receives the stored values (:func:`convpipe.tiles.stored_values`). It
+returns ``out_dtype(compute)``: the compute dtype unless the op says otherwise (``threshold`` uint8,
+``astype`` its dtype). An op that computes in float64 inside (tables, ``match_template``, the global ops)
+may return float64; the chain casts the result to ``out_dtype(compute)`` before the next op.
+
+Table rows
+----------
+An op with ``emits_table`` computes its rows with its image in :meth:`Op.apply_rows`: columns of local
+indices into the returned image (one per input axis) and named values. The engine maps the indices to
+global coordinates, keeps the rows the tile owns (its core) and writes them; ``merge_rows`` (when set)
+combines all the tiles' rows once at the end of a run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..axes import insert_axis  # noqa: F401  (ops import it from here)
 from ..errors import SpecError
-from ..spec import AXES_ORDER
+from ..params.base import OpParams
 
-Mode = Literal["reflect", "mirror", "nearest", "wrap", "constant"]
-PerAxis = float | dict[str, float]
-PerAxisInt = int | dict[str, int]
-
-
-class OpParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+#: Table rows of one block: column name -> 1-D array (``Op.apply_rows``).
+Rows = dict[str, np.ndarray]
 
 
-class AxesParam(BaseModel):
-    """Mixin for ops with an ``axes`` string."""
+@dataclass(frozen=True)
+class Context:
+    """What the tiling engine knows about a block beyond its values (``Op.apply(x, ctx)``).
 
-    @field_validator("axes", check_fields=False)
-    @classmethod
-    def _axes_letters(cls, v):
-        if v is None:
-            return v
-        if not isinstance(v, str) or not v or len(set(v)) != len(v) or any(a not in AXES_ORDER for a in v):
-            raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
-        return v
+    The engine fills a field only for the ops that declare they want it (``Op.wants_coords``, ...), so the
+    others pay nothing; a field an op did not ask for is None.
+    """
+
+    xp: Any = np
+    """The array module of the block (numpy, or cupy for a device block). Ops whose numpy calls CuPy
+    implements (``np.sqrt``, ``np.stack``, ...) reach CuPy through numpy's dispatch protocols and need not use it."""
+    coords: Mapping[str, np.ndarray] | None = None
+    """Per input axis: the global coordinate of every index of the op's output along that axis (entries
+    between two gathered runs are garbage that the engine discards). ``wants_coords``; table ops always."""
+    outside: Mapping[int, np.ndarray] | None = None
+    """Per axis index: boolean mask of the block's positions beyond the whole array (padding of mode
+    ``constant``). ``wants_outside``; only axes that have such positions."""
+    extent: Mapping[str, int] | None = None
+    """The whole array's length along each of the op's input axes. ``wants_extent``, or ``rows_context``."""
+    core: Mapping[str, slice] | None = None
+    """For rows only: per axis, the slice of the op's output that the tile owns (it is larger than the core
+    when a later op of the pass needs a halo). ``rows_context``."""
+
+
+#: The context of a block seen alone (numpy, no coordinates): what ``op.apply(x)`` gets.
+NO_CONTEXT = Context()
 
 
 class Op:
-    """A step bound to the axes of its input. Subclasses set ``name``, ``kind``, ``Params``."""
+    """A step bound to the axes of its input. Subclasses set ``name`` and ``Params`` (their catalog entry's),
+    ``kind``, the capabilities they have, and implement ``apply`` (and ``halo`` for a local op)."""
 
     name: ClassVar[str]
-    kind: ClassVar[str] = "local"
+    """The catalog name (``convpipe.params``) this class implements; internal ops (``merged``) have their own."""
     Params: ClassVar[type[OpParams]] = OpParams
+    """The catalog entry's parameter model."""
+    kind: ClassVar[str] = "local"
+    """``point``, ``local``, ``full`` or ``global`` (module docstring); an op may set it per instance."""
     linear: ClassVar[bool] = False
-    summary: ClassVar[str] = ""
-    # Non-finite values (convpipe.finite): an op with ``domain_nonfinite`` gives NaN/inf for finite input outside
-    # its domain (sqrt(-1), log1p(-2)), which is the reference's answer, not an overflow; an op with
-    # ``hides_nonfinite`` can turn NaN/inf into finite values (threshold, integer casts, arctan2), so the
-    # overflow check looks at its input. ``raw_input``: the op reads the stored values, not their rounding
-    # to the compute dtype (tiles.stored_values).
+    """Linear in its input (the planner may merge consecutive linear filters)."""
+    gpu_path: ClassVar[bool] = False
+    """``apply`` runs unchanged on CuPy blocks: it reaches kernels only through :mod:`convpipe.engines` and
+    otherwise uses numpy functions CuPy implements. A GPU plan runs a pass on the device only when every op
+    of the pass has it (:func:`convpipe.backends.pass_backend`)."""
+    raw_input: ClassVar[bool | Literal["exact"]] = False
+    """Read the stored values, not their rounding to the compute dtype (statistics, tables, ``threshold``):
+    True gives integers as a float type that holds them exactly, ``"exact"`` the block untouched."""
+    emits_table: ClassVar[bool] = False
+    """Writes table rows: the engine calls :meth:`apply_rows` when the run has a table for it."""
+    rows_context: ClassVar[bool] = False
+    """Its rows need ``ctx.core`` (the part of the output the tile owns) and ``ctx.extent``."""
+    wants_coords: ClassVar[bool] = False
+    """``apply`` needs ``ctx.coords`` (values that depend on where a voxel is: stochastic draws, array edges)."""
+    wants_outside: ClassVar[bool] = False
+    """``apply`` needs ``ctx.outside`` (scipy pads each 1-D pass of mode constant with cval)."""
+    wants_extent: ClassVar[bool] = False
+    """``apply`` needs ``ctx.extent`` (where the array ends, when a NaN of the data must not pass for padding)."""
     domain_nonfinite: ClassVar[bool] = False
+    """Gives NaN/inf for finite input outside its domain (sqrt(-1), log1p(-2)): the reference's answer, not an
+    overflow (:mod:`convpipe.finite`)."""
     hides_nonfinite: ClassVar[bool] = False
-    raw_input: ClassVar[bool | str] = False
+    """Can turn NaN/inf into finite values (threshold, integer casts, arctan2): the overflow check looks at
+    its input (:mod:`convpipe.finite`)."""
+    new_pass: ClassVar[bool] = False
+    """Starts a pass of its own, reading the previous pass's tiles (a distance transform's second and later
+    axes: whole lines along another axis than the pass before); the planner cuts the chain before it."""
+    merge_rows: ClassVar[Callable[[Any], Any] | None] = None
+    """None, or ``merge_rows(table)``: the final table from the concatenated rows of every tile (a
+    ``pyarrow.Table`` or None when no tile had a row), for rows that combine across tiles (whole-plane
+    statistics, blob pruning). Called once at the end of a run."""
 
     def __init__(self, params: Any, axes: str, *, step: Any = None):
         self.params = params
@@ -72,29 +130,77 @@ class Op:
 
     @property
     def out_axes(self) -> str:
+        """The axes of the op's output (an op that adds ``c`` inserts it)."""
         return self.in_axes
 
     def halo(self) -> dict[str, tuple[int, int]]:
+        """Voxels ``(lo, hi)`` the op reads beyond its output along each axis (local ops)."""
         return {}
 
     def boundary(self, axis: str) -> tuple[str, float]:
+        """``(mode, cval)`` that pads the halo beyond the whole array's edges along ``axis``."""
         mode = getattr(self.params, "mode", "reflect")
         return mode, float(getattr(self.params, "cval", 0.0) or 0.0)
 
     def full_axes(self) -> str:
+        """Axes the op needs whole (kind ``full``)."""
         return ""
 
     def out_dtype(self, compute: np.dtype) -> np.dtype:
+        """The dtype of the op's output for a chain computing in ``compute`` (the dtype rule above)."""
         return compute
 
     def out_extent(self, axis: str, n: int) -> int:
         """Length of a new output axis this op adds (only ops that add an axis, like ``c``)."""
         raise NotImplementedError
 
-    def apply(self, x: np.ndarray, xp: Any = np) -> np.ndarray:
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The op on one block.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or cupy.ndarray
+            The block, axes ``in_axes``, padded by ``halo()`` (local ops) or whole along ``full_axes()``;
+            dtype by the dtype rule (module docstring).
+        ctx : Context
+            What the engine knows about the block (the fields the op declared it wants).
+
+        Returns
+        -------
+        array
+            Axes ``out_axes``, ``x``'s shape less the halo (``lo + hi`` along each halo axis), dtype
+            ``out_dtype(compute)`` (or float64, cast by the chain).
+        """
         raise NotImplementedError
 
+    def apply_rows(self, x: Any, ctx: Context = NO_CONTEXT) -> tuple[Any, Rows]:
+        """The op's output and its table rows for one block (ops with ``emits_table``).
+
+        Parameters
+        ----------
+        x, ctx
+            As for :meth:`apply`; ``ctx.coords`` is always given, ``ctx.core`` and ``ctx.extent`` for ops with
+            ``rows_context``.
+
+        Returns
+        -------
+        (array, Rows)
+            The array :meth:`apply` returns, and the rows: one integer column per input axis holding local
+            indices into that array, plus the op's value columns (all of one length).
+        """
+        raise NotImplementedError(f"{self.name} writes no table")
+
+    def bind_input(self, array: Any, axes: str) -> None:
+        """Read what the op takes from the pipeline's input itself (a ``crop`` template) from ``array`` (the
+        input being processed, with ``axes``), before the graph is built. Nothing for most ops."""
+
+    def bind_voxel_sizes(self, sizes: Mapping[str, float]) -> None:
+        """Take defaults from the input's OME metadata: ``sizes`` is the voxel size per axis letter of the level
+        read (distance_transform's default sampling). Metadata only, so explain calls it too. Nothing for most
+        ops."""
+
     def method(self) -> str:
+        """How the op computes (``explain``)."""
         return "direct"
 
     def expand(self) -> list["Op"]:
@@ -155,3 +261,11 @@ class Op:
                 raise self.error(f"no value for axis {missing[0]!r} (the op acts on {axes!r})", field)
             return {a: value[a] for a in axes}
         return {a: value for a in axes}
+
+    def crop(self, y: Any, halo: Mapping[str, tuple[int, int]] | None = None) -> Any:
+        """``y`` without the halo (default ``halo()``): the valid region of a result computed on the padded block."""
+        sl = [slice(None)] * y.ndim
+        for a, (lo, hi) in (self.halo() if halo is None else halo).items():
+            i = self.in_axes.index(a)
+            sl[i] = slice(lo, y.shape[i] - hi)
+        return y[tuple(sl)]

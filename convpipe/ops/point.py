@@ -1,20 +1,18 @@
 """Point ops: value-wise, no halo, fused into any pass.
 
-Dtype rule: point ops keep the compute dtype, except ``threshold`` (uint8 0/1) and ``astype``. ``astype``
-to an integer type saturates at the type's range (numpy would wrap around silently) and truncates
-toward zero like numpy.
+Dtypes follow the rule of :mod:`convpipe.ops.base`: the compute dtype, except ``threshold`` (uint8 0/1) and
+``astype``. ``astype`` to an integer type saturates at the type's range (numpy would wrap around silently)
+and truncates toward zero like numpy.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import numpy as np
-from pydantic import field_validator, model_validator
 
-from ..spec import check_dtype
-from .base import Op, OpParams
-from .registry import register
+from ..params.point import AstypeParams, ClipParams, NoParams, ScaleParams, ThresholdParams
+from .base import NO_CONTEXT, Context, Op
 
 
 def saturate(x: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -32,19 +30,27 @@ def saturate(x: np.ndarray, dt: np.dtype) -> np.ndarray:
 
 
 class _Point(Op):
+    """Value-wise ops; every one runs unchanged on CuPy blocks."""
+
     kind = "point"
+    gpu_path = True
 
     def method(self) -> str:
         return "elementwise"
 
 
-class AstypeParams(OpParams):
-    dtype: str
+_SHAPES = """
+        Parameters
+        ----------
+        x : array, any shape; the compute dtype{raw}
+        ctx : Context, unused
 
-    _d = field_validator("dtype")(lambda v: (check_dtype(v), v)[1])
+        Returns
+        -------
+        array, ``x``'s shape, {dtype}
+        """
 
 
-@register
 class Astype(_Point):
     name = "astype"
     Params = AstypeParams
@@ -53,92 +59,73 @@ class Astype(_Point):
     @property
     def hides_nonfinite(self):  # NaN -> 0 and inf -> the type's maximum in an integer target
         return np.dtype(self.params.dtype).kind not in "fc"
-    summary = "cast to a dtype (saturating for integer types)"
 
     def out_dtype(self, compute):
         return np.dtype(self.params.dtype)
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         return saturate(x, np.dtype(self.params.dtype))
 
-
-class ScaleParams(OpParams):
-    factor: float = 1.0
-    offset: float = 0.0
+    apply.__doc__ = "The block cast to ``dtype`` (:func:`saturate` for integer targets)." + _SHAPES.format(
+        raw=" (raw_input exact: the stored values)", dtype="``params.dtype``")
 
 
-@register
 class Scale(_Point):
     name = "scale"
     Params = ScaleParams
     linear = True
-    summary = "x * factor + offset"
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         f = x.dtype.type(self.params.factor)  # numpy scalars: CuPy refuses 0-d numpy arrays
         o = x.dtype.type(self.params.offset)
         return x * f + o if self.params.offset else x * f
 
-
-class ClipParams(OpParams):
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.min is None and self.max is None:
-            raise ValueError("clip needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"clip min {self.min} is above max {self.max}")
-        return self
+    apply.__doc__ = "x * factor + offset." + _SHAPES.format(raw="", dtype="``x``'s dtype")
 
 
-@register
 class Clip(_Point):
     name = "clip"
     Params = ClipParams
-    summary = "numpy.clip"
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         return np.clip(x, self.params.min, self.params.max)
 
-
-class NoParams(OpParams):
-    pass
+    apply.__doc__ = "numpy.clip(x, min, max)." + _SHAPES.format(raw="", dtype="``x``'s dtype")
 
 
-def _unary(opname: str, fn, doc: str, nonfinite: bool = False):
-    cls = type(opname.capitalize(), (_Point,), {
-        "name": opname, "Params": NoParams, "summary": doc, "domain_nonfinite": nonfinite,
-        "apply": lambda self, x, xp=np: fn(x),
-    })
-    return register(cls)
+class _Unary(_Point):
+    Params = NoParams
+    fn: Any = None
+
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        return type(self).fn(x)
+
+    apply.__doc__ = "The numpy function the op is named after, value by value." + _SHAPES.format(
+        raw="", dtype="``x``'s dtype")
 
 
-_unary("abs", np.abs, "numpy.abs")
-_unary("log1p", np.log1p, "numpy.log1p", nonfinite=True)  # log1p(-2) is NaN
-_unary("sqrt", np.sqrt, "numpy.sqrt", nonfinite=True)  # sqrt(-1) is NaN
+class Abs(_Unary):
+    name = "abs"
+    fn = np.abs
 
 
-class ThresholdParams(OpParams):
-    value: float | None = None
-    # a global pre-pass computes skimage.filters.threshold_<method> of the whole input (convpipe.ops.objects)
-    method: Literal["otsu", "li", "yen", "mean"] | None = None
-
-    @model_validator(mode="after")
-    def _one(self):
-        if (self.value is None) == (self.method is None):
-            raise ValueError("threshold takes either value or method (otsu, li, yen, mean)")
-        return self
+class Log1p(_Unary):
+    name = "log1p"
+    fn = np.log1p
+    domain_nonfinite = True  # log1p(-2) is NaN
 
 
-@register
+class Sqrt(_Unary):
+    name = "sqrt"
+    fn = np.sqrt
+    domain_nonfinite = True  # sqrt(-1) is NaN
+
+
 class Threshold(_Point):
     name = "threshold"
     Params = ThresholdParams
     raw_input = "exact"  # compare the stored values, not their float32 rounding (an int32 near 2**28)
     hides_nonfinite = True  # inf > value is 1, NaN > value is 0
-    summary = "x > value as uint8 0/1"
 
     def out_dtype(self, compute):
         return np.dtype(np.uint8)
@@ -146,9 +133,12 @@ class Threshold(_Point):
     def expand(self):
         if self.params.method is None:
             return [self]
-        from .objects.autothreshold import AutoThreshold
+        from .objects.autothreshold import AutoThreshold  # a global op: skimage's threshold of the whole input
 
         return [AutoThreshold(self.params, self.in_axes, step=self.step)]
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         return (x > self.params.value).astype(np.uint8)
+
+    apply.__doc__ = "x > value as 0/1." + _SHAPES.format(raw=" (raw_input exact: the stored values)",
+                                                         dtype="uint8")

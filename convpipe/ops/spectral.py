@@ -20,32 +20,18 @@ other planes are untouched, whatever the chunking.
 from __future__ import annotations
 
 import functools
-import math
-from typing import Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
 
-from ..limits import MAX_HALO
-
-from .base import AxesParam, Op, OpParams
-from .registry import register
+from ..params.spectral import ButterworthParams, FFTFilterParams, LogSpectrumParams
+from .base import NO_CONTEXT, Context, Op
 
 
 def _fft():
     import scipy.fft
 
     return scipy.fft
-
-
-
-def _positive_order(v: float) -> float:
-    if not (v > 0) or not math.isfinite(v):
-        raise ValueError(f"order must be > 0, got {v!r}")
-    return v
-
-class _SpectralParams(OpParams, AxesParam):
-    axes: str | None = None
 
 
 class _Spectral(Op):
@@ -139,43 +125,9 @@ def fft_filter_mask(shape: tuple[int, ...], kind: str, cutoff: tuple[float, ...]
     return m
 
 
-class FFTFilterParams(_SpectralParams):
-    kind: Literal["lowpass", "highpass", "bandpass"] = "lowpass"
-    cutoff: float | list[float] = Field(
-        description="fraction of Nyquist in (0, 1] (radial); [low, high] for bandpass")
-    shape: Literal["ideal", "gaussian", "butterworth"] = "ideal"
-    order: float = Field(2.0, description="butterworth order (> 0)")
-
-    _order = field_validator("order")(lambda v: _positive_order(v))
-
-    @field_validator("cutoff")
-    @classmethod
-    def _cutoffs(cls, c, info: ValidationInfo):
-        kind = info.data.get("kind", "lowpass")
-        if kind == "bandpass":
-            if not isinstance(c, list) or len(c) != 2:
-                raise ValueError("bandpass needs cutoff: [low, high] (fractions of Nyquist)")
-            low, high = c
-            for v in c:
-                if not (0 < v <= 1):
-                    raise ValueError(f"cutoff {v!r} must be in (0, 1] (a fraction of Nyquist)")
-            if not low < high:
-                raise ValueError(f"bandpass needs low < high, got cutoff [{low}, {high}]")
-            return c
-        if isinstance(c, list):
-            if len(c) != 1:
-                raise ValueError(f"{kind} takes one cutoff (a list [low, high] is for bandpass)")
-            c = c[0]
-        if not (0 < c <= 1):
-            raise ValueError(f"cutoff {c!r} must be in (0, 1] (a fraction of Nyquist)")
-        return c
-
-
-@register
 class FFTFilter(_Spectral):
     name = "fft_filter"
     Params = FFTFilterParams
-    summary = "radial low/high/band-pass in the Fourier domain (ideal, gaussian or butterworth), per plane"
 
     def setup(self) -> None:
         super().setup()
@@ -186,7 +138,18 @@ class FFTFilter(_Spectral):
         p = self.params
         return fft_filter_mask(tuple(int(n) for n in shape), p.kind, self.cutoff, p.shape, float(p.order))
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """Each plane times the radial mask, by rfftn / irfftn over ``axes``.
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
+        """
         shape = tuple(x.shape[i] for i in self.fft_axes())
         x, bad = self._finite_planes(x)
         return self._nan_planes(self._filter(x, self.mask(shape)), bad)
@@ -223,41 +186,22 @@ def butterworth_mask(shape: tuple[int, ...], factor: float, order: float, high_p
     return w
 
 
-class ButterworthParams(_SpectralParams):
-    cutoff_frequency_ratio: float = Field(0.005, description="cutoff as a fraction of the sampling frequency, "
-                                                             "in (0, 0.5]")
-    high_pass: bool = True
-    order: float = 2.0
-    squared_butterworth: bool = True
-    npad: int = Field(0, description="edge-pad each side of the plane by npad voxels (numpy.pad mode 'edge')")
-
-    @field_validator("cutoff_frequency_ratio")
-    @classmethod
-    def _cut(cls, v):
-        if not (0 < v <= 0.5):
-            raise ValueError(f"cutoff_frequency_ratio must be in (0, 0.5] (a fraction of the sampling "
-                             f"frequency), got {v!r}")
-        return v
-
-    _order = field_validator("order")(lambda v: _positive_order(v))
-
-    @field_validator("npad")
-    @classmethod
-    def _npad(cls, v):
-        if v < 0:
-            raise ValueError(f"npad must be >= 0, got {v}")
-        if v > MAX_HALO:
-            raise ValueError(f"npad must be at most {MAX_HALO}, got {v}")
-        return v
-
-
-@register
 class Butterworth(_Spectral):
     name = "butterworth"
     Params = ButterworthParams
-    summary = "skimage.filters.butterworth, per plane"
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """skimage.filters.butterworth of each plane (edge-padded by ``npad``).
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
+        """
         p = self.params
         idx = self.fft_axes()
         x, bad = self._finite_planes(x)
@@ -281,18 +225,23 @@ class Butterworth(_Spectral):
 # --------------------------------------------------------------------------- log_spectrum
 
 
-class LogSpectrumParams(_SpectralParams):
-    pass
-
-
-@register
 class LogSpectrum(_Spectral):
     name = "log_spectrum"
     Params = LogSpectrumParams
     linear = False
-    summary = "log1p(abs(fftshift(fftn(plane)))), per plane"
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """log1p(abs(fftshift(fftn(plane)))), the FFT in float64.
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
+        """
         fft = _fft()
         idx = self.fft_axes()
         last = idx[-1]

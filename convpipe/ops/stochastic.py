@@ -10,21 +10,20 @@ choose between the bucket's entry and its alias: O(1) per voxel. No generator st
 the tile, chunk or task: the result is bit-identical for every chunking and tiling, and the mean over seeds
 tends to ``correlate`` with the normalised kernel (E[out_i] = sum_k p_k x[i + k - center]).
 
-Engine contract: the op sets ``wants_coords = True``; the tiling engine then calls
-``apply(x, xp, coords={axis: global coordinate of every output index along that axis})``.
+Engine contract: the op sets ``wants_coords = True``; the tiling engine then calls ``apply(x, ctx)`` with
+``ctx.coords = {axis: global coordinate of every output index along that axis}``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationInfo, model_validator
 
-from ..kernels import kernel_from_source, kernel_or_none, normalize
-from .base import AxesParam, Mode, Op, OpParams
-from .registry import register
+from ..kernels import kernel_from_source
+from ..params.stochastic import StochasticParams, probabilities
+from .base import NO_CONTEXT, Context, Op
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -95,52 +94,11 @@ def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(thr, dtype=np.uint64), np.array(alias, dtype=np.intp)
 
 
-def probabilities(k: np.ndarray, how: str, temperature: float) -> np.ndarray:
-    """Kernel weights -> probabilities (float64, sum 1). Raises ValueError with the cause."""
-    if how == "none":
-        if np.any(k < 0):
-            raise ValueError("normalize: none needs non-negative weights (they are probabilities); "
-                             "this kernel has negative weights")
-        s = float(k.sum())
-        if abs(s - 1.0) > 1e-6:
-            raise ValueError(f"normalize: none needs weights that sum to 1 (probabilities); these sum to {s:g}: "
-                             "use normalize: sum, l1 or softmax")
-        return np.ascontiguousarray(k / s)
-    if how in ("sum", "l1") and np.any(k < 0):
-        raise ValueError(f"normalize: {how} needs non-negative weights to make probabilities; this kernel has "
-                         "negative weights (use normalize: softmax)")
-    p = normalize(k, how, temperature)
-    return np.ascontiguousarray(p / p.sum())
-
-
-class StochasticParams(OpParams, AxesParam):
-    kernel: Any = Field(description="nested list, .npy path, or {name: gaussian|box|disk|..., ...}")
-    axes: str | None = None
-    origin: int | list[int] = 0
-    normalize: Literal["none", "sum", "l1", "softmax"] = "none"
-    temperature: float = 1.0
-    seed: int = 0
-    mode: Mode = "reflect"
-    cval: float = 0.0
-
-    @model_validator(mode="after")
-    def _kernel_ok(self, info: ValidationInfo):
-        try:
-            k = kernel_or_none(self.kernel)  # a .npy path is read by convpipe.bind, not here
-            if k is not None:
-                probabilities(k, self.normalize, self.temperature)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
-        return self
-
-
-@register
 class Stochastic(Op):
     name = "stochastic"
     kind = "local"
     Params = StochasticParams
     wants_coords = True
-    summary = "copy the input at a random offset drawn from the kernel (seeded, chunking-independent)"
 
     def setup(self) -> None:
         p = self.params
@@ -181,20 +139,27 @@ class Stochastic(Op):
         keep = h < np.take(self.thr, j)
         return np.where(keep, j, np.take(self.alias, j))
 
-    def apply(self, x, xp=np, *, coords: dict[str, np.ndarray] | None = None,
-              origin: tuple[int, ...] | None = None):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """Each output voxel copies the padded block's voxel at its drawn offset.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, axes ``in_axes``, padded by ``halo()``; any dtype
+        ctx : Context; ``ctx.coords`` (required): the global coordinate of every output index per axis
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
+        """
         halo = self.halo()
         out_shape = []
         for i, a in enumerate(self.in_axes):
             lo, hi = halo.get(a, (0, 0))
             out_shape.append(x.shape[i] - lo - hi)
-        if coords is not None:
-            cs = [np.asarray(coords[a], dtype=np.int64) for a in self.in_axes]
-        elif origin is not None:
-            cs = [np.arange(o, o + n, dtype=np.int64) for o, n in zip(origin, out_shape)]
-        else:
-            raise RuntimeError("stochastic needs the global coordinates of its output (the engine passes "
-                               "coords= to ops with wants_coords)")
+        if ctx.coords is None:
+            raise RuntimeError("stochastic needs the global coordinates of its output (the engine gives "
+                               "ctx.coords to ops with wants_coords)")
+        cs = [np.asarray(ctx.coords[a], dtype=np.int64) for a in self.in_axes]
         for a, c, n in zip(self.in_axes, cs, out_shape):
             if c.size != n:
                 raise RuntimeError(f"stochastic: {c.size} coordinates along {a!r} for {n} output voxels")

@@ -54,6 +54,10 @@ def _fmt_s(s: float) -> str:
     return f"{int(s // 60)} min {s % 60:.0f} s"
 
 
+def _fmt_cell(v: Any) -> str:
+    return f"{v:.5g}" if isinstance(v, float) else str(v)
+
+
 def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
@@ -98,12 +102,56 @@ def _finite(v: np.ndarray) -> np.ndarray:
 
 
 def _table_points(url: str, index: Mapping[str, int], storage_options: Mapping[str, Any] | None,
-                  stride: int, factors: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(y, x) of the table rows on the plane (in the shown, strided pixel grid) and the table's row count."""
-    from ..preview import read_points
+                  stride: int, factors: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """(y, x, blob radius or None) of the table rows on the plane, in the shown (strided) pixel grid, and the
+    table's row count."""
+    from ..preview import read_marks
 
-    y, x, n = read_points(url, index, factors, storage_options)
-    return y / stride, x / stride, n
+    m = read_marks(url, index, factors, storage_options)
+    return m.y / stride, m.x / stride, None if m.radius is None else m.radius / stride, m.rows
+
+
+#: rows of a table without coordinates (``stats``) the Output section shows
+TABLE_ROWS = 20
+
+
+def _read_table(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(url, "rb", **dict(storage_options or {})) as fh:
+        return pq.read_table(fh)
+
+
+def _schema(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """The table's Parquet schema, or None where it cannot be read (the preview's note then says why)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(url, "rb", **dict(storage_options or {})) as fh:
+            return pq.read_schema(fh)
+    except Exception:  # noqa: BLE001 - pyarrow and fsspec raise many kinds; read_marks names the cause
+        return None
+
+
+def _is_places(key: str, schema: Any) -> bool:
+    """Whether a table's rows are places to draw on the plane (peaks, blobs, matches).
+
+    A ``stats`` table is not, even per tile, where its ``y``, ``x`` are where a tile starts: it is shown as a
+    table under Output. A table without ``y`` and ``x`` is not either; one that cannot be read is tried (and
+    its note says why it failed).
+    """
+    if key.rsplit(".", 1)[-1] == "stats":
+        return False
+    return schema is None or {"y", "x"} <= set(schema.names)
+
+
+def _circles(schema: Any) -> str:
+    from ..preview import _blob_dims
+
+    n = _blob_dims(schema.metadata if schema is not None else None)
+    return f", as circles of the blob radius sigma·√{n}"
 
 
 # =========================================================================== sections (data for the macros)
@@ -177,6 +225,24 @@ def _timings(r: _Run) -> dict[str, Any]:
             "dropped": timings.get("tasks_dropped") or 0, "drawn": len(timings.get("tasks") or [])}
 
 
+def _run_log(r: _Run) -> dict[str, Any]:
+    """The run's events as its monitor recorded them: each pass's tiles, the log lines and warnings."""
+    timings = r.timings
+    if not (timings and ("passes" in timings or "messages" in timings)):
+        return {"recorded": False}
+
+    def at(v: Any) -> str:
+        return "—" if v is None else f"{float(v):.3f} s"
+
+    passes = [{"index": p["index"], "final": p.get("final"), "tiles": f"{p.get('done', 0)} of {p.get('tiles', 0)}",
+               "started": at(p.get("started_s")), "first": at(p.get("first_done_s")), "last": at(p.get("last_done_s"))}
+              for p in timings.get("passes") or []]
+    plan = r.plan if r.plan is not None else getattr(r.result, "plan", None)
+    partial = plan is not None and 0 < len(passes) < len(plan.passes)
+    return {"recorded": True, "passes": passes, "partial": partial,
+            "messages": [(m.get("level", "log"), m.get("text", "")) for m in timings.get("messages") or []]}
+
+
 def _previews(r: _Run) -> dict[str, Any]:
     from ..ome import open_level
     from ..preview import read_plane
@@ -193,11 +259,15 @@ def _previews(r: _Run) -> dict[str, Any]:
     for key, v in (res.outputs or {}).items():
         if isinstance(v, Mapping) and v.get("table"):
             try:
+                schema = _schema(v["table"], r.out_so or None)
+                if not _is_places(key, schema):
+                    continue  # statistics, not places: shown under Output
                 # table rows are in level-0 voxels of the input; the output plane is at out.index
                 f = {a: 1.0 for a in out.axes}
-                py, px, n = _table_points(v["table"], out.index, r.out_so or None, out.stride, f)
-                points.append((key, py, px))
-                notes.append((key, f"{py.size} of {n} rows on this plane"))
+                py, px, radius, n = _table_points(v["table"], out.index, r.out_so or None, out.stride, f)
+                points.append((key, py, px, radius))
+                shape = _circles(schema) if radius is not None else ""
+                notes.append((key, f"{py.size} of {n} rows on this plane{shape}"))
             except Exception as e:  # noqa: BLE001
                 notes.append((key, _why(e)))
     uri, _ = figures.preview_figure(inp, out, points)
@@ -237,7 +307,18 @@ def _output(r: _Run) -> dict[str, Any]:
         "ome": None,
         "tables": [(k, v["table"], v.get("rows", "?")) for k, v in (res.outputs or {}).items()
                    if isinstance(v, Mapping) and "table" in v],
+        "contents": [],
     }
+    for key, table, _ in d["tables"]:
+        try:
+            if _is_places(key, _schema(table, r.out_so or None)):
+                continue
+            t = _read_table(table, r.out_so or None)
+        except Exception:  # noqa: BLE001 - the list above still names it
+            continue
+        cols = [c for c in t.column_names if not c.startswith("_")]
+        rows = [[_fmt_cell(t.column(c)[i].as_py()) for c in cols] for i in range(min(t.num_rows, TABLE_ROWS))]
+        d["contents"].append({"key": key, "columns": cols, "rows": rows, "more": max(0, t.num_rows - TABLE_ROWS)})
     if info is not None:
         units = [u or "" for u in info.units]
         levels = [(i, lv.path, ", ".join(f"{s:g} {u}".strip() for s, u in zip(lv.scale, units, strict=False)),
@@ -294,6 +375,7 @@ def _plan(r: _Run) -> dict[str, Any]:
 _SECTIONS: tuple[tuple[str, str, str, Callable[[_Run], dict[str, Any]]], ...] = (
     ("summary", "Summary", "summary", _summary),
     ("timings", "Timings", "timings", _timings),
+    ("run", "Run log", "run log", _run_log),
     ("previews", "Previews", "previews", _previews),
     ("histograms", "Histograms", "histograms", _histograms),
     ("output", "Output", "output details", _output),

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,9 +25,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import ConvpipeError, SpecError, SpecErrors
 from ..limits import MAX_SPEC_BYTES
+from .conflicts import Conflict, find_conflict
 from .policy import Forbidden, Roots, prepare_submission, token_ok
 from .runner import Runner
 from .store import STATES, TERMINAL, Job, JobStore
+from .ui import is_ui_path
+from .ui import register as register_dashboard
 
 #: The default request-body limit: the largest spec ``validate`` reads (convpipe.limits.MAX_SPEC_BYTES), so a
 #: spec the service refuses for its size is one validate refuses too, and parsing one takes about a second.
@@ -93,6 +97,7 @@ class Service:
             self._lock_file.close()
             raise ConvpipeError(f"cannot open the job table {config.db}: {e}") from None
         self.jobs_dir = Path(str(config.db) + ".d")
+        self._submit_lock = threading.Lock()
         self.runner = Runner(self.store, self.jobs_dir, cluster=config.cluster, max_running=config.max_running,
                              check=self._recheck, kill_grace=config.kill_grace, python=config.python,
                              env=self.roots.env())
@@ -105,9 +110,8 @@ class Service:
     def start(self) -> None:
         from ..ops import registry
 
-        # Load every op module now, in one thread: concurrent first submissions would otherwise race
-        # on the registry's lazy import (and the first one would pay for the imports).
-        registry.names()
+        # Import every op module now, so that the first submissions do not pay for the imports.
+        registry.load_all()
         self.runner.start()
 
     def stop(self) -> None:
@@ -115,11 +119,21 @@ class Service:
         self.store.close()
         self._lock_file.close()  # releases the flock
 
-    def submit(self, text: str) -> Job:
+    def submit(self, text: str, *, resume: bool = False) -> Job:
+        """Check a spec and queue it (``resume``: its run finishes an incomplete output, as ``run --resume``).
+
+        Raises SpecError (422), Forbidden (403), Conflict (409: a queued or running job writes or reads
+        where this one writes) or _TooMany (429).
+        """
         if self.store.count("queued") >= self.config.max_queued:
             raise _TooMany(f"the queue is full ({self.config.max_queued} jobs waiting); try again later")
         sub = prepare_submission(text, self.roots)
-        job = self.store.add(sub.name, sub.spec_text, sub.outputs)
+        writes = {field: url for field, url in sub.locations.items() if url in sub.outputs}
+        with self._submit_lock:  # check and insert as one: of two racing submissions, one sees the other
+            conflict = find_conflict(writes, self.store.active())
+            if conflict is not None:
+                raise conflict
+            job = self.store.add(sub.name, sub.spec_text, sub.outputs, resume=resume)
         self.runner.wake()
         return job
 
@@ -148,6 +162,8 @@ def _lock_db(db: Path) -> IO[str]:
 class _TooMany(ConvpipeError):
     """The queue is full: HTTP 429."""
 
+    http_status = 429
+
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=status)
@@ -157,7 +173,8 @@ class _Guard:
     """ASGI middleware: bearer token first (401), then the body size limit (413).
 
     Pure ASGI rather than a FastAPI dependency so that it covers every request, unknown paths and the
-    OpenAPI document included, and so a body is never read for an unauthenticated request.
+    OpenAPI document included, and so a body is never read for an unauthenticated request. The dashboard's
+    pages (:func:`.ui.is_ui_path`) check their own session instead; a session cookie never opens the API.
     """
 
     def __init__(self, app: Any, service: Service):
@@ -169,7 +186,7 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if not token_ok(headers.get(b"authorization"), self.service.token):
+        if not is_ui_path(scope.get("path", "")) and not token_ok(headers.get(b"authorization"), self.service.token):
             resp = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
             await resp(scope, receive, send)
@@ -243,7 +260,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.service = service
 
     @app.post("/jobs", status_code=201)
-    async def submit(request: Request) -> Response:
+    async def submit(request: Request, resume: bool = Query(False)) -> Response:
         body = await request.body()
         try:
             text = body.decode("utf-8")
@@ -252,11 +269,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                                         "message": "the spec must be UTF-8 text (YAML or JSON)",
                                                         "text": "spec: the spec must be UTF-8 text"}])
         try:
-            job = await run_in_threadpool(service.submit, text)
+            job = await run_in_threadpool(lambda: service.submit(text, resume=resume))
         except SpecError as e:
             return _error(422, "invalid spec", errors=_spec_errors(e))
         except Forbidden as e:
             return _error(403, str(e))
+        except Conflict as e:
+            return _error(409, str(e), job=e.job.public())
         except _TooMany as e:
             return _error(429, str(e))
         return JSONResponse(job.public(), status_code=201, headers={"Location": f"/jobs/{job.id}"})
@@ -296,6 +315,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return PlainTextResponse(data.decode("utf-8", "replace"),
                                  headers={"X-Log-Offset": str(offset + len(data))})
 
+    register_dashboard(app, service)
     app.add_middleware(_Guard, service=service)
     return app
 

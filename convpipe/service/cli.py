@@ -126,34 +126,46 @@ class JobDidNotSucceed(ConvpipeError):
     exit_code = 2
 
 
+def _error(job: dict[str, Any]) -> str | None:
+    from .store import error_text
+
+    return error_text(job.get("error"))
+
+
 def _summary(job: dict[str, Any]) -> str:
     s = f"job {job['id']} {job['state']}"
     if job["state"] in ("succeeded", "failed", "cancelled"):
         d = _duration(job)
         s += f" after {d}" if d else ""
     if job.get("error"):
-        s += f": {job['error']}"
+        s += f": {_error(job)}"
     return s
 
 
 def submit(
     spec: Path = typer.Argument(..., help="pipeline spec (YAML or JSON); '-' reads standard input"),
     wait: bool = typer.Option(False, "--wait", help="show progress until the job ends; exit 0 succeeded, 2 otherwise"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output (as run --overwrite)"),
+    resume: bool = typer.Option(False, "--resume",
+                                help="finish an output an interrupted run left incomplete (as run --resume)"),
     server: Optional[str] = typer.Option(None, "--server", help=_SERVER_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the job as JSON"),
 ) -> None:
-    """Submit a spec to the job service. Relative paths in it resolve under the service's first --root."""
+    """Submit a spec to the job service. Relative paths in it resolve against the spec's folder, as with run
+    (against the working directory for '-'), and reach the service as absolute paths."""
+    stdin = str(spec) == "-"
     try:
-        text = sys.stdin.read() if str(spec) == "-" else spec.read_text()
+        text = sys.stdin.read() if stdin else None
     except OSError as e:
-        raise InputError(f"cannot read the spec {spec}: {e}") from None
+        raise InputError(f"cannot read the spec from standard input: {e}") from None
     with _client(server) as c:
-        job = c.submit(text)
+        job = c.submit_file(Path.cwd() / "-" if stdin else spec, text=text, source="<stdin>" if stdin else None,
+                            overwrite=overwrite, resume=resume)
         if not wait:
             _echo(json.dumps(job) if as_json else f"submitted job {job['id']} ({job['state']})")
             return
         _echo(f"submitted job {job['id']} ({job['name']})", err=as_json)
-        final = _follow(c, job)
+        final = _follow(c, job, sys.stderr if as_json else sys.stdout)  # --json: stdout holds only the JSON
     if as_json:
         _echo(json.dumps(final))
     if final["state"] != "succeeded":
@@ -165,13 +177,15 @@ def submit(
             _echo(f"  output: {out}")
 
 
-def _follow(c: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """Poll until the job ends: a bar on a terminal, one line per change otherwise."""
-    if sys.stdout.isatty():
+def _follow(c: Any, job: dict[str, Any], stream: Any = None) -> dict[str, Any]:
+    """Poll until the job ends: a bar on a terminal, one line per change otherwise (on ``stream``)."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn()) as bar:
+                      TimeElapsedColumn(), console=Console(file=stream)) as bar:
             task = bar.add_task(f"{job['id']} queued", total=1.0)
 
             def show(j: dict[str, Any]) -> None:
@@ -184,7 +198,7 @@ def _follow(c: Any, job: dict[str, Any]) -> dict[str, Any]:
         key = (j["state"], int(100 * j["progress"]))
         if key != last[0]:
             last[0] = key
-            print(f"job {j['id']}: {j['state']} {key[1]}%", flush=True)
+            print(f"job {j['id']}: {j['state']} {key[1]}%", file=stream, flush=True)
 
     return c.wait(job["id"], on_update=line)
 
@@ -213,6 +227,8 @@ def status(
         value = job.get(key)
         if key == "progress":
             value = f"{100 * value:.0f}%"
+        elif key == "error":
+            value = _error(job)
         _echo(f"{key + ':':11} {'' if value is None else value}")
     d = _duration(job)
     if d:

@@ -23,7 +23,7 @@ from ..errors import ConvpipeError, SpecError
 from ..limits import MAX_SPEC_BYTES
 from ..roots import Roots, split_url
 
-__all__ = ["Forbidden", "Roots", "Submission", "prepare_submission", "split_url", "token_ok"]
+__all__ = ["Forbidden", "Roots", "Submission", "check_locations", "prepare_submission", "split_url", "token_ok"]
 
 
 class Forbidden(ConvpipeError):
@@ -72,14 +72,7 @@ def prepare_submission(text: str, roots: Roots, *, source: str = "<submitted spe
     from ..spec import parse_spec_text
 
     spec = parse_spec_text(text, base_dir=roots.base_dir, source=source)
-    locs = spec.locations()
-    for loc in locs:
-        if roots.contains(loc.resolved, strictly=loc.writes):
-            continue
-        if loc.writes and roots.contains(loc.resolved):
-            raise Forbidden(f"{loc.field} {loc.url!r} is one of the service's roots; an output lies strictly "
-                            "inside a root (overwriting a root would delete everything in it)")
-        raise Forbidden(f"{loc.field} {loc.url!r} lies outside the service's roots")
+    locs = check_locations(spec, roots)
     raw: dict[str, Any] = copy.deepcopy(spec.raw)
     for section in ("input", "output"):
         if (raw.get(section) or {}).get("storage_options"):
@@ -104,6 +97,25 @@ def prepare_submission(text: str, roots: Roots, *, source: str = "<submitted spe
         raise SpecError(f"the spec with its locations made absolute is larger than {MAX_SPEC_BYTES} bytes "
                         "(put large kernels in a .npy file)", path=source)
     return Submission(name=spec.name, spec_text=text, outputs=outputs, locations=locations)
+
+
+def check_locations(spec: Any, roots: Roots) -> list:
+    """Every location of a parsed spec (:meth:`convpipe.spec.Spec.locations`), each checked against the roots.
+
+    Raises
+    ------
+    Forbidden
+        A location lies outside every root, or an output or table is a root itself.
+    """
+    locs = spec.locations()
+    for loc in locs:
+        if roots.contains(loc.resolved, strictly=loc.writes):
+            continue
+        if loc.writes and roots.contains(loc.resolved):
+            raise Forbidden(f"{loc.field} {loc.url!r} is one of the service's roots; an output lies strictly "
+                            "inside a root (overwriting a root would delete everything in it)")
+        raise Forbidden(f"{loc.field} {loc.url!r} lies outside the service's roots")
+    return locs
 
 
 def dump_spec(raw: dict) -> str:

@@ -2,7 +2,9 @@
 
 Each job is ``python -m convpipe run SPEC --cluster C [--resume]`` in a new session (its own process
 group, so cancelling it also stops any Dask workers it started). Its merged stdout/stderr goes to the
-job's log; ``progress: done/total`` lines become the job's progress.
+job's log, as text for people. Its progress comes on a pipe of its own: the run's events as JSON lines
+(:mod:`convpipe.run.events`), on the file descriptor the job finds in ``CONVPIPE_EVENTS_FD``; nothing a
+job prints can move its progress.
 
 One thread (the loop) starts and reaps every job process: on Linux a job is killed by the kernel when
 the thread that started it ends, so that thread must live as long as the service.
@@ -11,7 +13,6 @@ the thread that started it ends, so that thread must live as long as the service
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..run.events import EVENTS_FD_ENV, Failed, RunStarted, TileDone, from_json
 from .store import (
     CANCELLED,
     FAILED,
@@ -35,7 +37,6 @@ from .store import (
     JobStore,
 )
 
-_PROGRESS = re.compile(rb"progress:\s*(\d+)\s*/\s*(\d+)")
 _LAUNCHER = Path(__file__).with_name("launch.py")
 
 
@@ -61,6 +62,9 @@ class _Live:
     proc: subprocess.Popen
     log: IO[bytes]
     reader: threading.Thread | None = None
+    events: threading.Thread | None = None
+    #: the message of the run's ``Failed`` event: the job's error, when it sent one
+    failure: str | None = None
     tail: deque = field(default_factory=lambda: deque(maxlen=30))
     cancel: bool = False
     term_sent: float | None = None
@@ -226,46 +230,68 @@ class Runner:
             return
         env = dict(os.environ)
         env.pop("CONVPIPE_TOKEN", None)  # a job has no business with the service's credentials
-        env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they happen
+        env["PYTHONUNBUFFERED"] = "1"  # log lines must arrive as they happen
         env["CONVPIPE_JOB_ID"] = job.id
         env.update(self.env)
         pythonpath = child_pythonpath(env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
+        events_r, events_w = os.pipe()  # the run's events, apart from what the job prints
+        env[EVENTS_FD_ENV] = str(events_w)
         try:
             proc = subprocess.Popen([self.python, str(_LAUNCHER), str(os.getpid()), *cmd], cwd=jdir, env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=(events_w,))
         except OSError as e:
+            os.close(events_r)
             log.write(f"error: cannot start the job process: {e}\n".encode())
             log.close()
             self.store.finish(job.id, FAILED, error=f"cannot start the job process: {e}")
             return
+        except BaseException:
+            os.close(events_r)
+            raise
+        finally:
+            os.close(events_w)  # the job holds the write end now: its exit ends the reader
         self.store.set_pid(job.id, proc.pid)
         live = _Live(job.id, proc, log)
         live.reader = threading.Thread(target=self._read, args=(live,), name=f"convpipe-log-{job.id}", daemon=True)
+        live.events = threading.Thread(target=self._read_events, args=(live, events_r),
+                                       name=f"convpipe-events-{job.id}", daemon=True)
         live.reader.start()
+        live.events.start()
         self._live[job.id] = live
 
     def _read(self, live: _Live) -> None:
-        """Copy the job's output to its log; turn progress lines into the job's progress."""
-        last_write = 0.0
-        pending: float | None = None
+        """Copy the job's output to its log (and keep its last lines for the error of a failed job)."""
         assert live.proc.stdout is not None
         stdout = live.proc.stdout
         # Lines are capped so a job printing without newlines cannot grow this process's memory.
         for line in iter(lambda: stdout.readline(1 << 16), b""):
             live.log.write(line)
-            m = _PROGRESS.search(line)
-            if m:
-                done, total = int(m.group(1)), int(m.group(2))
-                pending = done / total if total else 0.0
-                now = time.monotonic()
-                if now - last_write > 0.2:  # throttle: a run may print thousands of progress lines
-                    self.store.set_progress(live.job_id, pending)
-                    last_write, pending = now, None
-            elif line.strip():
+            if line.strip():
                 live.tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def _read_events(self, live: _Live, fd: int) -> None:
+        """Turn the run's events into the job's progress: the final pass's tiles, of the output's tiles."""
+        tiles = skipped = 0
+        last_write = 0.0
+        pending: float | None = None
+        with open(fd, "rb") as pipe:
+            for line in iter(lambda: pipe.readline(1 << 16), b""):
+                ev = from_json(line)
+                if isinstance(ev, RunStarted):
+                    tiles, skipped = max(ev.tiles, 0), max(ev.skipped, 0)
+                elif isinstance(ev, TileDone) and ev.final:
+                    # a resume counts the tiles it computes from zero: add those it found written
+                    pending = (min(skipped + ev.done, tiles) / tiles if tiles else
+                               ev.done / ev.total if ev.total > 0 else 0.0)
+                    now = time.monotonic()
+                    if now - last_write > 0.2:  # throttle: a run may send thousands of tiles
+                        self.store.set_progress(live.job_id, pending)
+                        last_write, pending = now, None
+                elif isinstance(ev, Failed):
+                    live.failure = ev.message
         if pending is not None:
             self.store.set_progress(live.job_id, pending)
 
@@ -284,8 +310,9 @@ class Runner:
                 continue
             _signal_group(pid, signal.SIGKILL)
             rc = live.proc.wait()
-            if live.reader is not None:
-                live.reader.join(5.0)
+            for reader in (live.reader, live.events):
+                if reader is not None:
+                    reader.join(5.0)
             self._finalize(live, rc)
             with self._lock:
                 self._live.pop(job_id, None)
@@ -349,7 +376,9 @@ class Runner:
 
 
 def _error_of(live: _Live, rc: int) -> str:
-    """The job's error: its last message line, or how its process ended."""
+    """The job's error: what its run's ``Failed`` event said, else its last message line, or how it ended."""
+    if live.failure:
+        return f"error: {live.failure}"[:1000]
     for line in reversed(live.tail):
         if line.startswith(("error", "Error")) or ": " in line:
             return line[:1000]

@@ -42,7 +42,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (submitted, seq);
 """
+
+
+def error_text(error: str | None) -> str | None:
+    """A job's error as one message: without the ``error:`` the job's command line put before it.
+
+    The job's last ``error: ...`` line is its error; shown under a label (``error:``), or after ``error:``
+    by the client's own error line, the prefix would appear twice.
+    """
+    if error is None:
+        return None
+    text = error.strip()
+    while text[:6].lower() == "error:":
+        text = text[6:].lstrip()
+    return text or error.strip()
 
 
 def iso(t: float | None) -> str | None:
@@ -81,7 +96,7 @@ class Job:
             "name": self.name,
             "state": self.state,
             "progress": round(self.progress, 4),
-            "error": self.error,
+            "error": error_text(self.error),
             "submitted": iso(self.submitted),
             "started": iso(self.started),
             "finished": iso(self.finished),
@@ -144,12 +159,12 @@ class JobStore:
         return _row(r) if r is not None else None
 
     def list_jobs(self, *, state: str | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs, newest first."""
+        """Jobs, newest first by submission time (the later-inserted first among equal times)."""
         sql, args = "SELECT * FROM jobs", list[Any]()
         if state is not None:
             sql += " WHERE state = ?"
             args.append(state)
-        sql += " ORDER BY seq DESC"
+        sql += " ORDER BY submitted DESC, seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
@@ -157,22 +172,34 @@ class JobStore:
             rows = self._db.execute(sql, args).fetchall()
         return [_row(r) for r in rows]
 
+    def active(self) -> list[Job]:
+        """The queued and running jobs (what a new job must not collide with)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY seq",
+                                    (QUEUED, RUNNING)).fetchall()
+        return [_row(r) for r in rows]
+
+    def total(self) -> int:
+        """How many jobs the table holds."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
     def count(self, state: str) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, name: str, spec: str, outputs: list[str]) -> Job:
-        """A new queued job."""
+    def add(self, name: str, spec: str, outputs: list[str], *, resume: bool = False) -> Job:
+        """A new queued job; ``resume``: its run finishes an output an interrupted run left incomplete."""
         now = time.time()
         with self._lock:
             for _ in range(8):  # 48 random bits: a collision is astronomically rare, but never fatal
                 job_id = secrets.token_hex(6)
                 try:
-                    self._db.execute("INSERT INTO jobs (id, name, state, spec, outputs, submitted) "
-                                     "VALUES (?, ?, ?, ?, ?, ?)",
-                                     (job_id, name, QUEUED, spec, json.dumps(outputs), now))
+                    self._db.execute("INSERT INTO jobs (id, name, state, spec, outputs, submitted, resume) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     (job_id, name, QUEUED, spec, json.dumps(outputs), now, int(resume)))
                     break
                 except sqlite3.IntegrityError:
                     continue
@@ -215,6 +242,7 @@ class JobStore:
     def finish(self, job_id: str, state: str, *, error: str | None = None) -> None:
         """End a running job as succeeded, failed or cancelled."""
         assert state in TERMINAL
+        error = error_text(error)
         with self._lock:
             self._db.execute("UPDATE jobs SET state = ?, error = ?, finished = ?, pid = NULL, "
                              "progress = CASE WHEN ? THEN 1.0 ELSE progress END WHERE id = ?",

@@ -3,5 +3,3 @@
 Each op reads its input as ``x != 0`` where it needs a mask and acts on every sub-array over ``axes``
 (default: every spatial axis z, y, x of the input).
 """
-
-from . import distance, morphology  # noqa: F401,E402  (register the ops)

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...stats import _GlobalOp, _reduce
+from ...stats import _reduce
+from ..base import NO_CONTEXT, Context
+from ..intensity import _GlobalOp
 
 NBINS = 256
 #: integer inputs: at most this many integer bins from min to max (8 MiB of counts per summary)
@@ -266,7 +268,6 @@ class AutoThreshold(_GlobalOp):
 
     name = "threshold"
     hides_nonfinite = True  # inf > t is 1, NaN > t is 0
-    summary = "x > skimage.filters.threshold_<method>(whole input) as uint8 0/1"
 
     def needs(self):
         return []
@@ -297,7 +298,18 @@ class AutoThreshold(_GlobalOp):
         self.threshold = np.float64(stats["threshold"])
         self.stats = {"threshold": float(stats["threshold"])}
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """x > the whole input's threshold, as 0/1.
+
+        Parameters
+        ----------
+        x : array, any shape; the stored values (raw_input: integers as a float type that holds them)
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, uint8
+        """
         self._need_prepared()
         # a float64 scalar: numpy compares a float32 block in float64 then (never rounding the threshold)
         return (x > np.float64(self.threshold)).astype(np.uint8)

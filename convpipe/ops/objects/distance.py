@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import ExecutionError
-from ..base import Op
-from ..registry import register
+from ...params.objects import DistanceParams
+from ..base import NO_CONTEXT, Context, Op
 from .morphology import object_axes
-from .params import DistanceParams
 
 
 def _sentinel(extent: dict[str, int], sampling: dict[str, float], axes: str) -> tuple[float, float]:
@@ -155,7 +154,20 @@ class EdtPass(Op):
         return (f"distance_transform(pass {k + 1}/{len(self.parent.order)}: whole lines along {self.axis}, "
                 f"sampling {s:g})")
 
-    def apply(self, x, xp=np, coords=None, extent=None):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """One axis of the transform on blocks whole along it.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, whole along ``axis``; the first pass: the stored values (read as x != 0), later
+            passes: the squared distances so far (compute dtype)
+        ctx : Context, with ``coords`` (to name a sub-array without background) and ``extent``
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape, float64: squared distances; the distances after the last pass
+        """
+        coords, extent = ctx.coords, ctx.extent
         ax = self.in_axes.index(self.axis)
         s = self.parent.sampling[self.axis]
         big, bound = _sentinel(extent, self.parent.sampling, self.parent.axes)
@@ -180,12 +192,10 @@ class EdtPass(Op):
                               "(x == 0): its distance transform is undefined")
 
 
-@register
 class DistanceTransform(Op):
     name = "distance_transform"
     kind = "full"
     Params = DistanceParams
-    summary = "scipy.ndimage.distance_transform_edt(x != 0, sampling) per sub-array over axes (separable passes)"
 
     def setup(self):
         p = self.params
@@ -218,10 +228,6 @@ class DistanceTransform(Op):
                 self.sampling[a] = float(v)
         self.sampling_array = np.array([self.sampling[a] for a in self.axes])
 
-    @classmethod
-    def expanded_count(cls, params) -> int:
-        return len(params.axes) if params.axes else 3
-
     def expand(self):
         return self.sub
 
@@ -232,5 +238,18 @@ class DistanceTransform(Op):
         s = ", ".join(f"{a}: {self.sampling[a]:g}" for a in self.axes)
         return f"distance_transform(over {self.axes}, sampling {{{s}}})"
 
-    def apply(self, x: Any, xp=np):
-        raise NotImplementedError("distance_transform runs as its passes (expand)")
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The passes one after the other on a block whole along every axis of the op.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, whole along ``axes``; the stored values (read as x != 0)
+        ctx : Context, with ``coords`` and ``extent`` (as the passes need them)
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape, dtype float64: the distances
+        """
+        for p in self.sub:
+            x = p.apply(x, ctx)
+        return x

@@ -31,10 +31,10 @@ import scipy.ndimage as ndi
 
 from ... import engines, limits
 from ...kernels import kernel_from_source
+from ...params.objects import BinaryParams, GreyParams
 from ...tiles import map_index
-from ..local import _LocalOp
-from ..registry import register
-from .params import BinaryParams, GreyParams
+from ..base import NO_CONTEXT, Context
+from ..local.base import LocalOp
 
 try:
     import cv2
@@ -184,8 +184,10 @@ def _grey(x: np.ndarray, fp: np.ndarray, kind: str, box: bool) -> np.ndarray:
     return ndi.maximum_filter(x, footprint=fp, mode="reflect")
 
 
-class Stage(_LocalOp):
+class Stage(LocalOp):
     """One erosion or dilation (internal: every morphology op expands into these)."""
+
+    gpu_path = False  # OpenCV and scipy.ndimage only
 
     def __init__(self, params, axes, *, step=None, name: str, kind: str, binary: bool, over: str,
                  structure: np.ndarray, box: bool = False):
@@ -216,7 +218,19 @@ class Stage(_LocalOp):
     def out_dtype(self, compute):
         return np.dtype(np.uint8) if self.binary else compute
 
-    def apply(self, x, xp=np):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """One erosion or dilation of the padded block, cropped.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, padded by ``halo()``; binary: the stored values (read as x != 0), grey: the compute
+            dtype
+        ctx : Context, unused
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape less the halo; binary uint8 0/1, grey ``x``'s dtype
+        """
         if self.binary and x.dtype != np.uint8:
             x = (x != 0).view(np.uint8)
         y = morph(x, self.structure, [self.ax(a) for a in self.axes], self.kind_, self.binary, self.box)
@@ -230,8 +244,10 @@ class Stage(_LocalOp):
         return f"{self.name}({fp} footprint over {self.axes})"
 
 
-class _MorphOp(_LocalOp):
+class _MorphOp(LocalOp):
     """A registered morphology op: its stages, in order (``expand``), their halos added."""
+
+    gpu_path = False  # OpenCV and scipy.ndimage only
 
     binary = True
     stages: tuple[str, ...] = ()  # erosion / dilation, each ``iterations`` times for binary ops
@@ -255,10 +271,6 @@ class _MorphOp(_LocalOp):
                           kind=k, binary=self.binary, over=self.axes, structure=self.structure, box=box)
                     for k in self.stages for _ in range(reps)]
 
-    @classmethod
-    def expanded_count(cls, params) -> int:
-        return len(cls.stages) * int(getattr(params, "iterations", 1) or 1)
-
     def expand(self):
         return self.sub
 
@@ -271,40 +283,45 @@ class _MorphOp(_LocalOp):
     def boundary(self, axis):
         return self.sub[0].boundary(axis)
 
-    def apply(self, x, xp=np):  # only when run unexpanded (tests): the stages one after the other
-        raise NotImplementedError("morphology ops run as their stages (expand)")
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The stages one after the other on one padded block (the planner runs them as ops of their own).
+
+        Parameters
+        ----------
+        x : numpy.ndarray, padded by ``halo()`` (the stages' halos added); dtype as :meth:`Stage.apply`
+        ctx : Context, unused
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape less the halo; binary uint8 0/1, grey ``x``'s dtype
+        """
+        for st in self.sub:
+            x = st.apply(x, ctx)
+        return x
 
 
-@register
 class BinaryErosion(_MorphOp):
     name = "binary_erosion"
     Params = BinaryParams
     stages = ("erosion",)
-    summary = "scipy.ndimage.binary_erosion of x != 0 (border_value 0) as uint8 0/1"
 
 
-@register
 class BinaryDilation(_MorphOp):
     name = "binary_dilation"
     Params = BinaryParams
     stages = ("dilation",)
-    summary = "scipy.ndimage.binary_dilation of x != 0 (border_value 0) as uint8 0/1"
 
 
-@register
 class BinaryOpening(_MorphOp):
     name = "binary_opening"
     Params = BinaryParams
     stages = ("erosion", "dilation")
-    summary = "scipy.ndimage.binary_opening of x != 0 (border_value 0) as uint8 0/1"
 
 
-@register
 class BinaryClosing(_MorphOp):
     name = "binary_closing"
     Params = BinaryParams
     stages = ("dilation", "erosion")
-    summary = "scipy.ndimage.binary_closing of x != 0 (border_value 0) as uint8 0/1"
 
 
 class _GreyOp(_MorphOp):
@@ -312,32 +329,24 @@ class _GreyOp(_MorphOp):
     Params = GreyParams
 
 
-@register
 class GreyErosion(_GreyOp):
     name = "grey_erosion"
     stages = ("erosion",)
-    summary = "scipy.ndimage.grey_erosion (size or flat footprint)"
 
 
-@register
 class GreyDilation(_GreyOp):
     name = "grey_dilation"
     stages = ("dilation",)
-    summary = "scipy.ndimage.grey_dilation (size or flat footprint)"
 
 
-@register
 class GreyOpening(_GreyOp):
     name = "grey_opening"
     stages = ("erosion", "dilation")
-    summary = "scipy.ndimage.grey_opening (size or flat footprint)"
 
 
-@register
 class GreyClosing(_GreyOp):
     name = "grey_closing"
     stages = ("dilation", "erosion")
-    summary = "scipy.ndimage.grey_closing (size or flat footprint)"
 
 
 class _Tophat(_GreyOp):
@@ -348,10 +357,6 @@ class _Tophat(_GreyOp):
 
     def expand(self):
         return [self]
-
-    @classmethod
-    def expanded_count(cls, params) -> int:
-        return 1
 
     def halo(self):
         """The stages' halos added, each side wide enough that the positions ``mode`` maps the second stage's
@@ -367,7 +372,19 @@ class _Tophat(_GreyOp):
         fp = "x".join(map(str, self.structure.shape))
         return f"{self.name}({fp} footprint over {self.axes}, mode {self.params.mode})"
 
-    def apply(self, x, xp=np, coords=None, extent=None):
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """Both stages on the padded block, the intermediate padded again by ``mode``, then the difference.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, padded by ``halo()``; the compute dtype
+        ctx : Context, with ``coords`` and ``extent`` (where the array's edges are)
+
+        Returns
+        -------
+        numpy.ndarray, ``x``'s shape less the halo, ``x``'s dtype
+        """
+        coords, extent = ctx.coords, ctx.extent
         first, second = self.sub
         positions = [self.ax(a) for a in self.axes]
         e = morph(x, self.structure, positions, first.kind_, False, first.box)
@@ -423,15 +440,11 @@ class _Tophat(_GreyOp):
         return e
 
 
-@register
 class WhiteTophat(_Tophat):
     name = "white_tophat"
     stages = ("erosion", "dilation")
-    summary = "scipy.ndimage.white_tophat: x - grey_opening(x)"
 
 
-@register
 class BlackTophat(_Tophat):
     name = "black_tophat"
     stages = ("dilation", "erosion")
-    summary = "scipy.ndimage.black_tophat: grey_closing(x) - x"

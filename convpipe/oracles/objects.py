@@ -1,8 +1,9 @@
 """The whole-array references of SPEC.md's object ops (morphology, distance transform) and of
 ``threshold {method}``: scipy.ndimage and scikit-image on the whole array, nothing of convpipe.
 
-Registered into :data:`convpipe.oracles.OPS` by name (``convpipe.oracles`` imports this module at its end),
-with the same calling convention: ``opname(x, dims, **spec params) -> (y, out_dims)`` in canonical order.
+Registered into :data:`convpipe.oracles.OPS` by name (the package imports this module), with the same calling
+convention: ``opname(x, dims, **spec params) -> (y, out_dims)`` in canonical order. The helpers at the end
+serve :mod:`convpipe.verify` (how far an object op reads, which passes a run makes).
 """
 
 from __future__ import annotations
@@ -12,7 +13,19 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
-from . import oracles as O
+from .base import OPS, canonical, op, per_axis, per_plane
+from .kernels import kernel_array
+from .point import GLOBAL_OPS
+
+
+class O:  # the names this module takes from the other oracle modules
+    op = staticmethod(op)
+    OPS = OPS
+    per_axis = staticmethod(per_axis)
+    per_plane = staticmethod(per_plane)
+    canonical = staticmethod(canonical)
+    kernel_array = staticmethod(kernel_array)
+    GLOBAL_OPS = GLOBAL_OPS
 
 SPATIAL = "zyx"
 BINARY_OPS = ("binary_erosion", "binary_dilation", "binary_opening", "binary_closing")

@@ -1,49 +1,67 @@
-"""Fast exact CPU engines for the kernels the local ops are built from.
+"""The CPU engines: numpy arrays through OpenCV where it is exact, else scipy.ndimage.
 
-Every function here works on a block that was already padded by the caller (the halo machinery in
+Every function works on a block that was already padded by the caller (the halo machinery in
 :mod:`convpipe.tiles` does the boundary modes), so the engine's own border handling never matters: the
 caller crops it away. That is what lets OpenCV stand in for scipy exactly.
 
 Measured on a 2048x2048 float32 plane, one core: scipy gaussian sigma=2 84 ms vs ``cv2.sepFilter2D``
 with scipy's weights 8 ms; Sobel magnitude 136 ms vs 5 ms; max relative difference 3e-7.
+
+OpenCV's thread pool. Dask already runs one task per core, so OpenCV's own pool would oversubscribe the
+machine: our calls run with one OpenCV thread (:func:`opencv_threads`), and the count the process had is
+restored as soon as no call of ours is running. Importing this module changes nothing.
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
 
-from .backends import on_device
-
 try:  # OpenCV is a hard dependency, but keep the scipy path alive if a wheel is broken
     import cv2
-
-    cv2.setNumThreads(1)  # dask already runs one task per core; OpenCV's pool would oversubscribe
 except ImportError:  # pragma: no cover
     cv2 = None
 
 _CV_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-
-# Set by tiles.run_chain around each op whose input is known to be finite (convpipe.finite tracks it op by
-# op): then the engines need not check the op's blocks again. A ContextVar, because dask runs tasks on
-# several threads at once.
-ASSUME_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("convpipe_assume_finite", default=False)
+_CV_LOCK = threading.Lock()
+_CV_STATE = {"users": 0, "saved": 0}
 
 
-def all_finite(x: np.ndarray) -> bool:
-    """True when ``x`` holds no NaN/inf: the exact check of :func:`convpipe.finite.is_finite`, skipped where
-    the chain already knows the op's input is finite.
+@contextlib.contextmanager
+def opencv_threads(n: int = 1) -> Iterator[None]:
+    """Run the enclosed OpenCV calls with ``n`` OpenCV threads, then give the process its own count back.
 
-    Works on CuPy blocks too (``x.sum()`` stays on the device; one scalar comes back).
+    Reference-counted: dask runs our calls on several threads at once, so the count the process had is saved
+    by the first of them to enter and restored by the last to leave (a save/restore per call would let two
+    overlapping calls restore each other's setting and leave ``n`` behind).
     """
-    if not x.size or ASSUME_FINITE.get():
-        return True
-    from .finite import is_finite
+    if cv2 is None:
+        yield
+        return
+    with _CV_LOCK:
+        if _CV_STATE["users"] == 0:
+            _CV_STATE["saved"] = cv2.getNumThreads()
+            cv2.setNumThreads(n)
+        _CV_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _CV_LOCK:
+            _CV_STATE["users"] -= 1
+            if _CV_STATE["users"] == 0:
+                cv2.setNumThreads(_CV_STATE["saved"])
 
-    return is_finite(x)
+
+def _finite(x: np.ndarray) -> bool:
+    from . import all_finite
+
+    return all_finite(x)
 
 
 def _cv_layout(x: np.ndarray) -> bool:
@@ -53,7 +71,7 @@ def _cv_layout(x: np.ndarray) -> bool:
 def _cv_ok(x: np.ndarray) -> bool:
     # OpenCV skips zero taps (0 * NaN never happens) and filter2D switches to a DFT from 11x11 kernels, which
     # spreads one NaN over the whole block: blocks with NaN/inf take scipy's path, which is the oracle's own
-    return _cv_layout(x) and all_finite(x)
+    return _cv_layout(x) and _finite(x)
 
 
 def _planes(x: np.ndarray):
@@ -76,10 +94,6 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
     outside the array along that axis (``outside[axis]``, a boolean mask) are reset to cval. The passes
     then run in ``order`` (scipy's order for the op). Needed only when the kernel does not sum to one.
     """
-    if on_device(x):  # a CuPy block: the GPU engine (convpipe.gpu)
-        from . import gpu
-
-        return gpu.sep_correlate(x, weights, fill=fill, order=order)
     if not weights:
         return x
     cv = _cv_ok(x)  # once per call: each pass of finite weights over finite data stays finite
@@ -124,11 +138,12 @@ def _cv_sep2d(x: np.ndarray, kx: tuple[np.ndarray, int], ky: tuple[np.ndarray, i
     wy = np.asarray(ky[0], dtype=x.dtype)
     anchor = (int(kx[1]), int(ky[1]))
     depth = cv2.CV_32F if x.dtype == np.float32 else cv2.CV_64F
-    for idx in _planes(x):
-        src = x[idx]
-        if src.shape[0] == 0 or src.shape[1] == 0:
-            continue
-        cv2.sepFilter2D(src, depth, wx, wy, dst=res[idx], anchor=anchor, borderType=cv2.BORDER_REFLECT)
+    with opencv_threads():
+        for idx in _planes(x):
+            src = x[idx]
+            if src.shape[0] == 0 or src.shape[1] == 0:
+                continue
+            cv2.sepFilter2D(src, depth, wx, wy, dst=res[idx], anchor=anchor, borderType=cv2.BORDER_REFLECT)
     return res
 
 
@@ -152,18 +167,15 @@ def _correlate1d_any(x: np.ndarray, w: np.ndarray, center: int, axis: int, *, cv
 
 def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
     """Direct (non-separable) correlation of ``x`` with ``k`` over ``axes``."""
-    if on_device(x):
-        from . import gpu
-
-        return gpu.correlate_nd(x, k, centers, axes)
     if len(axes) == 2 and axes == (x.ndim - 2, x.ndim - 1) and _cv_ok(x):
         res = np.empty(x.shape, dtype=x.dtype)
         kk = np.asarray(k, dtype=x.dtype)
         depth = cv2.CV_32F if x.dtype == np.float32 else cv2.CV_64F
         anchor = (int(centers[1]), int(centers[0]))
-        for idx in _planes(x):
-            if x[idx].size:
-                cv2.filter2D(x[idx], depth, kk, dst=res[idx], anchor=anchor, borderType=cv2.BORDER_REFLECT)
+        with opencv_threads():
+            for idx in _planes(x):
+                if x[idx].size:
+                    cv2.filter2D(x[idx], depth, kk, dst=res[idx], anchor=anchor, borderType=cv2.BORDER_REFLECT)
         return res
     full = np.ones(x.ndim, dtype=int)
     shape = list(full)
@@ -177,34 +189,7 @@ def correlate_nd(x: np.ndarray, k: np.ndarray, centers: tuple[int, ...], axes: t
 
 
 def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
-    """median / minimum / maximum over a box of ``sizes`` (centred as scipy: center = size // 2).
-
-    A window holding a NaN gives NaN (numpy's rule for max / min / median; inf is an ordered value like any
-    other). scipy's running extrema and selection have no rule for NaN: their result depends on where the
-    line, and so the block, starts. So the NaN voxels take part as 0 and the windows holding one are set to
-    NaN afterwards (a box maximum of the NaN mask): blocks without NaN pay one check.
-    """
-    if x.dtype.kind == "f" and not all_finite(x):
-        xp = _xp(x)
-        nan = xp.isnan(x)
-        if bool(nan.any()):
-            out = _rank(xp.where(nan, x.dtype.type(0), x), kind, sizes)
-            spread = _rank(nan.view(np.uint8), "maximum", sizes)
-            return xp.where(spread.astype(bool), x.dtype.type(np.nan), out)
-    return _rank(x, kind, sizes)
-
-
-def _xp(x):
-    from .backends import array_module
-
-    return array_module(x)
-
-
-def _rank(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
-    if on_device(x):
-        from . import gpu
-
-        return gpu.rank_filter(x, kind, sizes)
+    """median / minimum / maximum over a box of ``sizes`` (centred as scipy), min/max as exact 1-D passes."""
     size = [sizes.get(a, 1) for a in range(x.ndim)]
     if kind in ("minimum", "maximum"):
         # Box min/max is separable and exact: one 1-D pass per axis.
@@ -214,7 +199,16 @@ def _rank(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
             if s > 1:
                 out = f(out, s, axis=a, mode="reflect")
         return out
+    if kind != "median":
+        raise ValueError(f"unknown rank filter {kind!r}")
     return ndi.median_filter(x, size=size, mode="reflect")
+
+
+def fftconvolve(x: np.ndarray, k: np.ndarray, mode: str = "full", axes: Any = None) -> np.ndarray:
+    """scipy.signal.fftconvolve."""
+    from scipy.signal import fftconvolve as fc
+
+    return fc(x, np.asarray(k), mode=mode, axes=axes)
 
 
 _CV_TRANSPOSE = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)}
@@ -239,8 +233,9 @@ def transposed_copy(a: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
         return np.ascontiguousarray(a.transpose(perm))
     src = a.reshape(lead, nk, rest)
     moved = np.empty((lead, rest, nk), dtype=a.dtype)
-    for i in range(lead):
-        cv2.transpose(src[i], dst=moved[i])
+    with opencv_threads():
+        for i in range(lead):
+            cv2.transpose(src[i], dst=moved[i])
     order = [d for d in range(n) if d != k] + [k]  # the axes of `moved`, reshaped back
     moved = moved.reshape(tuple(a.shape[d] for d in order))
     return np.ascontiguousarray(moved.transpose([order.index(p) for p in perm]))

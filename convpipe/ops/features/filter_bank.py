@@ -1,0 +1,99 @@
+"""``filter_bank``: one ``c`` channel per kernel (a list, or gabor orientations x frequencies), by correlate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import SpecError
+from ...kernels import kernel_from_source, normalize
+from ...params.features import FilterBankParams
+from ...params.local import KernelParams
+from ..base import NO_CONTEXT, Context, Op, insert_axis
+from ..local.correlate import Correlate
+
+
+class FilterBank(Op):
+    """One output channel per kernel: ``scipy.ndimage.correlate`` of the input with each (same mode/cval).
+
+    Halo = the largest kernel's extent per axis; each kernel runs on its own crop of the padded block, so a
+    small kernel never pays for the largest one. Adds a ``c`` axis (kernel index).
+    """
+
+    name = "filter_bank"
+    kind = "local"
+    Params = FilterBankParams
+    linear = True
+
+    def setup(self):
+        p = self.params
+        if "c" in self.in_axes:
+            raise self.error("filter_bank adds a 'c' axis, but the input already has one")
+        base = self.step.spec.base_dir if (self.step is not None and self.step.spec is not None) else None
+        if p.kernels is not None:
+            ks = [normalize(kernel_from_source(s, base), p.normalize, p.temperature) for s in p.kernels]
+        else:
+            ks = [normalize(k, p.normalize, p.temperature) for k in p.gabor.kernels()]
+        ndims = {k.ndim for k in ks}
+        if len(ndims) != 1:
+            raise self.error(f"all kernels must have the same number of dimensions, got {sorted(ndims)}", "kernels")
+        nd = ndims.pop()
+        default = {1: "x", 2: "yx", 3: "zyx"}.get(nd, "yx")
+        self.axes = self.resolve_axes(p.axes, default=default)
+        self.subs = []
+        for k in ks:
+            kp = KernelParams.model_construct(kernel=np.ascontiguousarray(k), axes=self.axes, mode=p.mode,
+                                              cval=p.cval, origin=0, normalize="none", temperature=1.0,
+                                              method=p.method)
+            try:
+                self.subs.append(Correlate(kp, self.in_axes, step=self.step))
+            except (SpecError, ValueError) as e:  # a kernel/axes mismatch: name this op's field
+                raise self.error(str(getattr(e, "message", e)), "kernels") from None
+        self._halo = {}
+        for a in self.axes:
+            lo = max(s.halo()[a][0] for s in self.subs)
+            hi = max(s.halo()[a][1] for s in self.subs)
+            self._halo[a] = (lo, hi)
+
+    @property
+    def out_axes(self):
+        return insert_axis(self.in_axes, "c")
+
+    def out_extent(self, axis, n):
+        return len(self.subs)
+
+    def halo(self):
+        return dict(self._halo)
+
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """Each kernel's correlation on its own crop of the block, stacked along a new ``c`` axis.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, axes ``in_axes``, padded by ``halo()`` (the largest kernel's); float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        numpy.ndarray, axes ``out_axes`` (``c`` inserted, one channel per kernel), ``x``'s shape less the halo
+        along ``axes``, ``x``'s dtype
+        """
+        outs = []
+        for s in self.subs:
+            sl = [slice(None)] * x.ndim
+            for a, (lo, hi) in s.halo().items():
+                i = self.in_axes.index(a)
+                H = self._halo[a]
+                sl[i] = slice(H[0] - lo, x.shape[i] - (H[1] - hi))
+            outs.append(np.asarray(s.apply(x[tuple(sl)]), dtype=x.dtype))
+        return np.stack(outs, axis=self.out_axes.index("c"))
+
+    def method(self):
+        ms = sorted({s.method() for s in self.subs})
+        return "/".join(ms)
+
+    def describe(self):
+        shapes = ", ".join("x".join(map(str, s.kernel.shape)) for s in self.subs[:4])
+        more = f", ... ({len(self.subs)} kernels)" if len(self.subs) > 4 else ""
+        return f"filter_bank({shapes}{more} over {self.axes})"

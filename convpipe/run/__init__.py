@@ -1,0 +1,46 @@
+"""A run owns everything between a validated spec and a complete output.
+
+==============  =====================================================================================
+``prepare``     open the input, plan, check the places, decide create / replace / resume / nothing
+``write``       create or reopen the output; pyramid, tables and the provenance's completeness mark
+``loop``        compute the plan's graph on the cluster, counting tiles into events
+``source``      the input as the run reads it (naming a damaged chunk)
+``failure``     what a failed run says
+``events``      the typed events a run emits, their subscribers, their JSON-lines form
+``core``        :func:`run_pipeline`: the phases in order, :class:`RunResult`
+==============  =====================================================================================
+
+``convpipe.run.events`` imports only the standard library (and pydantic to read JSON lines back), so the
+job service and the command line can use it without loading dask or zarr; the rest loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .events import (
+    Event,
+    EventBus,
+    Failed,
+    Finished,
+    Interrupted,
+    LogLine,
+    PassDone,
+    PassStarted,
+    PhaseDone,
+    PhaseStarted,
+    RunStarted,
+    TileDone,
+    WarningLine,
+)
+
+__all__ = ["Event", "EventBus", "Failed", "Finished", "Interrupted", "LogLine", "PassDone", "PassStarted",
+           "PhaseDone", "PhaseStarted", "RunResult", "RunStarted", "TileDone", "WarningLine", "run_pipeline"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RunResult", "run_pipeline"):
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
