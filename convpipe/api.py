@@ -49,9 +49,9 @@ class Pipeline:
         from .run.prepare import array_info, open_spec_input, plan_for
 
         spec = self.spec.with_overrides(**overrides) if overrides else self.spec
-        _, arr, axes, _ = open_spec_input(spec)
+        _, arr, axes, ome = open_spec_input(spec)
         choice = resolve(spec.execution.backend, strict=False)  # gpu without a GPU: explain still plans
-        plan = plan_for(spec, array_info(arr, axes), choice.name)
+        plan = plan_for(spec, array_info(arr, axes), choice.name, ome)
         plan.backend_note = backend_note(choice, plan)  # "auto chose gpu: <device>", passes left on the CPU
         return plan
 

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .spec import Location, Spec
 
 #: Step parameters that name a file the op reads: one kernel source, or a list of them.
-FILE_FIELDS = {"kernel": "kernel", "template": "template", "weights": "kernel", "kernels": "kernel"}
+FILE_FIELDS = {"kernel": "kernel", "template": "template", "weights": "kernel", "kernels": "kernel",
+               "footprint": "kernel"}  # footprint: morphology
 FILE_LIST_FIELDS = {"kernels": "kernel"}
 #: Step parameters that name a file the op writes.
 TABLE_FIELDS = ("table",)

@@ -317,22 +317,25 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if any(n == 0 for n in inp.shape):
         raise PlanError(f"the input is empty (shape {stored.shape}); nothing to compute")
 
-    # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
+    # output dtype: explicit, else the last op's own type (threshold and binary morphology -> uint8, astype),
+    # else compute dtype
     dt = compute
     for k, op in enumerate(ops):
         if op.passes_dtype:  # the image passes through (regionprops): it keeps its type
             op.in_dtype = dt if k else np.dtype(inp.dtype)
-        dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
+        dt = op.out_dtype(compute)
     odt = np.dtype(out_dtype) if out_dtype else dt
 
     # A global op (zscore, rescale) needs statistics of its whole input first: the chain is cut before
     # it, and that pass's result is reduced to statistics before the next pass runs (it is recomputed,
     # not stored: cheaper than writing an intermediate for archives larger than memory).
+    # An op with ``new_pass`` (a distance transform's second and later axes: whole lines along another axis)
+    # starts a pass of its own too, which reads the previous pass's tiles.
     segments: list[list[Any]] = [[]]
     for op in ops:
         # an isolated op (label) relabels exactly the tiles its pre-pass saw: only point ops may follow it
         isolated = any(o.isolated for o in segments[-1])
-        if segments[-1] and (op.kind == "global" or (isolated and op.kind != "point")):
+        if segments[-1] and (op.kind == "global" or op.new_pass or (isolated and op.kind != "point")):
             segments.append([])
         segments[-1].append(op)
 
@@ -352,7 +355,10 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         if last:  # the output's chunks default to the input's, whatever passes came before
             chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
         else:
-            chunks = {a: c for a, c in zip(cur.axes, cur.chunks)}
+            # a new_pass segment (whole lines along another axis) starts from the input's chunks, not from the
+            # previous pass's tiles, which are whole along that pass's axis
+            src = inp if seg[0].new_pass else cur
+            chunks = {a: c for a, c in zip(src.axes, src.chunks)}
             chunks = {a: chunks.get(a, ext[-1][a]) for a in out_axes}
         full = "".join(a for a in out_axes if any(a in op.full_axes() for op in seg))
         halo = _total_halo(seg)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import limits
 from .errors import SpecError, SpecErrors
@@ -231,8 +231,36 @@ class OutputSpec(_Model):
     ome: bool | None = None
     pyramid: int = Field(0, ge=0, le=16)
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    labels_of: str | None = Field(None, description="an OME-Zarr image: the (integer) output is written as an "
+                                                    "NGFF label image into its labels/<label_name> group")
+    label_name: str | None = Field(None, description="the label image's name under labels_of's labels/ group")
 
     _url = field_validator("url")(lambda v: check_url(v, reads=False))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_url(cls, data: Any) -> Any:
+        """``labels_of`` + ``label_name`` name the output's place: ``url`` defaults to IMAGE/labels/NAME."""
+        if isinstance(data, dict) and data.get("labels_of") and data.get("url") is None \
+                and isinstance(data.get("label_name"), str):
+            data = dict(data, url=f"{str(data['labels_of']).rstrip('/')}/labels/{data['label_name']}")
+        return data
+
+    @model_validator(mode="after")
+    def _labels(self):
+        if (self.labels_of is None) != (self.label_name is None):
+            raise ValueError("labels_of and label_name go together (the image, and the name under its labels/)")
+        if self.labels_of is not None:
+            n = self.label_name
+            if not n or "/" in n or "\\" in n or n in (".", "..") or n.strip() != n or "\x00" in n:
+                raise ValueError(f"label_name {n!r} must be one plain name (no '/', not '.' or '..')")
+            want = f"{str(self.labels_of).rstrip('/')}/labels/{n}"
+            if self.url.rstrip("/") != want:
+                raise ValueError(f"output.url {self.url!r} and labels_of name different places (labels_of writes "
+                                 f"{want!r}); give one of them")
+            if self.ome is False:
+                raise ValueError("labels_of writes an NGFF label image: drop ome: false")
+        return self
 
     @field_validator("dtype")
     @classmethod

@@ -60,6 +60,18 @@ IMPLEMENTATIONS: dict[str, str] = {
     # objects
     "label": "objects.label:Label",
     "regionprops": "objects.regionprops:Regionprops",
+    # objects: morphology, distance transform
+    "binary_erosion": "objects.morphology:BinaryErosion",
+    "binary_dilation": "objects.morphology:BinaryDilation",
+    "binary_opening": "objects.morphology:BinaryOpening",
+    "binary_closing": "objects.morphology:BinaryClosing",
+    "grey_erosion": "objects.morphology:GreyErosion",
+    "grey_dilation": "objects.morphology:GreyDilation",
+    "grey_opening": "objects.morphology:GreyOpening",
+    "grey_closing": "objects.morphology:GreyClosing",
+    "white_tophat": "objects.morphology:WhiteTophat",
+    "black_tophat": "objects.morphology:BlackTophat",
+    "distance_transform": "objects.distance:DistanceTransform",
 }
 
 

@@ -270,7 +270,13 @@ def _previews(r: _Run) -> dict[str, Any]:
                 notes.append((key, f"{py.size} of {n} rows on this plane{shape}"))
             except Exception as e:  # noqa: BLE001
                 notes.append((key, _why(e)))
-    uri, _ = figures.preview_figure(inp, out, points)
+    from ..ome.labels import is_label_image
+
+    labels = is_label_image(res.output_url, r.out_so or None) and out.data.shape == inp.data.shape
+    if labels:
+        notes.append(("labels", f"{int(np.count_nonzero(np.unique(out.data)))} labels on this plane, drawn in "
+                                "colour over the input"))
+    uri, _ = figures.preview_figure(inp, out, points, labels=labels)
     return {"image": uri, "notes": notes}
 
 

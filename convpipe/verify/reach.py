@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import oracles as O
+from ..oracles import morphology as OO
 from ..axes import canonical
 
 
@@ -29,6 +30,9 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
     """
     dims = canonical(dims)
     on = O.resolve_on
+    obj = OO.reach(name, p, dims, base_dir)  # morphology, distance transform (convpipe.oracles.morphology)
+    if obj is not None:
+        return obj
     if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats", "regionprops"):
         return {}  # value-wise here (global statistics and tables are computed on the whole array)
     if name in O.WHOLE_ARRAY_OPS:
