@@ -12,7 +12,8 @@ The choice, in order of what matters most:
 1. legal: the task fits a worker's memory (otherwise the plan is refused, as before);
 2. as few of the planner's warnings as any legal tile allows (read amplification > 1.5, tasks < 20 ms);
 3. half a worker's memory or less (headroom for the estimate's error), where a tile with as few warnings has it;
-4. enough tiles to keep the workers busy (4 per worker, or as many as any candidate gives);
+4. enough tiles to keep the workers busy (4 per worker -- 2 where every task is tiny -- or as many as any
+   candidate gives);
 5. the least estimated wall time of the pass (rounds of tasks over the workers, each task's compute on its
    tile and halo plus a fixed overhead), and among tiles within 5% of it the least memory.
 """
@@ -95,7 +96,11 @@ def choose_tile(ops, out_axes, exts, chunks, halo, full, compute, workers, mem_b
     roomy = ok & (mem <= mem_budget / 2)
     if roomy.any():
         ok = roomy
-    busy = ok & (n_tiles >= min(4 * max(workers, 1), n_tiles[ok].max()))
+    # 4 tiles per worker keep them busy and reading while others compute; where every task is tiny anyway
+    # (a small array) per-task overhead dominates, and two per worker (one computing while another reads or
+    # writes) are enough
+    per_worker = 2 if (secs[ok] < MIN_TASK_SECONDS).all() else 4
+    busy = ok & (n_tiles >= min(per_worker * max(workers, 1), n_tiles[ok].max()))
     if busy.any():
         ok = busy
     # among what is left: the least wall time of the pass, rounds of tasks over the workers (fewer, larger
