@@ -130,6 +130,16 @@ class Plan:
     def peak_memory_per_worker(self) -> int:
         return max((p.mem_per_task for p in self.passes), default=0)
 
+    def estimate(self) -> dict:
+        """Wall time and peak memory per worker on this machine: ``{"seconds", "peak_memory_bytes"}``.
+
+        From costs measured here (:mod:`convpipe.estimate`: a short calibration the first time, then cached
+        per machine and library versions).
+        """
+        from .estimate import estimate
+
+        return estimate(self)
+
     def to_dict(self) -> dict:
         return {
             "input": {"shape": list(self.input.shape), "dtype": str(self.input.dtype),
