@@ -11,7 +11,8 @@ another machine is measured again.
 The estimate of a plan: each pass's compute (the planner's model scaled by the measured factor of each op's
 family), reading the input and writing the output at the measured rates, and a measured cost per task, spread
 over the workers the tiles can keep busy, plus the fixed cost of a run. Peak memory per worker is the
-process's own footprint (measured) plus the plan's memory per task.
+process's own footprint (measured) plus the plan's memory per task for each task it runs at once (twice:
+the block read ahead for the next one).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ CACHE_FILE = "calibration.json"
 #: Distributions whose versions change the costs measured (a cache from other versions is measured again).
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
-_FAMILIES = ("point", "local", "full", "global")
+#: What measure_costs returns: a cache of another format is measured again.
+CALIBRATION_FORMAT = 1
 
 
 def cache_dir() -> Path:
@@ -53,7 +55,7 @@ def machine_key() -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             continue
-    return {"node": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
+    return {"format": CALIBRATION_FORMAT, "node": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "versions": versions}
 
 
@@ -225,7 +227,10 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
     io_bytes = plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
     out_bytes = plan.output.nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
     seconds += (io_bytes + out_bytes) / min(workers, max(plan.passes[-1].n_tiles if plan.passes else 1, 1))
-    peak = float(costs.get("process_bytes", 0.0)) + plan.peak_memory_per_worker
+    # a worker is a process: the threads cluster runs every task in this one, the others one task at a time
+    # per worker process; each running task also holds the next block its thread reads ahead
+    concurrent = workers if plan.cluster in ("threads",) else 1
+    peak = float(costs.get("process_bytes", 0.0)) + 2 * concurrent * plan.peak_memory_per_worker
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
 
 

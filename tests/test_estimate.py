@@ -55,15 +55,17 @@ def test_measured_once_then_read_from_the_cache(cache):
     assert m.calls == 2
 
 
-@pytest.mark.parametrize("change", ["versions", "machine"])
+@pytest.mark.parametrize("change", ["versions", "machine", "format"])
 def test_a_cache_from_other_versions_or_another_machine_is_measured_again(cache, monkeypatch, change):
     m = Counter()
     E.calibration(measure=m)
     key = E.machine_key()
     if change == "versions":
         key["versions"] = dict(key["versions"], numpy="0.0.1")
-    else:
+    elif change == "machine":
         key["node"] = key["node"] + "-elsewhere"
+    else:
+        key["format"] = key["format"] + 1
     monkeypatch.setattr(E, "machine_key", lambda: key)
     E.calibration(measure=m)
     assert m.calls == 2
@@ -99,18 +101,20 @@ def test_importing_convpipe_does_not_calibrate(tmp_path):
     assert not any(tmp_path.rglob(E.CACHE_FILE))
 
 
-def _plan(shape=(64, 2048, 2048), steps=None, workers=4):
+def _plan(shape=(64, 2048, 2048), steps=None, workers=4, cluster="local:4"):
     steps = load_spec({"convpipe": 1, "input": {"url": "in.zarr"},
                        "steps": steps or [{"gaussian": {"sigma": 2}}, {"sobel": {"axes": "yx"}}]}).steps
     return make_plan(steps, ArrayInfo(shape, np.dtype("uint16"), (16, 512, 512), "zyx"), workers=workers,
-                     memory_per_worker=4 << 30)
+                     memory_per_worker=4 << 30, cluster=cluster)
 
 
 def test_the_estimate_follows_the_measured_costs():
     plan = _plan()
     base = E.estimate(plan, COSTS)
     assert base["seconds"] > COSTS["run_fixed_s"]
-    assert base["peak_memory_bytes"] == plan.peak_memory_per_worker + COSTS["process_bytes"]
+    assert base["peak_memory_bytes"] == 2 * plan.peak_memory_per_worker + COSTS["process_bytes"]  # local:N
+    threads = E.estimate(_plan(cluster="threads"), COSTS)  # one process runs every worker's task at once
+    assert threads["peak_memory_bytes"] == 2 * 4 * plan.peak_memory_per_worker + COSTS["process_bytes"]
     slow_local = E.estimate(plan, dict(COSTS, factor_local=20.0))
     assert slow_local["seconds"] > 2 * base["seconds"]  # the local ops dominate this chain
     slow_point = E.estimate(plan, dict(COSTS, factor_point=1.5))
