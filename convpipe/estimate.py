@@ -32,7 +32,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 1
+CALIBRATION_FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -98,9 +98,8 @@ def calibration(*, refresh: bool = False, measure: Callable[[], dict] | None = N
 
 # --------------------------------------------------------------------------- measuring
 
-_PROBES = {  # one step per op family, on a float32 plane
+_PROBES = {  # one step per op family, on a float32 plane (local ops: two Gaussians, below)
     "point": {"scale": {"factor": 2.0, "offset": 1.0}},
-    "local": {"gaussian": {"sigma": 2}},
     "full": {"butterworth": {"cutoff_frequency_ratio": 0.1}},
     "global": {"zscore": {}},
 }
@@ -123,14 +122,14 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     dict
         ``factor_<family>``: measured seconds over the planner's model for that family's probe (1.0 is
         the model); ``read_bytes_per_s`` and ``write_bytes_per_s`` of a local Zarr array (default codec,
-        decoded/encoded bytes); ``task_s``: the cost of one more tile task; ``run_fixed_s``: a whole tiny run
+        decoded/encoded bytes); ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a
+        separable local op, fitted as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``: a whole tiny run
         (open, plan, create the output, write, record); ``process_bytes``: this process's RSS with the
         libraries a run loads; ``seconds``: how long calibrating took.
     """
     import numpy as np
 
     from .api import load
-    from .plan import ArrayInfo, make_plan
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -152,10 +151,25 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         run = apply(p, arr, [side, side])
         run()  # warm: imports, kernel tables, FFT plans
         secs = _best(run, 2)
-        model = make_plan(p.spec.steps, ArrayInfo((side, side), np.dtype("float32"), (side, side), "yx"),
-                          tile={"y": side, "x": side})
+        model = _bound(p, side)
         model_s = sum(pp.est_seconds_per_task * pp.n_tiles for pp in model.passes)
         out[f"factor_{fam}"] = max(secs - call, 0.1 * secs) / max(model_s, 1e-9)
+    # separable local ops (most of them): seconds per voxel = a base + a cost per tap of the halo, fitted
+    # from two Gaussians; the planner's model is linear in the halo too, but its slope is not this machine's
+    fit = []
+    for sigma in (1, 4):
+        p = load({"convpipe": 1, "input": {"url": "calibration.zarr"}, "steps": [{"gaussian": {"sigma": sigma}}]})
+        run = apply(p, arr, [side, side])
+        run()
+        halo = sum(lo + hi for lo, hi in _bound(p, side).passes[0].halo.values())
+        secs = max(_best(run, 2) - call, 0.0)
+        fit.append((halo, secs / arr.size * 1e9))
+        if sigma == 1:  # other local ops (direct kernels, rank filters): the model times this factor
+            model = _bound(p, side)
+            out["factor_local"] = max(secs, 1e-9) / max(sum(pp.est_seconds_per_task for pp in model.passes), 1e-9)
+    (h1, n1), (h2, n2) = fit
+    out["separable_tap_ns"] = max((n2 - n1) / (h2 - h1), 0.0)
+    out["separable_base_ns"] = max(n1 - out["separable_tap_ns"] * h1, 0.0)
     # one more task: the point op on 16 tiles of a quarter plane against one tile of it
     quarter = arr[: side // 2, : side // 2].copy()
     q = side // 2
@@ -191,6 +205,15 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     return out
 
 
+def _bound(p: Any, side: int) -> Any:
+    import numpy as np
+
+    from .plan import ArrayInfo, make_plan
+
+    return make_plan(p.spec.steps, ArrayInfo((side, side), np.dtype("float32"), (side, side), "yx"),
+                     tile={"y": side, "x": side})
+
+
 # --------------------------------------------------------------------------- estimating
 
 
@@ -218,7 +241,7 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
     for pp in plan.passes:
         model_ns = [_COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in pp.ops]
         total_ns = sum(model_ns) + 2.0
-        scaled = sum(ns * costs.get(f"factor_{op.kind}", 1.0) for ns, op in zip(model_ns, pp.ops))
+        scaled = sum(_measured_ns(op, ns, costs) for ns, op in zip(model_ns, pp.ops))
         scaled += 2.0 * costs.get("factor_point", 1.0)
         task_compute = pp.est_seconds_per_task * scaled / total_ns
         busy = min(workers, max(pp.n_tiles, 1))
@@ -232,6 +255,15 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
     concurrent = workers if plan.cluster in ("threads",) else 1
     peak = float(costs.get("process_bytes", 0.0)) + 2 * concurrent * plan.peak_memory_per_worker
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
+
+
+def _measured_ns(op: Any, model_ns: float, costs: dict[str, float]) -> float:
+    """Nanoseconds per voxel of ``op`` on this machine: the fitted separable line, else the model times its family's factor."""
+    if op.kind == "local" and "separable_tap_ns" in costs and str(op.method()).startswith("separable"):
+        halo = sum(lo + hi for lo, hi in op.halo().values())
+        terms = len(getattr(op, "terms", None) or [1])  # a merged chain runs one separable pass per term
+        return terms * (costs["separable_base_ns"] + costs["separable_tap_ns"] * halo)
+    return model_ns * costs.get(f"factor_{op.kind}", 1.0)
 
 
 def explain_json(plan: Any) -> dict[str, Any]:

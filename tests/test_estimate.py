@@ -178,3 +178,18 @@ def test_a_real_calibration_is_well_formed(cache):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
+
+
+def test_separable_ops_follow_the_fitted_line_per_tap_and_per_merged_term():
+    costs = dict(COSTS, separable_base_ns=10.0, separable_tap_ns=1.0)
+    wide = _plan(steps=[{"gaussian": {"sigma": 8}}])
+    narrow = _plan(steps=[{"gaussian": {"sigma": 1}}])
+    steeper = dict(costs, separable_tap_ns=4.0)
+    gain_wide = E.estimate(wide, steeper)["seconds"] - E.estimate(wide, costs)["seconds"]
+    gain_narrow = E.estimate(narrow, steeper)["seconds"] - E.estimate(narrow, costs)["seconds"]
+    assert gain_wide > 3 * gain_narrow > 0  # the per-tap cost weighs with the halo
+    merged = _plan(steps=[{"gaussian_laplace": {"sigma": 2}}, {"uniform": {"size": 5}}])
+    op = merged.passes[0].ops[-1]
+    terms = len(getattr(op, "terms", None) or [1])
+    halo = sum(lo + hi for lo, hi in op.halo().values())
+    assert E._measured_ns(op, 1.0, costs) == pytest.approx(terms * (10.0 + halo))
