@@ -40,8 +40,10 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env)
-    import platformdirs
-
+    try:  # the platform's convention (~/.cache, ~/Library/Caches, %LOCALAPPDATA%); pooch brings it
+        import platformdirs
+    except ImportError:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convpipe"
     return Path(platformdirs.user_cache_dir("convpipe", appauthor=False))
 
 

@@ -193,3 +193,15 @@ def test_separable_ops_follow_the_fitted_line_per_tap_and_per_merged_term():
     terms = len(getattr(op, "terms", None) or [1])
     halo = sum(lo + hi for lo, hi in op.halo().values())
     assert E._measured_ns(op, 1.0, costs) == pytest.approx(terms * (10.0 + halo))
+
+
+def test_the_report_shows_the_estimate_beside_the_actual(tmp_path):
+    from convpipe.report import build_report
+
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(4, 64, 64), chunks=(2, 32, 32), dtype="uint16")[...] = 7
+    p = convpipe.load({"convpipe": 1, "input": {"url": str(url)}, "output": {"url": str(tmp_path / "o.zarr")},
+                       "steps": [{"gaussian": {"sigma": 1}}]})
+    res = p.run()
+    html = build_report(p, res, timings=res.timings)
+    assert "estimated time" in html and "estimated peak" in html and "elapsed" in html
