@@ -17,12 +17,11 @@ from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
 from .spec import Spec, Step
-from .tiles import backward, runs_len
+from .tilechoice import MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, choose_tile, tile_costs
 
 # Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
 # They only steer the tile size and the time estimate in explain; nothing depends on them for exactness.
 _COST_NS = {"point": 1.0, "local": 3.0, "full": 40.0, "global": 2.0}
-_TARGET_TASK_S = 0.1
 # Measured here (2 cores): building the graph costs ~9 us per task (1.05 M tasks of an 8 TB plan in
 # 9.2 s); dask's distributed scheduler holds roughly 2 KiB per task and spends ~0.3-1 ms on each.
 _GRAPH_S_PER_TASK = 9e-6
@@ -131,6 +130,16 @@ class Plan:
     @property
     def peak_memory_per_worker(self) -> int:
         return max((p.mem_per_task for p in self.passes), default=0)
+
+    def estimate(self) -> dict:
+        """Wall time and peak memory per worker on this machine: ``{"seconds", "peak_memory_bytes"}``.
+
+        From costs measured here (:mod:`convpipe.estimate`: a short calibration the first time, then cached
+        per machine and library versions).
+        """
+        from .estimate import estimate
+
+        return estimate(self)
 
     def to_dict(self) -> dict:
         return {
@@ -380,9 +389,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
             raise PlanError(f"pass {k}: a task needs about {_fmt_bytes(mem)} but a worker has "
                             f"{_fmt_bytes(memory_per_worker)}: use smaller tiles (execution.tile), more memory "
                             "per worker, or fewer whole axes")
-        if amp > 1.5:
+        if amp > MAX_READ_AMPLIFICATION:
             warnings.append(f"pass {k}: read amplification {amp:.2f} > 1.5: tiles are small for this halo")
-        if secs < 0.02:
+        if secs < MIN_TASK_SECONDS:
             warnings.append(f"pass {k}: tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead "
                             "will dominate; larger tiles help")
         cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
@@ -451,29 +460,12 @@ def _err(spec: Spec | None, msg: str, loc: tuple) -> SpecError:
 
 
 def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
-    core = {a: ((0, min(t[a], ext[-1][a])),) for a in out_axes}
-    # a tile in the middle of the array: shift the core away from the edges when the array allows
-    mid = {}
-    for a in out_axes:
-        n = ext[-1][a]
-        s = max(0, min(n - t[a], (n // 2 // t[a]) * t[a])) if a not in full else 0
-        mid[a] = ((s, min(s + t[a], n)),)
-    targets = backward(ops, mid, ext)
-    need = targets[0]
-    core_vox = np.prod([runs_len(core[a]) for a in out_axes], dtype=np.float64)
-    in_vox = np.prod([runs_len(need[a]) for a in inp.axes], dtype=np.float64)
-    # the input voxels a tile stands for: its own size, scaled where the pass changes an axis' length (strides)
-    core_in = np.prod([min(t[a] * ext[0][a] / ext[-1][a] if a in t and a in ext[-1] else ext[0][a], ext[0][a])
-                       for a in inp.axes], dtype=np.float64)
-    amp = float(in_vox / max(core_in, 1))
-    biggest = max((np.prod([runs_len(tg.get(a, ((0, 1),))) for a in tg], dtype=np.float64) for tg in targets),
-                  default=in_vox)
-    per_vox = compute.itemsize
-    mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
+    return tile_costs(ops, t, ext, halo, full, inp, compute, out_axes, _ns_per_voxel(ops))
+
+
+def _ns_per_voxel(ops) -> float:
     # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
-    ns = sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
-    secs = float(in_vox * ns * 1e-9)
-    return amp, mem, secs
+    return sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
 
 
 def _op_weight(op) -> float:
@@ -501,26 +493,9 @@ def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers
             if r != v and v < ext[a]:
                 warnings.append(f"tile {a}={v} rounded up to {r}, a multiple of the output chunk {chunks[a]}")
             t[a] = min(r, ext[a]) if r < ext[a] else ext[a]
-    else:
-        t = {a: chunks[a] for a in out_axes}
-        for a in full:
-            t[a] = ext[a]
-        # grow along the axis whose halo costs most relative to the tile, while tasks are short,
-        # plenty of tasks remain for the workers, and memory allows
-        for _ in range(64):
-            amp, mem, secs = _tile_costs(ops, t, exts, halo, full, inp, compute, out_axes)
-            n_tiles = np.prod([math.ceil(ext[a] / t[a]) for a in out_axes])
-            if secs >= _TARGET_TASK_S or n_tiles < 4 * workers:
-                break
-            cands = [a for a in out_axes if t[a] < ext[a] and a not in full]
-            if not cands:
-                break
-            a = max(cands, key=lambda a: (sum(halo.get(a, (0, 0))) / t[a], -t[a]))
-            new = dict(t)
-            new[a] = min(ext[a], t[a] * 2)
-            if _tile_costs(ops, new, exts, halo, full, inp, compute, out_axes)[1] > mem_budget / 2:
-                break
-            t = new
+    else:  # the candidate that obeys this planner's own warnings (convpipe.tilechoice)
+        t = choose_tile(ops, out_axes, exts, chunks, halo, full, compute, workers, mem_budget, inp,
+                        _ns_per_voxel(ops), _SCHED_S_PER_TASK)
     for a in full:
         if t[a] != ext[a]:
             t[a] = ext[a]
