@@ -45,7 +45,8 @@ def spec_locations(spec: "Spec") -> list["Location"]:
         out.append(Location(format_path(loc), loc, str(url), resolved or spec.resolve(str(url)), kind, writes,
                             spec.line_of(loc)))
 
-    add(("input", "url"), spec.input.url, "input", False)
+    if spec.input is not None:  # a spec for Pipeline.apply may name none
+        add(("input", "url"), spec.input.url, "input", False)
     if spec.output is not None:
         add(("output", "url"), spec.output.url, "output", True)
     for step in spec.steps:

@@ -59,6 +59,9 @@ def plan_for(spec: Spec, info: ArrayInfo, backend: str) -> Plan:
 def open_spec_input(spec: Spec) -> tuple[str, Any, str, dict]:
     """(resolved url, array, axes, OME metadata) of the spec's input; an InputError names ``input.url``."""
     i = spec.input
+    if i is None:  # a spec loaded for Pipeline.apply (convpipe.load accepts one without an input)
+        raise SpecError("the spec names no input: give run(input=URL) / explain(input=URL), --input, or an "
+                        "'input: URL' in the spec (only apply() works without one)", path="input")
     url = spec.resolve(i.url)
     try:
         arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
