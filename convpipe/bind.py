@@ -186,7 +186,7 @@ def check_spec_axes(spec: "Spec") -> None:
     """Check the steps against ``input.axes`` and the output's chunks (SpecError); with no ``input.axes``,
     bind the steps to assumed axes only to refuse halos beyond the limits (other errors wait for the input)."""
     top = spec.top
-    if top.input.axes:
+    if top.input is not None and top.input.axes:
         out_axes = check_step_axes(spec, top.input.axes)
         chunks = top.output.chunks if top.output is not None else None
         if isinstance(chunks, list) and len(chunks) != len(out_axes):

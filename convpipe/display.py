@@ -38,7 +38,7 @@ def _value(v: Any) -> str:
 
 def _set_fields(model: Any) -> dict:
     """The fields a user set (pydantic's ``model_fields_set``), objects kept as they are (kernels)."""
-    return {k: getattr(model, k) for k in model.model_fields if k in model.model_fields_set}
+    return {k: getattr(model, k) for k in type(model).model_fields if k in model.model_fields_set}
 
 
 def params_text(step: Any) -> str:

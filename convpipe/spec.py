@@ -7,7 +7,6 @@ evaluated. Every error names the YAML path and line, e.g.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -301,6 +300,34 @@ def check_axes_string(v: str) -> None:
         raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
 
 
+def plain_copy(v: Any, *, strict: bool = False) -> Any:
+    """A deep copy of spec data as plain JSON types: a numpy array becomes nested lists, a numpy scalar its
+    Python number, a path its string (a spec given as a dict in Python may hold all three).
+
+    ``strict``: anything else that JSON cannot hold raises TypeError (a canonical form must not guess);
+    otherwise it is kept as it is, for validation to judge.
+    """
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {k: plain_copy(x, strict=strict) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [plain_copy(x, strict=strict) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, str):
+        return str(v)  # a bound KernelFile is the path as written
+    if v is None or isinstance(v, bool | int | float):
+        return v
+    if strict:
+        raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+    return v
+
+
 class Step:
     """One parsed step: its op name, validated parameters, and where it sits in the YAML."""
 
@@ -322,14 +349,7 @@ class Step:
 
     def canonical(self) -> dict:
         """JSON-ready parameters (a kernel given as a numpy array becomes nested lists)."""
-        def plain(v):
-            import numpy as np
-
-            if isinstance(v, np.ndarray):
-                return v.tolist()
-            raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-        return {self.name: json.loads(json.dumps(self.params.model_dump(mode="python"), default=plain))}
+        return {self.name: plain_copy(self.params.model_dump(mode="python"), strict=True)}
 
     def __repr__(self) -> str:
         return f"Step({self.name}, {self.params!r})"
@@ -407,7 +427,7 @@ class Spec:
         again); a new ``profile:`` cluster is bound.
         """
         steps = self.raw.get("steps")
-        raw = json.loads(json.dumps({k: v for k, v in self.raw.items() if k != "steps"}, default=str))
+        raw = plain_copy({k: v for k, v in self.raw.items() if k != "steps"})
         raw["steps"] = steps
         for key, value in overrides.items():
             if value is None:
@@ -586,7 +606,9 @@ def parse_spec(source: str | os.PathLike | dict, *, input_required: bool = True)
     also binds them (:func:`convpipe.bind.bind`).
     """
     if isinstance(source, dict):
-        return build_spec(source, {}, Path.cwd(), "<dict>", input_required=input_required)
+        # numpy numbers and paths outside the steps become plain values (a step's arrays stay arrays: kernels)
+        raw = {k: v if k == "steps" else plain_copy(v) for k, v in source.items()}
+        return build_spec(raw, {}, Path.cwd(), "<dict>", input_required=input_required)
     path = Path(source)
     try:
         with open(path, "rb") as f:
