@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..cluster import describe
+from ..cluster import resources
 from ..errors import InputError, SpecError
 from ..io import Manifest, data_digest, fingerprint, open_input, output_state
 from ..outputs import is_ome_output, ome_output_problem
@@ -37,12 +37,7 @@ __all__ = ["Prepared", "bind_input", "check_places", "cluster_resources", "open_
 
 def cluster_resources(spec: Spec) -> tuple[int, int]:
     """(workers, memory per worker) the plan is sized for: the cluster's, or ``execution.memory_limit``."""
-    _, workers, mem = describe(spec.execution.cluster)
-    limit = parse_bytes(spec.execution.memory_limit)
-    if limit is not None:
-        mem = limit
-    elif spec.execution.cluster == "threads":
-        mem = mem // max(workers, 1)
+    _, workers, mem = resources(spec.execution.cluster, parse_bytes(spec.execution.memory_limit))
     return workers, mem
 
 
