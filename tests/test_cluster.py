@@ -213,7 +213,8 @@ def test_memory_and_cpus_are_dasks_container_aware_numbers():
 
     code = ("from convpipe.cluster import describe; import convpipe; p = convpipe.load({'convpipe': 1, "
             "'input': {'url': 'x.zarr'}, 'steps': [{'gaussian': {'sigma': 1}}]}); "
-            "print(describe('threads')[2], p._cluster_resources(p.spec)[1] * describe('threads')[1])")
+            "from convpipe.run.prepare import cluster_resources; "
+            "print(describe('threads')[2], cluster_resources(p.spec)[1] * describe('threads')[1])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit, check=False,
                        timeout=120)
     assert r.returncode == 0, r.stderr
