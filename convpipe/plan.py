@@ -168,6 +168,14 @@ class Plan:
             "warnings": self.warnings,
         }
 
+    def __repr__(self) -> str:  # the explain text, not a dump of the dataclass's fields
+        return str(self)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from .display import plan_html
+
+        return plan_html(self)
+
     def __str__(self) -> str:
         lines = []
         name = self.spec.name if self.spec is not None else "pipeline"

@@ -1,5 +1,5 @@
 """The object examples of pipelines/: coins -> distances (runs in the demo), and the coins segmentation
-(pipelines/needs-label/, which needs the label and regionprops ops of issue 16's other half).
+(label and regionprops).
 
 Each runs through Zarr on scikit-image's coins with tiles far smaller than a coin, and is compared with the
 chain of SPEC.md's oracles on the whole image (float64 compute, so that the Otsu threshold is computed from
@@ -60,10 +60,8 @@ def test_coins_distance_example(tmp_path):
 
 
 def test_coins_segmentation_example(tmp_path):
-    if "label" not in registry.names() or "regionprops" not in registry.names():
-        pytest.skip("label not merged yet")
     x = _coins(tmp_path)
-    spec = _relocate(REPO / "pipelines" / "needs-label" / "coins-segmentation.yaml", tmp_path)
+    spec = _relocate(REPO / "pipelines" / "coins-segmentation.yaml", tmp_path)
     res = convpipe.load(spec).run()
     g = zarr.open_group(res.output_url, mode="r")
     labels = g["0"][...]

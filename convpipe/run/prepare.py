@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..cluster import describe
+from ..cluster import resources
 from ..errors import InputError, SpecError
 from ..io import Manifest, data_digest, fingerprint, open_input, output_state
 from ..outputs import is_ome_output, ome_output_problem
@@ -37,12 +37,7 @@ __all__ = ["Prepared", "bind_input", "check_places", "cluster_resources", "open_
 
 def cluster_resources(spec: Spec) -> tuple[int, int]:
     """(workers, memory per worker) the plan is sized for: the cluster's, or ``execution.memory_limit``."""
-    _, workers, mem = describe(spec.execution.cluster)
-    limit = parse_bytes(spec.execution.memory_limit)
-    if limit is not None:
-        mem = limit
-    elif spec.execution.cluster == "threads":
-        mem = mem // max(workers, 1)
+    _, workers, mem = resources(spec.execution.cluster, parse_bytes(spec.execution.memory_limit))
     return workers, mem
 
 
@@ -78,6 +73,9 @@ def bind_voxel_sizes(plan: Plan, ome: dict | None, level: int | None) -> None:
 def open_spec_input(spec: Spec) -> tuple[str, Any, str, dict]:
     """(resolved url, array, axes, OME metadata) of the spec's input; an InputError names ``input.url``."""
     i = spec.input
+    if i is None:  # a spec loaded for Pipeline.apply (convpipe.load accepts one without an input)
+        raise SpecError("the spec names no input: give run(input=URL) / explain(input=URL), --input, or an "
+                        "'input: URL' in the spec (only apply() works without one)", path="input")
     url = spec.resolve(i.url)
     try:
         arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
