@@ -18,7 +18,6 @@ import zarr
 
 import convpipe
 from convpipe.oracles import assert_conforms, oracle
-from convpipe.ops import registry
 
 skimage = pytest.importorskip("skimage")
 from skimage import data  # noqa: E402
