@@ -100,9 +100,10 @@ def apply_with_tables(plan: Plan, array: Any, *, device_out: bool = False) -> tu
     from .execute import execute
     from .run.prepare import table_name
 
-    ops = table_ops(plan)
+    # keyed by place in the plan, as a run's table sinks are (no sink: the rows come back instead)
+    places = {(pp.index, i): None for pp in plan.passes for i, op in enumerate(pp.ops) if op.emits_table}
     rows: list[tuple[int, Any]] = []
-    arr = execute(plan, array, tables={id(op): None for op in ops}, rows=rows, device_out=device_out)
+    arr = execute(plan, array, tables=places, rows=rows, device_out=device_out)
     name = f"convpipe-rows-{tokenize(arr.name, [k for _, k in rows])}"
     graph = HighLevelGraph.from_collections(name, {name: (_gather, *[k for _, k in rows])}, dependencies=[arr])
     image, pairs = dask.compute(arr, Delayed(name, graph), optimize_graph=False)

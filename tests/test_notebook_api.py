@@ -203,8 +203,9 @@ def test_run_takes_numpy_values_through_every_override(case, coins, tmp_path):
     first = zarr.open_array(out)[...]
     p.run(overwrite=True, tile={"y": 48, "x": 64})
     again = zarr.open_array(out)
+    # each run against the reference (another tile may round a float32 sum differently in its last bit)
+    np.testing.assert_allclose(first, ref, atol=1e-5)
     np.testing.assert_allclose(again[...], ref, atol=1e-5)
-    np.testing.assert_array_equal(first, again[...])
     assert again.attrs["convpipe"]["complete"] is True
     assert p.explain().output.shape == ref.shape
     assert p.spec.hash() == convpipe.load(spec).spec.hash()
