@@ -201,7 +201,7 @@ def test_progress_comes_from_the_runs_events_never_from_what_a_job_prints(svc, d
         log = h.get(f"/jobs/{job['id']}/log").text
         assert done["state"] == "failed" and "progress: 9/10" in log, log
         assert done["progress"] == 0.0
-        assert done["error"].startswith("error: output ") and "exists; use --overwrite" in done["error"]
+        assert done["error"].startswith("output ") and "exists; use --overwrite" in done["error"]  # said once, no "error: "
 
 
 def test_progress_reaches_the_job_while_it_runs_in_whole_tiles(svc, data):
