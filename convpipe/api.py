@@ -24,14 +24,17 @@ __all__ = ["Pipeline", "RunResult", "load"]
 def load(source: str | os.PathLike | dict | Spec) -> "Pipeline":
     """Load a spec (YAML/JSON path, or a dict) into a :class:`Pipeline`.
 
+    The spec may leave out ``input`` (and ``output``): :meth:`Pipeline.apply` takes the array itself, and
+    :meth:`Pipeline.run` / :meth:`Pipeline.explain` then need ``input=``.
+
     Examples
     --------
     >>> import numpy as np, convpipe
-    >>> p = convpipe.load({"convpipe": 1, "input": {"url": "in.zarr"}, "steps": [{"gaussian": {"sigma": 1}}]})
+    >>> p = convpipe.load({"convpipe": 1, "steps": [{"gaussian": {"sigma": 1}}]})
     >>> p.apply(np.ones((8, 8)), axes="yx").compute().shape
     (8, 8)
     """
-    return Pipeline(source if isinstance(source, Spec) else load_spec(source))
+    return Pipeline(source if isinstance(source, Spec) else load_spec(source, input_required=False))
 
 
 class Pipeline:
@@ -41,7 +44,14 @@ class Pipeline:
         self.spec = spec
 
     def __repr__(self) -> str:
-        return f"Pipeline({self.spec.name!r}, {len(self.spec.steps)} steps)"
+        from .display import pipeline_text
+
+        return pipeline_text(self)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from .display import pipeline_html
+
+        return pipeline_html(self)
 
     def explain(self, **overrides: Any) -> Plan:
         """The plan on the spec's input (reads metadata only, never chunk data)."""
@@ -49,31 +59,42 @@ class Pipeline:
         from .run.prepare import array_info, open_spec_input, plan_for
 
         spec = self.spec.with_overrides(**overrides) if overrides else self.spec
-        _, arr, axes, _ = open_spec_input(spec)
+        _, arr, axes, ome = open_spec_input(spec)
         choice = resolve(spec.execution.backend, strict=False)  # gpu without a GPU: explain still plans
-        plan = plan_for(spec, array_info(arr, axes), choice.name)
+        plan = plan_for(spec, array_info(arr, axes), choice.name, ome)
         plan.backend_note = backend_note(choice, plan)  # "auto chose gpu: <device>", passes left on the CPU
         return plan
 
     # ------------------------------------------------------------------ apply
-    def apply(self, array: Any, axes: str | None = None, *, tile: Any = None) -> Any:
+    def apply(self, array: Any, axes: str | None = None, *, tile: Any = None, tables: bool = False) -> Any:
         """Apply the steps to an in-memory or dask array; returns a lazy dask array.
+
+        The spec's ``input`` (and ``output``) are not used: a spec for ``apply`` may leave them out.
 
         Parameters
         ----------
-        array : numpy.ndarray or dask.array.Array, shape (..., y, x)
+        array : numpy.ndarray, dask.array.Array or cupy.ndarray, shape (..., y, x)
         axes : str, optional
             One letter per axis from 'tczyx'; default the last ``array.ndim`` letters.
         tile : dict or list, optional
             Work tile; default the array's chunks.
+        tables : bool
+            Also compute the tables of the chain's table ops (``peaks``, ``blobs``, ``match_template``,
+            ``stats``; with or without ``table:`` in the spec). Without it, a step that names a ``table``
+            is refused (SpecError): apply writes nothing, and the table would be lost silently.
 
         Returns
         -------
         dask.array.Array
             Same axes (plus ``c`` for ops that add channels), dtype by the pipeline's dtype rule.
+        (numpy.ndarray, dict) with ``tables=True``
+            The computed image (CuPy for CuPy input) and ``{step path: table}`` (``"steps[1].peaks"``, as
+            :attr:`RunResult.outputs` names it), each a pandas DataFrame when pandas is installed, else a
+            ``pyarrow.Table``, with the rows and columns the run's Parquet table would hold.
         """
         import dask.array as da
 
+        from .apply_tables import apply_with_tables, refuse_dropped_tables, with_table_rows
         from .execute import execute
         from .run.prepare import bind_input, cluster_resources
 
@@ -95,17 +116,21 @@ class Pipeline:
             t = dict(zip(axes, info.chunks))
         elif not isinstance(t, dict) and len(t) == len(axes):
             t = dict(zip(axes, t))  # a list follows the input's axes; axes an op adds (c) stay whole
-        plan = make_plan(spec.steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
+        steps = with_table_rows(spec.steps) if tables else spec.steps
+        plan = make_plan(steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
                          tile=t,
                          precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
                          backend="gpu" if device else resolve(spec.execution.backend).name)
         bind_input(plan, array, axes)
+        if tables:
+            return apply_with_tables(plan, array, device_out=device)
+        refuse_dropped_tables(plan)
         return execute(plan, array, device_out=device)
 
     # ------------------------------------------------------------------ run
     def run(self, *, input: str | None = None, output: str | None = None, cluster: str | None = None,
             backend: str | None = None, overwrite: bool | None = None, resume: bool = False,
-            tile: Any = None, progress: Callable[[int, int], None] | None = None,
+            tile: Any = None, progress: Callable[[int, int], None] | bool | None = None,
             log: Callable[[str], None] | None = None,
             on_event: Callable[[Event], Any] | Iterable[Callable[[Event], Any]] | None = None) -> RunResult:
         """Run the pipeline from the input to the output Zarr.
@@ -123,9 +148,10 @@ class Pipeline:
             ``output.overwrite`` and ``execution.tile``.
         resume : bool
             Finish an output left incomplete by an interrupted run.
-        progress : callable, optional
+        progress : callable or bool, optional
             ``progress(done, total)``: the final pass's tiles this run computed, at most every 0.2 s and at
-            the last tile.
+            the last tile. ``True``: a progress bar (rich's: a live widget in Jupyter, a bar on a terminal,
+            :class:`convpipe.progress.ProgressBar`). Without it the run prints nothing.
         log : callable, optional
             ``log(message)`` for every log line and warning of the run.
         on_event : callable or iterable of callables, optional
@@ -143,6 +169,11 @@ class Pipeline:
         subscribers = [] if on_event is None else [on_event] if callable(on_event) else list(on_event)
         if log is not None:
             subscribers.append(log_subscriber(log))
-        if progress is not None:
+        if progress is True:
+            from .progress import ProgressBar
+
+            with ProgressBar(spec.name) as bar:
+                return run_pipeline(spec, resume=resume, bus=EventBus([*subscribers, progress_subscriber(bar)]))
+        if callable(progress):
             subscribers.append(progress_subscriber(progress))
         return run_pipeline(spec, resume=resume, bus=EventBus(subscribers))

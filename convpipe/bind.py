@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .spec import Location, Spec
 
 #: Step parameters that name a file the op reads: one kernel source, or a list of them.
-FILE_FIELDS = {"kernel": "kernel", "template": "template"}
+FILE_FIELDS = {"kernel": "kernel", "template": "template", "weights": "kernel", "kernels": "kernel",
+               "footprint": "kernel"}  # footprint: morphology
 FILE_LIST_FIELDS = {"kernels": "kernel"}
 #: Step parameters that name a file the op writes.
 TABLE_FIELDS = ("table",)
@@ -45,7 +46,8 @@ def spec_locations(spec: "Spec") -> list["Location"]:
         out.append(Location(format_path(loc), loc, str(url), resolved or spec.resolve(str(url)), kind, writes,
                             spec.line_of(loc)))
 
-    add(("input", "url"), spec.input.url, "input", False)
+    if spec.input is not None:  # a spec for Pipeline.apply may name none
+        add(("input", "url"), spec.input.url, "input", False)
     if spec.output is not None:
         add(("output", "url"), spec.output.url, "output", True)
     for step in spec.steps:
@@ -185,7 +187,7 @@ def check_spec_axes(spec: "Spec") -> None:
     """Check the steps against ``input.axes`` and the output's chunks (SpecError); with no ``input.axes``,
     bind the steps to assumed axes only to refuse halos beyond the limits (other errors wait for the input)."""
     top = spec.top
-    if top.input.axes:
+    if top.input is not None and top.input.axes:
         out_axes = check_step_axes(spec, top.input.axes)
         chunks = top.output.chunks if top.output is not None else None
         if isinstance(chunks, list) and len(chunks) != len(out_axes):

@@ -125,8 +125,11 @@ def run(
         typer.echo(f"done: {res.output_url} was already complete; nothing to do")
         return
     vps = res.voxels_per_second
+    from .estimate import summary_suffix
+
     typer.echo(f"done: {res.output_url}  {res.elapsed:.2f} s, {vps / 1e6:.1f} Mvoxel/s, {res.tasks} tasks, "
-               f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else ""))
+               f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else "")
+               + summary_suffix(res))
     if report is not None:
         try:
             from .report import write_report
@@ -160,8 +163,10 @@ def explain(
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
     from .api import load
 
+    from .estimate import explain_json, explain_text
+
     plan = load(spec).explain(input=input, cluster=cluster)
-    typer.echo(json.dumps(plan.to_dict(), indent=2) if as_json else str(plan))
+    typer.echo(json.dumps(explain_json(plan), indent=2) if as_json else explain_text(plan))
 
 
 @app.command()
@@ -197,7 +202,8 @@ def _register_optional() -> None:
     """Commands living in their own modules (each adds itself with ``register(app)``)."""
     import importlib
 
-    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify"):
+    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify",
+                "convpipe.kernelview"):
         try:
             m = importlib.import_module(mod)
         except ImportError as e:

@@ -253,6 +253,20 @@ def describe(cluster: str) -> tuple[str, int, int]:
                     f"tls://host:port or profile:NAME", path="execution.cluster")
 
 
+def resources(cluster: str, memory_limit: int | None = None) -> tuple[str, int, int]:
+    """(kind, workers, memory per worker) that plans are sized for: what ``explain`` and ``cluster show`` print.
+
+    The threads of ``threads`` share one process's memory and each runs one task, so each gets its share;
+    ``memory_limit`` (``execution.memory_limit`` in bytes) replaces the cluster's figure. Starts nothing.
+    """
+    kind, workers, mem = describe(cluster)
+    if memory_limit is not None:
+        mem = int(memory_limit)
+    elif kind == "threads":
+        mem = mem // max(workers, 1)
+    return kind, workers, mem
+
+
 def tls_security_from_config() -> Any:
     """A ``distributed.security.Security`` from Dask's TLS configuration, or an InputError saying what is missing."""
     from distributed.security import Security

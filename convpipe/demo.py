@@ -157,6 +157,10 @@ def _relocated(path: Path, out: Path) -> dict:
         for params in step.values():
             if isinstance(params, dict) and isinstance(params.get("table"), str):
                 params["table"] = str((out / Path(params["table"]).name).resolve())
+            for field in ("kernel", "kernels", "weights", "template"):  # .npy files stay beside the spec
+                v = params.get(field) if isinstance(params, dict) else None
+                if isinstance(v, str) and v.endswith(".npy") and not Path(v).is_absolute():
+                    params[field] = str((path.parent / v).resolve())
     return spec
 
 
@@ -184,8 +188,10 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print, pipelines: Path 
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    _write(out / "stack.zarr", make_stack(), STACK_CHUNKS)
+    stack = make_stack()
+    _write(out / "stack.zarr", stack, STACK_CHUNKS)
     _write(out / "image.zarr", make_image(), IMAGE_CHUNKS)
+    _write(out / "plane.zarr", stack[STACK_SHAPE[0] // 2], STACK_CHUNKS[1:])  # a 256 x 256 image
     _write(out / "nuclei.zarr", make_nuclei()[0], NUCLEI_CHUNKS)
     real = _real_images(out)
     echo(f"sample data: {out / 'stack.zarr'} {STACK_SHAPE} uint16, {out / 'image.zarr'} {IMAGE_SHAPE} uint16, "

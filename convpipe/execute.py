@@ -9,6 +9,7 @@ and records itself in the manifest (``run``). No two tasks write one chunk.
 from __future__ import annotations
 
 import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,6 +55,7 @@ class _Program:
     backend: str = "cpu"  # where this pass runs (backends.pass_backend)
     device_out: bool = False  # return CuPy arrays (Pipeline.apply on CuPy input)
     out_perm: tuple | None = None  # written tiles: transpose from compute order to the output's stored order
+    collect_rows: bool = False  # return (tile, (tile key, rows)) for Pipeline.apply(tables=True)
 
     def meta(self, index: tuple[int, ...]) -> "_TileMeta":
         entries = {a: self.axes[i][j] for i, (a, j) in enumerate(zip(self.out_axes, index))}
@@ -134,7 +136,10 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     with np.errstate(all="ignore"):
         res = _run_tile(prog, be, block, meta, rows)
     for i, table in prog.tables:
-        table.write_part(meta.key, rows.get(i, {}))
+        if table is not None:  # None: the rows go back with the tile (collect_rows)
+            table.write_part(meta.key, rows.get(i, {}))
+    if prog.collect_rows:
+        return res, (meta.key, {i: rows.get(i, {}) for i, table in prog.tables if table is None})
     if prog.sink is None:
         return res
     region = tuple(slice(s, e) for s, e in meta.core)
@@ -180,8 +185,12 @@ def tile_key(index: tuple[int, ...], pass_index: int = 0) -> str:
 
 def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manifest: Any = None,
                skip: set[str] | None = None, name: str | None = None, tables: tuple = (),
-               device_out: bool = False) -> Any:
-    """The dask array of one pass: chunks = tiles (``sink`` None) or one marker per tile (writing)."""
+               device_out: bool = False, rows: list | None = None) -> Any:
+    """The dask array of one pass: chunks = tiles (``sink`` None) or one marker per tile (writing).
+
+    ``rows`` (a list; no ``sink``): the tasks also return the rows of the ops whose entry in ``tables`` is
+    None: each such task returns ``(tile, (tile key, {op index: columns}))``, and its key is appended to ``rows``.
+    """
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -211,13 +220,13 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
                     plan.output.dtype if sink is not None or pp is plan.passes[-1] else plan.compute_dtype,
                     pp.in_axes, out_axes, tuple(tables_axes), pp.index, sink, manifest, tables,
                     pass_backend(plan, pp), device_out and sink is None,
-                    plan.out_perm if sink is not None else None)
+                    plan.out_perm if sink is not None else None, rows is not None and sink is None)
     # Name from the canonical plan, never from kernel arrays: dask once tokenized a kernel and its
     # transposed view alike, silently merging two different correlations.
     canon = [(op.name, op_token(op), op.in_axes) for op in pp.ops]
     token = tokenize(canon, pp.tile, source.name, str(plan.compute_dtype), str(plan.output.dtype),
                      sink is not None, getattr(sink, "store_path", None) and str(sink.store_path), sorted(skip),
-                     prog.backend, prog.device_out)
+                     prog.backend, prog.device_out, prog.collect_rows)
     name = name or f"convpipe-pass{pp.index}-{token}"
     prog_key = f"{name}-program"
     dsk: dict = {prog_key: prog}
@@ -234,7 +243,13 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
             continue
         dep_ids = [tables_axes[i][index[i]].dep_ids for i in in_pos]
         deps = [(src,) + combo for combo in itertools.product(*dep_ids)]
-        dsk[out_key] = (_tile_task, prog_key, index, *deps)
+        if prog.collect_rows:  # one task computes both the tile and its rows; two keys pick them apart
+            both = (f"{name}-both",) + index
+            dsk[both] = (_tile_task, prog_key, index, *deps)
+            dsk[out_key] = (operator.getitem, both, 0)
+            rows.append(both)
+        else:
+            dsk[out_key] = (_tile_task, prog_key, index, *deps)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[source])
     dtype = bool if sink is not None else prog.out_dtype
     meta = get_backend("gpu", check=False).meta(len(out_axes), dtype) if prog.device_out else None
@@ -244,7 +259,8 @@ def build_pass(pp: PassPlan, plan: Plan, source: Any, *, sink: Any = None, manif
 def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | None = None,
             skip: set[str] | None = None, tables: dict | None = None,
             compute: Callable[..., Any] | None = None, device_out: bool = False,
-            annotations: list[dict] | None = None, canonical_source: bool = False) -> Any:
+            annotations: list[dict] | None = None, canonical_source: bool = False,
+            rows: list | None = None) -> Any:
     """Build the whole plan's graph; returns the dask array of the result (or of tile markers).
 
     ``source`` is the input as stored (axes ``plan.input.axes``), or already in compute order
@@ -254,6 +270,10 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
     ``tables`` maps an op (by identity) to the TableSink its rows go to. A pass that starts with a global
     op (zscore, rescale) first reduces the previous pass's result to the statistics the op needs, with
     ``compute`` (default: dask's own scheduler).
+
+    ``rows`` (a list, no ``sink``): ops mapped to None in ``tables`` return their rows with their tiles
+    instead of writing them: ``(pass index, key)`` of each tile task of those passes is appended to ``rows``,
+    the task's value ``(tile, (tile key, {op index: columns}))`` (:func:`convpipe.apply_tables.apply_with_tables`).
     """
     import dask
 
@@ -273,10 +293,13 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
             else:
                 first.prepare_from(arr, compute)
         last = pp is plan.passes[-1]
-        tb = tuple((i, tables[id(op)]) for i, op in enumerate(pp.ops) if tables and id(op) in tables)
+        tb = tuple((i, tables[(pp.index, i)]) for i in range(len(pp.ops)) if tables and (pp.index, i) in tables)
         with dask.annotate(**(annotations[pp.index] if annotations else {})):  # GPU passes -> GPU workers
+            mine: list | None = [] if rows is not None and any(t is None for _, t in tb) else None
             arr = build_pass(pp, plan, arr, sink=sink if last else None, manifest=manifest if last else None,
-                             skip=skip if last else None, tables=tb, device_out=device_out and last)
+                             skip=skip if last else None, tables=tb, device_out=device_out and last, rows=mine)
+            if mine is not None:
+                rows.extend((pp.index, key) for key in mine)
     if sink is None and plan.out_perm is not None:  # back to the input's order, each chunk contiguous
         from .engines import contiguous
 

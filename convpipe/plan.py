@@ -17,12 +17,11 @@ from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
 from .spec import Spec, Step
-from .tiles import backward, runs_len
+from .tilechoice import MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, choose_tile, tile_costs
 
 # Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
 # They only steer the tile size and the time estimate in explain; nothing depends on them for exactness.
 _COST_NS = {"point": 1.0, "local": 3.0, "full": 40.0, "global": 2.0}
-_TARGET_TASK_S = 0.1
 # Measured here (2 cores): building the graph costs ~9 us per task (1.05 M tasks of an 8 TB plan in
 # 9.2 s); dask's distributed scheduler holds roughly 2 KiB per task and spends ~0.3-1 ms on each.
 _GRAPH_S_PER_TASK = 9e-6
@@ -132,6 +131,16 @@ class Plan:
     def peak_memory_per_worker(self) -> int:
         return max((p.mem_per_task for p in self.passes), default=0)
 
+    def estimate(self) -> dict:
+        """Wall time and peak memory per worker on this machine: ``{"seconds", "peak_memory_bytes"}``.
+
+        From costs measured here (:mod:`convpipe.estimate`: a short calibration the first time, then cached
+        per machine and library versions).
+        """
+        from .estimate import estimate
+
+        return estimate(self)
+
     def to_dict(self) -> dict:
         return {
             "input": {"shape": list(self.input.shape), "dtype": str(self.input.dtype),
@@ -148,6 +157,8 @@ class Plan:
                 "ops": [op.describe() for op in p.ops],
                 "methods": [op.method() for op in p.ops],
                 "halo": {a: list(v) for a, v in p.halo.items()},
+                "shape_in": [p.extents[0][a] for a in p.in_axes], "shape_out": [p.extents[-1][a] for a in p.out_axes],
+                "axes_in": p.in_axes, "axes_out": p.out_axes, "stride": pass_strides(p),
                 "full_axes": p.full_axes, "tile": p.tile, "tiles": p.n_tiles, "tasks": p.tasks,
                 "memory_per_task": p.mem_per_task, "read_amplification": round(p.read_amplification, 4),
                 "est_seconds_per_task": round(p.est_seconds_per_task, 4), "notes": list(p.notes),
@@ -156,6 +167,14 @@ class Plan:
             "scheduler_memory_est": self.tasks * _SCHED_BYTES_PER_TASK,
             "warnings": self.warnings,
         }
+
+    def __repr__(self) -> str:  # the explain text, not a dump of the dataclass's fields
+        return str(self)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from .display import plan_html
+
+        return plan_html(self)
 
     def __str__(self) -> str:
         lines = []
@@ -182,8 +201,13 @@ class Plan:
             for step, ops in _group_ops(p):
                 lines.append(f"    - {ops[0].describe() if len(ops) == 1 else f'{step.name} ({len(ops)} sub-steps)'}"
                              f"  [{ops[0].method()}]")
+            lines.extend(f"    composite {note}" for note in _composites(p))
             halo = ", ".join(f"{a}: {lo}+{hi}" for a, (lo, hi) in p.halo.items()) or "none"
             lines.append(f"    halo      {halo}")
+            strides = pass_strides(p)
+            if strides:
+                lines.append(f"    stride    {', '.join(f'{a}: {s}' for a, s in strides.items())}")
+            lines.append(f"    shape     {_fmt_ext(p.in_axes, p.extents[0])} -> {_fmt_ext(p.out_axes, p.extents[-1])}")
             if p.full_axes:
                 lines.append(f"    whole     {p.full_axes} per task (rechunk to whole extents)")
             lines.append(f"    tile      {_fmt_tuple(tuple(p.tile[a] for a in p.out_axes))} ({p.out_axes})"
@@ -220,6 +244,29 @@ def _group_ops(p: PassPlan):
     return groups
 
 
+def _composites(p: "PassPlan") -> list[str]:
+    """What each fused run of linear steps amounts to (convpipe.kernelview), for explain."""
+    from .kernelview import composite_note, linear_runs
+
+    try:
+        return [composite_note(run) for run in linear_runs(p.ops)]
+    except Exception as e:  # noqa: BLE001 - a note must never break explain
+        return [f"(not computed: {type(e).__name__})"]
+
+
+def _fmt_ext(axes: str, ext: dict[str, int]) -> str:
+    return " x ".join(f"{ext[a]}{a}" for a in axes)
+
+
+def pass_strides(p: "PassPlan") -> dict[str, int]:
+    """Per axis, the product of the strides of a pass's ops (where it is not 1)."""
+    out: dict[str, int] = {}
+    for op in p.ops:
+        for a, s in op.strides().items():
+            out[a] = out.get(a, 1) * int(s)
+    return {a: s for a, s in out.items() if s != 1}
+
+
 def _fmt_tuple(t) -> str:
     return "(" + ", ".join(str(x) for x in t) + ")"
 
@@ -250,12 +297,20 @@ def parse_bytes(v: str | int | None) -> int | None:
 
 
 def _extents(ops: list[Any], inp: dict[str, int]) -> list[dict[str, int]]:
+    """Per op, the lengths of its input axes; the last entry those of the pass's output.
+
+    An op may change an axis' length (``extent: valid|full``, ``stride``, ``pool``, conv_layer's channels):
+    ``op.out_length`` says how; a result with no voxel along an axis is refused at the op's step.
+    """
     ext = [dict(inp)]
     for op in ops:
         cur = dict(ext[-1])
         new = {}
         for a in op.out_axes:
-            new[a] = cur[a] if a in cur else op.out_extent(a, 0)
+            new[a] = op.out_length(a, cur[a]) if a in cur else op.out_extent(a, 0)
+            if new[a] < 1:
+                raise op.error(f"the result would have no voxel along {a!r}: the input has {cur.get(a, 0)} there, "
+                               f"too few for this step's window (use extent: same, or a smaller kernel or size)")
         ext.append(new)
     return ext
 
@@ -279,22 +334,25 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
     if any(n == 0 for n in inp.shape):
         raise PlanError(f"the input is empty (shape {stored.shape}); nothing to compute")
 
-    # output dtype: explicit, else the last op's own type (threshold -> uint8, astype), else compute dtype
+    # output dtype: explicit, else the last op's own type (threshold and binary morphology -> uint8, astype),
+    # else compute dtype
     dt = compute
     for k, op in enumerate(ops):
         if op.passes_dtype:  # the image passes through (regionprops): it keeps its type
             op.in_dtype = dt if k else np.dtype(inp.dtype)
-        dt = op.out_dtype(compute) if op.kind in ("point", "global") else compute
+        dt = op.out_dtype(compute)
     odt = np.dtype(out_dtype) if out_dtype else dt
 
     # A global op (zscore, rescale) needs statistics of its whole input first: the chain is cut before
     # it, and that pass's result is reduced to statistics before the next pass runs (it is recomputed,
     # not stored: cheaper than writing an intermediate for archives larger than memory).
+    # An op with ``new_pass`` (a distance transform's second and later axes: whole lines along another axis)
+    # starts a pass of its own too, which reads the previous pass's tiles.
     segments: list[list[Any]] = [[]]
     for op in ops:
         # an isolated op (label) relabels exactly the tiles its pre-pass saw: only point ops may follow it
         isolated = any(o.isolated for o in segments[-1])
-        if segments[-1] and (op.kind == "global" or (isolated and op.kind != "point")):
+        if segments[-1] and (op.kind == "global" or op.new_pass or (isolated and op.kind != "point")):
             segments.append([])
         segments[-1].append(op)
 
@@ -314,7 +372,10 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
         if last:  # the output's chunks default to the input's, whatever passes came before
             chunks = _out_chunks(out_chunks, inp, out_axes, ext[-1], spec)
         else:
-            chunks = {a: c for a, c in zip(cur.axes, cur.chunks)}
+            # a new_pass segment (whole lines along another axis) starts from the input's chunks, not from the
+            # previous pass's tiles, which are whole along that pass's axis
+            src = inp if seg[0].new_pass else cur
+            chunks = {a: c for a, c in zip(src.axes, src.chunks)}
             chunks = {a: chunks.get(a, ext[-1][a]) for a in out_axes}
         full = "".join(a for a in out_axes if any(a in op.full_axes() for op in seg))
         halo = _total_halo(seg)
@@ -336,9 +397,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
             raise PlanError(f"pass {k}: a task needs about {_fmt_bytes(mem)} but a worker has "
                             f"{_fmt_bytes(memory_per_worker)}: use smaller tiles (execution.tile), more memory "
                             "per worker, or fewer whole axes")
-        if amp > 1.5:
+        if amp > MAX_READ_AMPLIFICATION:
             warnings.append(f"pass {k}: read amplification {amp:.2f} > 1.5: tiles are small for this halo")
-        if secs < 0.02:
+        if secs < MIN_TASK_SECONDS:
             warnings.append(f"pass {k}: tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead "
                             "will dominate; larger tiles help")
         cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
@@ -407,27 +468,12 @@ def _err(spec: Spec | None, msg: str, loc: tuple) -> SpecError:
 
 
 def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
-    core = {a: ((0, min(t[a], ext[-1][a])),) for a in out_axes}
-    # a tile in the middle of the array: shift the core away from the edges when the array allows
-    mid = {}
-    for a in out_axes:
-        n = ext[-1][a]
-        s = max(0, min(n - t[a], (n // 2 // t[a]) * t[a])) if a not in full else 0
-        mid[a] = ((s, min(s + t[a], n)),)
-    targets = backward(ops, mid, ext)
-    need = targets[0]
-    core_vox = np.prod([runs_len(core[a]) for a in out_axes], dtype=np.float64)
-    in_vox = np.prod([runs_len(need[a]) for a in inp.axes], dtype=np.float64)
-    core_in = np.prod([min(t.get(a, ext[0][a]), ext[0][a]) for a in inp.axes], dtype=np.float64)
-    amp = float(in_vox / max(core_in, 1))
-    biggest = max((np.prod([runs_len(tg.get(a, ((0, 1),))) for a in tg], dtype=np.float64) for tg in targets),
-                  default=in_vox)
-    per_vox = compute.itemsize
-    mem = int(in_vox * inp.dtype.itemsize + biggest * per_vox * 4 + core_vox * 8)
+    return tile_costs(ops, t, ext, halo, full, inp, compute, out_axes, _ns_per_voxel(ops))
+
+
+def _ns_per_voxel(ops) -> float:
     # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
-    ns = sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
-    secs = float(in_vox * ns * 1e-9)
-    return amp, mem, secs
+    return sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
 
 
 def _op_weight(op) -> float:
@@ -455,26 +501,9 @@ def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers
             if r != v and v < ext[a]:
                 warnings.append(f"tile {a}={v} rounded up to {r}, a multiple of the output chunk {chunks[a]}")
             t[a] = min(r, ext[a]) if r < ext[a] else ext[a]
-    else:
-        t = {a: chunks[a] for a in out_axes}
-        for a in full:
-            t[a] = ext[a]
-        # grow along the axis whose halo costs most relative to the tile, while tasks are short,
-        # plenty of tasks remain for the workers, and memory allows
-        for _ in range(64):
-            amp, mem, secs = _tile_costs(ops, t, exts, halo, full, inp, compute, out_axes)
-            n_tiles = np.prod([math.ceil(ext[a] / t[a]) for a in out_axes])
-            if secs >= _TARGET_TASK_S or n_tiles < 4 * workers:
-                break
-            cands = [a for a in out_axes if t[a] < ext[a] and a not in full]
-            if not cands:
-                break
-            a = max(cands, key=lambda a: (sum(halo.get(a, (0, 0))) / t[a], -t[a]))
-            new = dict(t)
-            new[a] = min(ext[a], t[a] * 2)
-            if _tile_costs(ops, new, exts, halo, full, inp, compute, out_axes)[1] > mem_budget / 2:
-                break
-            t = new
+    else:  # the candidate that obeys this planner's own warnings (convpipe.tilechoice)
+        t = choose_tile(ops, out_axes, exts, chunks, halo, full, compute, workers, mem_budget, inp,
+                        _ns_per_voxel(ops), _SCHED_S_PER_TASK)
     for a in full:
         if t[a] != ext[a]:
             t[a] = ext[a]

@@ -52,6 +52,8 @@ class PreviewResult:
         The display range (the percentiles of what was shown).
     points : int
         Overlay points drawn (0 without an overlay).
+    labels : int
+        Distinct labels drawn from a label image overlay (0 without one).
     """
 
     png: str
@@ -62,6 +64,7 @@ class PreviewResult:
     vmin: float
     vmax: float
     points: int
+    labels: int = 0
 
 
 def parse_index(text: str | Sequence[str] | None) -> dict[str, int]:
@@ -364,6 +367,7 @@ def render_preview(
     storage_options: Mapping[str, Any] | None = None,
     max_size: int = 4096,
     marker_color: str = "red",
+    overlay_labels: str | None = None,
 ) -> PreviewResult:
     """Render one plane (or its log spectrum) of a zarr array / OME-Zarr level to a PNG.
 
@@ -396,6 +400,9 @@ def render_preview(
         it (the spectrum is then that of the subsampled plane, aliased above its Nyquist).
     marker_color : str
         Colour of the overlay markers.
+    overlay_labels : str, optional
+        A label image (an NGFF ``labels/NAME`` group, or an integer Zarr array) with the plane's shape: its
+        labels are drawn in colour over the plane (a fixed colour per label, background transparent).
 
     Returns
     -------
@@ -416,8 +423,8 @@ def render_preview(
     lo, hi = (float(p) for p in percentiles)
     if not 0 <= lo < hi <= 100:
         raise InputError(f"percentiles {percentiles!r}: need 0 <= low < high <= 100")
-    if spectrum and overlay_table:
-        raise InputError("an overlay of points cannot be drawn on a spectrum; drop --spectrum or --overlay")
+    if spectrum and (overlay_table or overlay_labels):
+        raise InputError("an overlay cannot be drawn on a spectrum; drop --spectrum or --overlay")
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError as err:
@@ -452,6 +459,10 @@ def render_preview(
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
 
+    n_labels = 0
+    if overlay_labels:
+        n_labels = _draw_labels(ax, overlay_labels, view, level, storage_options, max_size)
+
     n_points = 0
     if overlay_table:
         factors = _level_factors(view.info, view.axes, level)
@@ -477,7 +488,41 @@ def render_preview(
         vmin=vmin,
         vmax=vmax,
         points=n_points,
+        labels=n_labels,
     )
+
+
+def _draw_labels(ax: Any, url: str, view: Plane, level: int, storage_options: Mapping[str, Any] | None,
+                 max_size: int) -> int:
+    """Draw the label image ``url``'s plane at the image plane's index in colour; the number of labels."""
+    from .ome.labels import label_rgba
+
+    lab = read_plane(url, index={a: i for a, i in view.index.items()}, level=level,
+                     storage_options=storage_options, max_size=max_size)
+    if lab.data.shape != view.data.shape:
+        raise InputError(f"--overlay {url}: its plane is {lab.data.shape[0]}x{lab.data.shape[1]}, the image's "
+                         f"{view.data.shape[0]}x{view.data.shape[1]}: a label image has its image's shape")
+    if lab.data.dtype.kind not in "biu":
+        raise InputError(f"--overlay {url}: a label image holds integers, not {lab.data.dtype}")
+    ax.imshow(label_rgba(lab.data), interpolation="nearest", aspect="auto")
+    values = np.unique(lab.data)
+    return int(np.count_nonzero(values))
+
+
+def is_zarr(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``url`` holds a Zarr array or group (an overlay of labels, not a Parquet table)."""
+    import zarr
+
+    from .ome import zarr_storage_options
+
+    if str(url).rstrip("/").lower().endswith(".parquet"):
+        return False
+    so = zarr_storage_options(url, storage_options)
+    try:
+        zarr.open(mode="r", store=url, **({"storage_options": so} if so else {}))
+    except Exception:  # noqa: BLE001 - not zarr (a Parquet file, nothing)
+        return False
+    return True
 
 
 def draw_marks(ax: Any, marks: Marks, stride: int, *, color: str, linewidth: float, marker_size: float,
@@ -512,7 +557,8 @@ def register(app: typer.Typer) -> None:
         level: Annotated[int, typer.Option("--level", help="OME-Zarr level")] = 0,
         spectrum: Annotated[bool, typer.Option("--spectrum", help="show log1p(|fftshift(fft2(plane))|)")] = False,
         overlay: Annotated[
-            str | None, typer.Option("--overlay", help="Parquet table of points (columns named by axis)")
+            str | None, typer.Option("--overlay", help="Parquet table of points (columns named by axis), or a "
+                                                       "label image (Zarr) drawn in colour")
         ] = None,
         cmap: Annotated[str, typer.Option("--cmap", help="matplotlib colormap")] = "gray",
         percentiles: Annotated[
@@ -520,6 +566,7 @@ def register(app: typer.Typer) -> None:
         ] = "1,99.8",
     ) -> None:
         """Render one plane of a zarr array or OME-Zarr level (or its spectrum) to a PNG."""
+        labels = bool(overlay) and is_zarr(overlay)
         try:
             lo, hi = (float(v) for v in percentiles.split(","))
         except ValueError as err:
@@ -530,10 +577,11 @@ def register(app: typer.Typer) -> None:
             index=parse_index(index),
             level=level,
             spectrum=spectrum,
-            overlay_table=overlay,
+            overlay_table=None if labels else overlay,
+            overlay_labels=overlay if labels else None,
             percentiles=(lo, hi),
             cmap=cmap,
         )
         where = ", ".join(f"{k}={v}" for k, v in res.index.items()) or "the only plane"
-        extra = f", {res.points} point(s)" if overlay else ""
+        extra = (f", {res.labels} label(s)" if labels else f", {res.points} point(s)") if overlay else ""
         typer.echo(f"wrote {res.png}: {res.image_shape[1]}x{res.image_shape[0]} px of {where}{extra}")

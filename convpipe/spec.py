@@ -7,7 +7,6 @@ evaluated. Every error names the YAML path and line, e.g.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import limits
 from .errors import SpecError, SpecErrors
@@ -231,8 +230,36 @@ class OutputSpec(_Model):
     ome: bool | None = None
     pyramid: int = Field(0, ge=0, le=16)
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    labels_of: str | None = Field(None, description="an OME-Zarr image: the (integer) output is written as an "
+                                                    "NGFF label image into its labels/<label_name> group")
+    label_name: str | None = Field(None, description="the label image's name under labels_of's labels/ group")
 
     _url = field_validator("url")(lambda v: check_url(v, reads=False))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_url(cls, data: Any) -> Any:
+        """``labels_of`` + ``label_name`` name the output's place: ``url`` defaults to IMAGE/labels/NAME."""
+        if isinstance(data, dict) and data.get("labels_of") and data.get("url") is None \
+                and isinstance(data.get("label_name"), str):
+            data = dict(data, url=f"{str(data['labels_of']).rstrip('/')}/labels/{data['label_name']}")
+        return data
+
+    @model_validator(mode="after")
+    def _labels(self):
+        if (self.labels_of is None) != (self.label_name is None):
+            raise ValueError("labels_of and label_name go together (the image, and the name under its labels/)")
+        if self.labels_of is not None:
+            n = self.label_name
+            if not n or "/" in n or "\\" in n or n in (".", "..") or n.strip() != n or "\x00" in n:
+                raise ValueError(f"label_name {n!r} must be one plain name (no '/', not '.' or '..')")
+            want = f"{str(self.labels_of).rstrip('/')}/labels/{n}"
+            if self.url.rstrip("/") != want:
+                raise ValueError(f"output.url {self.url!r} and labels_of name different places (labels_of writes "
+                                 f"{want!r}); give one of them")
+            if self.ome is False:
+                raise ValueError("labels_of writes an NGFF label image: drop ome: false")
+        return self
 
     @field_validator("dtype")
     @classmethod
@@ -289,9 +316,44 @@ class _TopLevel(_Model):
         return v
 
 
+class _TopLevelNoInput(_TopLevel):
+    """A spec for the Python API (:func:`convpipe.load`): ``input`` may be left out, for ``Pipeline.apply``
+    takes the array itself; ``run`` and ``explain`` then need ``input=``."""
+
+    input: InputSpec | None = None  # type: ignore[assignment]
+
+
 def check_axes_string(v: str) -> None:
     if not v or any(a not in AXES_ORDER for a in v) or len(set(v)) != len(v):
         raise ValueError(f"axes {v!r} must be distinct letters from 'tczyx'")
+
+
+def plain_copy(v: Any, *, strict: bool = False) -> Any:
+    """A deep copy of spec data as plain JSON types: a numpy array becomes nested lists, a numpy scalar its
+    Python number, a path its string (a spec given as a dict in Python may hold all three).
+
+    ``strict``: anything else that JSON cannot hold raises TypeError (a canonical form must not guess);
+    otherwise it is kept as it is, for validation to judge.
+    """
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {k: plain_copy(x, strict=strict) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [plain_copy(x, strict=strict) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, str):
+        return str(v)  # a bound KernelFile is the path as written
+    if v is None or isinstance(v, bool | int | float):
+        return v
+    if strict:
+        raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+    return v
 
 
 class Step:
@@ -315,14 +377,7 @@ class Step:
 
     def canonical(self) -> dict:
         """JSON-ready parameters (a kernel given as a numpy array becomes nested lists)."""
-        def plain(v):
-            import numpy as np
-
-            if isinstance(v, np.ndarray):
-                return v.tolist()
-            raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-        return {self.name: json.loads(json.dumps(self.params.model_dump(mode="python"), default=plain))}
+        return {self.name: plain_copy(self.params.model_dump(mode="python"), strict=True)}
 
     def __repr__(self) -> str:
         return f"Step({self.name}, {self.params!r})"
@@ -335,8 +390,10 @@ class Spec:
     read and checked (:func:`convpipe.bind.bind`); a parsed spec has read no file but the spec itself.
     """
 
-    def __init__(self, top: _TopLevel, steps: list[Step], raw: dict, lines: dict, base_dir: Path, source: str):
+    def __init__(self, top: _TopLevel, steps: list[Step], raw: dict, lines: dict, base_dir: Path, source: str,
+                 input_required: bool = True):
         self.top = top
+        self.input_required = input_required
         self.steps = steps
         self.raw = raw
         self.lines = lines
@@ -398,7 +455,7 @@ class Spec:
         again); a new ``profile:`` cluster is bound.
         """
         steps = self.raw.get("steps")
-        raw = json.loads(json.dumps({k: v for k, v in self.raw.items() if k != "steps"}, default=str))
+        raw = plain_copy({k: v for k, v in self.raw.items() if k != "steps"})
         raw["steps"] = steps
         for key, value in overrides.items():
             if value is None:
@@ -413,9 +470,10 @@ class Spec:
                 raw.setdefault("execution", {})[key] = value
             else:
                 raise TypeError(f"unknown override {key!r}")
+        kw = {"input_required": self.input_required}
         if not self.bound:
-            return build_spec(raw, self.lines, self.base_dir, self.source)
-        new = build_spec(raw, self.lines, self.base_dir, self.source)
+            return build_spec(raw, self.lines, self.base_dir, self.source, **kw)
+        new = build_spec(raw, self.lines, self.base_dir, self.source, **kw)
         for mine, theirs in zip(new.steps, self.steps):
             mine.params = theirs.params
         from .bind import bind
@@ -479,8 +537,10 @@ def _shorthand(raw: dict, lines: dict) -> dict:
     return raw
 
 
-def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
+def build_spec(raw: Any, lines: dict, base_dir: Path, source: str, *, input_required: bool = True) -> Spec:
     """Validate parsed YAML/dict data into a :class:`Spec`; collect every error. Reads no file.
+
+    ``input_required=False`` (the Python API) accepts a spec without ``input`` (``spec.input`` is None).
 
     Each step is validated by its op's parameters in the catalog (:mod:`convpipe.params`); no op is bound
     here. A ``.npy`` kernel or template is only checked as a path; :func:`convpipe.bind.bind` reads it and
@@ -491,7 +551,8 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
     ops = catalog()
 
     if not isinstance(raw, dict):
-        raise SpecError("a spec must be a mapping with 'convpipe', 'input' and 'steps'", path=source, line=1)
+        keys = "'convpipe', 'input' and 'steps'" if input_required else "'convpipe' and 'steps'"
+        raise SpecError(f"a spec must be a mapping with {keys}", path=source, line=1)
     if "convpipe" not in raw:
         raise SpecError("missing 'convpipe: 1' (the spec version)", path="convpipe", line=1)
     lines = dict(lines)
@@ -499,7 +560,7 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
     errors: list[SpecError] = []
     top = None
     try:
-        top = _TopLevel.model_validate(raw)
+        top = (_TopLevel if input_required else _TopLevelNoInput).model_validate(raw)
     except ValidationError as e:
         errors.extend(_pydantic_errors(e, (), lines))
         if any(err.path == "convpipe" for err in errors):
@@ -554,7 +615,7 @@ def build_spec(raw: Any, lines: dict, base_dir: Path, source: str) -> Spec:
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     assert top is not None
-    return Spec(top, steps, raw, lines, base_dir, source)
+    return Spec(top, steps, raw, lines, base_dir, source, input_required)
 
 
 def _line(lines: dict, loc: tuple) -> int | None:
@@ -566,14 +627,16 @@ def _line(lines: dict, loc: tuple) -> int | None:
     return None
 
 
-def parse_spec(source: str | os.PathLike | dict) -> Spec:
+def parse_spec(source: str | os.PathLike | dict, *, input_required: bool = True) -> Spec:
     """Parse and validate a spec (YAML/JSON file path, or a dict) reading no file but the spec itself.
 
     Kernel and template ``.npy`` files and cluster profiles are checked only as names; :func:`load_spec`
     also binds them (:func:`convpipe.bind.bind`).
     """
     if isinstance(source, dict):
-        return build_spec(source, {}, Path.cwd(), "<dict>")
+        # numpy numbers and paths outside the steps become plain values (a step's arrays stay arrays: kernels)
+        raw = {k: v if k == "steps" else plain_copy(v) for k, v in source.items()}
+        return build_spec(raw, {}, Path.cwd(), "<dict>", input_required=input_required)
     path = Path(source)
     try:
         with open(path, "rb") as f:
@@ -589,21 +652,22 @@ def parse_spec(source: str | os.PathLike | dict) -> Spec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(f"cannot read spec file: not UTF-8 text ({e})", path=str(path)) from None
-    return parse_spec_text(text, base_dir=path.resolve().parent, source=str(path))
+    return parse_spec_text(text, base_dir=path.resolve().parent, source=str(path), input_required=input_required)
 
 
-def parse_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>") -> Spec:
+def parse_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>",
+                    input_required: bool = True) -> Spec:
     """:func:`parse_spec` for YAML/JSON text (relative paths resolve against ``base_dir``, default cwd)."""
     data, lines = parse_yaml(text, source)
-    return build_spec(data, lines, base_dir or Path.cwd(), source)
+    return build_spec(data, lines, base_dir or Path.cwd(), source, input_required=input_required)
 
 
-def load_spec(source: str | os.PathLike | dict) -> Spec:
+def load_spec(source: str | os.PathLike | dict, *, input_required: bool = True) -> Spec:
     """Load and validate a spec from a YAML/JSON file path, YAML text, or a dict: parse, then bind (read the
     kernel/template files and the cluster profile it names, raising SpecError at their YAML path)."""
     from .bind import bind
 
-    return bind(parse_spec(source))
+    return bind(parse_spec(source, input_required=input_required))
 
 
 def load_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<spec>") -> Spec:

@@ -13,6 +13,13 @@ from typing import Any, Callable
 import numpy as np
 
 
+def rows_table(columns: dict[str, np.ndarray]) -> Any:
+    """One tile's rows as a ``pyarrow.Table`` (a run's Parquet part, ``Pipeline.apply``'s pieces)."""
+    import pyarrow as pa
+
+    return pa.table({k: np.asarray(v) for k, v in columns.items()})
+
+
 class TableSink:
     def __init__(self, url: str, storage_options: dict | None = None):
         import fsspec
@@ -25,10 +32,9 @@ class TableSink:
         self.parts = self.path.rstrip("/") + ".parts"
 
     def write_part(self, key: str, columns: dict[str, np.ndarray]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({k: np.asarray(v) for k, v in columns.items()})
+        table = rows_table(columns)
         self.fs.makedirs(self.parts, exist_ok=True)
         tmp = f"{self.parts}/.{key}.tmp"
         with self.fs.open(tmp, "wb") as f:

@@ -99,6 +99,50 @@ def dilate(runs: Runs, lo: int, hi: int, n: int, mode: str) -> Runs:
     return merge_runs(out)
 
 
+def strided_need(runs: Runs, stride: int, lo: int, hi: int, n: int, mode: str) -> Runs:
+    """Positions an op reads to produce ``runs`` when output voxel i reads the window [i*stride - lo,
+    i*stride + hi] (outside [0, n) mapped by ``mode``). Windows shorter than the stride leave gaps, which
+    are not read."""
+    k = lo + hi + 1
+    if k >= stride:  # consecutive windows touch or overlap: one interval per run
+        return dilate(tuple((a * stride, (b - 1) * stride + 1) for a, b in runs), lo, hi, n, mode)
+    pos = np.concatenate([(np.arange(a, b, dtype=np.int64)[:, None] * stride - lo + np.arange(k)).ravel()
+                          for a, b in runs]) if runs else np.zeros(0, np.int64)
+    m = map_index(pos, n, mode)
+    return _array_to_runs(m[m >= 0])
+
+
+def _gather_plan(runs: Runs, lo: int, hi: int, stride: int, n: int, mode: str):
+    """What the forward walk gathers along one axis for output ``runs`` of an op with window (lo, hi) and
+    ``stride``: global positions (mapped by ``mode``; -1 = cval), which of them a window reads (None: all),
+    the indices of the op's output that are real (the rest lie between two runs), and the global
+    coordinate of every output index (-1 between runs).
+
+    Each run's input interval is gathered whole; between two runs it is padded to a multiple of the stride,
+    so the op's output (the valid, strided result of the concatenation) starts every run on an output index.
+    """
+    k = lo + hi + 1
+    pieces, used, vsel, coords, off = [], [], [], [], 0
+    for j, (s, e) in enumerate(runs):
+        cnt = e - s
+        length = (cnt - 1) * stride + k
+        plen = length if j == len(runs) - 1 else -(-length // stride) * stride
+        pieces.append(map_index(np.arange(s * stride - lo, s * stride - lo + plen), n, mode))
+        if stride > 1:
+            u = np.zeros(plen, dtype=bool)
+            u[(np.arange(cnt)[:, None] * stride + np.arange(k)).ravel()] = True
+            used.append(u)
+        o = off // stride
+        vsel.append(np.arange(o, o + cnt))
+        coords.append(np.full(plen // stride if j < len(runs) - 1 else cnt, -1, np.int64))
+        coords[-1][:cnt] = np.arange(s, e)
+        off += plen
+    want = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    mask = np.concatenate(used) if used else None
+    return want, mask, np.concatenate(vsel) if vsel else np.zeros(0, np.int64), \
+        np.concatenate(coords) if coords else np.zeros(0, np.int64)
+
+
 # --------------------------------------------------------------------------- the chain
 
 
@@ -115,6 +159,7 @@ def backward(ops: Sequence[Any], core: dict[str, Runs], extents: Sequence[dict[s
         out_t = targets[i + 1]
         n_in = extents[i]
         halo = op.halo()
+        strides = op.strides()
         full = op.full_axes()
         need: dict[str, Runs] = {}
         for a in op.in_axes:
@@ -122,6 +167,9 @@ def backward(ops: Sequence[Any], core: dict[str, Runs], extents: Sequence[dict[s
                 continue
             if a in full:
                 need[a] = ((0, n_in[a]),)
+            elif a in strides:
+                lo, hi = halo.get(a, (0, 0))
+                need[a] = strided_need(out_t[a], strides[a], lo, hi, n_in[a], op.boundary(a)[0])
             elif a in halo:
                 lo, hi = halo[a]
                 need[a] = dilate(out_t[a], lo, hi, n_in[a], op.boundary(a)[0])
@@ -210,6 +258,7 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
         u = stored_values(u, op, compute)
         guard.before(i, u)
         halo = op.halo()
+        strides = op.strides()
         full = op.full_axes()
         rows_wanted = tables is not None and op.emits_table
         need_coords = op.wants_coords or rows_wanted
@@ -217,7 +266,29 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
         coords: dict[str, np.ndarray] = {}
         masks: dict[int, np.ndarray] = {}  # padded voxels outside the array (constant mode)
         for ax, a in enumerate(op.in_axes):
-            if a in halo:
+            if a in strides and a not in full:
+                lo, hi = halo.get(a, (0, 0))
+                mode, cval = op.boundary(a)
+                want, used, vsel_a, coords_a = _gather_plan(out_t[a], lo, hi, strides[a], n[a], mode)
+                if need_coords:
+                    coords[a] = coords_a
+                if used is None:
+                    loc = _local_index(have[a], want)
+                else:  # positions in the gaps between windows are never read: any voxel will do
+                    loc = np.zeros(want.size, dtype=np.int64)
+                    loc[used] = _local_index(have[a], want[used])
+                outside = loc < 0
+                u = _take(u, ax, np.where(outside, 0, loc))
+                if outside.any():
+                    if not getattr(u.flags, "writeable", True) or u.base is not None:
+                        u = u.copy()
+                    sl = [slice(None)] * u.ndim
+                    sl[ax] = outside
+                    u[tuple(sl)] = cval
+                    masks[ax] = outside
+                if len(out_t[a]) > 1:
+                    valid[ax] = vsel_a
+            elif a in halo:
                 lo, hi = halo[a]
                 mode, cval = op.boundary(a)
                 pieces, vsel, off = [], [], 0
@@ -277,8 +348,8 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
             oax = out_axes.index(op.in_axes[ax])
             y = np.take(y, sel, axis=oax)
         for a in full:
-            if out_t[a] != ((0, n[a]),):
-                oax = out_axes.index(a)
+            oax = out_axes.index(a)
+            if out_t[a] != ((0, y.shape[oax]),):  # an op may change a whole axis' length (conv_layer's c)
                 y = np.take(y, runs_to_array(out_t[a]), axis=oax)
         guard.after(i, y, last=i == len(ops) - 1)
         u = y

@@ -573,10 +573,44 @@ AXIS_CASES: list[tuple[str, str, str, list[dict]]] = [
     ("features", "filter_bank-gabor", "yx", [{"filter_bank": {"gabor": {"orientations": 2, "frequencies": 0.25,
                                                                         "sigma": 1.5}}}]),
     ("features", "match_template-inline", "zyx", [{"match_template": {"template": TPL}}]),
+    # convolutional layers: output extents and strides change the shape
+    ("layers", "correlate-valid-stride", "zyx", [{"correlate": {"kernel": A24, "extent": "valid", "stride": {"x": 2}}}]),
+    ("layers", "convolve-full-wrap", "yx", [{"convolve": {"kernel": A35, "extent": "full", "mode": "wrap"}}]),
+    ("layers", "pool-mean", "zyx", [{"pool": {"size": {"y": 2, "x": 3}, "stride": {"y": 3, "x": 2}, "kind": "mean"}}]),
+    ("layers", "conv_layer", "cyx", [{"conv_layer": {"weights": (np.arange(2 * 3 * 2 * 4).reshape(2, 3, 2, 4) % 5 - 2.0)
+                                                     .tolist(), "bias": [0.5, -1], "activation": "tanh",
+                                                     "stride": {"y": 2}}}]),
+    ("layers", "filter_bank-valid", "zyx", [{"filter_bank": {"kernels": [A24, A24], "extent": "valid", "stride": 2}}]),
     # objects: numbers follow the raster order of the canonical axes, whatever the stored order
     ("objects", "label-3d", "zyx", [{"threshold": {"value": 1.0}}, {"label": {"connectivity": 2}}]),
     ("objects", "label-per-plane-zx", "zyx", [{"threshold": {"value": 0.0}}, {"label": {"axes": "zx"}}]),
     ("objects", "label-tzyx", "tzyx", [{"threshold": {"value": 0.5}}, {"label": {"connectivity": 3}}]),
+    # objects: morphology and distance transforms (masks from a threshold of the stored values: exact in
+    # either precision)
+    ("objects", "binary_opening-asym", "zyx", [{"threshold": {"value": -0.6}},
+                                               {"binary_opening": {"footprint": [[0, 1, 1], [1, 1, 0]],
+                                                                   "axes": "yx", "iterations": 2}}]),
+    ("objects", "binary_closing-3d", "zyx", [{"threshold": {"value": 0.5}},
+                                             {"binary_closing": {"footprint": [[[1, 1, 0]], [[0, 1, 1]]]}}]),
+    ("objects", "binary_dilation-zx", "zyx", [{"threshold": {"value": 1.0}},
+                                              {"binary_dilation": {"footprint": [[1, 1, 0, 0]], "axes": "zx"}}]),
+    ("objects", "binary_erosion-cyx", "cyx", [{"threshold": {"value": -0.8}},
+                                              {"binary_erosion": {"footprint": [[1, 1], [0, 1], [0, 1]]}}]),
+    ("objects", "grey_closing-aniso", "zyx", [{"grey_closing": {"size": {"y": 2, "x": 3}, "mode": "mirror"}}]),
+    ("objects", "grey_erosion-3d", "zyx", [{"grey_erosion": {"footprint": [[[1, 0], [1, 1]], [[0, 1], [0, 0]]]}}]),
+    ("objects", "grey_dilation-zy", "zyx", [{"grey_dilation": {"size": {"z": 2, "y": 3}, "mode": "constant",
+                                                               "cval": 0.5}}]),
+    ("objects", "grey_opening-yx", "yx", [{"grey_opening": {"footprint": [[0, 1, 1], [1, 1, 0]]}}]),
+    ("objects", "white_tophat-zx", "zyx", [{"white_tophat": {"footprint": [[1, 1, 0], [0, 1, 1]], "axes": "zx",
+                                                              "mode": "nearest"}}]),
+    ("objects", "black_tophat-wrap", "yx", [{"black_tophat": {"size": {"y": 3, "x": 2}, "mode": "wrap"}}]),
+    ("objects", "distance_transform-sampling", "zyx", [{"threshold": {"value": -0.7}},
+                                                       {"distance_transform": {"sampling": {"z": 2.0, "y": 0.7,
+                                                                                            "x": 1.3}}}]),
+    ("objects", "distance_transform-zx", "zyx", [{"threshold": {"value": -0.3}},
+                                                 {"distance_transform": {"axes": "zx", "sampling": [0.5, 2.0]}}]),
+    ("global", "threshold-otsu", "zyx", [{"threshold": {"method": "otsu"}}, {"grey_dilation": {"size": {"y": 2}}}]),
+    ("global", "threshold-yen", "yx", [{"threshold": {"method": "yen"}}]),
 ]
 
 # table cases run through Zarr (tables are written by run only): family, id, axes, steps

@@ -78,3 +78,29 @@ def executor(request, monkeypatch):
             pytest.skip("CuPy sees no CUDA device")
         request.addfinalizer(lambda: cupy.get_default_memory_pool().free_all_blocks())
     return ex
+
+
+# --------------------------------------------------------------------------- calibration (convpipe.estimate)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixed_calibration(tmp_path_factory):
+    """Every test (and every process it starts) reads a fixed calibration from a cache of its own: no test
+    measures this machine or touches the user's cache unless it asks to (tests/test_estimate.py)."""
+    import json
+    import os
+
+    from convpipe.estimate import CACHE_ENV, CACHE_FILE, machine_key
+
+    d = tmp_path_factory.mktemp("convpipe-cache")
+    costs = {"factor_point": 1.0, "factor_local": 1.0, "factor_full": 1.0, "factor_global": 1.0,
+             "task_s": 5e-4, "read_bytes_per_s": 2e8, "write_bytes_per_s": 1e8, "run_fixed_s": 0.2,
+             "process_bytes": 1.5e8, "seconds": 0.0}
+    (d / CACHE_FILE).write_text(json.dumps({"key": machine_key(), "costs": costs, "measured_at": 0}))
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old

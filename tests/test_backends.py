@@ -69,6 +69,10 @@ OP_CASES: list[tuple[str, dict, bool]] = [
     ("sqrt", {}, False),
     ("threshold", {"value": 1000.0}, False),
     ("astype", {"dtype": "uint8"}, False),
+    ("conv_layer", {"weights": [[[[1, 0, -1], [2, 0, -2], [1, 0, -1]]], [[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]],
+                    "bias": [0.5, -1.0], "activation": "tanh", "stride": {"x": 2}}, True),
+    ("conv_layer", {"weights": [[[[0.5, -1, 0.25], [1, 2, 0]]]], "activation": "sigmoid", "extent": "valid"}, False),
+    ("pool", {"size": {"y": 2, "x": 3}, "kind": "mean"}, False),
 ]
 
 
@@ -375,7 +379,7 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
     cp.get_array_module = lambda *a: cp if any(isinstance(x, FakeArray) for x in a) else np
     cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
     for n in ("take", "stack", "concatenate", "clip", "nan_to_num", "where", "sqrt", "abs", "arctan2", "isnan",
-              "isfinite"):
+              "isfinite", "add", "maximum", "minimum", "matmul", "moveaxis", "exp", "tanh", "reciprocal", "negative"):
         setattr(cp, n, getattr(np, n))  # the numpy function; FakeArray's protocols route the call
 
     class _Stream:

@@ -213,9 +213,27 @@ def test_memory_and_cpus_are_dasks_container_aware_numbers():
 
     code = ("from convpipe.cluster import describe; import convpipe; p = convpipe.load({'convpipe': 1, "
             "'input': {'url': 'x.zarr'}, 'steps': [{'gaussian': {'sigma': 1}}]}); "
-            "print(describe('threads')[2], p._cluster_resources(p.spec)[1] * describe('threads')[1])")
+            "from convpipe.run.prepare import cluster_resources; "
+            "print(describe('threads')[2], cluster_resources(p.spec)[1] * describe('threads')[1])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=limit, check=False,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     total, split = (int(v) for v in r.stdout.split())
     assert total == 1 << 30 and split <= 1 << 30
+
+
+@pytest.mark.parametrize("cluster", ["threads", "sync", "processes", "local:3", "tcp://127.0.0.1:8786",
+                                     "profile:slurm", "profile:kubernetes", "profile:cuda"])
+def test_cluster_show_and_explain_agree_on_memory_per_worker(cluster, image, capsys):
+    """Both print convpipe.cluster.resources: the workers and memory per worker the plan is sized for
+    (`threads` once showed the whole machine's memory while explain planned with a thread's share)."""
+    from dask.utils import format_bytes
+
+    from convpipe.service.cli import main
+
+    assert main(["cluster", "show", cluster]) == 0
+    shown = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines() if ":" in line)
+    plan = convpipe.load({"convpipe": 1, "input": str(image), "steps": STEPS}).explain(cluster=cluster)
+    assert int(shown["workers"]) == plan.workers
+    assert shown["memory"].strip() == f"{format_bytes(plan.memory_per_worker)} per worker"
+    assert f"{plan.workers} workers, {format_bytes(plan.memory_per_worker)} each" in str(plan)

@@ -32,7 +32,8 @@ from conformance_cases import ORDERS, TABLE_CASES, axis_data, axis_params
 from harness import is_orientation, make_spec
 
 import convpipe
-from convpipe.oracles import assert_conforms, canonical, oracle, step_parts, undefined_orientation, uses_fft
+from convpipe.oracles import (assert_conforms, auto_threshold, canonical, oracle, step_parts, undefined_orientation,
+                              uses_fft)
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
@@ -58,7 +59,8 @@ def _compare(out, ref, steps, x, order, prec, what):
     ignore = undefined_orientation(steps, x, order) if is_orientation(steps) else None
     if step_parts(steps[-1])[0] == "threshold":  # a voxel within rounding of the threshold may flip
         pre, _ = oracle(steps[:-1], x, order)
-        thr = step_parts(steps[-1])[1]["value"]
+        p = step_parts(steps[-1])[1]
+        thr = p["value"] if p.get("method") is None else float(auto_threshold(pre, p["method"]))
         ignore = np.abs(pre - thr) <= 1e-5 * max(1.0, float(np.abs(pre).max()))
     assert_conforms(out, ref, prec, fft=uses_fft(steps), what=what, circular=is_orientation(steps),
                     ignore=ignore)

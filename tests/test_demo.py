@@ -125,4 +125,5 @@ def test_examples_are_commented_and_self_contained(path):
     assert "/work/" not in text and "shared" not in text
     spec = load_spec(path)
     assert spec.input.url.startswith("../demo-out/") and spec.output.url.startswith("../demo-out/")
-    assert Path(spec.input.url).name in ("stack.zarr", "image.zarr", "nuclei.zarr", "coins.zarr", "hubble.zarr")  # what the demo writes
+    assert Path(spec.input.url).name in ("stack.zarr", "image.zarr", "plane.zarr", "nuclei.zarr", "coins.zarr",
+                                         "hubble.zarr")  # what the demo writes

@@ -146,8 +146,6 @@ def test_no_thread_local_hand_over_and_no_id_keyed_state():
     for path in sorted(PKG.rglob("*.py")):
         text = path.read_text()
         assert "threading.local" not in text, path
-        if path.name in ("api.py", "execute.py"):
-            continue  # the run's table sinks by op (the run layer's; see the report of issue 14)
         tree = ast.parse(text)
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "id":

@@ -102,8 +102,11 @@ BAD = [
                  ["steps[0].diffusion", "either"], id="diffusion-two-forms"),
     pytest.param(make_spec("  - clip: {min: 2, max: 1}\n"),
                  ["steps[0].clip", "min 2.0 is above max 1.0"], id="clip-min-above-max"),
+    # (threshold takes value or method since SPEC.md's automatic thresholds: astype's dtype is required)
+    pytest.param(make_spec("  - astype: {}\n"),
+                 ["steps[0].astype.dtype (line 6)", "required"], id="missing-param"),
     pytest.param(make_spec("  - threshold: {}\n"),
-                 ["steps[0].threshold.value (line 6)", "required"], id="missing-param"),
+                 ["steps[0].threshold (line 6)", "either value or method"], id="threshold-value-or-method"),
     pytest.param(make_spec("  - gaussian:\n      sigma: {z: 1, y: 2, x: 2}\n", axes="yx"),
                  ["steps[0].gaussian", "axis 'z' is not one of the input axes 'yx'"], id="sigma-axis-not-in-input"),
     pytest.param(make_spec("  - {gaussian: {sigma: 1}, sobel: {}}\n"),

@@ -64,9 +64,24 @@ CASES: dict[str, tuple[list[dict], str]] = {
     "stats": ([{"stats": {"per": "plane", "orientation_histogram": {"bins": 6},
                           "spectral_bands": [0.0, 0.4, 1.5], "table": "s.parquet"}}], "float64"),
     "stats-tile": ([{"stats": {"per": "tile", "table": "s.parquet"}}], "float64"),
+    "layers": ([{"conv_layer": {"weights": [[[[0.5, -1, 0.25], [1, 2, 0]]], [[[1, 0, 0], [0, 0, -1]]]],
+                                "bias": [0.1, 0], "activation": "relu", "extent": "valid"}},
+                {"pool": {"size": 2, "kind": "max"}},
+                {"correlate": {"kernel": K35, "extent": "full", "stride": {"x": 2}, "mode": "wrap"}}], "float64"),
     "label": ([{"threshold": {"value": 0.3}}, {"label": {"connectivity": 2}}], "float64"),
     "label-regionprops": ([{"threshold": {"value": 0.3}}, {"label": {"axes": "yx"}},
                            {"regionprops": {"intensity": "input", "axes": "yx", "table": "r.parquet"}}], "float64"),
+    "threshold-otsu-binary": ([{"threshold": {"method": "otsu"}}, {"binary_opening": {"connectivity": 2}},
+                               {"binary_closing": {"footprint": [[0, 1], [1, 1]], "axes": "yx"}},
+                               {"binary_erosion": {"iterations": 2, "axes": "yx"}},
+                               {"binary_dilation": {"connectivity": 3}}], "float64"),
+    "grey-morphology": ([{"grey_erosion": {"size": {"y": 2, "x": 3}}}, {"grey_dilation": {"size": 3}},
+                         {"grey_opening": {"footprint": [[0, 1, 1], [1, 1, 0]], "axes": "yx", "mode": "wrap"}},
+                         {"grey_closing": {"size": 2, "mode": "nearest"}}], "float64"),
+    "distance_transform": ([{"threshold": {"value": 0.3}}, {"distance_transform": {"sampling": {"z": 2, "y": 1, "x": 0.5}}},
+                            {"distance_transform": {"axes": "yx"}}], "float64"),
+    "tophats": ([{"white_tophat": {"size": {"y": 3, "x": 2}}}, {"black_tophat": {"size": 3, "axes": "yx",
+                                                                                "mode": "mirror"}}], "float32"),
 }
 
 
@@ -100,7 +115,7 @@ def test_verify_passes_then_catches_damage(tmp_path, case):
     assert not res.not_verifiable and res.checked
     has_table = [s for s in steps if next(iter(s.values())).get("table")]
     assert len(res.tables) == len(has_table)
-    # damage one voxel of one tile (not in a threshold's 0/1 output: a flip is what it would show)
+    # damage one voxel of one tile (in a 0/1 output, threshold or binary morphology: a flip)
     z = zarr.open_array(str(out), mode="r+")
     idx = (0,) * (z.ndim - 2) + (5, 7)
     v = z[idx]
@@ -110,6 +125,7 @@ def test_verify_passes_then_catches_damage(tmp_path, case):
         z[idx] = v + 1
     else:
         z[idx] = v + 0.5 * max(1.0, abs(float(v)))
+    z[idx] = (1 - v) if case == "threshold" or z.dtype == np.uint8 else v + 0.5 * max(1.0, abs(float(v)))
     bad = verify(str(out), all=True)
     assert not bad.ok and len(bad.differing) == 1, bad.summary()
     assert bad.differing[0].worst == idx

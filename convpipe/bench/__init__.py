@@ -45,6 +45,7 @@ from .cases import FFT_LOWPASS, fft_lowpass_mask, fft_lowpass_planes
 from .command import bench, register
 from .data import check_region, ensure_input
 from .extra import EXTRA_ROWS, ExtraCtx, extra_row, run_extra
+from . import layers  # noqa: F401,E402 - registers the extra row conv_layer (issue 15)
 from .harness import run_benchmark
 from .registry import (CASES, CONTENDERS, DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, NA, QUICK_CHUNKS,
                        QUICK_SHAPE, BenchConfig, Case, Contender, Ctx, Outcome, Skip, add_case, contender)

@@ -98,7 +98,7 @@ def extra_summary(name: str, r: dict) -> str:
         fit = "; ".join(f"{cl} fit {v['fixed_s']:.1f} s + {v['ms_per_task']:.2f} ms/task" for cl, v in r["run_fit"].items()
                         if v)
         return f"build/task {b}; run/task (elapsed/tasks) {runs}; {fit}"
-    return r.get("summary", "")  # rows that summarize themselves (bench.objects)
+    return r.get("summary", "")  # rows that say it themselves (bench.layers)
 
 
 

@@ -29,7 +29,8 @@ import numpy as np
 #: several threads at once.
 ASSUME_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("convpipe_assume_finite", default=False)
 
-_NAMES = ("sep_correlate", "correlate_nd", "rank_filter", "fftconvolve", "array_module", "to_host", "on_device")
+_NAMES = ("sep_correlate", "correlate_nd", "rank_filter", "fftconvolve", "conv_channels", "array_module", "to_host",
+          "on_device")
 _TABLE: dict[str, Any] = {}
 _TABLE_LOCK = threading.Lock()
 
@@ -41,13 +42,13 @@ def _implementations(where: str) -> dict[str, Any]:
 
         return {"sep_correlate": cpu.sep_correlate, "correlate_nd": cpu.correlate_nd,
                 "rank_filter": cpu.rank_filter, "fftconvolve": cpu.fftconvolve,
-                "array_module": lambda x: np, "to_host": lambda x, **kw: np.asarray(x),
+                "conv_channels": cpu.conv_channels, "array_module": lambda x: np, "to_host": lambda x, **kw: np.asarray(x),
                 "on_device": lambda x: False}
     from . import gpu
 
     return {"sep_correlate": gpu.sep_correlate, "correlate_nd": gpu.correlate_nd,
             "rank_filter": gpu.rank_filter, "fftconvolve": gpu.fftconvolve,
-            "array_module": lambda x: gpu._cp(), "to_host": gpu.to_host, "on_device": lambda x: True}
+            "conv_channels": gpu.conv_channels, "array_module": lambda x: gpu._cp(), "to_host": gpu.to_host, "on_device": lambda x: True}
 
 
 def _register_cupy() -> None:
@@ -137,6 +138,14 @@ def correlate_nd(x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[in
 def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
     """``scipy.signal.fftconvolve(x, k, mode, axes)`` (cupyx's on a device block; ``k`` may be on the host)."""
     return _dispatch("fftconvolve")(x, k, mode=mode, axes=axes)
+
+
+def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...]) -> Any:
+    """conv_layer's valid multi-channel correlation: ``xc`` (in_c, *S) channel-major, ``w`` (out_c, in_c, *k)
+    a host array -> (out_c, *O), ``O = (S - k) // stride + 1``, ``xc``'s dtype; output channel o is
+    sum_i correlate(xc[i], w[o, i]) strided (matrix products: :mod:`.gemm`). For finite blocks; the caller
+    takes scipy's per-pair path where NaN/inf must reach only their footprint."""
+    return _dispatch("conv_channels")(xc, w, stride)
 
 
 def rank_filter(x: Any, kind: str, sizes: dict[int, int]) -> Any:

@@ -204,6 +204,13 @@ def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
     return ndi.median_filter(x, size=size, mode="reflect")
 
 
+def conv_channels(xc: np.ndarray, w: np.ndarray, stride: tuple[int, ...]) -> np.ndarray:
+    """Valid multi-channel correlation by BLAS matrix products (:func:`.gemm.conv_channels`)."""
+    from .gemm import conv_channels as gemm
+
+    return gemm(xc, np.ascontiguousarray(w, dtype=xc.dtype), stride, np)
+
+
 def fftconvolve(x: np.ndarray, k: np.ndarray, mode: str = "full", axes: Any = None) -> np.ndarray:
     """scipy.signal.fftconvolve."""
     from scipy.signal import fftconvolve as fc

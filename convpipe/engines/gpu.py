@@ -203,6 +203,13 @@ def rank_filter(x: Any, kind: str, sizes: dict[int, int]) -> Any:
     return ndi.median_filter(x, size=size, mode="reflect")
 
 
+def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...]) -> Any:
+    """Valid multi-channel correlation by matrix products on the device (:func:`.gemm.conv_channels`)."""
+    from .gemm import conv_channels as gemm
+
+    return gemm(xc, _dev_const(w, xc.dtype), stride, _cp())
+
+
 def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
     """cupyx.scipy.signal.fftconvolve with a host (or device) kernel."""
     from cupyx.scipy.signal import fftconvolve as fc

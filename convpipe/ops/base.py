@@ -110,6 +110,9 @@ class Op:
     hides_nonfinite: ClassVar[bool] = False
     """Can turn NaN/inf into finite values (threshold, integer casts, arctan2): the overflow check looks at
     its input (:mod:`convpipe.finite`)."""
+    new_pass: ClassVar[bool] = False
+    """Starts a pass of its own, reading the previous pass's tiles (a distance transform's second and later
+    axes: whole lines along another axis than the pass before); the planner cuts the chain before it."""
     merge_rows: ClassVar[Callable[[Any], Any] | None] = None
     """None, or ``merge_rows(table)``: the final table from the concatenated rows of every tile (a
     ``pyarrow.Table`` or None when no tile had a row), for rows that combine across tiles (whole-plane
@@ -162,6 +165,22 @@ class Op:
         """Length of a new output axis this op adds (only ops that add an axis, like ``c``)."""
         raise NotImplementedError
 
+    # ---- output extents that change (SPEC.md, "Convolutional layers"; the planner and convpipe.tiles)
+    def strides(self) -> dict[str, int]:
+        """Stride per axis where it is not 1 (default: none; ``stride``, ``pool``).
+
+        Output voxel ``i`` along a strided axis reads the input window ``[i*s - lo, i*s + hi]`` with
+        ``(lo, hi) = halo()[axis]``; the tiling engine gathers exactly those windows, and ``apply`` returns
+        ``(length - lo - hi - 1) // s + 1`` voxels along that axis of a block of ``length``.
+        """
+        return {}
+
+    def out_length(self, axis: str, n: int) -> int:
+        """Length of output axis ``axis`` for an input of length ``n`` along it (default ``n``: the op keeps
+        the extent). ``extent: valid | full``, strides, ``pool`` and ``conv_layer``'s channels change it; the
+        planner refuses a result with no voxel along an axis."""
+        return n
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """The op on one block.
 
@@ -210,6 +229,11 @@ class Op:
     def bind_input(self, array: Any, axes: str) -> None:
         """Read what the op takes from the pipeline's input itself (a ``crop`` template) from ``array`` (the
         input being processed, with ``axes``), before the graph is built. Nothing for most ops."""
+
+    def bind_voxel_sizes(self, sizes: Mapping[str, float]) -> None:
+        """Take defaults from the input's OME metadata: ``sizes`` is the voxel size per axis letter of the level
+        read (distance_transform's default sampling). Metadata only, so explain calls it too. Nothing for most
+        ops."""
 
     def method(self) -> str:
         """How the op computes (``explain``)."""

@@ -130,6 +130,13 @@ class Threshold(_Point):
     def out_dtype(self, compute):
         return np.dtype(np.uint8)
 
+    def expand(self):
+        if self.params.method is None:
+            return [self]
+        from .objects.autothreshold import AutoThreshold  # a global op: skimage's threshold of the whole input
+
+        return [AutoThreshold(self.params, self.in_axes, step=self.step)]
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         return (x > self.params.value).astype(np.uint8)
 

@@ -54,9 +54,24 @@ IMPLEMENTATIONS: dict[str, str] = {
     "blobs": "features.blobs:Blobs",
     "match_template": "features.match_template:MatchTemplate",
     "stats": "features.stats:Stats",
+    # convolutional layers: output extents that change
+    "pool": "layers.pool:Pool",
+    "conv_layer": "layers.conv_layer:ConvLayer",
     # objects
     "label": "objects.label:Label",
     "regionprops": "objects.regionprops:Regionprops",
+    # objects: morphology, distance transform
+    "binary_erosion": "objects.morphology:BinaryErosion",
+    "binary_dilation": "objects.morphology:BinaryDilation",
+    "binary_opening": "objects.morphology:BinaryOpening",
+    "binary_closing": "objects.morphology:BinaryClosing",
+    "grey_erosion": "objects.morphology:GreyErosion",
+    "grey_dilation": "objects.morphology:GreyDilation",
+    "grey_opening": "objects.morphology:GreyOpening",
+    "grey_closing": "objects.morphology:GreyClosing",
+    "white_tophat": "objects.morphology:WhiteTophat",
+    "black_tophat": "objects.morphology:BlackTophat",
+    "distance_transform": "objects.distance:DistanceTransform",
 }
 
 

@@ -21,7 +21,8 @@ tests and ``convpipe verify`` both use it.
     max|out - oracle| <= 1e-5 * max(1, max|oracle|)   in float32   (1e-4 for FFT methods)
     max|out - oracle| <= 1e-10 * max(1, max|oracle|)  in float64   (1e-8 for FFT methods)
 
-One module per family (``local``, ``stochastic``, ``axis``, ``spectral``, ``point``, ``features``, ``objects``), beside
+One module per family (``local``, ``stochastic``, ``axis``, ``spectral``, ``point``, ``features``, ``layers``,
+``objects``, ``morphology``), beside
 ``base`` (axes, the registries ``OPS`` / ``TABLES``), ``kernels``, ``chain`` (``oracle``) and ``compare``
 (``assert_conforms``); every name is importable from the package.
 """
@@ -48,6 +49,8 @@ from .features import (  # noqa: F401
     bank_kernels, blobs, blobs_table, filter_bank, match_template, match_template_table, peaks, peaks_table,
     stats, stats_table, template_array
 )
+from .layers import conv_layer, correlate_extent, kernel_extent, pool, pool_sub  # noqa: F401
 from .objects import acted_axes as object_axes, label, regionprops, regionprops_table, WHOLE_ARRAY_OPS  # noqa: F401
+from .morphology import auto_threshold, distance_transform  # noqa: F401  (morphology: registered in OPS)
 from .chain import fft_based, oracle, step_parts, uses_fft  # noqa: F401
 from .compare import assert_conforms, max_error, tolerance, undefined_orientation  # noqa: F401

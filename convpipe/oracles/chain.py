@@ -20,7 +20,7 @@ def step_parts(step: dict | str) -> tuple[str, dict]:
     return name, dict(params or {})
 
 _SOURCE_OPS = ("match_template", "regionprops")  # ops that may read the pipeline's input (crop, intensity)
-_FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template")  # kernel paths
+_FILE_OPS = ("correlate", "convolve", "filter_bank", "stochastic", "match_template", "conv_layer")  # kernel paths
 
 def oracle(steps: list, x: np.ndarray, dims: str | None = None, base_dir: Path | None = None,
            tables: dict | None = None, tile: dict | None = None, source: tuple | None = None

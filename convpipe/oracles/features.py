@@ -10,6 +10,7 @@ import scipy.ndimage as ndi
 
 from .base import canonical, insert_axis, op, per_plane, planes, resolve_on, table, transpose_to
 from .kernels import kernel_array, named_kernel, normalize_kernel, orientation
+from .layers import bank_kernels as _bank_file
 from .local import correlate, edge_components
 
 def _rows(hit: np.ndarray, dims: str) -> dict[str, np.ndarray]:
@@ -33,7 +34,10 @@ def peaks_table(x, dims, radius, threshold=0.0, axes=None, table=None):
     return cols
 
 def bank_kernels(kernels=None, gabor=None, normalize="none", temperature=1.0, base_dir=None) -> list[np.ndarray]:
-    """filter_bank's kernels in channel order (a gabor bank: frequency-major)."""
+    """filter_bank's kernels in channel order (a gabor bank: frequency-major; one .npy: its first axis)."""
+    stacked = _bank_file(kernels, base_dir)
+    if stacked is not None:
+        return [normalize_kernel(k, normalize, temperature) for k in stacked]
     if kernels is not None:
         return [normalize_kernel(kernel_array(k, base_dir), normalize, temperature) for k in kernels]
     g = dict(gabor or {})
@@ -47,10 +51,11 @@ def bank_kernels(kernels=None, gabor=None, normalize="none", temperature=1.0, ba
 
 @op
 def filter_bank(x, dims, kernels=None, gabor=None, axes=None, mode="reflect", cval=0.0, normalize="none",
-                temperature=1.0, method="auto", base_dir=None):
-    """Channel i = scipy.ndimage.correlate with kernel i (same mode and cval); adds a c axis."""
+                temperature=1.0, method="auto", base_dir=None, extent="same", stride=1):
+    """Channel i = scipy.ndimage.correlate with kernel i (same mode and cval, extent, stride); adds a c axis."""
     ks = bank_kernels(kernels, gabor, normalize, temperature, base_dir)
-    outs = [correlate(x, dims, kernel=k, axes=axes, mode=mode, cval=cval)[0] for k in ks]
+    outs = [correlate(x, dims, kernel=k, axes=axes, mode=mode, cval=cval, extent=extent, stride=stride)[0]
+            for k in ks]
     od = insert_axis(dims, "c")
     return np.stack(outs, axis=od.index("c")), od
 

@@ -7,14 +7,17 @@ import scipy.ndimage as ndi
 
 from .base import insert_axis, op, per_axis, per_plane, resolve_on
 from .kernels import EDGE_SMOOTH, kernel_array, normalize_kernel, orientation
+from .layers import kernel_extent
 
 def _kernel_op(fn, x, dims, kernel, axes=None, mode="reflect", cval=0.0, origin=0, normalize="none",
-               temperature=1.0, method="auto", base_dir=None):
+               temperature=1.0, method="auto", base_dir=None, extent="same", stride=1):
     k = normalize_kernel(kernel_array(kernel, base_dir), normalize, temperature)
     on = resolve_on(dims, axes, default={1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx"))
     if k.ndim == 1 and len(on) > 1:
         k = k.reshape((1,) * (len(on) - 1) + (-1,))
     origins = [origin] * k.ndim if isinstance(origin, int) else list(origin)
+    if extent != "same" or stride != 1:  # output extents that change: .layers
+        return kernel_extent(x, dims, on, k, extent, stride, mode, cval, origins, flip=fn is ndi.convolve), dims
     return per_plane(x, dims, on, lambda s: fn(s, k, mode=mode, cval=cval, origin=origins)), dims
 
 @op

@@ -38,7 +38,12 @@ def sqrt(x, dims):
         return np.sqrt(np.asarray(x, dtype=np.float64)), dims
 
 @op
-def threshold(x, dims, value):
+def threshold(x, dims, value=None, method=None):
+    """x > value; with ``method``, value = skimage.filters.threshold_<method> of the whole array as stored."""
+    if method is not None:
+        from .morphology import auto_threshold
+
+        value = auto_threshold(x, method)
     return (np.asarray(x) > value).astype(np.uint8), dims
 
 @op

@@ -6,7 +6,8 @@ engines, no dask). :mod:`convpipe.ops` implements each entry (``ops.registry`` m
 and a test checks that the two agree name for name).
 
 One module per op family: :mod:`.local`, :mod:`.point`, :mod:`.axis`, :mod:`.spectral`,
-:mod:`.stochastic`, :mod:`.intensity`, :mod:`.features`, :mod:`.objects`; :mod:`.base` holds what they share.
+:mod:`.stochastic`, :mod:`.intensity`, :mod:`.features`, :mod:`.layers`, :mod:`.objects`, :mod:`.morphology`;
+:mod:`.base` holds what they share.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from . import axis, features, intensity, local, objects, point, spectral, stochastic
+from . import axis, features, intensity, layers, local, morphology, objects, point, spectral, stochastic
 from .base import AxesParam, Entry, Mode, ModeParams, OpParams, PerAxis, PerAxisInt
 
 __all__ = ["AxesParam", "Entry", "Mode", "ModeParams", "OpParams", "PerAxis", "PerAxisInt", "catalog", "entry",
@@ -23,7 +24,7 @@ __all__ = ["AxesParam", "Entry", "Mode", "ModeParams", "OpParams", "PerAxis", "P
 
 def _build() -> Mapping[str, Entry]:
     out: dict[str, Entry] = {}
-    for family in (local, point, axis, spectral, stochastic, intensity, features, objects):
+    for family in (local, point, axis, spectral, stochastic, intensity, features, layers, objects, morphology):
         for e in family.ENTRIES:
             if e.name in out:
                 raise RuntimeError(f"op {e.name!r} is in the catalog twice")

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from .. import limits
 from ..kernels import _gabor, kernel_or_none, normalize
 from .base import AxesParam, Entry, Mode, OpParams, table_location
+from .layers import ExtentParams
 
 
 class PeaksParams(OpParams, AxesParam):
@@ -75,8 +76,9 @@ class GaborBank(OpParams):
                 for f in self.freqs() for t in self.thetas()]
 
 
-class FilterBankParams(OpParams, AxesParam):
-    kernels: list[Any] | None = Field(None, description="kernel sources: nested lists, .npy paths, named kernels")
+class FilterBankParams(OpParams, AxesParam, ExtentParams):
+    kernels: list[Any] | str | None = Field(None, description="kernel sources: nested lists, .npy paths, named "
+                                            "kernels; or one .npy of shape (N, *kernel)")
     gabor: GaborBank | None = None
     axes: str | None = None
     mode: Mode = "reflect"
@@ -89,7 +91,15 @@ class FilterBankParams(OpParams, AxesParam):
     def _one_source(self, info: ValidationInfo):
         if (self.kernels is None) == (self.gabor is None):
             raise ValueError("give either kernels (a list of kernels) or gabor: {orientations, frequencies, sigma}")
-        if self.kernels is not None:
+        if isinstance(self.kernels, str):  # one .npy holding the bank (convpipe.bind reads it)
+            k = kernel_or_none(self.kernels)
+            if k is not None:
+                if k.ndim < 2:
+                    raise ValueError(f"kernels: a bank file holds (N, *kernel), got shape {tuple(k.shape)}")
+                limits.channels_ok(k.shape[0], "kernels")
+                for i in range(k.shape[0]):
+                    normalize(k[i], self.normalize, self.temperature)
+        elif self.kernels is not None:
             if not self.kernels:
                 raise ValueError("kernels is an empty list")
             limits.channels_ok(len(self.kernels), "kernels")

@@ -11,9 +11,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from .. import limits
 from ..kernels import kernel_or_none, normalize
 from .base import AxesParam, Entry, Mode, ModeParams, OpParams, PerAxis, PerAxisInt, check_positive, check_size
+from .layers import ExtentParams
 
 
-class KernelParams(ModeParams, AxesParam):
+class KernelParams(ModeParams, AxesParam, ExtentParams):
     kernel: Any = Field(description="nested list, .npy path, or {name: gaussian|box|sobel|..., ...}")
     axes: str | None = None
     origin: int | list[int] = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import field_validator, model_validator
 
 from .base import Entry, OpParams, check_dtype
@@ -36,7 +38,15 @@ class NoParams(OpParams):
 
 
 class ThresholdParams(OpParams):
-    value: float
+    value: float | None = None
+    # a global pre-pass computes skimage.filters.threshold_<method> of the whole input (convpipe.ops.objects)
+    method: Literal["otsu", "li", "yen", "mean"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.value is None) == (self.method is None):
+            raise ValueError("threshold takes either value or method (otsu, li, yen, mean)")
+        return self
 
 
 ENTRIES = [
@@ -48,6 +58,8 @@ ENTRIES = [
     Entry("abs", NoParams, "point", "numpy.abs"),
     Entry("log1p", NoParams, "point", "numpy.log1p", "numpy.log1p; NaN outside its domain (x < -1), as numpy."),
     Entry("sqrt", NoParams, "point", "numpy.sqrt", "numpy.sqrt; NaN outside its domain (x < 0), as numpy."),
-    Entry("threshold", ThresholdParams, "point", "x > value as uint8 0/1",
-          "x > value of the stored values, as uint8 0/1."),
+    Entry("threshold", ThresholdParams, "point", "x > value as uint8 0/1 (value, or method: otsu li yen mean)",
+          "x > value of the stored values, as uint8 0/1. With method, value is "
+          "skimage.filters.threshold_<method> of the whole input, exactly, histograms as skimage builds them "
+          "(a statistics pre-pass)."),
 ]

@@ -62,24 +62,31 @@ def _where(p: Any) -> str:
     return " · ".join(parts)
 
 
-def preview_figure(inp: Any, out: Any, points: list[tuple]) -> tuple[str, int]:
+def preview_figure(inp: Any, out: Any, points: list[tuple], labels: bool = False) -> tuple[str, int]:
     """2 x 2: input plane, output plane (+ table rows), their log spectra. Returns (URI, rows drawn).
 
     ``points``: ``(label, y, x)`` in the shown (strided) pixels, or ``(label, y, x, radius)`` for blobs, drawn
     as circles of that radius (pixels); titles take two lines, so a long index never runs into its neighbour.
     """
-    fig, drawn = preview_fig(inp, out, points)
+    fig, drawn = preview_fig(inp, out, points, labels=labels)
     return _png_uri(fig), drawn
 
 
-def preview_fig(inp: Any, out: Any, points: list[tuple]) -> tuple[Any, int]:
-    """The :func:`preview_figure` as a matplotlib Figure (for checks of its layout)."""
+def preview_fig(inp: Any, out: Any, points: list[tuple], labels: bool = False) -> tuple[Any, int]:
+    """The :func:`preview_figure` as a matplotlib Figure (for checks of its layout). ``labels``: the output is
+    a label image, drawn in colour over the input plane."""
     from matplotlib.collections import EllipseCollection
 
     fig = _figure(10.5, 9.6, layout="constrained")
     axs = fig.subplots(2, 2)
     _show_plane(axs[0, 0], inp.data, f"input\n{_where(inp)}")
-    _show_plane(axs[0, 1], out.data, f"output\n{_where(out)}")
+    if labels:
+        from ..ome.labels import label_rgba
+
+        _show_plane(axs[0, 1], inp.data, f"output: labels over the input\n{_where(out)}")
+        axs[0, 1].imshow(label_rgba(out.data), interpolation="nearest")
+    else:
+        _show_plane(axs[0, 1], out.data, f"output\n{_where(out)}")
     drawn = 0
     colors = ["#ff3b30", "#ffcc00", "#34c759", "#00c7ff", "#ff2d95"]
     h, w = out.data.shape

@@ -193,6 +193,17 @@ def _memory_text(timings: Mapping[str, Any] | None) -> tuple[str, str]:
     return "not measured", note
 
 
+def _estimate_cards(plan: Any) -> list[tuple[str, str]]:
+    """explain's estimate of this plan (costs measured on this machine), beside the actual cards above."""
+    try:
+        from ..estimate import estimate
+
+        e = estimate(plan)
+    except Exception:  # noqa: BLE001 - no plan, or no estimate: the report goes on without it
+        return []
+    return [("estimated time", _fmt_s(e["seconds"])), ("estimated peak", _fmt_bytes(e["peak_memory_bytes"]))]
+
+
 def _summary(r: _Run) -> dict[str, Any]:
     res, prov = r.result, r.prov
     peak, peak_note = _memory_text(r.timings)
@@ -200,7 +211,7 @@ def _summary(r: _Run) -> dict[str, Any]:
     cards = [("elapsed", _fmt_s(float(res.elapsed))), ("throughput", _fmt_rate(vps)),
              ("voxels", f"{res.voxels:,}"), ("tasks", f"{res.tasks:,}"),
              ("tiles", f"{res.tiles:,}" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else "")),
-             ("peak memory", peak)]
+             ("peak memory", peak)] + _estimate_cards(r.plan or getattr(res, "plan", None))
     status = "complete" if prov.get("complete") else ("complete" if not prov else "not marked complete")
     return {"cards": cards, "in_url": r.in_url, "in_level": r.in_level, "output_url": res.output_url,
             "status": status, "peak": peak + " — " + peak_note,
@@ -270,7 +281,13 @@ def _previews(r: _Run) -> dict[str, Any]:
                 notes.append((key, f"{py.size} of {n} rows on this plane{shape}"))
             except Exception as e:  # noqa: BLE001
                 notes.append((key, _why(e)))
-    uri, _ = figures.preview_figure(inp, out, points)
+    from ..ome.labels import is_label_image
+
+    labels = is_label_image(res.output_url, r.out_so or None) and out.data.shape == inp.data.shape
+    if labels:
+        notes.append(("labels", f"{int(np.count_nonzero(np.unique(out.data)))} labels on this plane, drawn in "
+                                "colour over the input"))
+    uri, _ = figures.preview_figure(inp, out, points, labels=labels)
     return {"image": uri, "notes": notes}
 
 

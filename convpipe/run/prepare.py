@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..cluster import describe
+from ..cluster import resources
 from ..errors import InputError, SpecError
 from ..io import Manifest, data_digest, fingerprint, open_input, output_state
 from ..outputs import is_ome_output, ome_output_problem
@@ -37,28 +37,45 @@ __all__ = ["Prepared", "bind_input", "check_places", "cluster_resources", "open_
 
 def cluster_resources(spec: Spec) -> tuple[int, int]:
     """(workers, memory per worker) the plan is sized for: the cluster's, or ``execution.memory_limit``."""
-    _, workers, mem = describe(spec.execution.cluster)
-    limit = parse_bytes(spec.execution.memory_limit)
-    if limit is not None:
-        mem = limit
-    elif spec.execution.cluster == "threads":
-        mem = mem // max(workers, 1)
+    _, workers, mem = resources(spec.execution.cluster, parse_bytes(spec.execution.memory_limit))
     return workers, mem
 
 
-def plan_for(spec: Spec, info: ArrayInfo, backend: str) -> Plan:
-    """The spec's plan on an input described by ``info``."""
+def plan_for(spec: Spec, info: ArrayInfo, backend: str, ome: dict | None = None) -> Plan:
+    """The spec's plan on an input described by ``info`` (``ome``: its OME metadata, for ops that take
+    defaults from it)."""
     workers, mem = cluster_resources(spec)
     out = spec.output
-    return make_plan(spec.steps, info, spec=spec, out_chunks=out.chunks if out else None,
+    plan = make_plan(spec.steps, info, spec=spec, out_chunks=out.chunks if out else None,
                      out_dtype=out.dtype if out else None, tile=spec.execution.tile,
                      precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
                      cluster=spec.execution.cluster, backend=backend)
+    bind_voxel_sizes(plan, ome, spec.input.level)
+    return plan
+
+
+def bind_voxel_sizes(plan: Plan, ome: dict | None, level: int | None) -> None:
+    """Ops whose defaults come from the input's OME metadata (distance_transform's sampling: the voxel sizes
+    of the level read) get them here; metadata only, so explain does this too."""
+    info = ome.get("info") if ome else None
+    if info is None or not info.axes:
+        return
+    try:
+        scale = info.levels[int(level or 0)].scale
+    except (IndexError, TypeError, ValueError):
+        return
+    sizes = dict(zip(info.axes, (float(v) for v in scale)))
+    for pp in plan.passes:
+        for op in pp.ops:
+            op.bind_voxel_sizes(sizes)
 
 
 def open_spec_input(spec: Spec) -> tuple[str, Any, str, dict]:
     """(resolved url, array, axes, OME metadata) of the spec's input; an InputError names ``input.url``."""
     i = spec.input
+    if i is None:  # a spec loaded for Pipeline.apply (convpipe.load accepts one without an input)
+        raise SpecError("the spec names no input: give run(input=URL) / explain(input=URL), --input, or an "
+                        "'input: URL' in the spec (only apply() works without one)", path="input")
     url = spec.resolve(i.url)
     try:
         arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
@@ -92,14 +109,18 @@ def table_name(op: Any) -> str:
 
 
 def table_sinks(plan: Plan, spec: Spec, storage_options: dict) -> dict:
-    """id(op) -> (op, TableSink) for every op writing a table (nothing is touched yet)."""
+    """(pass index, op index) -> (op, TableSink) for every op writing a table (nothing is touched yet).
+
+    Keyed by place in the plan, not by ``id(op)``: an id can be reused once an op is freed, and a
+    replanned run (resume) must find its sinks by position in the new plan.
+    """
     from ..tables import TableSink
 
     tables = {}
     for pp in plan.passes:
-        for op in pp.ops:
-            if getattr(op, "emits_table", False) and getattr(op.params, "table", None):
-                tables[id(op)] = (op, TableSink(spec.resolve(op.params.table), storage_options))
+        for i, op in enumerate(pp.ops):
+            if op.emits_table and getattr(op.params, "table", None):
+                tables[(pp.index, i)] = (op, TableSink(spec.resolve(op.params.table), storage_options))
     return tables
 
 
@@ -125,9 +146,43 @@ def check_places(spec: Spec, in_url: str, in_is_group: bool, out_url: str, table
     check_apart(reads, writes)
 
 
+def label_image_kind(spec: Spec, plan: Plan, ome_out: bool) -> tuple[str | None, Any]:
+    """Whether the output is an NGFF label image: ``"under"`` an image (``output.labels_of``, checked here: an
+    OME-Zarr image of the output's Zarr format, axes and shape, an integer output), ``"alone"`` (an OME output
+    of a label dtype, int32 / int64 / uint32 / uint64), else None; and the image's multiscale metadata (its
+    voxel sizes and number of levels are the labels'). Reads the image's metadata only."""
+    from ..ome.labels import check_label_parent, is_label_dtype
+
+    out = spec.output
+    if out.labels_of is None:
+        return ("alone" if ome_out and is_label_dtype(plan.output.dtype) else None), None
+    where = dict(path="output.labels_of", line=spec.line_of(("output", "labels_of")))
+    if plan.output.dtype.kind not in "iu":
+        raise SpecError(f"a label image holds integers, but the output is {plan.output.dtype}: end with a label "
+                        "step, or set output.dtype to an integer type", **where)
+    fmt, info, shape = check_label_parent(spec.resolve(out.labels_of), out.storage_options)
+    if fmt != out.zarr_format:
+        raise SpecError(f"the image {out.labels_of} is Zarr v{fmt} (NGFF {'0.4' if fmt == 2 else '0.5'}): its "
+                        f"labels must be too; set output.zarr_format: {fmt}", **where)
+    if info.axes != plan.output.axes or shape != tuple(plan.output.shape):
+        raise SpecError(f"the labels ({plan.output.axes} {tuple(plan.output.shape)}) would not lie on the image "
+                        f"{out.labels_of} ({info.axes} {shape}): a label image has its image's axes and shape", **where)
+    if out.pyramid and out.pyramid != len(info.levels) - 1:
+        raise SpecError(f"output.pyramid {out.pyramid}: a label image has as many levels as its image "
+                        f"({len(info.levels)}); drop output.pyramid", path="output.pyramid",
+                        line=spec.line_of(("output", "pyramid")))
+    return "under", info
+
+
 def want_ome(spec: Spec, ome: dict, axes: str, bus: EventBus | None = None) -> bool:
     """Whether the output is an OME-Zarr group: ``output.ome``, default true for OME input or a pyramid."""
     out = spec.output
+    if out.labels_of is not None and out.ome is None:  # an NGFF label image under an image
+        problem = ome_output_problem(axes)
+        if problem:
+            raise SpecError(f"output.labels_of: {problem}", path="output.labels_of",
+                            line=spec.line_of(("output", "labels_of")))
+        return True
     if out.ome is False:
         if out.pyramid:
             raise SpecError("output.pyramid needs an OME-Zarr output; drop output.ome: false",
@@ -179,7 +234,7 @@ class Prepared:
     info: ArrayInfo
     plan: Plan
     out_url: str
-    tables: dict  # id(op) -> (op, TableSink)
+    tables: dict  # (pass index, op index) -> (op, TableSink)
     want_ome: bool
     fingerprint: str
     manifest: Manifest
@@ -187,6 +242,24 @@ class Prepared:
     decision: Decision
     #: the final pass's tiles a resume finds recorded
     skip: set[str] = field(default_factory=set)
+    #: an NGFF label image: "under" an image (output.labels_of), "alone" (an OME output of a label dtype), None
+    label_image: str | None = None
+    #: the image of output.labels_of (OmeInfo): the label image takes its voxel sizes and number of levels
+    label_parent: Any = None
+
+    @property
+    def pyramid(self) -> int:
+        """The output's extra pyramid levels (a label image under an image: as many as the image has)."""
+        if self.label_parent is not None:
+            return len(self.label_parent.levels) - 1
+        return int(self.spec.output.pyramid)
+
+    @property
+    def physical(self) -> tuple[Any, int]:
+        """(OME metadata, level) the output's voxel sizes come from: the image it labels, else the input's."""
+        if self.label_parent is not None:
+            return self.label_parent, 0
+        return self.ome.get("info"), int(self.spec.input.level)
 
     @property
     def backend(self) -> str:
@@ -209,18 +282,19 @@ def prepare(spec: Spec, *, resume: bool, bus: EventBus) -> Prepared:
     choice = resolve(spec.execution.backend)  # BackendError for gpu without a usable GPU
     in_url, arr, axes, ome = open_spec_input(spec)
     info = array_info(arr, axes)
-    plan = plan_for(spec, info, choice.name)
+    plan = plan_for(spec, info, choice.name, ome)
     out_url = spec.resolve(spec.output.url)
     so = spec.output.storage_options
     tables = table_sinks(plan, spec, so)
     check_places(spec, in_url, bool(ome), out_url, tables)  # before anything is opened for writing
     ome_out = want_ome(spec, ome, plan.output.axes, bus)
+    label_image, label_parent = label_image_kind(spec, plan, ome_out)
     fp = fingerprint(arr, in_url)
     prov = provenance(spec, plan, arr, in_url, fp)
     state = output_state(out_url, so)
     decision = decide(state, prov, out_url=out_url, resume=resume, overwrite=bool(spec.output.overwrite))
     p = Prepared(spec, choice, in_url, arr, axes, ome, info, plan, out_url, tables, ome_out, fp,
-                 Manifest(out_url, so), prov, decision)
+                 Manifest(out_url, so), prov, decision, label_image=label_image, label_parent=label_parent)
     if decision.action == "complete":
         return p
     if decision.note:
@@ -228,7 +302,7 @@ def prepare(spec: Spec, *, resume: bool, bus: EventBus) -> Prepared:
     if decision.action == "resume":
         if list(state.get("tile", [])) != prov["tile"]:  # finish in the tiles the interrupted run recorded
             p.plan = plan_for(spec.with_overrides(tile=dict(zip(plan.output.axes, state["tile"]))), info,
-                              choice.name)
+                              choice.name, ome)
             p.tables = table_sinks(p.plan, spec, so)  # the same places, keyed by the new plan's ops
         p.want_ome = is_ome_output(out_url, so)  # finish in the layout the interrupted run started
         p.skip = p.manifest.done()

@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import ExecutionError
 from ..io import create_output, data_digest
+from ..ome.labels import add_label_name, ensure_labels_group, write_image_label
 from ..outputs import create_ome_output, finish_ome_output, open_sink, provenance_node
 from ..outputs import pyramid_method as pyramid_method_for
 from .events import EventBus
@@ -28,8 +29,10 @@ def open_output(p: Prepared) -> Any:
     if p.decision.action == "resume":
         return open_sink(p.out_url, so)
     spec, plan = p.spec, p.plan
+    if p.label_image == "under":  # IMAGE/labels first (when missing): nothing of the image itself is touched
+        ensure_labels_group(spec.resolve(spec.output.labels_of), so)
     make = create_ome_output if p.want_ome else create_output
-    extra = ({"axes": plan.output.axes, "input_ome": p.ome.get("info"), "input_level": spec.input.level,
+    extra = ({"axes": plan.output.axes, "input_ome": p.physical[0], "input_level": p.physical[1],
               "name": spec.name} if p.want_ome else {})
     sink = make(p.out_url, shape=plan.output.shape, chunks=plan.output.chunks, dtype=plan.output.dtype,
                 zarr_format=spec.output.zarr_format, attrs={"convpipe": p.prov},
@@ -48,11 +51,13 @@ def build_pyramid(p: Prepared, compute: Any, bus: EventBus) -> None:
     """The OME-Zarr output's lower levels (and its NGFF metadata), computed on the run's cluster."""
     spec = p.spec
     method = pyramid_method(p)
-    if spec.output.pyramid:
-        bus.log(f"building {spec.output.pyramid} pyramid level(s) ({method})")
-    finish_ome_output(p.out_url, levels=spec.output.pyramid, method=method, axes=p.plan.output.axes,
-                      input_ome=p.ome.get("info"), input_level=spec.input.level, storage_options=p.storage_options,
+    if p.pyramid:
+        bus.log(f"building {p.pyramid} pyramid level(s) ({method})")
+    finish_ome_output(p.out_url, levels=p.pyramid, method=method, axes=p.plan.output.axes,
+                      input_ome=p.physical[0], input_level=p.physical[1], storage_options=p.storage_options,
                       compute=compute, name=spec.name)
+    if p.label_image is not None:  # levels by nearest (an integer output), then the image-label metadata
+        write_image_label(p.out_url, under_image=p.label_image == "under", storage_options=p.storage_options)
 
 
 def check_input_unchanged(p: Prepared) -> None:
@@ -75,12 +80,17 @@ def finish(p: Prepared, sink: Any, t0: float) -> tuple[dict, float]:
     check_input_unchanged(p)
     outputs: dict[str, Any] = {"image": p.out_url}
     if p.want_ome:
-        outputs["ome"] = {"levels": 1 + spec.output.pyramid, "method": pyramid_method(p),
+        outputs["ome"] = {"levels": 1 + p.pyramid, "method": pyramid_method(p),
                           "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
     for op, ts in p.tables.values():
         rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": p.fingerprint, "version": __version__,
                             "step": table_name(op)}, merge=getattr(op, "merge_rows", None))
         outputs[table_name(op)] = {"table": ts.url, "rows": rows}
+    if p.label_image == "under":  # listed in IMAGE/labels once whole, just before the completeness mark
+        add_label_name(spec.resolve(spec.output.labels_of), spec.output.label_name, p.storage_options)
+        outputs["labels_of"] = spec.resolve(spec.output.labels_of)
+    if p.label_image is not None:
+        outputs.setdefault("ome", {})["image-label"] = True
     elapsed = time.perf_counter() - t0
     prov["complete"] = True
     prov["outputs"] = outputs

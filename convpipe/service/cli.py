@@ -287,9 +287,9 @@ def cluster_show(
     """Show what a cluster setting means: kind, workers, memory per worker (and a profile's settings)."""
     from dask.utils import format_bytes
 
-    from ..cluster import describe, load_profile, profile_cluster_kwargs
+    from ..cluster import load_profile, profile_cluster_kwargs, resources
 
-    kind, workers, mem = describe(cluster)
+    kind, workers, mem = resources(cluster)  # the figure explain plans with
     _echo(f"cluster:    {cluster}\nkind:       {kind}\nworkers:    {workers}\nmemory:     {format_bytes(mem)} per worker")
     if cluster.startswith("profile:"):
         p = load_profile(cluster)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import oracles as O
+from ..oracles import morphology as OO
 from ..axes import canonical
 from ..errors import InputError
 from .provenance import open_output, read_table, spec_dir, steps_of
-from .reach import QUANTIZING, effective_precision, reach, saturate, tail_interval
+from .reach import QUANTIZING, changes_extent, effective_precision, reach, saturate, tail_interval
 from .results import TableCheck, TileCheck, VerifyResult
 
 
@@ -68,8 +69,10 @@ def _chain(res: VerifyResult, steps: list[tuple[str, dict]], in_axes: str, base:
                 whole.add(a)
             elif a in margin:
                 margin[a] += int(v)
-        if not why and name in O.GLOBAL_OPS:
+        if not why and (name in O.GLOBAL_OPS or OO.whole_array(name, p)):
             why = f"{path} needs statistics of the whole array"
+        if not why and changes_extent(name, p):
+            why = f"{path} changes the extent of its output"
         if not why and name in O.WHOLE_ARRAY_OPS:
             why = f"{path} numbers components over each whole sub-array"
         if not why and name in O.TABLES and p.get("table"):
@@ -155,8 +158,8 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     out_dtype = np.dtype(out.dtype)
     grid = _tiles(shape, tile)
     in_so = in_spec.get("storage_options") or None
-    arr, in_axes, _ = open_input(in_url, level=int(in_spec.get("level", 0) or 0), axes=in_spec.get("axes"),
-                                 storage_options=in_so)
+    arr, in_axes, in_ome = open_input(in_url, level=int(in_spec.get("level", 0) or 0), axes=in_spec.get("axes"),
+                                      storage_options=in_so)
     # the compute dtype the run resolved and recorded (precision auto depends on the input's dtype)
     eff = effective_precision(str(prov.get("compute") or (spec.get("execution") or {}).get("precision", "auto")),
                               arr.dtype, out_dtype)
@@ -165,7 +168,8 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
         res.problems.append(f"the input {in_url} changed since the output was written (fingerprint differs)")
 
     base = spec_dir(prov)
-    steps = steps_of(prov)
+    # distance_transform's default sampling is the voxel size of the level read, as the run took it
+    steps = OO.with_voxel_sizes(steps_of(prov), in_ome.get("info"), int(in_spec.get("level", 0) or 0))
     chain = _chain(res, steps, in_axes, base)
     if chain is None:
         return res
@@ -173,7 +177,7 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
     res.relative_tolerance = rel
 
     # which tiles; manifest keys count tiles in the order the ops computed in (tczyx)
-    pass_index = sum(1 for i, (n, _) in enumerate(steps) if n in O.GLOBAL_OPS and i > 0)
+    pass_index = OO.passes_before(steps, in_axes)
     done: set[str] | None = None
     if not res.complete:
         done = Manifest(output_url, storage_options).done()
@@ -205,12 +209,16 @@ def verify(output_url: str, *, sample: int = 8, all: bool = False, seed: int = 0
         name in QUANTIZING or (name == "astype" and np.dtype(p["dtype"]).kind in "iub") for name, p in tail)
 
     def oracle_of(x: np.ndarray, tables: dict | None = None, offset: dict | None = None):
+        nonlocal tail
         # a window's stochastic draws are those of its global coordinates
         steps_ = [{n: dict(p, offset=offset) if n == "stochastic" and offset else p} for s in head
                   for n, p in s.items()]
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             v, d = O.oracle(steps_, x, in_axes, base_dir=base, source=(arr, in_axes), tables=tables,
                             tile=dict(zip(out_axes, tile)))
+            # threshold {method} in the tail (whole array here): its value, so that the quantization allowance
+            # (tail_interval) moves the values around the whole array's threshold, not a tile's
+            tail = OO.resolve_thresholds(tail, v, d)
             ref, d = O.oracle([{n: p} for n, p in tail], v, d)
         ref = np.asarray(ref, dtype=np.float64)
         ref = saturate(ref, out_dtype) if out_dtype.kind in "iub" else ref

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import oracles as O
+from ..oracles import morphology as OO
 from ..axes import canonical
 
 
@@ -29,6 +30,9 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
     """
     dims = canonical(dims)
     on = O.resolve_on
+    obj = OO.reach(name, p, dims, base_dir)  # morphology, distance transform (convpipe.oracles.morphology)
+    if obj is not None:
+        return obj
     if name in O.POINT_OPS or name in O.GLOBAL_OPS or name in ("peaks", "blobs", "stats", "regionprops"):
         return {}  # value-wise here (global statistics and tables are computed on the whole array)
     if name in O.WHOLE_ARRAY_OPS:
@@ -78,7 +82,15 @@ def reach(name: str, p: dict, dims: str, base_dir: Path | None) -> dict[str, int
         return {dims[O._along(dims, p.get("axis"))]: None}
     if name in O.SPECTRAL_OPS:
         return {a: None for a in on(dims, p.get("axes"))}
+    if name in ("pool", "conv_layer"):
+        return {}  # they change the output's extent: verified on the whole array (see changes_extent)
     raise KeyError(name)
+
+
+def changes_extent(name: str, p: dict) -> bool:
+    """Whether a step's output voxels are not its input's (extent, stride, pool, conv_layer's channels): a tile's
+    window cannot be found by margins, so the oracle runs on the whole array."""
+    return name in ("pool", "conv_layer") or p.get("extent", "same") != "same" or p.get("stride", 1) != 1
 
 
 #: point ops: +1 increasing, -1 decreasing, 0 neither (|x|), for the quantization allowance

@@ -1,4 +1,5 @@
-"""``filter_bank``: one ``c`` channel per kernel (a list, or gabor orientations x frequencies), by correlate."""
+"""``filter_bank``: one ``c`` channel per kernel (a list, one ``.npy`` of shape (N, *kernel), or gabor
+orientations x frequencies), by correlate (with its ``extent`` and ``stride``)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ class FilterBank(Op):
         if "c" in self.in_axes:
             raise self.error("filter_bank adds a 'c' axis, but the input already has one")
         base = self.step.spec.base_dir if (self.step is not None and self.step.spec is not None) else None
-        if p.kernels is not None:
+        if isinstance(p.kernels, str):  # one .npy of shape (N, *kernel): channel i is kernel i
+            bank = kernel_from_source(p.kernels, base)
+            ks = [normalize(np.ascontiguousarray(k), p.normalize, p.temperature) for k in bank]
+        elif p.kernels is not None:
             ks = [normalize(kernel_from_source(s, base), p.normalize, p.temperature) for s in p.kernels]
         else:
             ks = [normalize(k, p.normalize, p.temperature) for k in p.gabor.kernels()]
@@ -41,11 +45,14 @@ class FilterBank(Op):
         nd = ndims.pop()
         default = {1: "x", 2: "yx", 3: "zyx"}.get(nd, "yx")
         self.axes = self.resolve_axes(p.axes, default=default)
+        if p.extent != "same" and len({k.shape for k in ks}) > 1:
+            raise self.error(f"extent {p.extent}: the kernels must all have one shape, got "
+                             f"{sorted({'x'.join(map(str, k.shape)) for k in ks})}", "kernels")
         self.subs = []
         for k in ks:
             kp = KernelParams.model_construct(kernel=np.ascontiguousarray(k), axes=self.axes, mode=p.mode,
                                               cval=p.cval, origin=0, normalize="none", temperature=1.0,
-                                              method=p.method)
+                                              method=p.method, extent=p.extent, stride=p.stride)
             try:
                 self.subs.append(Correlate(kp, self.in_axes, step=self.step))
             except (SpecError, ValueError) as e:  # a kernel/axes mismatch: name this op's field
@@ -65,6 +72,12 @@ class FilterBank(Op):
 
     def halo(self):
         return dict(self._halo)
+
+    def strides(self):  # every kernel of the bank has the bank's extent and stride
+        return self.subs[0].strides()
+
+    def out_length(self, axis, n):
+        return self.subs[0].out_length(axis, n) if axis in self.in_axes else n
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """Each kernel's correlation on its own crop of the block, stacked along a new ``c`` axis.
@@ -96,4 +109,4 @@ class FilterBank(Op):
     def describe(self):
         shapes = ", ".join("x".join(map(str, s.kernel.shape)) for s in self.subs[:4])
         more = f", ... ({len(self.subs)} kernels)" if len(self.subs) > 4 else ""
-        return f"filter_bank({shapes}{more} over {self.axes})"
+        return f"filter_bank({shapes}{more} over {self.axes}{self.subs[0].window_note()})"

@@ -1,4 +1,5 @@
-"""``correlate`` and ``convolve``: scipy.ndimage.correlate / convolve with an inline, .npy or named kernel."""
+"""``correlate`` and ``convolve``: scipy.ndimage.correlate / convolve with an inline, .npy or named kernel;
+``extent`` and ``stride`` as SPEC.md's "Convolutional layers" says (:mod:`convpipe.ops.layers.window`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from ... import engines
 from ...kernels import kernel_from_source, normalize, separable_factors
 from ...params.local import KernelParams
 from ..base import NO_CONTEXT, Context
+from ..layers.window import Windowed
 from .base import LocalOp
 
 
-class _Correlate(LocalOp):
+class _Correlate(Windowed, LocalOp):
     Params = KernelParams
     linear = True
     flip = False
@@ -41,12 +43,12 @@ class _Correlate(LocalOp):
                 raise self.error(f"origin {o} is outside the kernel (size {s})", "origin")
             self.centers.append(c)
         self.kernel = k
+        if p.extent != "same" and any(o != 0 for o in ([p.origin] if isinstance(p.origin, int) else p.origin)):
+            raise self.error("origin applies to extent: same only", "origin")
+        self.set_window(k.shape, tuple(self.centers), p.extent, p.stride)
         self.factors = separable_factors(k)
         if p.method == "separable" and self.factors is None:
             raise self.error("method separable: this kernel is not separable (rank > 1)", "method")
-
-    def halo(self):
-        return {a: (c, s - 1 - c) for a, c, s in zip(self.axes, self.centers, self.kernel.shape)}
 
     def method(self) -> str:
         m = self.params.method
@@ -70,7 +72,8 @@ class _Correlate(LocalOp):
         m = self.method()
         why = (f", auto: fft from {self.fft_crossover()} taps" if self.params.method == "auto" and m != "separable"
                else "")
-        return f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}, {m}{why})"
+        return (f"{self.name}(kernel {'x'.join(map(str, self.kernel.shape))} over {self.axes}{self.window_note()}, "
+                f"{m}{why})")
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """Correlate the block with the kernel (flipped for ``convolve``) by ``method()``.
@@ -82,8 +85,13 @@ class _Correlate(LocalOp):
 
         Returns
         -------
-        array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
+        array, ``x``'s shape less the halo along ``axes`` (then strided), ``x``'s dtype
         """
+        # the block holds each output's window (extent, stride: see ops.layers.window); the engines compute
+        # the valid correlation, then positions 0, s, 2s, ... are kept
+        return self.subsample(self._valid(x), self.ax)
+
+    def _valid(self, x: Any) -> Any:
         m = self.method()
         idx = tuple(self.ax(a) for a in self.axes)
         if not engines.all_finite(x):
@@ -96,7 +104,7 @@ class _Correlate(LocalOp):
             return self._fft(x, idx)
         else:
             y = engines.correlate_nd(x, self.kernel, tuple(self.centers), idx)
-        return self.crop(y)
+        return self.crop_valid(y, self.ax)
 
     def _fft(self, x, idx):
         shape = [1] * x.ndim

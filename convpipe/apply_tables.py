@@ -1,0 +1,118 @@
+"""``Pipeline.apply`` on a chain with table ops: the image and every table, computed together.
+
+A run writes an op's rows to Parquet part by part (:mod:`convpipe.tables`); ``apply`` writes nothing, so
+its tile tasks hand their rows back with their tiles instead (``execute(..., rows=...)``). One
+``dask.compute`` of the image and of those rows shares every tile task between the two (the graph is not
+optimised, which would rename the shared tasks and run each tile twice). The rows are then assembled as
+the run assembles its parts: in tile order, merged by the op's ``merge_rows`` when it has one.
+
+``apply`` without ``tables=True`` refuses a chain whose steps name a table (:func:`refuse_dropped_tables`):
+dropping what the spec asked to be written would be a silent loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import SpecError
+from .plan import Plan
+
+__all__ = ["apply_with_tables", "refuse_dropped_tables", "table_ops", "to_frame", "with_table_rows"]
+
+
+def table_ops(plan: Plan) -> list[Any]:
+    """The plan's ops that compute rows (``emits_table``), in chain order."""
+    return [op for pp in plan.passes for op in pp.ops if getattr(op, "emits_table", False)]
+
+
+def refuse_dropped_tables(plan: Plan) -> None:
+    """Raise SpecError when a step names a table that a plain ``apply`` (image only) would drop."""
+    named = [op for op in table_ops(plan) if getattr(op.params, "table", None)]
+    if not named:
+        return
+    listed = ", ".join(f"{op.step.path if op.step is not None else op.name} (table: {op.params.table})"
+                       for op in named)
+    first = named[0]
+    message = (f"{'this step writes a table' if len(named) == 1 else 'these steps write tables'}: {listed}; "
+               "apply() returns only the image: call apply(..., tables=True) for (image, {step: table}), "
+               "or run() to write the table")
+    if first.step is not None:
+        raise first.step.error(message, "table")
+    raise SpecError(message, path=first.name)
+
+
+def with_table_rows(steps: list) -> list:
+    """The steps, each table op that names no ``table`` given a stand-in one (``apply(tables=True)``).
+
+    An op plans for its rows only when it has a table (``match_template`` widens its halo by the peaks'
+    ``radius``); the stand-in is never opened: ``apply`` writes nothing.
+    """
+    from .ops import registry
+    from .spec import Step
+
+    out = []
+    for s in steps:
+        if getattr(registry.get(s.name), "emits_table", False) and getattr(s.params, "table", "") is None:
+            s = Step(s.name, s.params.model_copy(update={"table": f"<{s.path}>"}), s.index, s.spec)
+        out.append(s)
+    return out
+
+
+def _gather(*pairs: Any) -> list:
+    return [p[1] for p in pairs]
+
+
+def _assemble(op: Any, parts: list[tuple[str, dict]]) -> Any:
+    """One op's table from its tiles' rows, as :meth:`convpipe.tables.TableSink.finalize` builds it."""
+    import pyarrow as pa
+
+    from .tables import rows_table
+
+    tables = [rows_table(cols) for _, cols in sorted(parts, key=lambda p: p[0])]  # a run's part order
+    merge = getattr(op, "merge_rows", None)
+    if merge is not None:
+        return merge(pa.concat_tables(tables) if tables else None)
+    with_columns = [t for t in tables if t.num_columns]
+    return pa.concat_tables(with_columns) if with_columns else pa.table({})
+
+
+def to_frame(table: Any) -> Any:
+    """A ``pandas.DataFrame`` when pandas is installed, else the ``pyarrow.Table`` itself."""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return table
+    return table.to_pandas()
+
+
+def apply_with_tables(plan: Plan, array: Any, *, device_out: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Compute ``plan`` on ``array``: (the image, {step path: table}) for every op that computes rows.
+
+    The image is computed (numpy, or CuPy for CuPy input) in the input's axis order, as
+    ``execute(plan, array).compute()`` gives it; each table is a pandas DataFrame when pandas is
+    installed, else a ``pyarrow.Table``, with the columns a run's Parquet table has.
+    """
+    import dask
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    from .execute import execute
+    from .run.prepare import table_name
+
+    ops = table_ops(plan)
+    rows: list[tuple[int, Any]] = []
+    arr = execute(plan, array, tables={id(op): None for op in ops}, rows=rows, device_out=device_out)
+    name = f"convpipe-rows-{tokenize(arr.name, [k for _, k in rows])}"
+    graph = HighLevelGraph.from_collections(name, {name: (_gather, *[k for _, k in rows])}, dependencies=[arr])
+    image, pairs = dask.compute(arr, Delayed(name, graph), optimize_graph=False)
+    per_op: dict[tuple[int, int], list] = {}
+    for (pass_index, _), (key, cols) in zip(rows, pairs):
+        for i, c in cols.items():
+            per_op.setdefault((pass_index, i), []).append((key, c))
+    out: dict[str, Any] = {}
+    for pp in plan.passes:
+        for i, op in enumerate(pp.ops):
+            if getattr(op, "emits_table", False):
+                out[table_name(op)] = to_frame(_assemble(op, per_op.get((pp.index, i), [])))
+    return image, out

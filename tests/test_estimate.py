@@ -1,0 +1,207 @@
+"""Honest estimates (issue 17, item 3): costs measured on this machine, cached per machine and versions.
+
+No test here depends on how fast anything runs: the calibration is faked (a counter) except in one smoke
+test that only checks what a real measurement returns is well-formed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import convpipe
+from convpipe import estimate as E
+from convpipe.cli import main
+from convpipe.plan import ArrayInfo, make_plan
+from convpipe.spec import load_spec
+
+COSTS = {"factor_point": 1.0, "factor_local": 2.0, "factor_full": 1.0, "factor_global": 1.0, "task_s": 1e-3,
+         "read_bytes_per_s": 1e8, "write_bytes_per_s": 5e7, "run_fixed_s": 0.25, "process_bytes": 1e8,
+         "seconds": 0.5}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv(E.CACHE_ENV, str(d))
+    return d
+
+
+class Counter:
+    def __init__(self, costs=COSTS):
+        self.calls = 0
+        self.costs = dict(costs)
+
+    def __call__(self):
+        self.calls += 1
+        return dict(self.costs)
+
+
+def test_measured_once_then_read_from_the_cache(cache):
+    m = Counter()
+    first = E.calibration(measure=m)
+    again = E.calibration(measure=m)
+    assert m.calls == 1 and first["costs"] == again["costs"] == COSTS
+    stored = json.loads((cache / E.CACHE_FILE).read_text())
+    assert stored["key"] == E.machine_key() and stored["costs"] == COSTS
+    E.calibration(measure=m, refresh=True)
+    assert m.calls == 2
+
+
+@pytest.mark.parametrize("change", ["versions", "machine", "format"])
+def test_a_cache_from_other_versions_or_another_machine_is_measured_again(cache, monkeypatch, change):
+    m = Counter()
+    E.calibration(measure=m)
+    key = E.machine_key()
+    if change == "versions":
+        key["versions"] = dict(key["versions"], numpy="0.0.1")
+    elif change == "machine":
+        key["node"] = key["node"] + "-elsewhere"
+    else:
+        key["format"] = key["format"] + 1
+    monkeypatch.setattr(E, "machine_key", lambda: key)
+    E.calibration(measure=m)
+    assert m.calls == 2
+    E.calibration(measure=m)
+    assert m.calls == 2  # and the new measurement is what the cache holds now
+    assert json.loads((cache / E.CACHE_FILE).read_text())["key"] == key
+
+
+def test_a_torn_cache_is_measured_again_and_an_unwritable_one_still_estimates(cache, tmp_path, monkeypatch):
+    cache.mkdir()
+    (cache / E.CACHE_FILE).write_text('{"key": ')
+    m = Counter()
+    assert E.calibration(measure=m)["costs"] == COSTS and m.calls == 1
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    monkeypatch.setenv(E.CACHE_ENV, str(blocked / "sub"))
+    assert E.calibration(measure=m)["costs"] == COSTS and m.calls == 2
+
+
+def test_the_default_cache_is_the_users_cache_dir(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv(E.CACHE_ENV, raising=False)
+    assert E.cache_dir() == Path(platformdirs.user_cache_dir("convpipe", appauthor=False))
+
+
+def test_importing_convpipe_does_not_calibrate(tmp_path):
+    code = ("import sys, convpipe; p = convpipe.load({'convpipe': 1, 'input': {'url': 'x.zarr'}, 'steps': "
+            "[{'gaussian': {'sigma': 1}}]}); print('convpipe.estimate' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env={"PATH": "", "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert out.stdout.strip() == "False"
+    assert not any(tmp_path.rglob(E.CACHE_FILE))
+
+
+def _plan(shape=(64, 2048, 2048), steps=None, workers=4, cluster="local:4"):
+    steps = load_spec({"convpipe": 1, "input": {"url": "in.zarr"},
+                       "steps": steps or [{"gaussian": {"sigma": 2}}, {"sobel": {"axes": "yx"}}]}).steps
+    return make_plan(steps, ArrayInfo(shape, np.dtype("uint16"), (16, 512, 512), "zyx"), workers=workers,
+                     memory_per_worker=4 << 30, cluster=cluster)
+
+
+def test_the_estimate_follows_the_measured_costs():
+    plan = _plan()
+    base = E.estimate(plan, COSTS)
+    assert base["seconds"] > COSTS["run_fixed_s"]
+    assert base["peak_memory_bytes"] == 2 * plan.peak_memory_per_worker + COSTS["process_bytes"]  # local:N
+    threads = E.estimate(_plan(cluster="threads"), COSTS)  # one process runs every worker's task at once
+    assert threads["peak_memory_bytes"] == 2 * 4 * plan.peak_memory_per_worker + COSTS["process_bytes"]
+    slow_local = E.estimate(plan, dict(COSTS, factor_local=20.0))
+    assert slow_local["seconds"] > 2 * base["seconds"]  # the local ops dominate this chain
+    slow_point = E.estimate(plan, dict(COSTS, factor_point=1.5))
+    assert base["seconds"] < slow_point["seconds"] < slow_local["seconds"]
+    slow_disk = E.estimate(plan, dict(COSTS, read_bytes_per_s=1e6, write_bytes_per_s=1e6))
+    io = (plan.input.nbytes + plan.output.nbytes) / 1e6 / plan.workers
+    assert slow_disk["seconds"] == pytest.approx(base["seconds"] + io - (plan.input.nbytes / 1e8 + plan.output.nbytes
+                                                                          / 5e7) / plan.workers, rel=1e-3)
+    more = E.estimate(_plan(workers=8), COSTS)
+    assert more["seconds"] < base["seconds"]
+    bigger = E.estimate(_plan(shape=(256, 2048, 2048)), COSTS)
+    assert bigger["seconds"] > 3 * (base["seconds"] - COSTS["run_fixed_s"])
+
+
+def test_explain_json_reports_the_estimate(tmp_path, cache, monkeypatch, capsys):
+    m = Counter()
+    monkeypatch.setattr(E, "measure_costs", m)
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(4, 64, 64), chunks=(2, 32, 32), dtype="uint16")[...] = 7
+    (tmp_path / "spec.yaml").write_text(f"convpipe: 1\ninput: {{url: {url}}}\nsteps:\n  - gaussian: {{sigma: 1}}\n")
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(["explain", str(tmp_path / "spec.yaml"), "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        est = d["estimate"]
+        assert set(est) == {"seconds", "peak_memory_bytes"}
+        assert isinstance(est["peak_memory_bytes"], int) and est["peak_memory_bytes"] > 0
+        assert math.isfinite(est["seconds"]) and est["seconds"] >= COSTS["run_fixed_s"]
+    assert m.calls == 1  # explain calibrated lazily once; the second explain read the cache
+    assert main(["explain", str(tmp_path / "spec.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "estimate" in text.splitlines()[-1] and "measured on this machine" in text
+    plan = convpipe.load(str(tmp_path / "spec.yaml")).explain()
+    assert plan.estimate() == est  # the API's Plan.estimate is what explain --json reports
+
+
+def test_run_summary_prints_estimate_and_actual_side_by_side(tmp_path, capsys):
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(4, 64, 64), chunks=(2, 32, 32), dtype="uint16")[...] = 7
+    out = tmp_path / "out.zarr"
+    (tmp_path / "spec.yaml").write_text(f"convpipe: 1\ninput: {{url: {url}}}\noutput: {{url: {out}}}\n"
+                                        "steps:\n  - gaussian: {sigma: 1}\n")
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "spec.yaml")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"done: {out}")
+    import re
+
+    m = re.search(r"^done: .*?\s([0-9.]+) s,.*; estimate ([0-9.]+) s vs actual ([0-9.]+) s, peak memory per "
+                  r"worker estimate [0-9.]+ \w*B, actual [0-9.]+ \w*B$", line)
+    assert m, line
+    assert m.group(1) == m.group(3)  # the actual is the run's own elapsed time
+    plan = convpipe.load(str(tmp_path / "spec.yaml")).explain()
+    assert float(m.group(2)) == pytest.approx(plan.estimate()["seconds"], abs=0.01)
+
+
+def test_a_real_calibration_is_well_formed(cache):
+    costs = E.measure_costs(side=128)
+    for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
+              "write_bytes_per_s", "run_fixed_s", "process_bytes", "seconds"):
+        assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
+    assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
+    assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
+
+
+def test_separable_ops_follow_the_fitted_line_per_tap_and_per_merged_term():
+    costs = dict(COSTS, separable_base_ns=10.0, separable_tap_ns=1.0)
+    wide = _plan(steps=[{"gaussian": {"sigma": 8}}])
+    narrow = _plan(steps=[{"gaussian": {"sigma": 1}}])
+    steeper = dict(costs, separable_tap_ns=4.0)
+    gain_wide = E.estimate(wide, steeper)["seconds"] - E.estimate(wide, costs)["seconds"]
+    gain_narrow = E.estimate(narrow, steeper)["seconds"] - E.estimate(narrow, costs)["seconds"]
+    assert gain_wide > 3 * gain_narrow > 0  # the per-tap cost weighs with the halo
+    merged = _plan(steps=[{"gaussian_laplace": {"sigma": 2}}, {"uniform": {"size": 5}}])
+    op = merged.passes[0].ops[-1]
+    terms = len(getattr(op, "terms", None) or [1])
+    halo = sum(lo + hi for lo, hi in op.halo().values())
+    assert E._measured_ns(op, 1.0, costs) == pytest.approx(terms * (10.0 + halo))
+
+
+def test_the_report_shows_the_estimate_beside_the_actual(tmp_path):
+    from convpipe.report import build_report
+
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(4, 64, 64), chunks=(2, 32, 32), dtype="uint16")[...] = 7
+    p = convpipe.load({"convpipe": 1, "input": {"url": str(url)}, "output": {"url": str(tmp_path / "o.zarr")},
+                       "steps": [{"gaussian": {"sigma": 1}}]})
+    res = p.run()
+    html = build_report(p, res, timings=res.timings)
+    assert "estimated time" in html and "estimated peak" in html and "elapsed" in html
