@@ -158,7 +158,8 @@ class Regionprops(Op):
                 cols.setdefault(k, []).append(v)
         if not cols:
             return self._empty_partials()
-        return {k: np.concatenate(v) for k, v in cols.items()}
+        # one column order for every tile, empty or not (the parts are concatenated as one table)
+        return {k: np.concatenate(cols[k]) for k in self._partial_names()}
 
     def _partial_names(self) -> dict[str, Any]:
         names: dict[str, Any] = {f"_o_{a}": np.int64 for a in self.in_axes if a not in self.axes}
