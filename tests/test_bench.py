@@ -214,7 +214,7 @@ def _extra(tmp_path: Path, name: str) -> dict:
     return row
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_extra_resume_quick(tmp_path: Path) -> None:
     if not _convpipe_api():
         pytest.skip("convpipe.load is not available")
@@ -224,7 +224,7 @@ def test_extra_resume_quick(tmp_path: Path) -> None:
     assert all(0 <= n <= r["tiles"] for n in r["tiles_done_at_kill"])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", ["rss_scale", "peaks"])
 def test_extra_memory_rows_quick(tmp_path: Path, name: str) -> None:
     if not _convpipe_api():
@@ -238,7 +238,7 @@ def test_extra_memory_rows_quick(tmp_path: Path, name: str) -> None:
         assert 0 < small["rows"] < big["rows"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_extra_archive_quick(tmp_path: Path) -> None:
     if not _convpipe_api():
         pytest.skip("convpipe.load is not available")
