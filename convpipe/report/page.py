@@ -287,7 +287,7 @@ def _previews(r: _Run) -> dict[str, Any]:
     if labels:
         notes.append(("labels", f"{int(np.count_nonzero(np.unique(out.data)))} labels on this plane, drawn in "
                                 "colour over the input"))
-    uri, _ = figures.preview_figure(inp, out, points, labels=labels)
+    uri, _ = figures.preview_figure(inp, out, points, **({"labels": True} if labels else {}))
     return {"image": uri, "notes": notes}
 
 
