@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent("""
              {"peaks": {"radius": 1, "table": os.path.join(work, "p.parquet")}}]
     p = convpipe.load({"convpipe": 1, "input": os.path.join(work, "in.zarr"),
                        "output": os.path.join(work, "out.zarr"), "steps": steps})
-    p.apply(x, axes="zyx").compute()
+    p.apply(x, axes="zyx", tables=True)  # the chain writes tables: apply returns them too
     str(p.explain())
     p.run()
     convpipe.load({"convpipe": 1, "input": "u.zarr", "steps": [{"log1p": {}}, {"fft_filter": {"cutoff": 0.3}}]}) \\

@@ -85,7 +85,7 @@ def test_stats_table_is_a_table_not_an_error(stats_run, monkeypatch) -> None:
     key = "steps[1].stats"
     assert f"{key}: " not in body.split("Output")[0]  # no note about it among the previews
     t = pq.read_table(res.outputs[key]["table"])
-    assert t.num_rows == (8 if per == "tile" else 1)  # 2 x 4 chunks of 152 x 96 -> tiles; or the whole image
+    assert t.num_rows == (res.tiles if per == "tile" else 1)  # a row per tile the plan chose; or the whole image
     # the table's cells are on the page, as the report formats them (the first rows, every column)
     cells = re.findall(r'<td class="num">([^<]*)</td>', text)
     for c in t.column_names:
