@@ -97,6 +97,7 @@ def apply_with_tables(plan: Plan, array: Any, *, device_out: bool = False) -> tu
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
 
+    from .channels import follow, with_channel_column
     from .execute import execute
     from .run.prepare import table_name
 
@@ -111,9 +112,11 @@ def apply_with_tables(plan: Plan, array: Any, *, device_out: bool = False) -> tu
     for (pass_index, _), (key, cols) in zip(rows, pairs):
         for i, c in cols.items():
             per_op.setdefault((pass_index, i), []).append((key, c))
+    labels = follow(plan).op_inputs  # apply's array carries no OME labels: only channels the ops name
     out: dict[str, Any] = {}
     for pp in plan.passes:
         for i, op in enumerate(pp.ops):
             if getattr(op, "emits_table", False):
-                out[table_name(op)] = to_frame(_assemble(op, per_op.get((pp.index, i), [])))
+                table = with_channel_column(_assemble(op, per_op.get((pp.index, i), [])), labels[(pp.index, i)])
+                out[table_name(op)] = to_frame(table)
     return image, out

@@ -281,6 +281,7 @@ def finish_ome_output(
     compute: Callable[..., Any] | None = None,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    channel_labels: Sequence[str] | None = None,
 ) -> list[tuple[int, ...]]:
     """Build ``levels`` extra pyramid levels from level ``0`` and write NGFF metadata for all of them.
 
@@ -310,6 +311,9 @@ def finish_ome_output(
         The multiscale's name.
     progress : callable, optional
         ``progress(done_levels, levels)`` after each level.
+    channel_labels : sequence of str, optional
+        The ``c`` channels' names (:mod:`convpipe.channels`): written as the group's ``omero`` block, each
+        channel's window its value range over the smallest level.
 
     Returns
     -------
@@ -364,4 +368,9 @@ def finish_ome_output(
         units=units or None, name=_ms_name(name, input_ome, url),
         method=method if levels else None,
     )
+    if channel_labels is not None and "c" in axes and len(channel_labels) == shapes[0][axes.index("c")]:
+        from .channels import windows
+        from .ome.write import write_omero
+
+        write_omero(root, list(channel_labels), windows(prev, axes, compute=compute))
     return shapes

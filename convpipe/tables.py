@@ -48,8 +48,14 @@ class TableSink:
             except FileNotFoundError:
                 pass
 
-    def finalize(self, metadata: dict, merge: Callable[[Any], Any] | None = None) -> int:
-        """Merge the parts into the final Parquet file; returns the number of rows."""
+    def finalize(self, metadata: dict, merge: Callable[[Any], Any] | None = None,
+                 columns: Callable[[Any], Any] | None = None) -> int:
+        """Merge the parts into the final Parquet file; returns the number of rows.
+
+        ``merge`` combines all parts into one table (whole-array statistics); ``columns`` adds columns to
+        each part (or to the merged table) on the way, e.g. the channel names.
+        """
+        columns = columns or (lambda t: t)
         import pyarrow.parquet as pq
 
         try:
@@ -63,7 +69,7 @@ class TableSink:
             import pyarrow as pa
 
             tables = [pq.read_table(self.fs.open(n, "rb")) for n in names]
-            merged = merge(pa.concat_tables(tables) if tables else None)
+            merged = columns(merge(pa.concat_tables(tables) if tables else None))
             merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), **meta})
             with self.fs.open(tmp, "wb") as f:
                 pq.write_table(merged, f)
@@ -72,7 +78,7 @@ class TableSink:
             writer = None
             with self.fs.open(tmp, "wb") as f:
                 for n in names:
-                    t = pq.read_table(self.fs.open(n, "rb"))
+                    t = columns(pq.read_table(self.fs.open(n, "rb")))
                     if writer is None:
                         writer = pq.ParquetWriter(f, t.schema.with_metadata(meta))
                     if t.num_rows:

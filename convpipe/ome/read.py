@@ -74,6 +74,8 @@ class OmeInfo:
         The multiscale's ``name``.
     method : str or None
         The multiscale's ``type`` (the downsampling method), when recorded.
+    channel_labels : tuple of str or None
+        ``omero.channels[i].label`` of every channel, when the group records one for each.
     """
 
     version: str
@@ -84,6 +86,7 @@ class OmeInfo:
     levels: tuple[OmeLevel, ...]
     name: str | None = None
     method: str | None = None
+    channel_labels: tuple[str, ...] | None = None
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -321,6 +324,7 @@ def read_multiscales(group: zarr.Group) -> OmeInfo | None:
 
     name = ms.get("name") if isinstance(ms.get("name"), str) else None
     method = ms.get("type") if isinstance(ms.get("type"), str) else None
+    omero = ome.get("omero") if isinstance(ome, Mapping) else attrs.get("omero")
     return OmeInfo(
         version=version,
         axes=_axis_letters(names, types),
@@ -330,7 +334,17 @@ def read_multiscales(group: zarr.Group) -> OmeInfo | None:
         levels=tuple(levels),
         name=name,
         method=method,
+        channel_labels=_omero_labels(omero),
     )
+
+
+def _omero_labels(omero: Any) -> tuple[str, ...] | None:
+    """Every channel's ``label`` of an ``omero`` block, or None unless each channel has a string one."""
+    channels = omero.get("channels") if isinstance(omero, Mapping) else None
+    if not isinstance(channels, list) or not channels:
+        return None
+    labels = [c.get("label") if isinstance(c, Mapping) else None for c in channels]
+    return tuple(labels) if all(isinstance(x, str) for x in labels) else None
 
 
 def open_node(

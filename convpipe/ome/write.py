@@ -18,7 +18,7 @@ import zarr
 
 from .names import AXIS_TYPE, NGFF_SPACE_UNITS, NGFF_TIME_UNITS, ngff_axes_problem, normalize_unit
 
-__all__ = ["multiscales_attrs", "write_multiscales"]
+__all__ = ["multiscales_attrs", "omero_attrs", "write_multiscales", "write_omero"]
 
 
 def _checked_units(axes: str, units: Mapping[str, str] | None) -> dict[str, str]:
@@ -201,3 +201,53 @@ def write_multiscales(
         written = {"ome": ome}
     group.attrs.update(written)
     return written
+
+
+# A viewer's colour per channel, cycled (napari's and OMERO's usual first channels).
+_COLORS = ("FFFFFF", "00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
+
+
+def omero_attrs(labels: Sequence[str], windows: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """An ``omero`` block naming every channel, as ome-zarr-models' ``Omero`` model validates it.
+
+    Parameters
+    ----------
+    labels : sequence of str, shape (n_channels,)
+        Each channel's label (napari-ome-zarr and OMERO show it as the channel's name).
+    windows : sequence of (float, float), shape (n_channels, 2)
+        Each channel's value range ``(min, max)``: the display window starts as the whole range.
+
+    Raises
+    ------
+    ValueError
+        Lengths that differ, or a range that is not two finite numbers.
+    """
+    from ome_zarr_models.common.omero import Omero
+    from pydantic import ValidationError
+
+    if len(labels) != len(windows):
+        raise ValueError(f"{len(labels)} channel labels but {len(windows)} windows")
+    channels = []
+    for i, (label, (lo, hi)) in enumerate(zip(labels, windows, strict=True)):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"channel {i}: window must be finite, got ({lo}, {hi})")
+        channels.append({"label": str(label), "color": _COLORS[i % len(_COLORS)], "active": True,
+                         "window": {"min": float(lo), "max": float(hi), "start": float(lo), "end": float(hi)}})
+    try:
+        model = Omero(channels=channels)
+    except ValidationError as err:
+        raise ValueError(f"not valid omero metadata: {err.errors()[0].get('msg', err)}") from err
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def write_omero(group: zarr.Group, labels: Sequence[str], windows: Sequence[tuple[float, float]]) -> dict:
+    """Write :func:`omero_attrs` beside the group's ``multiscales`` (top level on 0.4, under ``ome`` on 0.5)."""
+    omero = omero_attrs(labels, windows)
+    if group.metadata.zarr_format == 2:
+        group.attrs.update({"omero": omero})
+    else:
+        ome = group.attrs.get("ome")
+        ome = dict(ome) if isinstance(ome, Mapping) else {}
+        ome["omero"] = omero
+        group.attrs.update({"ome": ome})
+    return omero

@@ -235,6 +235,19 @@ class Op:
         read (distance_transform's default sampling). Metadata only, so explain calls it too. Nothing for most
         ops."""
 
+    def channel_labels(self, labels: list[str] | None) -> list[str] | None:
+        """The names of the output's ``c`` channels, given the input's (None: unknown or no ``c`` axis).
+
+        Default: an op that keeps ``c`` channel for channel (no window, stride or length change along it)
+        keeps the labels; one that adds, mixes or removes ``c`` knows none. Ops that make channels
+        (``filter_bank``, ``conv_layer``, ``sobel``'s components) name them.
+        """
+        if labels is None or "c" not in self.in_axes or "c" not in self.out_axes:
+            return None
+        if self.halo().get("c", (0, 0)) != (0, 0) or "c" in self.strides() or "c" in self.full_axes():
+            return None
+        return labels if self.out_length("c", len(labels)) == len(labels) else None
+
     def method(self) -> str:
         """How the op computes (``explain``)."""
         return "direct"

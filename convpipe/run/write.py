@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .. import __version__
+from ..channels import ChannelLabels, follow, with_channel_column
 from ..errors import ExecutionError
 from ..io import create_output, data_digest
 from ..ome.labels import add_label_name, ensure_labels_group, write_image_label
@@ -43,6 +44,12 @@ def open_output(p: Prepared) -> Any:
     return sink
 
 
+def channel_labels(p: Prepared) -> ChannelLabels:
+    """The names of the channels, from the input's OME ``omero`` labels and the ops that make channels."""
+    ome = p.physical[0]
+    return follow(p.plan, ome.channel_labels if ome is not None else None)
+
+
 def pyramid_method(p: Prepared) -> str:
     return pyramid_method_for(p.plan.output.dtype)
 
@@ -55,7 +62,7 @@ def build_pyramid(p: Prepared, compute: Any, bus: EventBus) -> None:
         bus.log(f"building {p.pyramid} pyramid level(s) ({method})")
     finish_ome_output(p.out_url, levels=p.pyramid, method=method, axes=p.plan.output.axes,
                       input_ome=p.physical[0], input_level=p.physical[1], storage_options=p.storage_options,
-                      compute=compute, name=spec.name)
+                      compute=compute, name=spec.name, channel_labels=channel_labels(p).output)
     if p.label_image is not None:  # levels by nearest (an integer output), then the image-label metadata
         write_image_label(p.out_url, under_image=p.label_image == "under", storage_options=p.storage_options)
 
@@ -82,9 +89,12 @@ def finish(p: Prepared, sink: Any, t0: float) -> tuple[dict, float]:
     if p.want_ome:
         outputs["ome"] = {"levels": 1 + p.pyramid, "method": pyramid_method(p),
                           "ngff": "0.4" if spec.output.zarr_format == 2 else "0.5"}
-    for op, ts in p.tables.values():
+    labels = channel_labels(p).op_inputs
+    for place, (op, ts) in p.tables.items():
+        names = labels.get(place)
         rows = ts.finalize({"spec": prov["spec"], "input_fingerprint": p.fingerprint, "version": __version__,
-                            "step": table_name(op)}, merge=getattr(op, "merge_rows", None))
+                            "step": table_name(op)}, merge=getattr(op, "merge_rows", None),
+                           columns=lambda t, names=names: with_channel_column(t, names))
         outputs[table_name(op)] = {"table": ts.url, "rows": rows}
     if p.label_image == "under":  # listed in IMAGE/labels once whole, just before the completeness mark
         add_label_name(spec.resolve(spec.output.labels_of), spec.output.label_name, p.storage_options)

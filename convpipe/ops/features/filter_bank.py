@@ -15,6 +15,13 @@ from ..base import NO_CONTEXT, Context, Op, insert_axis
 from ..local.correlate import Correlate
 
 
+def _source_name(source: str) -> str:
+    """A kernel source as a channel label: a file by its base name, a named kernel as written."""
+    import os
+
+    return os.path.basename(source.rstrip("/")) or source
+
+
 class FilterBank(Op):
     """One output channel per kernel: ``scipy.ndimage.correlate`` of the input with each (same mode/cval).
 
@@ -35,10 +42,15 @@ class FilterBank(Op):
         if isinstance(p.kernels, str):  # one .npy of shape (N, *kernel): channel i is kernel i
             bank = kernel_from_source(p.kernels, base)
             ks = [normalize(np.ascontiguousarray(k), p.normalize, p.temperature) for k in bank]
+            self.labels = [f"{_source_name(p.kernels)}[{i}]" for i in range(len(ks))]
         elif p.kernels is not None:
             ks = [normalize(kernel_from_source(s, base), p.normalize, p.temperature) for s in p.kernels]
+            self.labels = [_source_name(s) if isinstance(s, str) else f"kernel {i}" for i, s in enumerate(p.kernels)]
         else:
             ks = [normalize(k, p.normalize, p.temperature) for k in p.gabor.kernels()]
+            # frequency-major, as GaborBank.kernels() orders them
+            self.labels = [f"gabor f={f:.6g} theta={np.degrees(t):.6g}deg" for f in p.gabor.freqs()
+                           for t in p.gabor.thetas()]
         ndims = {k.ndim for k in ks}
         if len(ndims) != 1:
             raise self.error(f"all kernels must have the same number of dimensions, got {sorted(ndims)}", "kernels")
@@ -72,6 +84,11 @@ class FilterBank(Op):
 
     def halo(self):
         return dict(self._halo)
+
+    def channel_labels(self, labels):
+        """Channel i is kernel i: named by its file (``edges.npy``, ``bank.npy[3]``), its name (``sobel_y``),
+        ``gabor f=0.1 theta=60deg``, or ``kernel i`` when written inline."""
+        return list(self.labels)
 
     def strides(self):  # every kernel of the bank has the bank's extent and stride
         return self.subs[0].strides()

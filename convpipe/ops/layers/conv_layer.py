@@ -11,6 +11,7 @@ arithmetic (scipy's correlate), so a NaN reaches exactly its footprint.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,12 @@ class ConvLayer(Windowed, Op):
 
     def out_extent(self, axis: str, n: int) -> int:
         return self.out_c
+
+    def channel_labels(self, labels: list[str] | None) -> list[str]:
+        """Output channel o is filter o: ``weights.npy[o]`` for weights from a file, else ``conv_layer o``."""
+        w = self.params.weights
+        stem = os.path.basename(w.rstrip("/")) if isinstance(w, str) else "conv_layer"
+        return [f"{stem}[{o}]" if isinstance(w, str) else f"{stem} {o}" for o in range(self.out_c)]
 
     def out_length(self, axis: str, n: int) -> int:
         if axis == "c":

@@ -46,6 +46,12 @@ class _Edge(LocalOp):
     def out_extent(self, axis, n):
         return len(self.axes)
 
+    def channel_labels(self, labels):
+        """``components``: channel i is the derivative along ``axes[i]`` (``d/dy``, ``d/dx``)."""
+        if self.params.output == "components":
+            return [f"d/d{a}" for a in self.axes]
+        return super().channel_labels(labels)
+
     @property
     def hides_nonfinite(self):  # arctan2(inf, x) is finite (convpipe.finite)
         return self.params.output == "orientation"
