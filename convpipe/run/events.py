@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -330,7 +331,7 @@ class JsonLinesWriter:
             return
         if isinstance(event, TileDone) and event.done < event.total:
             now = time.monotonic()
-            if now - self._last.get(event.pass_index, 0.0) < self.interval:
+            if now - self._last.get(event.pass_index, -math.inf) < self.interval:
                 return
             self._last[event.pass_index] = now
         try:
