@@ -54,11 +54,13 @@ class Executor:
                         self.marks)
 
 
-# Default samples, sized by what a case costs there (2 cores, measured): a run through Zarr ~0.4 s on sync,
+# Default samples, sized by what a case costs there (2 cores, measured): threads ~0.19 s a case (1,316 cases:
+# 252 s of a 2-core run's test time, so half of each group by default, the other half under -m slow), a run
+# through Zarr ~0.4 s on sync,
 # ~0.8 s in worker processes, ~1.1 s on a LocalCluster (~3 s under load), ~0.3-0.9 s on the CuPy double; one
 # case per group and per op (44) is the floor, which is what processes, distributed and the double take.
 EXECUTORS: dict[str, Executor] = {e.name: e for e in (
-    Executor("threads", "apply"),
+    Executor("threads", "apply", every=2),
     Executor("sync", "run", cluster="sync", every=60, all_checks=False),
     Executor("processes", "run", cluster="processes", every=10**6, all_checks=False),
     Executor("distributed", "run", cluster="local:2", every=10**6, all_checks=False),

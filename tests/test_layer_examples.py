@@ -39,9 +39,11 @@ def test_bank_of_32_kernels_gives_32_maps_of_241(tmp_path):
     assert out.shape == (32, 241, 241)
     steps = [{"scale": {"factor": 0.0000152590219}},
              {"filter_bank": {"kernels": str(PIPELINES / "cnn-bank-32x16x16.npy"), "extent": "valid"}}]
-    ref, dims = oracle(steps, x, "yx")
-    assert dims == "cyx"
-    assert_conforms(out, ref, "float32", fft=True)
+    # valid positions read no boundary, so the top-left 49 x 49 of every map is the oracle's maps of the
+    # top-left 64 x 64 (scipy's correlate of 32 kernels of 16 x 16 on the whole plane takes ~17 s)
+    ref, dims = oracle(steps, x[:64, :64], "yx")
+    assert dims == "cyx" and ref.shape == (32, 49, 49)
+    assert_conforms(out[:, :49, :49], ref, "float32", fft=True)
     # channel i is kernel i: map 5 at (0, 0) is the valid correlation of the top-left 16 x 16 with kernel 5
     np.testing.assert_allclose(out[5, 0, 0], (x[:16, :16] / 65535.0 * bank[5]).sum(), rtol=1e-4, atol=1e-6)
 

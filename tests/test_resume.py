@@ -157,7 +157,7 @@ def _resume_and_check(spec: Path, ref: np.ndarray, done_before: set[str], *extra
     assert np.array_equal(got, ref), f"max diff {np.nanmax(np.abs(got - ref))}"
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])  # ~12 s each
 def test_kill_then_resume_is_identical(workload, tmp_path, seed):
     _, ref = workload
     spec = _job(workload, tmp_path)
@@ -206,6 +206,7 @@ def test_resume_refuses_changed_spec_and_input(workload, tmp_path):
     assert np.array_equal(z[...], ref)
 
 
+@pytest.mark.slow  # ~36 s: a killed run; the refusal itself is test_resume_refuses_changed_spec_and_input's
 def test_resume_refuses_an_input_whose_data_changed_after_a_kill(workload, tmp_path):
     """Kill, rewrite the input's values (same shape, dtype, chunks, attributes): --resume must not mix them."""
     spec = _job(workload, tmp_path, copy_input=True)

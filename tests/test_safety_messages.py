@@ -53,7 +53,8 @@ def _slow_spec(tmp_path: Path, cluster: str = "threads") -> Path:
                  execution={"cluster": cluster, "tile": {"z": 1, "y": 64, "x": 64}})
 
 
-@pytest.mark.parametrize("cluster", ["threads", "processes", pytest.param("local:2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("cluster", ["threads", pytest.param("processes", marks=pytest.mark.slow),  # ~22 s
+                                     pytest.param("local:2", marks=pytest.mark.slow)])
 def test_ctrl_c_says_how_many_tiles_are_written_and_resume_finishes(tmp_path, cluster):
     spec = _slow_spec(tmp_path, cluster)
     out = tmp_path / "out.zarr"
@@ -129,6 +130,7 @@ def test_out_of_memory_names_the_step_the_window_and_what_to_do(tmp_path, capsys
     assert "execution.tile" in line and "--resume" in line and "per task" in line
 
 
+@pytest.mark.slow  # ~12 s; the message itself: test_out_of_memory_names_the_step_the_window_and_what_to_do
 def test_out_of_memory_for_real_under_a_memory_limit(tmp_path):
     """median with a 7x101x101 window: scipy's rank filter raises a bare MemoryError under an 8 GiB address limit."""
     import resource
@@ -157,7 +159,8 @@ _WARNING_STEPS = {
 
 
 @pytest.mark.parametrize("cluster,steps", [("threads", k) for k in _WARNING_STEPS]
-                         + [("processes", "scale-inf"), ("processes", "log-sqrt")])
+                         + [pytest.param("processes", "scale-inf"),  # ~9-12 s each: worker processes start
+                            pytest.param("processes", "log-sqrt", marks=pytest.mark.slow)])
 def test_no_raw_numpy_warning_reaches_the_terminal(tmp_path, capfd, cluster, steps):
     steps = _WARNING_STEPS[steps]
     a = np.zeros(SHAPE, np.float32)
