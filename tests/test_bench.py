@@ -48,6 +48,7 @@ def _app() -> typer.Typer:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow  # ~32 s: whole bench runs in subprocesses
 def test_quick_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     res = CliRunner().invoke(_app(), ["bench", "--quick", "--workdir", str(tmp_path / "w"), "--json", str(out)])
@@ -89,6 +90,7 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
     assert len(list((tmp_path / "w").glob("input-*.zarr"))) == 1
 
 
+@pytest.mark.slow  # ~18 s: whole bench runs in subprocesses
 def test_script_runs_the_same_code(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
@@ -215,6 +217,7 @@ def _extra(tmp_path: Path, name: str) -> dict:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # ~18 s: whole bench runs in subprocesses
 def test_extra_resume_quick(tmp_path: Path) -> None:
     if not _convpipe_api():
         pytest.skip("convpipe.load is not available")
@@ -239,6 +242,7 @@ def test_extra_memory_rows_quick(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # ~14 s: whole bench runs in subprocesses
 def test_extra_archive_quick(tmp_path: Path) -> None:
     if not _convpipe_api():
         pytest.skip("convpipe.load is not available")
