@@ -341,3 +341,41 @@ def test_processes_scheduler_gets_the_lookups():
     arr = pipeline([{"label": {"connectivity": 2}}]).apply(da.from_array(x, chunks=(7, 8)), "yx")
     got = arr.compute(scheduler="processes", num_workers=2)
     assert np.array_equal(got, reference(x, connectivity=2))
+
+
+# ---------------------------------------------------------------- written in output.dtype
+
+
+@pytest.mark.parametrize("steps, dtype, fits", [
+    ([{"label": {}}], "uint8", False),
+    ([{"label": {}}], "int8", False),
+    ([{"label": {}}], "float16", False),            # integers exact only up to 2048
+    ([{"label": {}}], "uint16", True),
+    ([{"label": {}}], "float32", True),
+    ([{"label": {}}, {"regionprops": {"properties": ["label", "area"], "table": "t.parquet"}}], "uint8", False),
+    ([{"label": {}}, {"binary_dilation": {}}], "uint8", True),  # 0/1 reach the output, not the labels
+])
+def test_labels_never_saturate_into_a_narrower_output_dtype(tmp_path, steps, dtype, fits):
+    """Saturating a label image into output.dtype would merge every object past the largest number: the
+    count is checked against the dtype that is written, before anything is written."""
+    x = (np.random.default_rng(0).random((128, 128)) > 0.7).astype(np.uint8)
+    n = ndi.label(x)[1]
+    assert 2048 < n < 65535
+    zarr.create_array(str(tmp_path / "in.zarr"), data=x, chunks=(64, 64))
+    for st_ in steps:
+        if "table" in next(iter(st_.values())):
+            next(iter(st_.values()))["table"] = str(tmp_path / "t.parquet")
+    spec = {"convpipe": 1, "input": str(tmp_path / "in.zarr"),
+            "output": {"url": str(tmp_path / "out.zarr"), "dtype": dtype}, "steps": steps}
+    if not fits:
+        with pytest.raises(SpecError, match=f"output.dtype: {n} components .* written as output.dtype {dtype}"):
+            convpipe.load(spec).run()
+        assert not (tmp_path / "out.zarr").exists()  # no incomplete output for the fixed spec's run to refuse
+        spec["output"]["dtype"] = "int32"
+        convpipe.load(spec).run()
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[...], ndi.label(x)[0])
+        return
+    convpipe.load(spec).run()
+    got = zarr.open_array(str(tmp_path / "out.zarr"))[...]
+    ref = O.oracle(steps, x, "yx")[0]
+    np.testing.assert_array_equal(got, ref.astype(dtype))

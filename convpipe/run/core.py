@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..cluster import open_cluster
-from ..errors import ConvpipeError, ExecutionError, RunInterrupted
+from ..errors import ConvpipeError, ExecutionError, InputError, RunInterrupted, SpecError
 from ..monitor import RunMonitor
 from ..spec import Spec
 from .events import EventBus, Failed, Finished, Interrupted, PassSummary, RunStarted
@@ -32,7 +32,7 @@ from .failure import memory_message
 from .loop import ProgressCounter, all_keys, compute, tile_voxels
 from .prepare import Prepared, bind_input, prepare
 from .source import input_source
-from .write import build_pyramid, finish, open_output
+from .write import build_pyramid, finish, open_output, withdraw_output
 
 __all__ = ["RunResult", "run_pipeline"]
 
@@ -122,6 +122,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
     source = input_source(plan, p.arr, p.in_url, p.fingerprint)
     t0 = time.perf_counter()
     created = p.decision.action == "resume"
+    made = False  # this run created (or replaced) the output
     try:
         with contextlib.ExitStack() as stack:
             # the cluster first: one that does not answer must leave nothing behind
@@ -130,10 +131,13 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
             stack.enter_context(monitor.callback())
             sink = open_output(p)
             created = True
+            made = p.decision.action != "resume"
             _execute(p, cl, source, sink, bus, monitor)
         # still in the try: a Ctrl-C while tables are merged leaves an incomplete output to resume
         outputs, elapsed = finish(p, sink, t0)
-    except ConvpipeError:
+    except ConvpipeError as e:
+        if made and isinstance(e, (SpecError, InputError)):
+            withdraw_output(p, bus)
         raise
     except KeyboardInterrupt:
         written = len(p.manifest.done() & all_keys(plan)) if created else None

@@ -20,7 +20,7 @@ from ..outputs import pyramid_method as pyramid_method_for
 from .events import EventBus
 from .prepare import Prepared, table_name
 
-__all__ = ["build_pyramid", "check_input_unchanged", "finish", "open_output"]
+__all__ = ["build_pyramid", "check_input_unchanged", "finish", "open_output", "withdraw_output"]
 
 
 def open_output(p: Prepared) -> Any:
@@ -42,6 +42,25 @@ def open_output(p: Prepared) -> Any:
     for _, ts in p.tables.values():
         ts.clear()
     return sink
+
+
+def withdraw_output(p: Prepared, bus: EventBus) -> None:
+    """Remove the output this run created when the run is refused (a spec or input error found on the data,
+    such as a label count beyond the dtype) before any tile reached it: a refusal leaves the location as a
+    refusal before the output would have (empty), not an incomplete output that the fixed spec's run refuses.
+
+    Only the node this run made is removed (its own tables were cleared when it was made); with a tile
+    written, the output stays incomplete and says so, as for any failure.
+    """
+    import fsspec
+
+    if p.manifest.done():
+        return
+    try:
+        fs, path = fsspec.core.url_to_fs(p.out_url, **(p.storage_options or {}))
+        fs.rm(path, recursive=True)
+    except (FileNotFoundError, OSError) as e:  # the refusal is the message; this only tidies up
+        bus.warn(f"could not remove the empty output {p.out_url} after the refusal ({e})")
 
 
 def channel_labels(p: Prepared) -> ChannelLabels:

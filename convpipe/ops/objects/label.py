@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...errors import SpecError
 from ...params.objects import LabelParams
 from ..base import NO_CONTEXT, Context, Op
 from .components import (Layout, border_table_size, boundary_pairs, label_bits, reduce_tiles, relabel_tile,
@@ -113,6 +114,9 @@ class Label(Op):
         gshape = tuple(len(g) for g in grid)
         bits = label_bits(max(int(np.prod([max(c) for c in chunks], dtype=np.int64)), 1))
         limit = int(_max_label(self.params.dtype))
+        written = self._written_as()
+        if written is not None:
+            limit = min(limit, _max_label(written))
         # the graph by hand (one task per tile, per boundary, and the reduction): dask.delayed would walk
         # every boundary's list of tiles again, quadratic in tiles
         name = f"convpipe-label-{tokenize(arr.name, lay, limit)}"
@@ -139,8 +143,24 @@ class Label(Op):
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
         (res,) = (compute or dask.compute)(Delayed(name, graph))
         if isinstance(res, str):  # the count did not fit: a SpecError at the dtype, before anything is written
+            if written is not None and _max_label(written) < _max_label(self.params.dtype):
+                raise SpecError(f"{res}: the labels are written as output.dtype {written}, which would merge "
+                                "objects; use a wider output.dtype (or leave it unset)", path="output.dtype")
             raise self.error(f"{res}: use dtype: int64" if self.params.dtype == "int32" else res, "dtype")
         self.numbering = res
+
+    def _written_as(self) -> str | None:
+        """The ``output.dtype`` this label image is written in, when it reaches the output unchanged.
+
+        A label does not survive a cast into fewer bits: saturating (the output cast's rule for magnitudes)
+        would merge every object beyond the largest number into one, and a run would say done.
+        """
+        spec = self.step.spec if self.step is not None else None
+        dtype = getattr(getattr(spec, "output", None), "dtype", None)
+        if spec is None or dtype is None:
+            return None
+        later = spec.steps[self.step.index + 1:]
+        return str(dtype) if all(st.name in _KEEP_LABELS for st in later) else None
 
     # ---------------------------------------------------------------- the second pass
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
@@ -177,8 +197,17 @@ class Label(Op):
 
 
 def _max_label(dtype: str) -> int:
-    """The largest label ``dtype`` holds."""
-    return int(np.iinfo(np.dtype(dtype)).max)
+    """The largest label ``dtype`` holds: every integer up to it, exactly (floats: up to 2**(mantissa + 1))."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return 2 ** (np.finfo(dt).nmant + 1)
+    if dt.kind == "b":
+        return 1
+    return int(np.iinfo(dt).max)
+
+
+#: Steps that hand a label image on unchanged (their tables are beside it), so that its numbers reach the output
+_KEEP_LABELS = frozenset({"regionprops"})
 
 
 def _pairs(axis, low_origins, low_flat, low_faces, up_origins, up_flat, up_faces, lay, bits):
