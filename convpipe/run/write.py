@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ExecutionError
 from ..io import create_output, data_digest
 from ..ome.labels import add_label_name, ensure_labels_group, write_image_label
