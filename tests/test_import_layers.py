@@ -34,26 +34,40 @@ ROOT = Path(__file__).resolve().parent.parent / "convpipe"
 # --------------------------------------------------------------------------- the architecture
 
 LAYERS: list[tuple[str, list[str]]] = [
-    # name          modules (lowest layer first)
-    ("leaves",      ["convpipe.errors", "convpipe.axes", "convpipe.limits", "convpipe.digest", "convpipe.version",
-                     "convpipe.roots", "convpipe.finite", "convpipe.kernels",
-                     "convpipe.tables", "convpipe.stats", "convpipe.monitor", "convpipe.replace"]),
-    ("params",      ["convpipe.params.*"]),
-    ("spec",        ["convpipe.spec_yaml", "convpipe.spec_messages", "convpipe.spec_cluster",
-                     "convpipe.spec_locations", "convpipe.spec_model"]),
-    ("oracles",     ["convpipe.oracles.*"]),
-    ("ops",         ["convpipe.engines.*", "convpipe.ops.*", "convpipe.tiles"]),
-    ("bind",        ["convpipe.profiles", "convpipe.bind", "convpipe.spec"]),
-    ("plan",        ["convpipe.tilechoice", "convpipe.composite", "convpipe.placement",
-                     "convpipe.estimate", "convpipe.plan", "convpipe.display"]),
-    ("io",          ["convpipe.ome.*", "convpipe.locations", "convpipe.io", "convpipe.tiff", "convpipe.outputs"]),
-    ("run",         ["convpipe.backends", "convpipe.gpu", "convpipe.cluster", "convpipe.execute", "convpipe.resume",
-                     "convpipe.apply_tables", "convpipe.run.*", "convpipe.calibrate"]),
-    ("api",         ["convpipe.api", "convpipe.progress", "convpipe"]),
-    ("tools",       ["convpipe.report.*", "convpipe.preview", "convpipe.verify.*",
-                     "convpipe.ingest", "convpipe.kernelview", "convpipe.demo",
-                     "convpipe.bench.*"]),
-    ("entry",       ["convpipe.cli.*", "convpipe.client", "convpipe.__main__", "convpipe.service.*"]),
+    # lowest first: (layer, its modules)
+    # -- leaves: errors, axis letters, limits, hashing, version, root guards, NaN tracking, kernel sources,
+    #    Parquet rows, streaming statistics, RSS sampling, checks before replacing an output
+    ("leaves",  ["convpipe.errors", "convpipe.axes", "convpipe.limits", "convpipe.digest", "convpipe.version",
+                 "convpipe.roots", "convpipe.finite", "convpipe.kernels", "convpipe.tables", "convpipe.stats",
+                 "convpipe.monitor", "convpipe.replace"]),
+    # -- each op's parameters (pydantic), the op catalog
+    ("params",  ["convpipe.params.*"]),
+    # -- the pure spec: YAML with lines, error words, cluster form, named locations, the models; no file
+    #    read but the spec, no dask or zarr
+    ("spec",    ["convpipe.spec_yaml", "convpipe.spec_messages", "convpipe.spec_cluster", "convpipe.spec_locations",
+                 "convpipe.spec_model"]),
+    # -- the whole-array references: numpy, scipy, scikit-image only (INDEPENDENT below)
+    ("oracles", ["convpipe.oracles.*"]),
+    # -- what computes: the ops, their engines (dispatch on the array type), the exact halo runs
+    ("ops",     ["convpipe.engines.*", "convpipe.ops.*", "convpipe.tiles"]),
+    # -- reading what a spec names (kernel files, profiles) and binding steps to ops on the input's axes;
+    #    convpipe.spec = parse + bind (load_spec), with every name of the spec layer
+    ("bind",    ["convpipe.profiles", "convpipe.bind", "convpipe.spec"]),
+    # -- the plan: passes, tiles, costs and estimates, composite kernels, where each pass runs
+    ("plan",    ["convpipe.tilechoice", "convpipe.composite", "convpipe.placement", "convpipe.estimate",
+                 "convpipe.plan", "convpipe.display"]),
+    # -- storage: Zarr, OME-NGFF, TIFF, outputs, where locations are
+    ("io",      ["convpipe.ome.*", "convpipe.locations", "convpipe.io", "convpipe.tiff", "convpipe.outputs"]),
+    # -- a run: its phases and events, the dask graph, backends, clusters, resume; calibration runs pipelines
+    ("run",     ["convpipe.backends", "convpipe.gpu", "convpipe.cluster", "convpipe.execute", "convpipe.resume",
+                 "convpipe.apply_tables", "convpipe.run.*", "convpipe.calibrate"]),
+    # -- the facade (convpipe itself is the package's __init__); the progress bar run(progress=True) draws
+    ("api",     ["convpipe.api", "convpipe.progress", "convpipe"]),
+    # -- tools built on the API
+    ("tools",   ["convpipe.report.*", "convpipe.preview", "convpipe.verify.*", "convpipe.ingest",
+                 "convpipe.kernelview", "convpipe.demo", "convpipe.bench.*"]),
+    # -- what users start: the command line (convpipe.cli, module or package), the job service and its client
+    ("entry",   ["convpipe.cli.*", "convpipe.__main__", "convpipe.service.*", "convpipe.client"]),
 ]
 
 #: Modules that must import nothing of convpipe: the whole-array references the results are checked against.
@@ -62,8 +76,6 @@ INDEPENDENT = ["convpipe.oracles.*"]
 #: Importing these must not load dask or zarr (validate a spec without the array stack).
 PURE = ["convpipe.spec", "convpipe.bind", "convpipe.params"]
 
-#: Upward edges allowed for now, each with why; every one must still exist (a stale entry fails).
-TRANSITIONAL: dict[tuple[str, str], str] = {}
 
 
 # --------------------------------------------------------------------------- the import graph
@@ -235,15 +247,10 @@ def test_imports_go_down_the_layers():
         mine = _layer_of(mod)
         for dep, line in sorted(deps.items()):
             theirs = _layer_of(dep)
-            if len(mine) == 1 and len(theirs) == 1 and theirs[0] > mine[0] and (mod, dep) not in TRANSITIONAL:
+            if len(mine) == 1 and len(theirs) == 1 and theirs[0] > mine[0]:
                 up.append(f"{mod} ({LAYERS[mine[0]][0]}) imports {dep} ({LAYERS[theirs[0]][0]}) "
                           f"at line {line}")
     assert not up, "imports up the layers:\n" + "\n".join(up)
-
-
-def test_transitional_edges_still_exist():
-    stale = [edge for edge in TRANSITIONAL if edge[1] not in GRAPH.get(edge[0], {})]
-    assert not stale, f"remove these from TRANSITIONAL, they are gone: {stale}"
 
 
 def test_oracles_import_nothing_of_convpipe():
@@ -293,3 +300,10 @@ def test_one_version():
 
     project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert convpipe.__version__ == __version__ == project["version"]
+
+
+def test_the_readme_draws_these_layers():
+    text = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Architecture"):]
+    drawn = [line.split()[0] for line in section.split("```")[1].strip().splitlines() if line[:1].isalpha()]
+    assert drawn == [name for name, _ in reversed(LAYERS)]
