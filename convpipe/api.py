@@ -10,13 +10,11 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
-
-from .errors import InputError
-from .plan import ArrayInfo, Plan, make_plan
+from . import calibrate  # noqa: F401  (hands the calibration in: Plan.estimate() measures this machine once)
+from .plan import Plan
 from .run.core import RunResult
 from .run.events import Event, EventBus, log_subscriber, progress_subscriber
-from .spec import AXES_ORDER, Spec, load_spec
+from .spec import Spec, load_spec
 
 __all__ = ["Pipeline", "RunResult", "load"]
 
@@ -92,40 +90,9 @@ class Pipeline:
             :attr:`RunResult.outputs` names it), each a pandas DataFrame when pandas is installed, else a
             ``pyarrow.Table``, with the rows and columns the run's Parquet table would hold.
         """
-        import dask.array as da
+        from .apply_tables import apply_array
 
-        from .apply_tables import apply_with_tables, refuse_dropped_tables, with_table_rows
-        from .execute import execute
-        from .run.prepare import bind_input, cluster_resources
-
-        if axes is None:
-            axes = AXES_ORDER[-array.ndim:]
-        if len(axes) != array.ndim:
-            raise InputError(f"axes {axes!r} has {len(axes)} letters but the array has {array.ndim} axes")
-        from .backends import meta_on_device, on_device, resolve
-
-        if not isinstance(array, da.Array):
-            array = da.from_array(array if on_device(array) else np.asarray(array), chunks="auto")
-        device = meta_on_device(array)  # CuPy in (chunks on the device): GPU backend, CuPy out
-        info = ArrayInfo(tuple(array.shape), np.dtype(array.dtype), tuple(c[0] for c in array.chunks), axes)
-        spec = self.spec
-        workers, mem = cluster_resources(spec)
-        out = spec.output
-        t = tile if tile is not None else (spec.execution.tile if spec.execution.tile != "auto" else None)
-        if t is None:
-            t = dict(zip(axes, info.chunks))
-        elif not isinstance(t, dict) and len(t) == len(axes):
-            t = dict(zip(axes, t))  # a list follows the input's axes; axes an op adds (c) stay whole
-        steps = with_table_rows(spec.steps) if tables else spec.steps
-        plan = make_plan(steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
-                         tile=t,
-                         precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
-                         backend="gpu" if device else resolve(spec.execution.backend).name)
-        bind_input(plan, array, axes)
-        if tables:
-            return apply_with_tables(plan, array, device_out=device)
-        refuse_dropped_tables(plan)
-        return execute(plan, array, device_out=device)
+        return apply_array(self.spec, array, axes, tile=tile, tables=tables)
 
     # ------------------------------------------------------------------ run
     def run(self, *, input: str | None = None, output: str | None = None, cluster: str | None = None,

@@ -1,4 +1,5 @@
-"""``Pipeline.apply`` on a chain with table ops: the image and every table, computed together.
+"""``Pipeline.apply``: the steps on an in-memory array (:func:`apply_array`); on a chain with table ops, the
+image and every table, computed together.
 
 A run writes an op's rows to Parquet part by part (:mod:`convpipe.tables`); ``apply`` writes nothing, so
 its tile tasks hand their rows back with their tiles instead (``execute(..., rows=...)``). One
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import SpecError
-from .plan import Plan
+import numpy as np
 
-__all__ = ["apply_with_tables", "refuse_dropped_tables", "table_ops", "to_frame", "with_table_rows"]
+from .axes import AXES_ORDER
+from .errors import InputError, SpecError
+from .plan import ArrayInfo, Plan, make_plan
+
+__all__ = ["apply_array", "apply_with_tables", "refuse_dropped_tables", "table_ops", "to_frame", "with_table_rows"]
 
 
 def table_ops(plan: Plan) -> list[Any]:
@@ -120,3 +124,40 @@ def apply_with_tables(plan: Plan, array: Any, *, device_out: bool = False) -> tu
                 table = with_channel_column(_assemble(op, per_op.get((pp.index, i), [])), labels[(pp.index, i)])
                 out[table_name(op)] = to_frame(table)
     return image, out
+
+
+def apply_array(spec: Any, array: Any, axes: str | None = None, *, tile: Any = None, tables: bool = False) -> Any:
+    """:meth:`convpipe.api.Pipeline.apply`: ``spec``'s steps on an in-memory or dask array (lazy dask array;
+    with ``tables`` the computed image and its tables). The spec's ``input`` and ``output`` are not used."""
+    import dask.array as da
+
+    from .execute import execute
+    from .run.prepare import bind_input, cluster_resources
+
+    if axes is None:
+        axes = AXES_ORDER[-array.ndim:]
+    if len(axes) != array.ndim:
+        raise InputError(f"axes {axes!r} has {len(axes)} letters but the array has {array.ndim} axes")
+    from .backends import meta_on_device, on_device, resolve
+
+    if not isinstance(array, da.Array):
+        array = da.from_array(array if on_device(array) else np.asarray(array), chunks="auto")
+    device = meta_on_device(array)  # CuPy in (chunks on the device): GPU backend, CuPy out
+    info = ArrayInfo(tuple(array.shape), np.dtype(array.dtype), tuple(c[0] for c in array.chunks), axes)
+    workers, mem = cluster_resources(spec)
+    out = spec.output
+    t = tile if tile is not None else (spec.execution.tile if spec.execution.tile != "auto" else None)
+    if t is None:
+        t = dict(zip(axes, info.chunks))
+    elif not isinstance(t, dict) and len(t) == len(axes):
+        t = dict(zip(axes, t))  # a list follows the input's axes; axes an op adds (c) stay whole
+    steps = with_table_rows(spec.steps) if tables else spec.steps
+    plan = make_plan(steps, info, spec=None, out_chunks=t, out_dtype=out.dtype if out else None,
+                     tile=t,
+                     precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
+                     backend="gpu" if device else resolve(spec.execution.backend).name)
+    bind_input(plan, array, axes)
+    if tables:
+        return apply_with_tables(plan, array, device_out=device)
+    refuse_dropped_tables(plan)
+    return execute(plan, array, device_out=device)

@@ -17,64 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SpecError, SpecErrors
+from .spec_locations import FILE_FIELDS, FILE_LIST_FIELDS, TABLE_FIELDS, Location, spec_locations  # noqa: F401
+from .profiles import load_profile
+from .spec_messages import step_errors
 
 if TYPE_CHECKING:
-    from .spec import Location, Spec
-
-#: Step parameters that name a file the op reads: one kernel source, or a list of them.
-FILE_FIELDS = {"kernel": "kernel", "template": "template", "weights": "kernel", "kernels": "kernel",
-               "footprint": "kernel"}  # footprint: morphology
-FILE_LIST_FIELDS = {"kernels": "kernel"}
-#: Step parameters that name a file the op writes.
-TABLE_FIELDS = ("table",)
-
-
-def spec_locations(spec: "Spec") -> list["Location"]:
-    """Every location ``spec`` names, in spec order, each with its YAML path, line and resolved form.
-
-    The input, the output, each step's table, kernel, template and ``kernels[i]`` ``.npy`` files (inline
-    and named kernels name no file), and the file of a ``profile:PATH`` cluster (a bare profile name is
-    looked up in the profile folders, not in the spec's). Relative paths resolve against the spec's folder
-    (a profile path, as the cluster code opens it, against the working directory). Reads nothing.
-    """
-    from .cluster import check_cluster
-    from .spec import Location, format_path
-
-    out: list[Location] = []
-
-    def add(loc: tuple, url: str, kind: str, writes: bool, resolved: str | None = None) -> None:
-        out.append(Location(format_path(loc), loc, str(url), resolved or spec.resolve(str(url)), kind, writes,
-                            spec.line_of(loc)))
-
-    if spec.input is not None:  # a spec for Pipeline.apply may name none
-        add(("input", "url"), spec.input.url, "input", False)
-    if spec.output is not None:
-        add(("output", "url"), spec.output.url, "output", True)
-    for step in spec.steps:
-        base = ("steps", step.index, step.name)
-        p = step.params
-        for field in TABLE_FIELDS:
-            v = getattr(p, field, None)
-            if isinstance(v, str):
-                add(base + (field,), v, "table", True)
-        for field, kind in FILE_FIELDS.items():
-            v = getattr(p, field, None)
-            if isinstance(v, str):  # a bound KernelFile too: the location stays what it was
-                add(base + (field,), v, kind, False)
-        for field, kind in FILE_LIST_FIELDS.items():
-            vals = getattr(p, field, None)
-            if isinstance(vals, list):
-                for j, v in enumerate(vals):
-                    if isinstance(v, str):
-                        add(base + (field, j), v, kind, False)
-    try:
-        profile = check_cluster(spec.execution.cluster)
-    except SpecError:
-        profile = None
-    if profile is not None:
-        add(("execution", "cluster"), spec.execution.cluster, "profile", False,
-            resolved=os.path.abspath(os.path.expanduser(profile)))
-    return out
+    from .spec_model import Spec
 
 
 def bind(spec: "Spec", *, kernels: bool = True, cluster: bool = True) -> "Spec":
@@ -99,7 +47,13 @@ def bind(spec: "Spec", *, kernels: bool = True, cluster: bool = True) -> "Spec":
     if errors:
         raise SpecErrors(errors) if len(errors) > 1 else errors[0]
     spec.bound = True
+    spec.rebind = _rebind  # what with_overrides() does to its copies (the spec layer cannot import this one)
     return spec
+
+
+def _rebind(spec: "Spec") -> "Spec":
+    """Bind an overridden copy of a bound spec: its steps keep their bound values; a new profile is read."""
+    return bind(spec, kernels=False)
 
 
 def _bind_kernels(spec: "Spec") -> list[SpecError]:
@@ -107,7 +61,6 @@ def _bind_kernels(spec: "Spec") -> list[SpecError]:
 
     from .kernels import KernelFile, load_kernel_file
     from .params import entry
-    from .spec_messages import step_errors
 
     files: dict[int, list[Location]] = {}
     for loc in spec.locations():
@@ -166,8 +119,6 @@ def _bind_cluster(spec: "Spec") -> list[SpecError]:
     cluster = spec.execution.cluster
     if not cluster.startswith("profile:"):
         return []
-    from .cluster import load_profile
-
     loc = ("execution", "cluster")
     try:
         load_profile(cluster)

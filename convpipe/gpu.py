@@ -51,6 +51,7 @@ import numpy as np
 from .engines import on_device
 from .engines.gpu import (_PINNED_FREE, _WEIGHTS, _cp, _dev_const, reset_transfer_counts,  # noqa: F401
                           to_device, to_host, transfer_counts)
+from .placement import pass_backend, pass_backends
 
 # --------------------------------------------------------------------------- the backend
 
@@ -241,8 +242,6 @@ def pass_warmup_cases(ops: Sequence[Any], extents: Sequence[dict], compute: Any,
 
 def plan_warmup(plan: Any) -> list[WarmCase]:
     """Warm-up cases of every GPU pass of ``plan``, in pass order (pure: testable without a GPU)."""
-    from .backends import pass_backend
-
     cases: list[WarmCase] = []
     in_dtype = plan.input.dtype
     for pp in plan.passes:
@@ -336,8 +335,6 @@ class WarmupPlugin(_WorkerPlugin):
 
 def register_warmup(client: Any, plan: Any) -> None:
     """Install :class:`WarmupPlugin` on a distributed client (waits until current workers are warm)."""
-    from .backends import pass_backends
-
     if "gpu" not in pass_backends(plan):
         return
     if hasattr(client, "register_plugin"):

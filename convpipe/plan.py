@@ -17,11 +17,8 @@ from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
 from .spec import Spec, Step
-from .tilechoice import MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, choose_tile, tile_costs
+from .tilechoice import _COST_NS, MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, _op_weight, choose_tile, tile_costs
 
-# Rough single-core costs in ns per voxel, measured on this project's CI machine class (2 cores).
-# They only steer the tile size and the time estimate in explain; nothing depends on them for exactness.
-_COST_NS = {"point": 1.0, "local": 3.0, "full": 40.0, "global": 2.0}
 # Measured here (2 cores): building the graph costs ~9 us per task (1.05 M tasks of an 8 TB plan in
 # 9.2 s); dask's distributed scheduler holds roughly 2 KiB per task and spends ~0.3-1 ms on each.
 _GRAPH_S_PER_TASK = 9e-6
@@ -246,7 +243,7 @@ def _group_ops(p: PassPlan):
 
 def _composites(p: "PassPlan") -> list[str]:
     """What each fused run of linear steps amounts to (convpipe.kernelview), for explain."""
-    from .kernelview import composite_note, linear_runs
+    from .composite import composite_note, linear_runs
 
     try:
         return [composite_note(run) for run in linear_runs(p.ops)]
@@ -475,14 +472,6 @@ def _ns_per_voxel(ops) -> float:
     # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
     return sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
 
-
-def _op_weight(op) -> float:
-    h = op.halo()
-    if not h:
-        return 1.0
-    if op.method() in ("separable", "fft"):
-        return 1.0 + sum(lo + hi for lo, hi in h.values()) / 8.0
-    return float(np.prod([lo + hi + 1 for lo, hi in h.values()])) / 4.0
 
 
 def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers, mem_budget, inp, spec,

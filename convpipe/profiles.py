@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError, SpecError
+from .spec_cluster import PROFILE_NAME
+from .spec_messages import _pydantic_errors
+from .spec_yaml import parse_yaml
 
 #: profile kind -> (class the profile builds, the pip extra that provides it)
 PROFILE_KINDS: dict[str, tuple[str, str | None]] = {
@@ -32,7 +34,6 @@ PROFILE_KINDS: dict[str, tuple[str, str | None]] = {
 #: the distribution that provides each optional module, for the error message
 _PACKAGE_OF = {"dask_jobqueue": "dask-jobqueue", "dask_kubernetes": "dask-kubernetes", "dask_cuda": "dask-cuda"}
 
-PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: placeholder for the scheduler address in a rendered SLURM script; a shell variable, so the script is
 #: still valid shell (dask-jobqueue fills in the real address when it submits the job itself)
@@ -250,7 +251,6 @@ def load_profile(profile: str | os.PathLike | dict | Profile) -> Profile:
     SpecError
         For a missing file, invalid YAML, an unknown ``kind`` or a bad field (with its line).
     """
-    from .spec import _pydantic_errors, parse_yaml
 
     if isinstance(profile, Profile):
         return profile

@@ -15,6 +15,9 @@ from typing import Any
 
 from .errors import SpecError
 
+if typing.TYPE_CHECKING:
+    from pydantic import ValidationError
+
 #: scipy.ndimage / scikit-image / numpy function names -> the convpipe op that computes the same thing.
 FOREIGN_NAMES: dict[str, str] = {
     "gaussian_filter": "gaussian", "gaussian_filter1d": "gaussian", "gaussian_blur": "gaussian",
@@ -37,6 +40,51 @@ FOREIGN_NAMES: dict[str, str] = {
     "absolute": "abs", "fabs": "abs", "multiply": "scale", "binarize": "threshold", "heat": "diffusion",
     "random_shift": "stochastic",
 }
+
+
+# --------------------------------------------------------------------------- YAML paths and pydantic's errors
+
+def format_path(loc: tuple | list) -> str:
+    """``('steps', 1, 'sobel', 'axes')`` -> ``steps[1].sobel.axes``."""
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        else:
+            s += ("." if s else "") + str(part)
+    return s
+
+def _line(lines: dict, loc: tuple) -> int | None:
+    """The line of ``loc``, or of its nearest ancestor that has one (a missing key has no line)."""
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+def _pydantic_errors(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[SpecError]:
+    return merge_union_errors(_pydantic_errors_raw(e, prefix, spec_lines))
+
+
+def _pydantic_errors_raw(e: ValidationError, prefix: tuple, spec_lines: dict) -> list[tuple[SpecError, dict]]:
+    out = []
+    for err in e.errors():
+        raw = tuple(err["loc"])
+        # pydantic puts union members' type names into loc ('float', 'dict[str,float]'); they are hidden, but the
+        # key an extra_forbidden error is about is the user's own, whatever it looks like ('int', 'a[b')
+        last = raw[-1:] if err["type"] == "extra_forbidden" and raw else ()
+        body = raw[: len(raw) - len(last)]
+        loc = prefix + tuple(p for p in body if not (isinstance(p, str) and _is_union_tag(p))) + last
+        msg = pydantic_message(err)
+        out.append((SpecError(msg, path=format_path(loc) or "spec", line=_line(spec_lines, loc)), err))
+    return out
+
+
+def _is_union_tag(p: str) -> bool:
+    # pydantic puts the union member's type name into loc (e.g. 'float', 'dict[str,float]'); hide them.
+    return p in {"float", "int", "str", "bool", "list", "dict", "literal['auto']", "function-after"} or "[" in p
+
+# --------------------------------------------------------------------------- messages
 
 
 def unknown_op(name: Any, known: list[str]) -> str:
@@ -144,8 +192,6 @@ def step_errors(e: Any, op_cls: type, name: str, params: dict, loc: tuple, lines
     A misspelt parameter (``sigam``) is reported once, with its suggestion, not also as the missing one it
     stands for; a list given for a per-axis parameter shows the per-axis map it should be.
     """
-    from .spec import _pydantic_errors, _line, format_path
-
     fields = op_cls.Params.model_fields
     known = list(fields)
     errs = _pydantic_errors(e, loc, lines)

@@ -17,6 +17,7 @@ import pytest
 import zarr
 
 import convpipe
+from convpipe import calibrate
 from convpipe import estimate as E
 from convpipe.cli import main
 from convpipe.plan import ArrayInfo, make_plan
@@ -172,7 +173,7 @@ def test_run_summary_prints_estimate_and_actual_side_by_side(tmp_path, capsys):
 
 
 def test_a_real_calibration_is_well_formed(cache):
-    costs = E.measure_costs(side=128)
+    costs = calibrate.measure_costs(side=128)
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
               "write_bytes_per_s", "run_fixed_s", "process_bytes", "seconds"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
@@ -205,3 +206,11 @@ def test_the_report_shows_the_estimate_beside_the_actual(tmp_path):
     res = p.run()
     html = build_report(p, res, timings=res.timings)
     assert "estimated time" in html and "estimated peak" in html and "elapsed" in html
+
+
+def test_the_api_hands_the_calibration_in():
+    """convpipe.estimate (the plan layer) cannot import what measures (it runs pipelines); the API's import of
+    convpipe.calibrate hands it in, so Plan.estimate() on a machine without a cache measures."""
+    import convpipe.api  # noqa: F401
+
+    assert E.measure_costs is calibrate.measure_costs

@@ -59,7 +59,7 @@ def opencv_threads(n: int = 1) -> Iterator[None]:
 
 
 def _finite(x: np.ndarray) -> bool:
-    from . import all_finite
+    from .dispatch import all_finite
 
     return all_finite(x)
 

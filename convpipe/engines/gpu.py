@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import on_device
+from .dispatch import on_device
 
 # --------------------------------------------------------------------------- modules (imported lazily)
 

@@ -15,7 +15,7 @@ import scipy.ndimage as ndi
 
 from .base import OPS, canonical, op, per_axis, per_plane
 from .kernels import kernel_array
-from .point import GLOBAL_OPS
+from .point import GLOBAL_OPS, auto_threshold  # noqa: F401  (auto_threshold: also this module's)
 
 
 class O:  # the names this module takes from the other oracle modules
@@ -39,13 +39,6 @@ def object_axes(dims: str, axes: str | None) -> str:
     if axes is not None:
         return "".join(a for a in dims if a in axes)
     return "".join(a for a in dims if a in SPATIAL)
-
-
-def auto_threshold(x: np.ndarray, method: str):
-    """skimage.filters.threshold_<method> of the whole array, as stored (its dtype decides the histogram)."""
-    from skimage import filters
-
-    return getattr(filters, f"threshold_{method}")(np.asarray(x))
 
 
 def _sub_arrays(x: np.ndarray, dims: str, on: str, fn, out_dtype) -> np.ndarray:

@@ -37,12 +37,17 @@ def sqrt(x, dims):
     with np.errstate(invalid="ignore"):
         return np.sqrt(np.asarray(x, dtype=np.float64)), dims
 
+def auto_threshold(x: np.ndarray, method: str):
+    """skimage.filters.threshold_<method> of the whole array, as stored (its dtype decides the histogram)."""
+    from skimage import filters
+
+    return getattr(filters, f"threshold_{method}")(np.asarray(x))
+
+
 @op
 def threshold(x, dims, value=None, method=None):
     """x > value; with ``method``, value = skimage.filters.threshold_<method> of the whole array as stored."""
     if method is not None:
-        from .morphology import auto_threshold
-
         value = auto_threshold(x, method)
     return (np.asarray(x) > value).astype(np.uint8), dims
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..cluster import resources
 from ..errors import InputError, SpecError
 from ..io import Manifest, data_digest, fingerprint, open_input, output_state

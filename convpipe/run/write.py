@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import __version__
 from ..channels import ChannelLabels, follow, with_channel_column
 from ..errors import ExecutionError
 from ..io import create_output, data_digest
 from ..ome.labels import add_label_name, ensure_labels_group, write_image_label
 from ..outputs import create_ome_output, finish_ome_output, open_sink, provenance_node
 from ..outputs import pyramid_method as pyramid_method_for
+from ..version import __version__
 from .events import EventBus
 from .prepare import Prepared, table_name
 

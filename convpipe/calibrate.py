@@ -1,0 +1,146 @@
+"""Calibration: time this machine on small pipelines, for the estimates of :mod:`convpipe.estimate`.
+
+One small kernel per op family (point, local, full, global) as the tiles run it, two Gaussians for the
+separable line, the cost of one more task, the read and write rate of a local Zarr array with zarr's
+default codec, and a whole tiny run. It runs pipelines, so it sits above the plans whose estimates it feeds:
+importing this module hands :func:`measure_costs` to :mod:`convpipe.estimate` (the API imports it), which
+runs it lazily, once, and caches what it measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+from . import estimate as _estimate
+from .apply_tables import apply_array
+from .plan import ArrayInfo, make_plan
+from .run.core import run_pipeline
+from .run.events import EventBus
+from .spec import load_spec
+
+
+def load(source: dict) -> Any:
+    """The spec of a probe (as :func:`convpipe.load` reads it: ``input`` may be left out)."""
+    return load_spec(source, input_required=False)
+
+
+_PROBES = {  # one step per op family, on a float32 plane (local ops: two Gaussians, below)
+    "point": {"scale": {"factor": 2.0, "offset": 1.0}},
+    "full": {"butterworth": {"cutoff_frequency_ratio": 0.1}},
+    "global": {"zscore": {}},
+}
+
+
+def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure_costs(side: int = 512) -> dict[str, float]:
+    """Time this machine: each op family on a ``side`` x ``side`` plane, Zarr I/O, tasks and a tiny run.
+
+    Returns
+    -------
+    dict
+        ``factor_<family>``: measured seconds over the planner's model for that family's probe (1.0 is
+        the model); ``read_bytes_per_s`` and ``write_bytes_per_s`` of a local Zarr array (default codec,
+        decoded/encoded bytes); ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a
+        separable local op, fitted as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``: a whole tiny run
+        (open, plan, create the output, write, record); ``process_bytes``: this process's RSS with the
+        libraries a run loads; ``seconds``: how long calibrating took.
+    """
+    import numpy as np
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:side, 0:side]
+    plane = (1000 + 300 * np.sin(yy / 37.0) * np.cos(xx / 23.0) + rng.normal(0, 20, (side, side))).astype(np.uint16)
+    arr = plane.astype(np.float32)
+
+    def apply(p, a, tile):
+        return lambda: apply_array(p, a, axes="yx", tile=tile).compute(scheduler="sync")
+
+    # what one call of a one-tile graph costs beyond its arithmetic (build, schedule, gather), taken out below
+    point = load({"convpipe": 1, "input": {"url": "calibration.zarr"}, "steps": [_PROBES["point"]]})
+    tiny = arr[:8, :8].copy()
+    apply(point, tiny, [8, 8])()
+    call = _best(apply(point, tiny, [8, 8]))
+    out: dict[str, float] = {}
+    for fam, step in _PROBES.items():
+        p = point if fam == "point" else load({"convpipe": 1, "input": {"url": "calibration.zarr"}, "steps": [step]})
+        run = apply(p, arr, [side, side])
+        run()  # warm: imports, kernel tables, FFT plans
+        secs = _best(run, 2)
+        model = _bound(p, side)
+        model_s = sum(pp.est_seconds_per_task * pp.n_tiles for pp in model.passes)
+        out[f"factor_{fam}"] = max(secs - call, 0.1 * secs) / max(model_s, 1e-9)
+    # separable local ops (most of them): seconds per voxel = a base + a cost per tap of the halo, fitted
+    # from two Gaussians; the planner's model is linear in the halo too, but its slope is not this machine's
+    fit = []
+    for sigma in (1, 4):
+        p = load({"convpipe": 1, "input": {"url": "calibration.zarr"}, "steps": [{"gaussian": {"sigma": sigma}}]})
+        run = apply(p, arr, [side, side])
+        run()
+        halo = sum(lo + hi for lo, hi in _bound(p, side).passes[0].halo.values())
+        secs = max(_best(run, 2) - call, 0.0)
+        fit.append((halo, secs / arr.size * 1e9))
+        if sigma == 1:  # other local ops (direct kernels, rank filters): the model times this factor
+            model = _bound(p, side)
+            out["factor_local"] = max(secs, 1e-9) / max(sum(pp.est_seconds_per_task for pp in model.passes), 1e-9)
+    (h1, n1), (h2, n2) = fit
+    out["separable_tap_ns"] = max((n2 - n1) / (h2 - h1), 0.0)
+    out["separable_base_ns"] = max(n1 - out["separable_tap_ns"] * h1, 0.0)
+    # one more task: the point op on 16 tiles of a quarter plane against one tile of it
+    quarter = arr[: side // 2, : side // 2].copy()
+    q = side // 2
+    many = _best(apply(point, quarter, [q // 4, q // 4]), 2)
+    one = _best(apply(point, quarter, [q, q]), 2)
+    out["task_s"] = max((many - one) / 15, 1e-5)
+    with tempfile.TemporaryDirectory(prefix="convpipe-calibration-") as tmp:
+        import zarr
+
+        big = np.tile(plane, (2, 2))  # 1024 x 1024 uint16 (2 MiB) in 16 chunks, zarr's default codec
+        url = os.path.join(tmp, "io.zarr")
+        z = zarr.create_array(url, shape=big.shape, chunks=(side // 2, side // 2), dtype=big.dtype)
+
+        def write():
+            z[...] = big
+
+        out["write_bytes_per_s"] = big.nbytes / _best(write, 2)
+        out["read_bytes_per_s"] = big.nbytes / _best(lambda: zarr.open_array(url, mode="r")[...], 2)
+        # a whole tiny run: what every run pays whatever its size (threads, one tile)
+        spec = {"convpipe": 1, "input": {"url": url}, "output": {"url": os.path.join(tmp, "o.zarr"), "overwrite": True},
+                "steps": [_PROBES["point"]], "execution": {"cluster": "threads", "tile": list(big.shape)}}
+        fixed = _best(lambda: run_pipeline(load(spec), bus=EventBus([])), 1)
+        compute = big.size * 1e-9 * 3.0 * out["factor_point"]  # the probe's own work, taken out again
+        io = big.nbytes / out["read_bytes_per_s"] + big.nbytes / out["write_bytes_per_s"]
+        out["run_fixed_s"] = max(fixed - compute - io, 0.0)
+    try:  # a worker's own footprint: the interpreter and the libraries a run loads, before any tile
+        import psutil
+
+        out["process_bytes"] = float(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - no psutil, or a platform without RSS
+        out["process_bytes"] = 0.0
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def _bound(p: Any, side: int) -> Any:
+    import numpy as np
+
+    return make_plan(p.steps, ArrayInfo((side, side), np.dtype("float32"), (side, side), "yx"),
+                     tile={"y": side, "x": side})
+
+
+# --------------------------------------------------------------------------- estimating
+
+
+_estimate.measure_costs = measure_costs  # what convpipe.estimate.calibration() runs when no cache matches
