@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChannelLabels", "follow", "label_column", "windows", "with_channel_column"]
+__all__ = ["ChannelLabels", "follow", "label_column", "summary", "windows", "with_channel_column"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,19 @@ def follow(plan: Any, input_labels: Sequence[str] | None = None) -> ChannelLabel
             seen[(pp.index, i)] = labels
             labels = op.channel_labels(labels)
     return ChannelLabels(labels, seen)
+
+
+def summary(labels: Sequence[str], *, at_most: int = 5) -> str:
+    """The names on one line (``explain``): ``bank.npy[0..31]`` for one bank file's, else the first few, the
+    last and the count."""
+    n = len(labels)
+    if n > 1 and labels[0].endswith("[0]"):
+        stem = labels[0][:-3]
+        if list(labels) == [f"{stem}[{i}]" for i in range(n)]:
+            return f"{stem}[0..{n - 1}]"
+    if n <= at_most:
+        return ", ".join(labels)
+    return f"{', '.join(labels[:at_most - 1])}, ..., {labels[-1]} ({n} channels)"
 
 
 def label_column(c: Any, labels: Sequence[str]) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
 from .limits import check_padded_blocks
+from .channels import follow, summary
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
 from .spec import Spec, Step
 from .tilechoice import _COST_NS, MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, _op_weight, choose_tile, tile_costs
@@ -184,6 +185,9 @@ class Plan:
             lines.append(f"  backend {self.backend_note}")
         lines.append(f"  input   {_fmt_shape(i)}  {i.dtype}  chunks {_fmt_tuple(i.chunks)}")
         lines.append(f"  output  {_fmt_shape(o)}  {o.dtype}  chunks {_fmt_tuple(o.chunks)}")
+        names = follow(self).output  # the channels the ops name (an OME input's own names are the run's)
+        if names:
+            lines.append(f"  channels {summary(names)}")
         if not is_canonical(i.axes) or not is_canonical(o.axes):
             last = self.passes[-1].out_axes if self.passes else self.compute_axes
             lines.append(f"  axes    the ops compute in tczyx order ({self.compute_axes} -> {last}): kernels, "

@@ -172,3 +172,17 @@ def test_a_table_without_named_channels_has_no_channel_column(tmp_path):
     convpipe.load(make_spec(steps, "float32", input={"url": src, "axes": "cyx"},
                             output={"url": str(tmp_path / "o.zarr")})).run()
     assert "channel" not in pq.read_table(tmp_path / "p.parquet").column_names
+
+
+def test_explain_names_the_channels(tmp_path):
+    from convpipe.channels import summary
+
+    src = _plain(tmp_path / "in.zarr", np.zeros((64, 64), np.float32))
+    np.save(tmp_path / "bank.npy", np.ones((12, 3, 3)))
+    plan = convpipe.load(make_spec([{"filter_bank": {"kernels": str(tmp_path / "bank.npy")}}], "float32",
+                                   input={"url": src})).explain()
+    assert "  channels bank.npy[0..11]" in str(plan).splitlines()
+    assert summary(["a", "b"]) == "a, b"
+    assert summary([f"k{i}" for i in range(8)]) == "k0, k1, k2, k3, ..., k7 (8 channels)"
+    assert "channels" not in str(convpipe.load(make_spec([{"gaussian": {"sigma": 1}}], "float32",
+                                                         input={"url": src})).explain())
