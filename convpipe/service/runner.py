@@ -266,13 +266,12 @@ class Runner:
         if job.resume:
             cmd.append("--resume")
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        how = " (warm runner)" if self.pool is not None and self.pool.ready() else ""
-        log.write(f"=== {stamp} attempt {job.attempts}: {' '.join(cmd[2:])}{how}\n".encode())
+        head = f"=== {stamp} attempt {job.attempts}: {' '.join(cmd[2:])}"
         try:
             if self.check is not None:
                 self.check(job)
         except Exception as e:  # noqa: BLE001 - any refusal ends the job with its message
-            log.write(f"error: {e}\n".encode())
+            log.write(f"{head}\nerror: {e}\n".encode())
             log.close()
             self.store.finish(job.id, FAILED, error=str(e))
             return
@@ -281,13 +280,16 @@ class Runner:
         events_r, events_w = os.pipe()  # the run's events, apart from what the job prints
         proc: _ColdProc | WarmProc | None = None
         stdout: IO[bytes] | None = None
-        if how:
+        if self.pool is not None and self.pool.ready():
             proc, stdout = self._spawn_warm(cmd[3:], jdir, env, events_w, log)
         if proc is None:
+            log.write(f"{head}\n".encode())
             proc, stdout = self._spawn_cold(cmd, jdir, env, events_r, events_w, log, job)
             if proc is None:
                 return
         else:
+            # the attempt line names the warm runner that forked the job (written once that is certain)
+            log.write(f"{head} (warm runner {proc.runner})\n".encode())
             os.close(events_w)
         self.store.set_pid(job.id, proc.pid)
         live = _Live(job.id, proc, log, stdout)
@@ -482,14 +484,14 @@ def _error_of(live: _Live, rc: int) -> str:
     """The job's error: what its run's ``Failed`` event said, else its last message line, or how it ended."""
     if live.failure:
         return f"error: {live.failure}"[:1000]
-    for line in reversed(live.tail):
-        if line.startswith(("error", "Error")) or ": " in line:
-            return line[:1000]
-    if rc < 0:
+    if rc < 0:  # killed (OOM killer, a crash, kill -9): its last line is progress, not its error
         try:
             return f"the job process was killed by {signal.Signals(-rc).name}"
         except ValueError:
             return f"the job process was killed by signal {-rc}"
+    for line in reversed(live.tail):
+        if line.startswith(("error", "Error")) or ": " in line:
+            return line[:1000]
     return f"the job process exited with code {rc}" + (f": {live.tail[-1][:1000]}" if live.tail else "")
 
 

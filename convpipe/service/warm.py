@@ -43,9 +43,11 @@ def warm_supported() -> bool:
 class WarmProc:
     """A job process forked by the warm runner: what the runner needs of a ``Popen``."""
 
-    def __init__(self, pool: WarmPool, pid: int):
+    def __init__(self, pool: WarmPool, pid: int, runner: int):
         self.pool = pool
         self.pid = pid
+        #: the pid of the warm runner that forked it
+        self.runner = runner
         self.started = time.time()
         self.returncode: int | None = None
         #: the warm runner died before this job's end was reported: the job was killed with it
@@ -254,11 +256,11 @@ class WarmPool:
                     msg = json.loads(data)
                 except ValueError:
                     continue
-                self._dispatch(msg)
+                self._dispatch(msg, proc.pid)
         finally:
             self._lost(sock, proc, log)
 
-    def _dispatch(self, msg: dict) -> None:
+    def _dispatch(self, msg: dict, runner: int) -> None:
         op = msg.get("op")
         if op == "ready":
             self.state = READY
@@ -268,7 +270,7 @@ class WarmPool:
             with self._lock:
                 slot = self._pending.pop(msg.get("req"), None)
                 if op == "started":
-                    wp = WarmProc(self, int(msg["pid"]))
+                    wp = WarmProc(self, int(msg["pid"]), runner)
                     self._procs[wp.pid] = wp
                     reply: object = wp
                 else:
