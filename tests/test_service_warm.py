@@ -231,11 +231,11 @@ def test_a_dead_warm_runner_is_replaced_and_its_job_resumes(tmp_path, data):
     check_output(root / "orphaned.zarr", data["slow"], SLOW)
 
 
-def test_without_the_warm_runner_jobs_start_in_a_fresh_interpreter(tmp_path, data, monkeypatch):
+def test_without_the_warm_runner_jobs_start_in_a_fresh_interpreter(tmp_path, data):
     """``CONVPIPE_WARM_RUNNER=0``: the previous way, still there as the fallback."""
-    monkeypatch.setenv("CONVPIPE_WARM_RUNNER", "0")
     root = data["root"]
-    with running_service(tmp_path / "svc", [root], max_running=1) as svc, svc.http() as h:
+    with running_service(tmp_path / "svc", [root], max_running=1, env={"CONVPIPE_WARM_RUNNER": "0"}) as svc, \
+            svc.http() as h:
         job = h.post("/jobs", content=spec_text("camera.zarr", "cold.zarr", FAST)).json()
         assert wait_job(h, job["id"])["state"] == "succeeded"
         assert warm_runners(h, job["id"]) == []
