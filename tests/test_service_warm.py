@@ -290,3 +290,14 @@ def test_load_20_submissions_lose_none(tmp_path, data):
 @pytest.mark.slow
 def test_load_200_submissions_lose_none(tmp_path, data):
     _load(tmp_path, data, 200, sample=10)
+
+
+@pytest.mark.slow
+def test_the_bench_service_row_measures_and_checks(tmp_path):
+    """``convpipe bench --suite extra --pipelines service``'s measurement, small: every job succeeded and the
+    sample of outputs equals the oracle (its numbers are for the benchmark, not asserted)."""
+    from convpipe.bench.service import measure
+
+    r = measure(tmp_path, 4, warm=True, sample=4)
+    assert r["jobs"] == r["succeeded"] == 4 and r["sample_ok"], r
+    assert r["jobs_per_s"] > 0 and r["seconds"] > 0

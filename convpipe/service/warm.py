@@ -147,7 +147,7 @@ class WarmPool:
         cmd = [self.python, str(_LAUNCHER), str(os.getpid()), self.python, "-m", "convpipe.service.zygote",
                str(child.fileno())]
         try:
-            proc = subprocess.Popen(cmd, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            proc = subprocess.Popen(cmd, env=env, cwd=self.log_path.parent, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     pass_fds=(child.fileno(),), start_new_session=True)
         except OSError as e:
             parent.close()

@@ -32,6 +32,8 @@ import sys
 import threading
 
 MAX_MESSAGE = 1 << 20
+#: the folder the server started in, which ``python -m`` put first on ``sys.path``
+_START_DIR: str | None = None
 _PR_SET_PDEATHSIG = 1
 
 #: what a job run imports, loaded before the warm-up job finds the rest
@@ -267,6 +269,8 @@ class Server:
         sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False), encoding=enc,  # noqa: SIM115
                                       errors="backslashreplace", line_buffering=True, write_through=True)
         os.chdir(cwd)
+        if _START_DIR is not None and sys.path and sys.path[0] == _START_DIR:
+            sys.path[0] = cwd  # as ``python -m`` started in the job's folder would have it
         env[EVENTS_FD_ENV] = str(events_fd)
         os.environ.clear()
         os.environ.update(env)
@@ -316,6 +320,8 @@ def _returncode(status: int) -> int:
 
 
 def main(argv: list[str]) -> int:
+    global _START_DIR
+    _START_DIR = os.getcwd()
     sock = socket.socket(fileno=int(argv[0]))
     os.set_inheritable(sock.fileno(), False)  # no job, nor anything it starts, inherits the server's socket
     try:
