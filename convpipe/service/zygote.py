@@ -42,6 +42,8 @@ _PRELOAD = ("convpipe.cli", "convpipe.api", "convpipe.run", "convpipe.cluster", 
 
 
 def _send(sock: socket.socket, msg: dict) -> None:
+    if msg.get("op") == "failed":  # also in the runner's own log (warm-runner.log beside the job folders)
+        print(f"error: {msg.get('message')}; jobs start in a fresh interpreter", file=sys.stderr, flush=True)
     sock.send(json.dumps(msg).encode())
 
 
