@@ -46,6 +46,7 @@ from .command import bench, register
 from .data import check_region, ensure_input
 from .extra import EXTRA_ROWS, ExtraCtx, extra_row, run_extra
 from . import layers  # noqa: F401,E402 - registers the extra row conv_layer (issue 15)
+from . import service  # noqa: F401,E402 - registers the extra row service (jobs/s, issue 17)
 from .harness import run_benchmark
 from .registry import (CASES, CONTENDERS, DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, NA, QUICK_CHUNKS,
                        QUICK_SHAPE, BenchConfig, Case, Contender, Ctx, Outcome, Skip, add_case, contender)

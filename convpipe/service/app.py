@@ -36,6 +36,8 @@ from .ui import register as register_dashboard
 #: spec the service refuses for its size is one validate refuses too, and parsing one takes about a second.
 DEFAULT_MAX_BODY = MAX_SPEC_BYTES
 LOG_CHUNK = 4 << 20
+#: ``CONVPIPE_WARM_RUNNER=0`` in the service's environment: every job in a fresh interpreter, as before
+WARM_ENV = "CONVPIPE_WARM_RUNNER"
 
 
 @dataclass
@@ -66,6 +68,10 @@ class ServiceConfig:
         Where the service listens (written to ``ready_file``).
     ready_file : Path, optional
         Written with ``{"url", "pid"}`` once the service accepts requests (for scripts and tests).
+    warm : bool, optional
+        Fork each job's process from a warm runner that imported convpipe once, instead of starting a fresh
+        interpreter per job (:mod:`convpipe.service.warm`); Linux only. None (the default): on, unless the
+        environment says ``CONVPIPE_WARM_RUNNER=0``.
     """
 
     db: Path
@@ -79,6 +85,13 @@ class ServiceConfig:
     python: str = sys.executable
     url: str = ""
     ready_file: Path | None = None
+    warm: bool | None = None
+
+    def warm_runner(self) -> bool:
+        """Whether jobs fork from a warm runner (``warm``, or by default ``CONVPIPE_WARM_RUNNER``, on unless 0)."""
+        if self.warm is not None:
+            return self.warm
+        return os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class Service:
@@ -100,7 +113,7 @@ class Service:
         self._submit_lock = threading.Lock()
         self.runner = Runner(self.store, self.jobs_dir, cluster=config.cluster, max_running=config.max_running,
                              check=self._recheck, kill_grace=config.kill_grace, python=config.python,
-                             env=self.roots.env())
+                             env=self.roots.env(), warm=config.warm_runner())
 
     def _recheck(self, job: Job) -> None:
         # Submission checked the paths; check again at start, since a symlink under a root may have been

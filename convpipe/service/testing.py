@@ -66,7 +66,7 @@ class RunningService:
 
 def start_service(workdir: Path, roots: Sequence[Path | str], *, db: Path | None = None, token: str | None = None,
                   max_running: int = 2, cluster: str = "threads", extra_args: Sequence[str] = (),
-                  timeout: float = 60.0) -> RunningService:
+                  timeout: float = 60.0, env: dict[str, str] | None = None) -> RunningService:
     """Start ``python -m convpipe.service serve`` on 127.0.0.1 and wait until it accepts requests.
 
     Parameters
@@ -79,6 +79,8 @@ def start_service(workdir: Path, roots: Sequence[Path | str], *, db: Path | None
         The job table (reuse one to test a restart).
     token : str, optional
         The bearer token; a random one by default (and the same file is reused on restart).
+    env : dict, optional
+        More environment for the service (e.g. ``{"CONVPIPE_WARM_RUNNER": "0"}``: no warm runner).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def start_service(workdir: Path, roots: Sequence[Path | str], *, db: Path | None
            "--max-running", str(max_running), "--ready-file", str(ready), *extra_args]
     for r in roots:
         cmd += ["--root", str(r)]
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     pythonpath = child_pythonpath(env)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
