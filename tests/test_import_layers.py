@@ -65,9 +65,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("api",     ["convpipe.api", "convpipe.progress", "convpipe"]),
     # -- tools built on the API
     ("tools",   ["convpipe.report.*", "convpipe.preview", "convpipe.verify.*", "convpipe.ingest",
-                 "convpipe.kernelview", "convpipe.demo", "convpipe.bench.*"]),
-    # -- what users start: the command line (convpipe.cli, module or package), the job service and its client
-    ("entry",   ["convpipe.cli.*", "convpipe.__main__", "convpipe.service.*", "convpipe.client"]),
+                 "convpipe.kernelview", "convpipe.demo"]),
+    # -- what users start: the command line (convpipe.cli, module or package), the job service and its client,
+    # and the benchmark, which measures everything below it (the service's jobs/s included)
+    ("entry",   ["convpipe.cli.*", "convpipe.__main__", "convpipe.service.*", "convpipe.client", "convpipe.bench.*"]),
 ]
 
 #: Modules that must import nothing of convpipe: the whole-array references the results are checked against.

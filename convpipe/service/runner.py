@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from ..run.events import EVENTS_FD_ENV, Failed, RunStarted, TileDone, from_json
-from .warm import WarmPool, WarmProc, WarmUnavailable
+from .warm import WarmPool, WarmProc, WarmUnavailable, kill_group as _kill_group
 from .store import (
     CANCELLED,
     FAILED,
@@ -500,21 +500,6 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _kill_group(pgid: int, *, since: float) -> None:
-    """SIGKILL every process still in group ``pgid`` that started after ``since`` (a dead service's job)."""
-    import psutil
-
-    victims = []
-    for p in psutil.process_iter(["pid", "create_time"]):
-        try:
-            if os.getpgid(p.pid) == pgid and p.info["create_time"] >= since:
-                p.kill()
-                victims.append(p)
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    psutil.wait_procs(victims, timeout=5)
 
 
 __all__ = ["QUEUED", "RUNNING", "Runner"]

@@ -65,9 +65,7 @@ class WarmProc:
         """The exit code (the server has killed the group's leftovers and reaped the process already)."""
         self._done.wait()
         if self.lost:  # nobody reaped it for us in order: kill what may be left of its group ourselves
-            from .runner import _kill_group
-
-            _kill_group(self.pid, since=self.started - 1.0)
+            kill_group(self.pid, since=self.started - 1.0)
         assert self.returncode is not None
         return self.returncode
 
@@ -318,3 +316,18 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(10)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
         pass
+
+
+def kill_group(pgid: int, *, since: float) -> None:
+    """SIGKILL every process still in group ``pgid`` that started after ``since`` (a dead service's job)."""
+    import psutil
+
+    victims = []
+    for p in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["create_time"] >= since:
+                p.kill()
+                victims.append(p)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    psutil.wait_procs(victims, timeout=5)
