@@ -220,6 +220,58 @@ def _take(u: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
+def _take_all(u: Any, takes: dict[int, np.ndarray]) -> Any:
+    """``u`` indexed by ``takes[axis]`` along each axis (np.take per axis), with one copy of the block.
+
+    Per axis the longest run of consecutive indices is a slice; where every axis is a plain range the result
+    is a view. Otherwise the block is allocated once, its middle (the runs of every axis) copied as one
+    slice, and the few padded slabs at its faces (the boundary mode's voxels) filled by fancy indexing: a
+    take per axis copied the whole block once per axis (three copies of a 3-D tile at an array corner).
+    """
+    if not takes:
+        return u
+    runs = {}
+    for ax, idx in takes.items():
+        n = idx.size
+        if n == 0:
+            return _take(u, ax, idx)
+        if idx[0] >= 0 and idx[-1] - idx[0] == n - 1 and (n < 2 or np.all(np.diff(idx) == 1)):
+            runs[ax] = (0, n)
+            continue
+        step = np.diff(idx) == 1
+        brk = np.flatnonzero(~step)
+        starts = np.concatenate([[0], brk + 1])
+        ends = np.concatenate([brk + 1, [n]])
+        j = int(np.argmax(ends - starts))
+        runs[ax] = (int(starts[j]), int(ends[j]))
+    if not isinstance(u, np.ndarray) or all(runs[ax] == (0, takes[ax].size) for ax in takes):
+        for ax, idx in takes.items():  # a view per axis (CuPy: its own take)
+            u = _take(u, ax, idx)
+        return u
+    shape = list(u.shape)
+    for ax, idx in takes.items():
+        shape[ax] = idx.size
+    out = np.empty(shape, dtype=u.dtype)
+    dst = [slice(None)] * u.ndim
+    src = [slice(None)] * u.ndim
+    for ax, (a, b) in runs.items():
+        dst[ax] = slice(a, b)
+        src[ax] = slice(int(takes[ax][a]), int(takes[ax][a]) + b - a)
+    out[tuple(dst)] = u[tuple(src)]
+    # the faces: along each axis the indices outside its run, across every index of the other axes
+    full = [takes.get(ax, np.arange(u.shape[ax])) for ax in range(u.ndim)]
+    for ax, (a, b) in runs.items():
+        for lo, hi in ((0, a), (b, takes[ax].size)):
+            if hi <= lo:
+                continue
+            sel = [f for f in full]
+            sel[ax] = takes[ax][lo:hi]
+            d = [slice(None)] * u.ndim
+            d[ax] = slice(lo, hi)
+            out[tuple(d)] = u[np.ix_(*sel)]
+    return out
+
+
 def _local_index(have: Runs, want: np.ndarray) -> np.ndarray:
     """Local indices (into the concatenation of ``have``) of global positions ``want``; -1 stays -1."""
     pos = runs_to_array(have)
@@ -294,6 +346,8 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
         valid: dict[int, np.ndarray] = {}
         coords: dict[str, np.ndarray] = {}
         masks: dict[int, np.ndarray] = {}  # padded voxels outside the array (constant mode)
+        takes: dict[int, np.ndarray] = {}  # per axis: the block's local index of every voxel the op reads
+        fills: list = []  # (axis, outside mask, cval): set after the gather
         for ax, a in enumerate(op.in_axes):
             if a in strides and a not in full:
                 lo, hi = halo.get(a, (0, 0))
@@ -307,13 +361,9 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
                     loc = np.zeros(want.size, dtype=np.int64)
                     loc[used] = _local_index(have[a], want[used])
                 outside = loc < 0
-                u = _take(u, ax, np.where(outside, 0, loc))
+                takes[ax] = np.where(outside, 0, loc)
                 if outside.any():
-                    if not getattr(u.flags, "writeable", True) or u.base is not None:
-                        u = u.copy()
-                    sl = [slice(None)] * u.ndim
-                    sl[ax] = outside
-                    u[tuple(sl)] = cval
+                    fills.append((ax, outside, cval))
                     masks[ax] = outside
                 if len(out_t[a]) > 1:
                     valid[ax] = vsel_a
@@ -331,21 +381,24 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
                     coords[a] = raw[lo: raw.size - hi]
                 loc = _local_index(have[a], want)
                 outside = loc < 0
-                u = _take(u, ax, np.where(outside, 0, loc))
+                takes[ax] = np.where(outside, 0, loc)
                 if outside.any():
-                    if not getattr(u.flags, "writeable", True) or u.base is not None:  # CuPy: no writeable
-                        u = u.copy()
-                    sl = [slice(None)] * u.ndim
-                    sl[ax] = outside
-                    u[tuple(sl)] = cval
+                    fills.append((ax, outside, cval))
                     masks[ax] = outside
                 if len(out_t[a]) > 1:
                     valid[ax] = np.concatenate(vsel)
             elif a not in full:
-                u = _take(u, ax, _local_index(have[a], runs_to_array(out_t[a])))
+                takes[ax] = _local_index(have[a], runs_to_array(out_t[a]))
                 coords[a] = runs_to_array(out_t[a])
             else:
                 coords[a] = np.arange(n[a])
+        u = _take_all(u, takes)  # every axis' halo and boundary padding in one gather
+        for ax, outside, cval in fills:
+            if not getattr(u.flags, "writeable", True) or u.base is not None:  # a view (or CuPy: no writeable)
+                u = u.copy()
+            sl = [slice(None)] * u.ndim
+            sl[ax] = outside
+            u[tuple(sl)] = cval
         # ops whose values depend on where a voxel is (stochastic draws) get global coordinates of
         # every output index along each axis (entries between two runs are discarded afterwards)
         rows_ctx = rows_wanted and op.rows_context
