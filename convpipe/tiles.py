@@ -225,8 +225,8 @@ def _take_all(u: Any, takes: dict[int, np.ndarray]) -> Any:
 
     Per axis the longest run of consecutive indices is a slice; where every axis is a plain range the result
     is a view. Otherwise the block is allocated once, its middle (the runs of every axis) copied as one
-    slice, and the few padded slabs at its faces (the boundary mode's voxels) filled by fancy indexing: a
-    take per axis copied the whole block once per axis (three copies of a 3-D tile at an array corner).
+    slice, and the few padded slabs at its faces (the boundary mode's voxels) filled from it: a take per axis
+    copied the whole block once per axis (three copies of a 3-D tile at an array corner).
     """
     if not takes:
         return u
@@ -258,17 +258,24 @@ def _take_all(u: Any, takes: dict[int, np.ndarray]) -> Any:
         dst[ax] = slice(a, b)
         src[ax] = slice(int(takes[ax][a]), int(takes[ax][a]) + b - a)
     out[tuple(dst)] = u[tuple(src)]
-    # the faces: along each axis the indices outside its run, across every index of the other axes
+    # the faces, axis by axis as numpy.pad fills them: a face index that the axis' run holds is copied from
+    # the block itself (over the whole extent of the axes done before, so corners come out right); others
+    # (wrap across the tile) from ``u`` by fancy indexing
     full = [takes.get(ax, np.arange(u.shape[ax])) for ax in range(u.ndim)]
     for ax, (a, b) in runs.items():
+        base = int(takes[ax][a])
         for lo, hi in ((0, a), (b, takes[ax].size)):
             if hi <= lo:
                 continue
-            sel = [f for f in full]
-            sel[ax] = takes[ax][lo:hi]
+            v = takes[ax][lo:hi]
             d = [slice(None)] * u.ndim
             d[ax] = slice(lo, hi)
-            out[tuple(d)] = u[np.ix_(*sel)]
+            if np.all((v >= base) & (v < base + b - a)):
+                out[tuple(d)] = np.take(out, a + (v - base), axis=ax)
+            else:
+                sel = list(full)
+                sel[ax] = v
+                out[tuple(d)] = u[np.ix_(*sel)]
     return out
 
 
