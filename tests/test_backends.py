@@ -379,7 +379,7 @@ def _make_fake_modules() -> dict[str, types.ModuleType]:
     cp.get_array_module = lambda *a: cp if any(isinstance(x, FakeArray) for x in a) else np
     cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
     for n in ("take", "stack", "concatenate", "clip", "nan_to_num", "where", "sqrt", "abs", "arctan2", "isnan",
-              "isfinite", "add", "maximum", "minimum", "matmul", "moveaxis", "exp", "tanh", "reciprocal", "negative"):
+              "isfinite", "add", "subtract", "maximum", "minimum", "matmul", "moveaxis", "exp", "tanh", "reciprocal", "negative"):
         setattr(cp, n, getattr(np, n))  # the numpy function; FakeArray's protocols route the call
 
     class _Stream:

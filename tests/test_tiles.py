@@ -9,6 +9,8 @@ import itertools
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convpipe.tiles import (
     _array_to_runs,
@@ -179,3 +181,44 @@ def test_dilate_modes_differ_where_they_should():
     assert dilate(core, 3, 0, n, "mirror") == ((0, 4),)
     assert dilate(((4, 6),), 2, 1, n, "wrap") == ((2, 7),)
     assert dilate(((0, n),), 50, 50, n, "wrap") == ((0, n),)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_take_equals_numpy_take_for_any_index_runs(data):
+    """tiles._take (a view for a range, a slice copy plus the ends for a padded range) is np.take, whatever
+    the runs: reflected, wrapped and repeated ends, a reversed axis, gaps."""
+    from convpipe.tiles import _take
+
+    shape = data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=3))
+    u = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    ax = data.draw(st.integers(0, len(shape) - 1))
+    n = shape[ax]
+    parts = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n), st.booleans()), min_size=1,
+                               max_size=4))
+    idx = np.concatenate([np.arange(a, max(a, b))[::-1] if rev else np.arange(a, max(a, b)) for a, b, rev in parts]
+                         + [np.zeros(0, np.int64)]).astype(np.int64)
+    got = _take(u, ax, idx)
+    assert np.array_equal(got, np.take(u, idx, axis=ax))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_take_all_equals_numpy_take_per_axis(data):
+    """tiles._take_all (one copy: the runs' middle as a slice, the padded faces by fancy indexing) equals one
+    np.take per axis, for any index runs on any subset of the axes."""
+    from convpipe.tiles import _take_all
+
+    shape = data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
+    u = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    takes = {}
+    for ax in data.draw(st.sets(st.integers(0, len(shape) - 1))):
+        n = shape[ax]
+        parts = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, n), st.booleans()), min_size=1,
+                                   max_size=3))
+        takes[ax] = np.concatenate([np.arange(a, max(a + 1, b))[::-1] if rev else np.arange(a, max(a + 1, b))
+                                    for a, b, rev in parts]).astype(np.int64)
+    want = u
+    for ax, idx in takes.items():
+        want = np.take(want, idx, axis=ax)
+    assert np.array_equal(_take_all(u, takes), want)
