@@ -151,7 +151,7 @@ class Pipeline:
         progress : callable or bool, optional
             ``progress(done, total)``: the final pass's tiles this run computed, at most every 0.2 s and at
             the last tile. ``True``: a progress bar (rich's: a live widget in Jupyter, a bar on a terminal,
-            :class:`convpipe.progress.ProgressBar`). Without it the run prints nothing.
+            :class:`convpipe.cli.progress.ProgressBar`). Without it the run prints nothing.
         log : callable, optional
             ``log(message)`` for every log line and warning of the run.
         on_event : callable or iterable of callables, optional
@@ -170,7 +170,7 @@ class Pipeline:
         if log is not None:
             subscribers.append(log_subscriber(log))
         if progress is True:
-            from .progress import ProgressBar
+            from .cli.progress import ProgressBar
 
             with ProgressBar(spec.name) as bar:
                 return run_pipeline(spec, resume=resume, bus=EventBus([*subscribers, progress_subscriber(bar)]))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convpipe
-from convpipe.progress import ProgressBar
+from convpipe.cli.progress import ProgressBar
 
 K = np.arange(25, dtype=np.float64).reshape(5, 5)
 

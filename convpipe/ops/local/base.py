@@ -8,14 +8,21 @@ import numpy as np
 
 from ..base import Op
 
-try:
-    from scipy.ndimage._filters import _gaussian_kernel1d as _scipy_gauss1d
-except ImportError:  # pragma: no cover - private in scipy; keep our copy of its formula
-    _scipy_gauss1d = None
+
+
+def _scipy_gauss1d_fn() -> Any:
+    # imported on first use, not with the op: validating a spec binds its ops, and scipy.ndimage costs
+    # a quarter of a second of start-up that `convpipe validate` never needs
+    try:
+        from scipy.ndimage._filters import _gaussian_kernel1d
+    except ImportError:  # pragma: no cover - private in scipy; keep our copy of its formula
+        return None
+    return _gaussian_kernel1d
 
 
 def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
     """scipy.ndimage's 1-D Gaussian (derivative) weights, reversed as gaussian_filter1d uses them."""
+    _scipy_gauss1d = _scipy_gauss1d_fn()
     if _scipy_gauss1d is not None:
         w = _scipy_gauss1d(sigma, order, radius)
     else:  # pragma: no cover

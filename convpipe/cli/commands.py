@@ -1,4 +1,4 @@
-"""The ``convpipe`` command line: a thin typer app over the Python API.
+"""The ``convpipe`` app and its core commands (run, validate, explain, ops, schema, demo): thin over the API.
 
 User mistakes (bad specs, missing inputs, existing outputs) end with one line on stderr and exit 1;
 failures while running end with exit 2. Never a traceback for a user mistake.
@@ -15,9 +15,11 @@ from typing import Optional
 
 import typer
 
-from .errors import ConvpipeError, SpecErrors
+from ..errors import ConvpipeError, SpecErrors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from .lazy import LazyGroup  # noqa: E402
+
+app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative, chunk-exact image-processing pipelines over Zarr stacks.")
 
 
@@ -69,7 +71,7 @@ def _event_pipe():
     """
     import os
 
-    from .run.events import EVENTS_FD_ENV, JsonLinesWriter
+    from ..run.events import EVENTS_FD_ENV, JsonLinesWriter
 
     fd = os.environ.get(EVENTS_FD_ENV)
     if not fd:
@@ -95,9 +97,9 @@ def run(
     report: Optional[Path] = typer.Option(None, "--report", help="write an HTML run report"),
 ) -> None:
     """Run a pipeline: input Zarr -> steps -> output Zarr."""
-    from .api import load
-    from .errors import RunInterrupted
-    from .run.events import log_subscriber, progress_subscriber
+    from ..api import load
+    from ..errors import RunInterrupted
+    from ..run.events import log_subscriber, progress_subscriber
 
     pipe = _event_pipe()
     try:
@@ -125,14 +127,14 @@ def run(
         typer.echo(f"done: {res.output_url} was already complete; nothing to do")
         return
     vps = res.voxels_per_second
-    from .estimate import summary_suffix
+    from ..estimate import summary_suffix
 
     typer.echo(f"done: {res.output_url}  {res.elapsed:.2f} s, {vps / 1e6:.1f} Mvoxel/s, {res.tasks} tasks, "
                f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else "")
                + summary_suffix(res))
     if report is not None:
         try:
-            from .report import write_report
+            from ..report import write_report
         except ImportError:
             _err("warning: run reports are not available in this build; no report written")
         else:
@@ -147,7 +149,7 @@ def run(
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
     """Check a spec without touching data: exit 0 valid, 1 invalid (errors on stderr)."""
-    from .spec import load_spec
+    from ..spec import load_spec
 
     s = load_spec(spec)
     typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s)")
@@ -161,9 +163,9 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
-    from .api import load
+    from ..api import load
 
-    from .estimate import explain_json, explain_text
+    from ..estimate import explain_json, explain_text
 
     plan = load(spec).explain(input=input, cluster=cluster)
     typer.echo(json.dumps(explain_json(plan), indent=2) if as_json else explain_text(plan))
@@ -172,7 +174,7 @@ def explain(
 @app.command()
 def ops() -> None:
     """List every op with its parameters and defaults."""
-    from .params import catalog
+    from ..params import catalog
 
     for name, op in catalog().items():
         params = []
@@ -185,7 +187,7 @@ def ops() -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec."""
-    from .spec import json_schema
+    from ..spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -193,29 +195,28 @@ def schema() -> None:
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-out"), "--out", help="folder for sample data and outputs")) -> None:
     """Make sample data and run the example pipelines (no network)."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(out, echo=typer.echo)
 
 
-def _register_optional() -> None:
-    """Commands living in their own modules (each adds itself with ``register(app)``)."""
-    import importlib
+def _register() -> None:
+    """Commands living in their own modules of this package (each adds itself with ``register(app)``).
 
-    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify",
-                "convpipe.kernelview"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError as e:
-            if e.name and e.name.startswith("convpipe"):
-                continue  # that part is not in this build
-            raise
-        reg = getattr(m, "register", None)
-        if reg is not None:
-            reg(app)
+    Each module imports only typer at its top, so registering them all costs nothing at start-up; ``bench``
+    needs its registries for its help texts and is loaded only when run (:class:`_LazyGroup`).
+    """
+    from . import bench, ingest, kernel, preview, service, verify
+
+    for mod in (preview, ingest):
+        mod.register(app)
+    bench.register_stub(app)
+    service.register(app)
+    verify.register(app)
+    kernel.register(app)
 
 
-_register_optional()
+_register()
 
 
 def main(argv: list[str] | None = None) -> int:
