@@ -6,16 +6,19 @@ failures while running end with exit 2. Never a traceback for a user mistake.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from ..errors import ConvpipeError, SpecErrors
+from ..errors import ConvpipeError, SpecError, SpecErrors
 
 from .lazy import LazyGroup  # noqa: E402
 
@@ -85,6 +88,56 @@ def _event_pipe():
         return None
 
 
+def _cli_url(value: str | None) -> str | None:
+    """A ``--input`` / ``--output`` value as the run gets it: a relative path resolves against the working
+    directory (SPEC.md: URLs given on the command line), not against the spec's folder; URLs pass as given."""
+    if value is None or "://" in value:
+        return value
+    import os
+
+    return os.path.abspath(os.path.expanduser(value))
+
+
+_SPEC_FIELD = re.compile(r"^(input|output)\.url(?: \(line \d+\))?: ")
+
+
+@contextlib.contextmanager
+def _name_the_flags(**flags: str | None) -> Iterator[None]:
+    """An error about ``input.url`` / ``output.url`` names ``--input`` / ``--output`` when the flag gave the
+    value: the spec's line is not where the value came from."""
+    try:
+        yield
+    except ConvpipeError as e:
+        def fix(err: Any) -> None:
+            if isinstance(err, SpecError) and err.path in ("input.url", "output.url") and flags.get(err.path[:-4]):
+                err.path, err.line = f"--{err.path[:-4]}", None
+                err.args = (err.format(),)
+            elif not isinstance(err, SpecError):
+                m = _SPEC_FIELD.match(str(err))
+                if m and flags.get(m.group(1)):
+                    err.args = (f"--{m.group(1)} {str(err)[m.end():]}",)
+
+        for err in (e.errors if isinstance(e, SpecErrors) else [e]):
+            fix(err)
+        raise
+
+
+def _backend_note_matters(spec: Any, flag: str | None) -> bool:
+    """Whether "backend auto chose cpu" tells the user anything: they asked for ``auto`` themselves (the
+    flag or the spec), or CuPy is installed (so a GPU was possible). The default on a machine without CuPy
+    says nothing new."""
+    import importlib.util
+
+    asked = flag or ((spec.raw.get("execution") or {}).get("backend") if isinstance(spec.raw, dict) else None)
+    return asked == "auto" or importlib.util.find_spec("cupy") is not None
+
+
+def _quiet_auto_cpu(write: Callable[[str], Any], matters: bool) -> Callable[[str], Any]:
+    if matters:
+        return write
+    return lambda msg: None if msg.startswith("backend auto chose cpu") else write(msg)
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="pipeline spec (YAML or JSON)"),
@@ -104,9 +157,10 @@ def run(
     pipe = _event_pipe()
     try:
         p = load(spec)
-        with _Progress(p.spec.name) as prog:
-            subscribers = [log_subscriber(_err), progress_subscriber(prog)] + ([pipe] if pipe else [])
-            res = p.run(input=input, output=output, cluster=cluster, backend=backend,
+        log = _quiet_auto_cpu(_err, _backend_note_matters(p.spec, backend))
+        with _Progress(p.spec.name) as prog, _name_the_flags(input=input, output=output):
+            subscribers = [log_subscriber(log), progress_subscriber(prog)] + ([pipe] if pipe else [])
+            res = p.run(input=_cli_url(input), output=_cli_url(output), cluster=cluster, backend=backend,
                         overwrite=True if overwrite else None, resume=resume, on_event=subscribers)
     except RunInterrupted as e:  # caught here: typer turns a KeyboardInterrupt into a bare exit 130
         if e.written is None:
@@ -158,16 +212,19 @@ def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
 @app.command()
 def explain(
     spec: Path = typer.Argument(..., help="pipeline spec"),
-    input: Optional[str] = typer.Option(None, "--input"),
-    cluster: Optional[str] = typer.Option(None, "--cluster"),
+    input: Optional[str] = typer.Option(None, "--input", help="override input.url"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="threads | processes | local:N | tcp://... | profile:NAME"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
     from ..api import load
-
     from ..estimate import explain_json, explain_text
 
-    plan = load(spec).explain(input=input, cluster=cluster)
+    p = load(spec)
+    with _name_the_flags(input=input):
+        plan = p.explain(input=_cli_url(input), cluster=cluster)
+    if (plan.backend_note or "").startswith("auto chose cpu") and not _backend_note_matters(p.spec, None):
+        plan.backend_note = None
     typer.echo(json.dumps(explain_json(plan), indent=2) if as_json else explain_text(plan))
 
 

@@ -1,9 +1,13 @@
-"""A typer group whose heavy commands load only when run.
+"""A typer group whose heavy commands load only when run, and whose help shows no type noise.
 
 ``convpipe bench`` names its registered cases, contenders and extra rows in its help texts, and
 importing those registries loads the whole benchmark (numpy, scipy, dask, zarr). The root ``--help``
 lists it from a stub that carries only its one-line help; the real command replaces the stub when the
 command is resolved to run it (or to show its own ``--help``).
+
+typer's help labels every parameter with its Python type (``--overwrite <bool>``, ``--index <list[str]>``,
+``SPEC <path>``). :func:`tidy` replaces those labels with click's: nothing for a flag or an argument (its
+name says what it is), ``TEXT``, ``INTEGER``, ``PATH``, ... for an option's value.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class LazyGroup(TyperGroup):
     _listing = False
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        tidy(self)
         # listing the commands asks for each one's short help only: the stubs have it
         self._listing = True
         try:
@@ -38,4 +43,45 @@ class LazyGroup(TyperGroup):
             cmd = importlib.import_module(LAZY[cmd_name]).build()
             cmd._stub = False
             self.commands[cmd_name] = cmd
+        if cmd is not None:
+            tidy(cmd)
         return cmd
+
+
+_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "bool": None}
+
+
+def _label(param: Any, ctx: Any) -> str | None:
+    if getattr(param, "param_type_name", "") == "argument" or getattr(param, "is_flag", False) \
+            or getattr(param, "count", False):
+        return None
+    shown = str(type(param).display_type(param, ctx) or "").strip("<>")  # typer's "<list[str]>"
+    if shown.startswith("list[") and shown.endswith("]"):
+        shown = shown[5:-1]  # a repeatable option takes one value each time (its help says "repeatable")
+    shown = shown.removesuffix(" range")  # "int range": typer adds the range itself ("[x>=1]")
+    return _NAMES.get(shown, shown.upper() if shown.isidentifier() else shown)
+
+
+def _tidy_param(param: Any) -> Any:
+    if getattr(param, "_tidy", False):
+        return param
+    param._tidy = True
+    if getattr(param, "param_type_name", "") == "argument" and param.metavar is None:
+        param.metavar = param.name.upper()  # SPEC, as SPEC.md writes the usage
+    # instance attributes shadow typer's methods: the rich help and the plain one both ask them
+    param.display_type_rich = lambda ctx, _p=param: _label(_p, ctx)
+    if getattr(param, "param_type_name", "") == "option":
+        param.display_type = lambda ctx, _p=param: _label(_p, ctx) or ""
+    return param
+
+
+def tidy(cmd: Any) -> Any:
+    """Give ``cmd``'s parameters (its ``--help`` and, for a group, its subcommands') click's help labels."""
+    if getattr(cmd, "_tidy", False):
+        return cmd
+    cmd._tidy = True
+    get_params = cmd.get_params  # the --help option is made anew by each call: tidy what it returns
+    cmd.get_params = lambda ctx: [_tidy_param(p) for p in get_params(ctx)]
+    for sub in getattr(cmd, "commands", {}).values():
+        tidy(sub)
+    return cmd
