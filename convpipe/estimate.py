@@ -277,10 +277,11 @@ def explain_json(plan: Any) -> dict[str, Any]:
 
 def explain_text(plan: Any) -> str:
     """The plan as ``explain`` prints it, with this machine's estimate as its last line."""
+    from .humanize import duration
     from .plan import _fmt_bytes
 
     e = estimate(plan)
-    return (str(plan) + f"\n  estimate  {e['seconds']:.1f} s, peak {_fmt_bytes(e['peak_memory_bytes'])} per worker "
+    return (str(plan) + f"\n  estimate  {duration(e['seconds'])}, peak {_fmt_bytes(e['peak_memory_bytes'])} per worker "
             "(costs measured on this machine)")
 
 

@@ -229,10 +229,18 @@ def explain(
 
 
 @app.command()
-def ops() -> None:
-    """List every op with its parameters and defaults."""
+def ops(name: Optional[str] = typer.Argument(None, help="one op: its parameters' meanings, units, keys and values")) -> None:
+    """List every op with its parameters and defaults (or describe one op)."""
     from ..params import catalog
 
+    if name is not None:
+        from ..errors import InputError
+        from ..params.describe import describe_op, suggest
+
+        if name not in catalog():
+            raise InputError(f"unknown op {name!r}{suggest(name, list(catalog()))} (convpipe ops lists them)")
+        typer.echo(describe_op(name))
+        return
     for name, op in catalog().items():
         params = []
         for fname, f in op.Params.model_fields.items():
