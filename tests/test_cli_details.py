@@ -323,3 +323,26 @@ def test_only_the_cli_package_imports_typer_rich_click_or_argparse():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             offenders += [f"{rel}:{node.lineno} {n}" for n in names if n.split(".")[0] in FRAMEWORKS]
     assert not offenders, offenders
+
+
+def test_the_catalog_families_list_exactly_their_entries():
+    """params.FAMILIES names each family's ops without importing it; each family defines exactly those."""
+    import importlib
+
+    from convpipe import params
+
+    for family, names in params.FAMILIES.items():
+        mod = importlib.import_module(f"convpipe.params.{family}")
+        assert sorted(e.name for e in mod.ENTRIES) == sorted(names), family
+    assert sorted(params.names()) == sorted(n for ns in params.FAMILIES.values() for n in ns)
+
+
+def test_validating_a_spec_loads_only_the_families_it_uses():
+    code = ("from convpipe.spec import load_spec\nload_spec(sys.argv[1])\n"
+            "fams = sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('convpipe.params.') "
+            "and m.rsplit('.', 1)[1] not in ('base', 'describe'))\nprint('FAMILIES', fams)")
+    r = subprocess.run([sys.executable, "-c", "import sys\n" + code, "pipelines/edges.yaml"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    fams = eval(r.stdout.split("FAMILIES", 1)[1])  # noqa: S307 - our own print of a list of names
+    assert "local" in fams and not {"features", "morphology", "objects", "spectral"} & set(fams), fams
