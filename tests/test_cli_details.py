@@ -346,3 +346,18 @@ def test_validating_a_spec_loads_only_the_families_it_uses():
     assert r.returncode == 0, r.stderr
     fams = eval(r.stdout.split("FAMILIES", 1)[1])  # noqa: S307 - our own print of a list of names
     assert "local" in fams and not {"features", "morphology", "objects", "spectral"} & set(fams), fams
+
+
+@given(st.floats(min_value=0.05, max_value=60), st.integers(min_value=0, max_value=4),
+       st.sampled_from([2.0, 3.0, 4.0]))
+def test_gaussian_weights_are_scipys_bit_for_bit(sigma, order, truncate):
+    """ops.local.base computes scipy.ndimage's Gaussian weights itself (explain must not import scipy);
+    they are scipy's, bit for bit."""
+    filters = pytest.importorskip("scipy.ndimage._filters")
+    if not hasattr(filters, "_gaussian_kernel1d"):
+        pytest.skip("scipy's private _gaussian_kernel1d is gone; compare with gaussian_filter1d instead")
+    from convpipe.ops.local.base import gaussian_kernel1d
+
+    radius = int(truncate * sigma + 0.5)
+    want = filters._gaussian_kernel1d(sigma, order, radius)[::-1]
+    assert np.array_equal(gaussian_kernel1d(sigma, order, radius), want)

@@ -285,8 +285,11 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``convpipe ARGS``: run the command, print a user error as one line; the exit code."""
+    from .lazy import lazy_root
+
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = lazy_root(app).main(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(n) inside a command comes back as its code
             return rv
     except SpecErrors as e:

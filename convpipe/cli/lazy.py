@@ -17,7 +17,7 @@ from typing import Any
 
 from typer.core import TyperGroup
 
-__all__ = ["LAZY", "LazyGroup"]
+__all__ = ["LAZY", "LazyGroup", "lazy_root", "tidy"]
 
 #: command name -> module of this package whose ``build()`` returns the real click command
 LAZY = {"bench": "convpipe.cli.bench"}
@@ -39,6 +39,9 @@ class LazyGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and not self._listing and getattr(cmd, "_build", None) is not None:
+            cmd = cmd._build()  # a stub of lazy_root: typer builds the real command now
+            self.commands[cmd_name] = cmd
         if cmd is not None and cmd_name in LAZY and not self._listing and getattr(cmd, "_stub", True):
             cmd = importlib.import_module(LAZY[cmd_name]).build()
             cmd._stub = False
@@ -85,3 +88,37 @@ def tidy(cmd: Any) -> Any:
     for sub in getattr(cmd, "commands", {}).values():
         tidy(sub)
     return cmd
+
+
+def lazy_root(app: Any) -> LazyGroup:
+    """The click group of ``app`` whose commands are built when resolved, not all at start-up.
+
+    typer builds every command of an app (signature, annotations, one click parameter each) before it
+    parses the command line: for convpipe's 18 commands that is most of ``validate``'s time after the
+    imports. Here each command is a stub holding its help (what the root ``--help`` lists) and a builder;
+    :meth:`LazyGroup.get_command` swaps in the real command (typer's own, from the same registration)
+    when the command line names it.
+    """
+    import inspect
+
+    from typer.core import TyperCommand
+    from typer.main import get_command_from_info, get_command_name, get_group_from_info
+
+    short, markup = app.pretty_exceptions_short, app.rich_markup_mode
+    root = LazyGroup(name=None, help=inspect.cleandoc(app.info.help or ""), no_args_is_help=True,
+                     rich_markup_mode=markup)
+    for ci in app.registered_commands:
+        name = ci.name or get_command_name(ci.callback.__name__)
+        text = inspect.cleandoc(ci.help) if ci.help is not None else inspect.getdoc(ci.callback)
+        stub = TyperCommand(name=name, help=text, short_help=ci.short_help, hidden=ci.hidden,
+                            rich_markup_mode=markup, rich_help_panel=ci.rich_help_panel, add_help_option=False)
+        stub._build = (lambda ci=ci: get_command_from_info(ci, pretty_exceptions_short=short, rich_markup_mode=markup))
+        root.commands[name] = stub
+    for gi in app.registered_groups:
+        sub = gi.typer_instance
+        stub = TyperCommand(name=gi.name, help=inspect.cleandoc(gi.help or sub.info.help or ""),
+                            rich_markup_mode=markup, add_help_option=False)
+        stub._build = (lambda gi=gi: get_group_from_info(gi, pretty_exceptions_short=short, rich_markup_mode=markup,
+                                                         suggest_commands=app.suggest_commands))
+        root.commands[gi.name] = stub
+    return root
