@@ -361,3 +361,10 @@ def test_gaussian_weights_are_scipys_bit_for_bit(sigma, order, truncate):
     radius = int(truncate * sigma + 0.5)
     want = filters._gaussian_kernel1d(sigma, order, radius)[::-1]
     assert np.array_equal(gaussian_kernel1d(sigma, order, radius), want)
+
+
+def test_memory_limit_is_distributeds_without_importing_distributed():
+    code = ("from convpipe.sysinfo import memory_limit\nm = memory_limit()\nassert 'distributed' not in sys.modules\n"
+            "import distributed.system\nassert m == distributed.system.MEMORY_LIMIT, (m, distributed.system.MEMORY_LIMIT)")
+    r = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
