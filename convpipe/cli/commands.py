@@ -269,7 +269,8 @@ def _register() -> None:
     """Commands living in their own modules of this package (each adds itself with ``register(app)``).
 
     Each module imports only typer at its top, so registering them all costs nothing at start-up; ``bench``
-    needs its registries for its help texts and is loaded only when run (:class:`_LazyGroup`).
+    needs its registries for its help texts and is loaded only when run (:class:`.lazy.LazyGroup`); :func:`main`
+    builds only the command the line names (:func:`.lazy.lazy_root`).
     """
     from . import bench, ingest, kernel, preview, service, verify
 
