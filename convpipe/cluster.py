@@ -133,9 +133,9 @@ class ClusterHandle:
 def total_memory() -> int:
     """The memory this process may use, as Dask sees it: the least of the machine's memory, the cgroup limit
     (a container's, a Kubernetes pod's) and ``RLIMIT_RSS``; plans split it between workers."""
-    from distributed.system import MEMORY_LIMIT
+    from .sysinfo import memory_limit  # distributed.system's MEMORY_LIMIT, without `import distributed`
 
-    return int(MEMORY_LIMIT)
+    return memory_limit()
 
 
 def cpu_count() -> int:

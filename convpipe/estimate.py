@@ -164,10 +164,11 @@ def explain_json(plan: Any) -> dict[str, Any]:
 
 def explain_text(plan: Any) -> str:
     """The plan as ``explain`` prints it, with this machine's estimate as its last line."""
-    from dask.utils import format_bytes
+    from .humanize import duration
+    from dask.utils import format_bytes as _fmt_bytes
 
     e = estimate(plan)
-    return (str(plan) + f"\n  estimate  {e['seconds']:.1f} s, peak {format_bytes(int(e['peak_memory_bytes']))} per worker "
+    return (str(plan) + f"\n  estimate  {duration(e['seconds'])}, peak {_fmt_bytes(e['peak_memory_bytes'])} per worker "
             "(costs measured on this machine)")
 
 

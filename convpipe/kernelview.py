@@ -12,7 +12,7 @@ convolution of the two) and its frequency response. ``explain`` names the compos
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -186,23 +186,3 @@ def draw_png(views: list[KernelView], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def register(app: Any) -> None:
-    import typer
-
-    @app.command("kernel")
-    def kernel(
-        spec: Path = typer.Argument(..., help="pipeline spec"),
-        step: Optional[int] = typer.Option(None, "--step", help="only steps[N] (from 0)"),
-        png: Optional[Path] = typer.Option(None, "--png", help="draw the kernels and |frequency response|"),
-    ) -> None:
-        """Show each step's resolved kernel (after normalisation) and the composite of fused linear runs."""
-        from .spec import load_spec
-
-        s = load_spec(spec)
-        text, views = kernel_report(s, step)
-        typer.echo(text)
-        if png is not None:
-            draw_png(views, png)
-            typer.echo(f"png: {png}")

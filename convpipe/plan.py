@@ -14,6 +14,7 @@ import numpy as np
 
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
+from .humanize import duration
 from .limits import check_padded_blocks
 from .channels import follow, summary
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
@@ -221,12 +222,12 @@ class Plan:
             for note in p.notes:
                 lines.append(f"    {note}")
             lines.append(f"    est. time {p.est_seconds_per_task * 1e3:.0f} ms per task, "
-                         f"{p.est_seconds_per_task * p.n_tiles / max(self.workers, 1):.1f} s total")
+                         f"{duration(p.est_seconds_per_task * p.n_tiles / max(self.workers, 1))} total")
         n = self.tasks
         work = sum(p.est_seconds_per_task * p.n_tiles for p in self.passes)
         lines.append(f"  graph     {n} tasks: ~{n * _GRAPH_S_PER_TASK:.1f} s to build, "
                      f"~{_fmt_bytes(n * _SCHED_BYTES_PER_TASK)} of scheduler memory")
-        lines.append(f"  est. run  {work / max(self.workers, 1) + n * _SCHED_S_PER_TASK / max(self.workers, 1):.1f} s "
+        lines.append(f"  est. run  {duration(work / max(self.workers, 1) + n * _SCHED_S_PER_TASK / max(self.workers, 1))} "
                      f"on {self.workers} CPU workers ({work:.0f} CPU-seconds of work, "
                      f"{n * _SCHED_S_PER_TASK:.0f} s of scheduler overhead)")
         for w in self.warnings:

@@ -2,7 +2,9 @@
 Jupyter, as a live output widget (rich needs ``ipywidgets`` there; without it an HTML ``<progress>`` element
 is updated in place through IPython's display handle instead).
 
-Only a caller that asks for progress gets one: the library itself never prints.
+Only a caller that asks for progress gets one: the library itself never prints. The one module outside
+``convpipe/cli`` that imports rich (inside its functions): the API draws this bar, and the API sits below the
+command line.
 """
 
 from __future__ import annotations

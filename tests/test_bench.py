@@ -23,6 +23,7 @@ from convpipe.bench import extra as bench_extra
 from convpipe.bench.contenders import create_output
 from convpipe.bench.data import oracle_on_region
 from convpipe.bench.render import fmt_bytes
+from convpipe.cli import bench as bench_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 REL_TOL = 1e-4
@@ -38,7 +39,7 @@ def _convpipe_api() -> bool:
 
 def _app() -> typer.Typer:
     app = typer.Typer(add_completion=False)
-    bench.register(app)
+    bench_cli.register(app)
 
     @app.command("noop")  # a second command, so `bench` is a subcommand as in the main CLI
     def noop() -> None:

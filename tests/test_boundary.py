@@ -360,7 +360,7 @@ def test_http_answers_tell_nothing_about_outside_files(served):
 
 
 def test_serve_refuses_a_cluster_address_without_a_port(tmp_path, capsys):
-    from convpipe.service.cli import main
+    from convpipe.cli.service import main
 
     token = tmp_path / "token.txt"
     token.write_text("x" * 32)

@@ -17,7 +17,7 @@ import zarr
 import convpipe
 from convpipe.client import ServiceClient, ServiceError
 from convpipe.errors import InputError, SpecError, SpecErrors
-from convpipe.service.cli import main as service_main
+from convpipe.cli.service import main as service_main
 from convpipe.service.testing import RunningService, running_service
 
 

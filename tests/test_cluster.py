@@ -177,7 +177,7 @@ def test_missing_extra_names_what_to_install(monkeypatch, profile, extra):
 
 
 def test_cluster_commands(capsys):
-    from convpipe.service.cli import main
+    from convpipe.cli.service import main
 
     if importlib.util.find_spec("dask_jobqueue") is not None:  # the batch script is dask-jobqueue's
         assert main(["cluster", "script", "profile:slurm"]) == 0
@@ -229,7 +229,7 @@ def test_cluster_show_and_explain_agree_on_memory_per_worker(cluster, image, cap
     (`threads` once showed the whole machine's memory while explain planned with a thread's share)."""
     from dask.utils import format_bytes
 
-    from convpipe.service.cli import main
+    from convpipe.cli.service import main
 
     assert main(["cluster", "show", cluster]) == 0
     shown = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines() if ":" in line)

@@ -109,7 +109,7 @@ def test_service_deployment_reads_its_token_from_a_secret():
     import typer
     from typer.testing import CliRunner
 
-    from convpipe.service.cli import register
+    from convpipe.cli.service import register
 
     app = typer.Typer()
     register(app)
@@ -209,7 +209,7 @@ def test_slurm_script_without_dask_jobqueue_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_jobqueue.slurm", None)
     with pytest.raises(InputError, match=r"dask-jobqueue, which is not installed: pip install 'convpipe\[slurm\]'$"):
         cluster_script("profile:slurm")
-    from convpipe.service.cli import main
+    from convpipe.cli.service import main
 
     assert main(["cluster", "script", "profile:slurm"]) == 1  # the CLI's one line, no traceback
 

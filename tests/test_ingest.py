@@ -15,7 +15,8 @@ import zarr
 from typer.testing import CliRunner
 
 from convpipe.errors import InputError, OutputExistsError
-from convpipe.ingest import expand_paths, ingest, parse_chunks, register
+from convpipe.cli.ingest import register
+from convpipe.ingest import expand_paths, ingest, parse_chunks
 from convpipe.ome import open_level
 
 RNG = np.random.default_rng(7)

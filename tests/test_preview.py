@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from convpipe.errors import InputError
 from convpipe.ome import write_multiscales
-from convpipe.preview import parse_index, read_plane, register, render_preview
+from convpipe.cli.preview import register
+from convpipe.preview import parse_index, read_plane, render_preview
 
 
 @pytest.fixture

@@ -379,7 +379,7 @@ def test_load_50_concurrent_jobs(tmp_path, data, record_property):
 
 
 def test_bad_setups_are_refused_at_start(svc, data, tmp_path, capsys):
-    from convpipe.service.cli import main
+    from convpipe.cli.service import main
 
     token = tmp_path / "token.txt"
     token.write_text("x" * 32)

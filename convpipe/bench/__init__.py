@@ -33,7 +33,8 @@ Modules: :mod:`.registry` (config, cases and contenders registries), :mod:`.case
 :mod:`.data` (input, check region, oracle), :mod:`.harness` (the timed rounds), :mod:`.extra` and
 :mod:`.child` (the extra suite and its measurement subprocesses), :mod:`.objects` (the extra suite's
 ``label`` and ``regionprops`` rows against dask-image, scipy and skimage), :mod:`.gpu` (GPU vs CPU),
-:mod:`.render` (tables), :mod:`.command` (the ``bench`` command). Peak RSS is sampled by the run
+:mod:`.render` (text pieces of the report); the ``bench`` command and its rich tables are
+:mod:`convpipe.cli.bench` and :mod:`convpipe.cli.bench_tables`. Peak RSS is sampled by the run
 monitor's :class:`convpipe.monitor.RssSampler`.
 """
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 from . import cases, contenders  # noqa: F401 - importing them registers the cases and the contenders
 from . import objects  # noqa: F401 - the label / regionprops rows of the extra suite
 from .cases import FFT_LOWPASS, fft_lowpass_mask, fft_lowpass_planes
-from .command import bench, register
 from .data import check_region, ensure_input
 from .extra import EXTRA_ROWS, ExtraCtx, extra_row, run_extra
 from . import layers  # noqa: F401,E402 - registers the extra row conv_layer (issue 15)
@@ -50,13 +50,13 @@ from . import service  # noqa: F401,E402 - registers the extra row service (jobs
 from .harness import run_benchmark
 from .registry import (CASES, CONTENDERS, DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, NA, QUICK_CHUNKS,
                        QUICK_SHAPE, BenchConfig, Case, Contender, Ctx, Outcome, Skip, add_case, contender)
-from .render import render_extra_table, render_notes, render_table
+from .render import render_notes
 
 __all__ = [
     "CASES", "CONTENDERS", "DEFAULT_CHUNKS", "DEFAULT_PIPELINES", "DEFAULT_SHAPE", "EXTRA_ROWS", "FFT_LOWPASS", "NA",
     "QUICK_CHUNKS", "QUICK_SHAPE", "BenchConfig", "Case", "Contender", "Ctx", "ExtraCtx", "Outcome", "Skip",
-    "add_case", "bench", "check_region", "contender", "ensure_input", "extra_row", "fft_lowpass_mask",
-    "fft_lowpass_planes", "register", "render_extra_table", "render_notes", "render_table", "run_benchmark",
+    "add_case", "check_region", "contender", "ensure_input", "extra_row", "fft_lowpass_mask",
+    "fft_lowpass_planes", "render_notes", "run_benchmark",
     "run_extra",
 ]
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..monitor import RssSampler
 from .contenders import compute_threads
 from .data import check_output, check_region, describe_output, disk_usage, ensure_input, oracle_on_region, remove, to_zarr
-from .render import fmt, fmt_bytes
+from .render import fmt, fmt_bytes, markup_escape
 from .machine import cpu_count, cpu_seconds, loadavg, release_memory, total_ram, versions
 from .registry import CASES, CONTENDERS, NA, REPORT_VERSION, BenchConfig, Case, Contender, Ctx, Skip
 
@@ -150,9 +150,8 @@ def run_benchmark(config: BenchConfig, console: Any = None, *, progress: bool = 
                 say(f"  {r['times'][-1]:.2f} s (best {r['seconds']:.2f}), tasks {fmt(r['tasks'], 'd')}, "
                     f"peak RSS {fmt_bytes(r['peak_rss'])}, max|Δ| {fmt(r['max_abs_diff'], '.3g')}")
             else:
-                from rich.markup import escape  # a reason is text: "convpipe[gpu]" is no style tag
-
-                say(f"  [red]{r['status']}: {escape(str(r.get('reason')))}[/]")
+                # a reason is text: "convpipe[gpu]" is no style tag
+                say(f"  [red]{r['status']}: {markup_escape(str(r.get('reason')))}[/]")
     report["machine"]["loadavg_end"] = loadavg()
     report["rows"] = [sl["row"] for sl in slots]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dask.array as da
 import numpy as np
+
+if TYPE_CHECKING:  # dask.array loads with the first level built, not with convpipe.ome (explain reads metadata)
+    import dask.array as da
 
 __all__ = ["downsample_level", "pyramid_transforms"]
 
@@ -116,6 +118,8 @@ def downsample_level(
     Chunks along ``y``/``x`` are first made even (except the last) so every 2x2 block lies in one
     chunk: no halo exchange is needed, and each output chunk depends on exactly one input chunk.
     """
+    from dask.base import tokenize
+
     if len(axes) != array.ndim:
         raise ValueError(f"axes {axes!r} do not match a {array.ndim}-D array")
     if "y" not in axes or "x" not in axes:
@@ -151,5 +155,5 @@ def downsample_level(
         dtype=dtype,
         chunks=out_chunks,
         meta=np.empty((0,) * array.ndim, dtype=dtype),
-        name="downsample-mean-" + da.core.tokenize(array.name, ya, xa, str(dtype)),
+        name="downsample-mean-" + tokenize(array.name, ya, xa, str(dtype)),
     )

@@ -8,31 +8,28 @@ import numpy as np
 
 from ..base import Op
 
-try:
-    from scipy.ndimage._filters import _gaussian_kernel1d as _scipy_gauss1d
-except ImportError:  # pragma: no cover - private in scipy; keep our copy of its formula
-    _scipy_gauss1d = None
-
 
 def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
-    """scipy.ndimage's 1-D Gaussian (derivative) weights, reversed as gaussian_filter1d uses them."""
-    if _scipy_gauss1d is not None:
-        w = _scipy_gauss1d(sigma, order, radius)
-    else:  # pragma: no cover
-        x = np.arange(-radius, radius + 1)
-        phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
-        phi /= phi.sum()
-        if order == 0:
-            w = phi
-        else:
-            exp_range = np.arange(order + 1)
-            q = np.zeros(order + 1)
-            q[0] = 1
-            d = np.diag(exp_range[1:], 1)
-            p = np.diag(np.ones(order) / -(sigma * sigma), -1)
-            for _ in range(order):
-                q = (d + p).dot(q)
-            w = (x[:, None] ** exp_range).dot(q) * phi
+    """scipy.ndimage's 1-D Gaussian (derivative) weights, reversed as gaussian_filter1d uses them.
+
+    scipy's own formula (``scipy.ndimage._filters._gaussian_kernel1d``), operation for operation, so the
+    weights are bit-identical (a test checks it against scipy's): computed here rather than imported, as
+    planning a chain calls it and ``explain`` must not pay scipy.ndimage's import (about a quarter second).
+    """
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    phi /= phi.sum()
+    if order == 0:
+        w = phi
+    else:
+        exp_range = np.arange(order + 1)
+        q = np.zeros(order + 1)
+        q[0] = 1
+        d = np.diag(exp_range[1:], 1)  # d @ q: q'(x)
+        p = np.diag(np.ones(order) / -(sigma * sigma), -1)  # p @ q: q(x) * p'(x), p(x) = -x^2 / (2 sigma^2)
+        for _ in range(order):
+            q = (d + p).dot(q)
+        w = (x[:, None] ** exp_range).dot(q) * phi
     return np.ascontiguousarray(w[::-1], dtype=np.float64)
 
 

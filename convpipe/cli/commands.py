@@ -1,4 +1,4 @@
-"""The ``convpipe`` command line: a thin typer app over the Python API.
+"""The ``convpipe`` app and its core commands (run, validate, explain, ops, schema, demo): thin over the API.
 
 User mistakes (bad specs, missing inputs, existing outputs) end with one line on stderr and exit 1;
 failures while running end with exit 2. Never a traceback for a user mistake.
@@ -6,18 +6,23 @@ failures while running end with exit 2. Never a traceback for a user mistake.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from .errors import ConvpipeError, SpecErrors
+from ..errors import ConvpipeError, SpecError, SpecErrors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from .lazy import LazyGroup  # noqa: E402
+
+app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative, chunk-exact image-processing pipelines over Zarr stacks.")
 
 
@@ -69,7 +74,7 @@ def _event_pipe():
     """
     import os
 
-    from .run.events import EVENTS_FD_ENV, JsonLinesWriter
+    from ..run.events import EVENTS_FD_ENV, JsonLinesWriter
 
     fd = os.environ.get(EVENTS_FD_ENV)
     if not fd:
@@ -81,6 +86,56 @@ def _event_pipe():
     except (ValueError, OSError) as e:
         _err(f"warning: {EVENTS_FD_ENV}={fd!r} is not an open file descriptor ({e}); no events are sent")
         return None
+
+
+def _cli_url(value: str | None) -> str | None:
+    """A ``--input`` / ``--output`` value as the run gets it: a relative path resolves against the working
+    directory (SPEC.md: URLs given on the command line), not against the spec's folder; URLs pass as given."""
+    if value is None or "://" in value:
+        return value
+    import os
+
+    return os.path.abspath(os.path.expanduser(value))
+
+
+_SPEC_FIELD = re.compile(r"^(input|output)\.url(?: \(line \d+\))?: ")
+
+
+@contextlib.contextmanager
+def _name_the_flags(**flags: str | None) -> Iterator[None]:
+    """An error about ``input.url`` / ``output.url`` names ``--input`` / ``--output`` when the flag gave the
+    value: the spec's line is not where the value came from."""
+    try:
+        yield
+    except ConvpipeError as e:
+        def fix(err: Any) -> None:
+            if isinstance(err, SpecError) and err.path in ("input.url", "output.url") and flags.get(err.path[:-4]):
+                err.path, err.line = f"--{err.path[:-4]}", None
+                err.args = (err.format(),)
+            elif not isinstance(err, SpecError):
+                m = _SPEC_FIELD.match(str(err))
+                if m and flags.get(m.group(1)):
+                    err.args = (f"--{m.group(1)} {str(err)[m.end():]}",)
+
+        for err in (e.errors if isinstance(e, SpecErrors) else [e]):
+            fix(err)
+        raise
+
+
+def _backend_note_matters(spec: Any, flag: str | None) -> bool:
+    """Whether "backend auto chose cpu" tells the user anything: they asked for ``auto`` themselves (the
+    flag or the spec), or CuPy is installed (so a GPU was possible). The default on a machine without CuPy
+    says nothing new."""
+    import importlib.util
+
+    asked = flag or ((spec.raw.get("execution") or {}).get("backend") if isinstance(spec.raw, dict) else None)
+    return asked == "auto" or importlib.util.find_spec("cupy") is not None
+
+
+def _quiet_auto_cpu(write: Callable[[str], Any], matters: bool) -> Callable[[str], Any]:
+    if matters:
+        return write
+    return lambda msg: None if msg.startswith("backend auto chose cpu") else write(msg)
 
 
 @app.command()
@@ -95,16 +150,17 @@ def run(
     report: Optional[Path] = typer.Option(None, "--report", help="write an HTML run report"),
 ) -> None:
     """Run a pipeline: input Zarr -> steps -> output Zarr."""
-    from .api import load
-    from .errors import RunInterrupted
-    from .run.events import log_subscriber, progress_subscriber
+    from ..api import load
+    from ..errors import RunInterrupted
+    from ..run.events import log_subscriber, progress_subscriber
 
     pipe = _event_pipe()
     try:
         p = load(spec)
-        with _Progress(p.spec.name) as prog:
-            subscribers = [log_subscriber(_err), progress_subscriber(prog)] + ([pipe] if pipe else [])
-            res = p.run(input=input, output=output, cluster=cluster, backend=backend,
+        log = _quiet_auto_cpu(_err, _backend_note_matters(p.spec, backend))
+        with _Progress(p.spec.name) as prog, _name_the_flags(input=input, output=output):
+            subscribers = [log_subscriber(log), progress_subscriber(prog)] + ([pipe] if pipe else [])
+            res = p.run(input=_cli_url(input), output=_cli_url(output), cluster=cluster, backend=backend,
                         overwrite=True if overwrite else None, resume=resume, on_event=subscribers)
     except RunInterrupted as e:  # caught here: typer turns a KeyboardInterrupt into a bare exit 130
         if e.written is None:
@@ -125,14 +181,14 @@ def run(
         typer.echo(f"done: {res.output_url} was already complete; nothing to do")
         return
     vps = res.voxels_per_second
-    from .estimate import summary_suffix
+    from ..estimate import summary_suffix
 
     typer.echo(f"done: {res.output_url}  {res.elapsed:.2f} s, {vps / 1e6:.1f} Mvoxel/s, {res.tasks} tasks, "
                f"{res.tiles} tiles" + (f" ({res.skipped_tiles} resumed)" if res.skipped_tiles else "")
                + summary_suffix(res))
     if report is not None:
         try:
-            from .report import write_report
+            from ..report import write_report
         except ImportError:
             _err("warning: run reports are not available in this build; no report written")
         else:
@@ -147,7 +203,7 @@ def run(
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
     """Check a spec without touching data: exit 0 valid, 1 invalid (errors on stderr)."""
-    from .spec import load_spec
+    from ..spec import load_spec
 
     s = load_spec(spec)
     typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s)")
@@ -156,24 +212,35 @@ def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
 @app.command()
 def explain(
     spec: Path = typer.Argument(..., help="pipeline spec"),
-    input: Optional[str] = typer.Option(None, "--input"),
-    cluster: Optional[str] = typer.Option(None, "--cluster"),
+    input: Optional[str] = typer.Option(None, "--input", help="override input.url"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="threads | processes | local:N | tcp://... | profile:NAME"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
-    from .api import load
+    from ..api import load
+    from ..estimate import explain_json, explain_text
 
-    from .estimate import explain_json, explain_text
-
-    plan = load(spec).explain(input=input, cluster=cluster)
+    p = load(spec)
+    with _name_the_flags(input=input):
+        plan = p.explain(input=_cli_url(input), cluster=cluster)
+    if (plan.backend_note or "").startswith("auto chose cpu") and not _backend_note_matters(p.spec, None):
+        plan.backend_note = None
     typer.echo(json.dumps(explain_json(plan), indent=2) if as_json else explain_text(plan))
 
 
 @app.command()
-def ops() -> None:
-    """List every op with its parameters and defaults."""
-    from .params import catalog
+def ops(name: Optional[str] = typer.Argument(None, help="one op: its parameters' meanings, units, keys and values")) -> None:
+    """List every op with its parameters and defaults (or describe one op)."""
+    from ..params import catalog
 
+    if name is not None:
+        from ..errors import InputError
+        from ..params.describe import describe_op, suggest
+
+        if name not in catalog():
+            raise InputError(f"unknown op {name!r}{suggest(name, list(catalog()))} (convpipe ops lists them)")
+        typer.echo(describe_op(name))
+        return
     for name, op in catalog().items():
         params = []
         for fname, f in op.Params.model_fields.items():
@@ -185,7 +252,7 @@ def ops() -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec."""
-    from .spec import json_schema
+    from ..spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -193,34 +260,37 @@ def schema() -> None:
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-out"), "--out", help="folder for sample data and outputs")) -> None:
     """Make sample data and run the example pipelines (no network)."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(out, echo=typer.echo)
 
 
-def _register_optional() -> None:
-    """Commands living in their own modules (each adds itself with ``register(app)``)."""
-    import importlib
+def _register() -> None:
+    """Commands living in their own modules of this package (each adds itself with ``register(app)``).
 
-    for mod in ("convpipe.preview", "convpipe.ingest", "convpipe.bench", "convpipe.service.cli", "convpipe.verify",
-                "convpipe.kernelview"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError as e:
-            if e.name and e.name.startswith("convpipe"):
-                continue  # that part is not in this build
-            raise
-        reg = getattr(m, "register", None)
-        if reg is not None:
-            reg(app)
+    Each module imports only typer at its top, so registering them all costs nothing at start-up; ``bench``
+    needs its registries for its help texts and is loaded only when run (:class:`.lazy.LazyGroup`); :func:`main`
+    builds only the command the line names (:func:`.lazy.lazy_root`).
+    """
+    from . import bench, ingest, kernel, preview, service, verify
+
+    for mod in (preview, ingest):
+        mod.register(app)
+    bench.register_stub(app)
+    service.register(app)
+    verify.register(app)
+    kernel.register(app)
 
 
-_register_optional()
+_register()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``convpipe ARGS``: run the command, print a user error as one line; the exit code."""
+    from .lazy import lazy_root
+
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = lazy_root(app).main(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(n) inside a command comes back as its code
             return rv
     except SpecErrors as e:

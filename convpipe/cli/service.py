@@ -1,8 +1,9 @@
 """Command-line parts of the job service: ``serve``, ``submit``, ``status``, ``cancel``, ``jobs`` and
 ``cluster script`` / ``cluster show``.
 
-:func:`register` adds them to convpipe's typer app. This module is imported by every ``convpipe``
-invocation, so it imports nothing heavy at module level (FastAPI, uvicorn, httpx load inside commands).
+:func:`register` adds them to convpipe's typer app; :func:`main` is ``python -m convpipe.service``. This
+module is imported by every ``convpipe`` invocation, so it imports nothing heavy at module level (FastAPI,
+uvicorn, httpx load inside commands).
 Errors are raised as :class:`~convpipe.errors.ConvpipeError`; the CLI's ``main`` prints them as one line.
 """
 
@@ -79,7 +80,7 @@ def serve(
     import uvicorn
 
     from ..cluster import check_cluster, describe
-    from .app import ServiceConfig, create_app
+    from ..service.app import ServiceConfig, create_app
 
     check_cluster(cluster)  # a bad --cluster (tcp://host without a port) is a start-up error, not a failure
     describe(cluster)       # of every job
@@ -127,7 +128,7 @@ class JobDidNotSucceed(ConvpipeError):
 
 
 def _error(job: dict[str, Any]) -> str | None:
-    from .store import error_text
+    from ..service.store import error_text
 
     return error_text(job.get("error"))
 
@@ -317,8 +318,6 @@ def register(app: typer.Typer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run only the service commands (``python -m convpipe.service``); errors become one line."""
-    import click
-
     from ..errors import SpecErrors
 
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -335,9 +334,14 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.ClickException as e:
-        e.show()
-        return e.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         return 130
+    except Exception as e:
+        if type(e).__name__ == "Abort":  # the bundled click's Abort (typer.Abort is another class)
+            return 130
+        # usage errors: typer raises its bundled copy of click's ClickException, older typers click's own
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            return e.exit_code
+        raise
     return 0

@@ -1,8 +1,12 @@
 """The ``convpipe bench`` command: options in, report out, one exit code (0 ok, 1 bad options, 2 a failure).
 
-:func:`bench` is the command's body (plain arguments, no CLI framework); :func:`register` adds it to a
-typer app, which is how ``convpipe.cli`` gets it. Three suites: ``main`` (the side-by-side table),
-``extra`` (the issue rows) and ``gpu`` (GPU vs CPU, :mod:`.gpu`).
+:func:`bench` is the command's body (plain arguments, printed with rich); :func:`register` adds it to a
+typer app. Three suites of :mod:`convpipe.bench`: ``main`` (the side-by-side table), ``extra`` (the issue
+rows) and ``gpu`` (GPU vs CPU, :mod:`convpipe.bench.gpu`).
+
+The help texts name the registered cases, contenders and extra rows, and importing those registries loads
+the benchmark (numpy, scipy, dask, zarr): this module imports them only inside its functions, and the main
+app lists ``bench`` from a stub (:func:`register_stub`) that :func:`build` replaces when it runs.
 """
 
 from __future__ import annotations
@@ -12,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .extra import EXTRA_ROWS, run_extra
-from .harness import json_default, run_benchmark, selected_cases, selected_contenders, validate_config
-from .registry import (CASES, CONTENDERS, DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, QUICK_CHUNKS,
-                       QUICK_SHAPE, BenchConfig)
-from .render import render_extra_table, render_gpu_table, render_notes, render_table
+import typer
 
-__all__ = ["GPU_SHAPE", "bench", "register"]
+__all__ = ["GPU_SHAPE", "HELP", "bench", "build", "register", "register_stub"]
+
+#: the command's one-line help (also the stub's, in the main app's list of commands)
+HELP = "Side-by-side benchmark: I/O roofline, dask-image, scipy and convpipe on a generated stack."
 
 #: the GPU suite's default stack (deeper than the main table's, so the device has work to hide transfers in)
 GPU_SHAPE = (64, 2048, 2048)
@@ -67,6 +70,11 @@ def bench(
     """
     from rich.console import Console
 
+    from ..bench.harness import run_benchmark, selected_cases, selected_contenders, validate_config
+    from ..bench.registry import DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, QUICK_CHUNKS, QUICK_SHAPE, BenchConfig
+    from ..bench.render import render_notes
+    from .bench_tables import render_table
+
     console = Console()
     if not console.is_terminal and console.width < 150:
         console = Console(width=150)  # a log file gets the whole table, not 80 squeezed columns
@@ -112,6 +120,9 @@ def bench(
 
 def _bench_extra(pipelines: str | None, workdir: Path, quick: bool, json_path: Path | None, run_limit: float,
                  console: Any, err: Any) -> int:
+    from ..bench.extra import EXTRA_ROWS, run_extra
+    from .bench_tables import render_extra_table
+
     names = _parse_names(pipelines)
     unknown = [n for n in (names or ()) if n not in EXTRA_ROWS]
     if unknown:
@@ -131,7 +142,10 @@ def _bench_extra(pipelines: str | None, workdir: Path, quick: bool, json_path: P
 
 def _bench_gpu(shape: str | None, chunks: str | None, only: str | None, repeat: int, workdir: Path, quick: bool,
                json_path: Path | None, console: Any, err: Any) -> int:
-    from .gpu import bench_gpu
+    from ..bench.gpu import bench_gpu
+    from ..bench.harness import json_default
+    from ..bench.registry import DEFAULT_CHUNKS, QUICK_CHUNKS, QUICK_SHAPE
+    from .bench_tables import render_gpu_table
 
     try:
         sh = _parse_ints(shape, "--shape") if shape else (QUICK_SHAPE if quick else GPU_SHAPE)
@@ -164,8 +178,9 @@ def _bench_gpu(shape: str | None, chunks: str | None, only: str | None, repeat: 
 
 
 def register(app: Any) -> None:
-    """Add the ``bench`` command to a typer app (the main CLI calls this)."""
-    import typer
+    """Add the ``bench`` command to a typer app (:func:`build` does, for the main app)."""
+    from ..bench.extra import EXTRA_ROWS
+    from ..bench.registry import CASES, CONTENDERS, QUICK_CHUNKS, QUICK_SHAPE
 
     cases = ", ".join(c for c in CASES if c != "io")
     quick_help = (f"small preset {'×'.join(map(str, QUICK_SHAPE))}, chunks {'×'.join(map(str, QUICK_CHUNKS))}, "
@@ -174,7 +189,7 @@ def register(app: Any) -> None:
     # contenders, which are locals here
     opt = typer.Option
 
-    @app.command("bench")
+    @app.command("bench", help=HELP)
     def bench_command(
         shape: str | None = opt(None, "--shape", help="z,y,x of the generated uint16 stack [32,2048,2048]"),
         chunks: str | None = opt(None, "--chunks", help="zarr chunks z,y,x [16,512,512]"),
@@ -195,7 +210,6 @@ def register(app: Any) -> None:
         run_limit: float = opt(240.0, "--run-limit", help="extra/archive: a run expected past this many seconds "
                                                           "is extrapolated, not run"),
     ) -> None:
-        """Side-by-side benchmark: I/O roofline, dask-image, scipy and convpipe on a generated stack."""
         code = bench(shape=shape, chunks=chunks, pipelines=pipelines, repeat=repeat, workdir=workdir,
                      json_path=json_path, backend=backend, only=only, quick=quick, keep_outputs=keep_outputs,
                      suite=suite, run_limit=run_limit)
@@ -203,3 +217,21 @@ def register(app: Any) -> None:
             # SystemExit, not typer.Exit: a host CLI calling its app with standalone_mode=False gets typer.Exit's
             # code back as click's return value and may drop it; SystemExit reaches the process either way
             raise SystemExit(code)
+
+
+def register_stub(app: typer.Typer) -> None:
+    """List ``bench`` in ``app`` without loading the benchmark: :class:`~.lazy.LazyGroup` swaps in :func:`build`."""
+
+    @app.command("bench", help=HELP, add_help_option=False,
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def bench_stub() -> None:  # never runs: the group resolves "bench" to the real command first
+        raise RuntimeError("the bench stub ran; LazyGroup should have replaced it")
+
+
+def build() -> Any:
+    """The real ``bench`` click command (what :class:`~.lazy.LazyGroup` resolves the stub to)."""
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(one)
+    cmd = typer.main.get_command(one)
+    cmd.name = "bench"
+    return cmd
