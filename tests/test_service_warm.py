@@ -302,3 +302,13 @@ def test_the_bench_service_row_measures_and_checks(tmp_path):
     r = measure(tmp_path, 4, warm=True, sample=4)
     assert r["jobs"] == r["succeeded"] == 4 and r["sample_ok"], r
     assert r["jobs_per_s"] > 0 and r["seconds"] > 0
+
+
+def test_serve_takes_the_warm_runner_switch():
+    """``convpipe serve --no-warm-runner`` is what ``CONVPIPE_WARM_RUNNER=0`` is; the default is on."""
+    from typer.testing import CliRunner
+
+    from convpipe.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert "--warm-runner" in out and "--no-warm-runner" in out

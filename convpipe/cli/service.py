@@ -73,6 +73,10 @@ def serve(
     max_queued: int = typer.Option(10_000, "--max-queued", min=1, help="most jobs waiting; further submissions get 429"),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file", hidden=True,
                                               help="write {url, pid} here once the service accepts requests"),
+    warm_runner: Optional[bool] = typer.Option(None, "--warm-runner/--no-warm-runner",
+                                               help="fork each job from a process that imported convpipe once "
+                                                    "(default on Linux, unless CONVPIPE_WARM_RUNNER=0); "
+                                                    "--no-warm-runner starts a fresh interpreter per job"),
 ) -> None:
     """Run the job service: an HTTP API that queues specs and runs each in its own process."""
     import socket
@@ -81,6 +85,7 @@ def serve(
 
     from ..cluster import check_cluster, describe
     from ..service.app import ServiceConfig, create_app
+    from ..service.warm import warm_supported
 
     check_cluster(cluster)  # a bad --cluster (tcp://host without a port) is a start-up error, not a failure
     describe(cluster)       # of every job
@@ -99,14 +104,16 @@ def serve(
     actual = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if family == socket.AF_INET6 else host}:{actual}"
     config = ServiceConfig(db=db.resolve(), token=token, roots=list(root), cluster=cluster, max_running=max_running,
-                           max_body=max_body, max_queued=max_queued, url=url, ready_file=ready_file)
+                           max_body=max_body, max_queued=max_queued, url=url, ready_file=ready_file,
+                           warm=warm_runner)
     try:
         app = create_app(config)
     except BaseException:
         sock.close()
         raise
     _echo(f"convpipe service on {url}: roots {app.state.service.roots}; cluster {cluster}; "
-          f"at most {max_running} running; jobs in {config.db}")
+          f"at most {max_running} running; jobs in {config.db}; "
+          f"{'warm runner' if config.warm_runner() and warm_supported() else 'a fresh interpreter per job'}")
     sys.stdout.flush()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
                                            lifespan="on", timeout_graceful_shutdown=5))
