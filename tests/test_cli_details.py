@@ -368,3 +368,19 @@ def test_memory_limit_is_distributeds_without_importing_distributed():
             "import distributed.system\nassert m == distributed.system.MEMORY_LIMIT, (m, distributed.system.MEMORY_LIMIT)")
     r = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_validate_accepts_a_spec_without_input_as_run_input_does(cli, tmp_path, monkeypatch):
+    """A spec without ``input`` is a template ``run SPEC --input URL`` runs: validate says valid, and why it
+    cannot run alone; run without --input refuses it in one line naming the missing input."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.yaml").write_text("convpipe: 1\nsteps:\n  - gaussian: {sigma: 1.5}\n")
+    rc, out, err = cli("validate", tmp_path / "t.yaml")
+    assert rc == 0 and "1 step(s) (no input: give --input URL" in out, err
+    rc, out, err = cli("run", tmp_path / "t.yaml", "--output", "o.zarr")
+    assert rc == 1 and err.count("\n") == 1 and "names no input" in err, err
+    x = _image(tmp_path / "in.zarr")
+    rc, out, err = cli("run", tmp_path / "t.yaml", "--input", "in.zarr", "--output", "o.zarr")
+    assert rc == 0, err
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "o.zarr"))[...], ndi.gaussian_filter(x.astype(float), 1.5),
+                               rtol=1e-5, atol=1e-5 * x.max())

@@ -205,8 +205,10 @@ def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
     """Check a spec without touching data: exit 0 valid, 1 invalid (errors on stderr)."""
     from ..spec import load_spec
 
-    s = load_spec(spec)
-    typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s)")
+    # a spec without input is what `run SPEC --input URL` and the API take: valid, and said so
+    s = load_spec(spec, input_required=False)
+    note = "" if s.input is not None else " (no input: give --input URL to run or explain it)"
+    typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s){note}")
 
 
 @app.command()
