@@ -1,11 +1,14 @@
-"""What the local filters share: the halo crop, scipy's Gaussian weights, constant-mode fills."""
+"""What the local filters share: the halo crop, scipy's Gaussian weights, constant-mode fills, the sum over
+axes of per-axis filters and the Laplacian."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from ... import engines
 from ..base import Op
 
 try:
@@ -40,6 +43,36 @@ def gaussian_radius(sigma: float, truncate: float) -> int:
     return int(truncate * float(sigma) + 0.5)
 
 
+def axis_sum(terms: Iterable[Any], *, square: bool = False) -> Any:
+    """The sum of ``terms`` (one array per axis, all of one shape), or of their squares, in the order given.
+
+    Shared by every op that adds up one filtered copy of its block per axis: ``laplace`` and ``heat_step``
+    (second differences), ``gaussian_laplace`` (second derivatives), ``gaussian_gradient_magnitude`` and the
+    edge magnitudes (squared first derivatives). scipy adds the per-axis results in axis order, one after
+    the other, in the input's dtype; so does this, so the rounding is scipy's. The first term is copied
+    before the others are added into it in place, since it may be a view of the op's input (a pass with
+    no taps returns its block); a squared term is a new array already.
+
+    Parameters
+    ----------
+    terms : iterable of array (numpy or CuPy), at least one, all of one shape and dtype
+    square : bool
+        Add ``t * t`` for each term ``t`` instead of ``t``.
+
+    Returns
+    -------
+    array, the terms' shape and dtype, a new array
+    """
+    out = None
+    for t in terms:
+        t = t * t if square else t
+        if out is None:
+            out = t if square else t.copy()
+        else:
+            np.add(out, t, out=out)
+    return out
+
+
 class LocalOp(Op):
     """A filter with a halo that runs unchanged on CuPy blocks (every local filter here does)."""
 
@@ -55,3 +88,13 @@ class LocalOp(Op):
             return None
         mode, cval = self.boundary(self.in_axes[0])
         return (outside, cval) if mode == "constant" and cval != 0 else None
+
+    def laplacian(self, x: Any) -> Any:
+        """scipy.ndimage.laplace of the block over ``self.axes``: the sum of the [1, -2, 1] second
+        differences along each axis, cropped by ``halo()`` (one voxel along each axis).
+
+        One function for ``laplace`` and for each explicit step of ``diffusion`` (u + dt * laplace(u)), so
+        the steps are the oracle's laplace to the last bit whatever changes in how it is computed.
+        """
+        w = np.array([1.0, -2.0, 1.0])
+        return axis_sum(self.crop(engines.sep_correlate(x, {self.ax(a): (w, 1)})) for a in self.axes)
