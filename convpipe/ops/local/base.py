@@ -73,6 +73,43 @@ def axis_sum(terms: Iterable[Any], *, square: bool = False) -> Any:
     return out
 
 
+def place_kernel(op: Op, k: np.ndarray, origin: int | list[int], *, flip: bool = False
+                 ) -> tuple[np.ndarray, str, list[int]]:
+    """A kernel placed on the op's axes as scipy.ndimage.correlate places it: (kernel, axes, centre per axis).
+
+    The axes are ``op.params.axes``, by default the kernel's trailing ones (``x``, ``yx``, ``zyx``); a 1-D
+    kernel over several axes acts along the last; ``origin`` (one for all axes, or one per axis) shifts the
+    centre from ``size // 2``. ``flip``: scipy.ndimage.convolve, correlate with the kernel flipped and the
+    origin mirrored. Shared by ``correlate`` / ``convolve`` and ``stochastic``, whose mean over seeds is
+    ``correlate`` with its kernel only if both place it alike: the same axes, centres and refusals.
+
+    Raises
+    ------
+    SpecError
+        At the op's ``kernel`` or ``origin``: a kernel whose dimensions are not the axes', an origin of
+        another length, or one that puts the centre outside the kernel.
+    """
+    default = {1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx")
+    axes = op.resolve_axes(op.params.axes, default=default)
+    if k.ndim == 1 and len(axes) > 1:
+        k = k.reshape((1,) * (len(axes) - 1) + (-1,))
+    if k.ndim != len(axes):
+        raise op.error(f"a {k.ndim}-D kernel needs {k.ndim} axes, but the op acts on {axes!r}", "kernel")
+    origins = [origin] * k.ndim if isinstance(origin, int) else list(origin)
+    if len(origins) != k.ndim:
+        raise op.error(f"origin needs {k.ndim} values", "origin")
+    if flip:  # scipy.ndimage.convolve == correlate with the flipped kernel and mirrored origin
+        k = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
+        origins = [-o - (0 if s & 1 else 1) for o, s in zip(origins, k.shape)]
+    centers = []
+    for o, s in zip(origins, k.shape):
+        c = s // 2 + o
+        if not 0 <= c < s:
+            raise op.error(f"origin {o} is outside the kernel (size {s})", "origin")
+        centers.append(c)
+    return k, axes, centers
+
+
 class LocalOp(Op):
     """A filter with a halo that runs unchanged on CuPy blocks (every local filter here does)."""
 
