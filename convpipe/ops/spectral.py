@@ -107,6 +107,17 @@ class _Spectral(Op):
         return fft.irfftn(spec, s=shape, axes=idx, workers=1).astype(x.dtype, copy=False)
 
 
+def _frozen(mask: np.ndarray) -> np.ndarray:
+    """``mask`` contiguous and read-only, as the cached mask builders hand it out.
+
+    Shared by :func:`fft_filter_mask` and :func:`butterworth_mask`: ``lru_cache`` gives every caller the same
+    array, so a write into it by one task would change the filter of every later one.
+    """
+    mask = np.ascontiguousarray(mask)
+    mask.flags.writeable = False
+    return mask
+
+
 # --------------------------------------------------------------------------- fft_filter
 
 
@@ -143,9 +154,7 @@ def fft_filter_mask(shape: tuple[int, ...], kind: str, cutoff: tuple[float, ...]
     else:
         low, high = cutoff
         m = _lowpass(r, high, fshape, order) * (1.0 - _lowpass(r, low, fshape, order))
-    m = np.ascontiguousarray(m)
-    m.flags.writeable = False
-    return m
+    return _frozen(m)
 
 
 class FFTFilter(_Spectral):
@@ -193,9 +202,7 @@ def butterworth_mask(shape: tuple[int, ...], factor: float, order: float, high_p
         w *= q2
     if not squared:
         np.sqrt(w, out=w)
-    w = np.ascontiguousarray(w)
-    w.flags.writeable = False
-    return w
+    return _frozen(w)
 
 
 class Butterworth(_Spectral):
