@@ -193,14 +193,9 @@ def write_multiscales(
     built = multiscales_attrs(group.metadata.zarr_format, axes, levels, scales, translations=translations,
                               units=units, name=name, method=method, metadata=metadata)
     if group.metadata.zarr_format == 2:
-        written: dict[str, Any] = built
-    else:
-        ome = group.attrs.get("ome")
-        ome = dict(ome) if isinstance(ome, Mapping) else {}
-        ome.update(built)
-        written = {"ome": ome}
-    group.attrs.update(written)
-    return written
+        group.attrs.update(built)
+        return built
+    return {"ome": _update_ome(group, built)}
 
 
 # A viewer's colour per channel, cycled (napari's and OMERO's usual first channels).
@@ -246,8 +241,18 @@ def write_omero(group: zarr.Group, labels: Sequence[str], windows: Sequence[tupl
     if group.metadata.zarr_format == 2:
         group.attrs.update({"omero": omero})
     else:
-        ome = group.attrs.get("ome")
-        ome = dict(ome) if isinstance(ome, Mapping) else {}
-        ome["omero"] = omero
-        group.attrs.update({"ome": ome})
+        _update_ome(group, {"omero": omero})
     return omero
+
+
+def _update_ome(group: zarr.Group, entries: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``entries`` into the group's NGFF 0.5 ``"ome"`` attribute, keeping its other keys; the new ``"ome"``.
+
+    Shared by :func:`write_multiscales` and :func:`write_omero`: 0.5 keeps both blocks under the one ``"ome"``
+    key, so each writer must read what the other left there (in either order) rather than replace it.
+    """
+    ome = group.attrs.get("ome")
+    ome = dict(ome) if isinstance(ome, Mapping) else {}
+    ome.update(entries)
+    group.attrs.update({"ome": ome})
+    return ome

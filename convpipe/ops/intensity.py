@@ -59,6 +59,30 @@ class _GlobalOp(Op):
         if self.stats is None:
             raise RuntimeError(f"{self.name} runs after a statistics pre-pass: call prepare() first")
 
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The op's point function (:meth:`_point`) of the stored values, in float64, once prepared.
+
+        One ``apply`` for the float64 global ops (zscore, rescale): what they share is the module's rule,
+        float64 arithmetic on the stored values (``raw_input``) and never before the pre-pass, kept here
+        once; they differ only in :meth:`_point`. (``threshold`` with a method compares the stored values
+        themselves, so it has its own.)
+
+        Parameters
+        ----------
+        x : array, any shape; the stored values (raw_input)
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, float64 (the chain casts to the compute dtype)
+        """
+        self._need_prepared()
+        return self._point(x.astype(np.float64))
+
+    def _point(self, v: np.ndarray) -> np.ndarray:
+        """The point function of ``v``, the stored values in float64 (float64 out)."""
+        raise NotImplementedError
+
     def method(self) -> str:
         return "elementwise (after a statistics pre-pass)"
 
@@ -84,22 +108,11 @@ class ZScore(_GlobalOp):
         s = self.stats["std"]
         self.scale = 1.0 if s == 0 else s
 
-    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
-        """(x - mean) / std in float64.
-
-        Parameters
-        ----------
-        x : array, any shape; the stored values (raw_input)
-        ctx : Context, unused
-
-        Returns
-        -------
-        array, ``x``'s shape, float64 (the chain casts to the compute dtype)
-        """
-        self._need_prepared()
-        # float64 arithmetic on the stored values (raw_input), the mean as a stored value plus a small rest:
-        # x - shift is exact, so no digit of the spread is lost to the offset; the chain casts to compute
-        return ((x.astype(np.float64) - self.shift) - self.rest) / self.scale
+    def _point(self, v):
+        """(x - mean) / std."""
+        # the mean as a stored value plus a small rest: x - shift is exact, so no digit of the spread is lost
+        # to the offset
+        return ((v - self.shift) - self.rest) / self.scale
 
 
 class Rescale(_GlobalOp):
@@ -138,26 +151,15 @@ class Rescale(_GlobalOp):
             self.imin, self.imax = self.stats["min"], self.stats["max"]
         self.omin, self.omax = (float(v) for v in p.out_range)
 
-    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
-        """rescale_intensity: clip to in_range, then map it linearly onto out_range, in float64.
-
-        Parameters
-        ----------
-        x : array, any shape; the stored values (raw_input)
-        ctx : Context, unused
-
-        Returns
-        -------
-        array, ``x``'s shape, float64 (the chain casts to the compute dtype)
-        """
-        self._need_prepared()
-        v = np.clip(x.astype(np.float64), self.imin, self.imax)
+    def _point(self, v):
+        """rescale_intensity: clip to in_range, then map it linearly onto out_range."""
+        v = np.clip(v, self.imin, self.imax)
         if self.imin != self.imax:
             v = (v - self.imin) / (self.imax - self.imin)
             v = v * (self.omax - self.omin) + self.omin
         else:
             v = np.clip(v, self.omin, self.omax)
-        return v  # float64 arithmetic on the stored values (raw_input); the chain casts to the compute dtype
+        return v
 
     def describe(self):
         p = self.params

@@ -54,6 +54,29 @@ class _Spectral(Op):
     def method(self) -> str:
         return "fft"
 
+    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
+        """The op on each plane over ``axes`` (see :meth:`_planes`), NaN over every plane holding a NaN or inf.
+
+        One ``apply`` for every spectral op: each output of a plane's FFT depends on every input of the plane,
+        so the non-finite rule (the module docstring) is the same for all of them and is kept here, once; the
+        ops differ only in :meth:`_planes`, which sees finite planes.
+
+        Parameters
+        ----------
+        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
+        ctx : Context, unused
+
+        Returns
+        -------
+        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
+        """
+        x, bad = self._finite_planes(x)
+        return self._nan_planes(self._planes(x), bad)
+
+    def _planes(self, x: np.ndarray) -> np.ndarray:
+        """The op on a block whose planes are all finite: ``x``'s shape and dtype."""
+        raise NotImplementedError
+
     def _finite_planes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``x`` with the planes holding NaN/inf zeroed, and the mask of those planes (None: all finite)."""
         from .. import engines
@@ -82,6 +105,17 @@ class _Spectral(Op):
         spec = fft.rfftn(x, axes=idx, workers=1)
         spec *= self._broadcast(half_mask.astype(x.dtype, copy=False), x.ndim)
         return fft.irfftn(spec, s=shape, axes=idx, workers=1).astype(x.dtype, copy=False)
+
+
+def _frozen(mask: np.ndarray) -> np.ndarray:
+    """``mask`` contiguous and read-only, as the cached mask builders hand it out.
+
+    Shared by :func:`fft_filter_mask` and :func:`butterworth_mask`: ``lru_cache`` gives every caller the same
+    array, so a write into it by one task would change the filter of every later one.
+    """
+    mask = np.ascontiguousarray(mask)
+    mask.flags.writeable = False
+    return mask
 
 
 # --------------------------------------------------------------------------- fft_filter
@@ -120,9 +154,7 @@ def fft_filter_mask(shape: tuple[int, ...], kind: str, cutoff: tuple[float, ...]
     else:
         low, high = cutoff
         m = _lowpass(r, high, fshape, order) * (1.0 - _lowpass(r, low, fshape, order))
-    m = np.ascontiguousarray(m)
-    m.flags.writeable = False
-    return m
+    return _frozen(m)
 
 
 class FFTFilter(_Spectral):
@@ -138,21 +170,10 @@ class FFTFilter(_Spectral):
         p = self.params
         return fft_filter_mask(tuple(int(n) for n in shape), p.kind, self.cutoff, p.shape, float(p.order))
 
-    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
-        """Each plane times the radial mask, by rfftn / irfftn over ``axes``.
-
-        Parameters
-        ----------
-        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
-        ctx : Context, unused
-
-        Returns
-        -------
-        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
-        """
+    def _planes(self, x: np.ndarray) -> np.ndarray:
+        """Each plane times the radial mask, by rfftn / irfftn over ``axes``."""
         shape = tuple(x.shape[i] for i in self.fft_axes())
-        x, bad = self._finite_planes(x)
-        return self._nan_planes(self._filter(x, self.mask(shape)), bad)
+        return self._filter(x, self.mask(shape))
 
     def describe(self) -> str:
         p = self.params
@@ -181,30 +202,17 @@ def butterworth_mask(shape: tuple[int, ...], factor: float, order: float, high_p
         w *= q2
     if not squared:
         np.sqrt(w, out=w)
-    w = np.ascontiguousarray(w)
-    w.flags.writeable = False
-    return w
+    return _frozen(w)
 
 
 class Butterworth(_Spectral):
     name = "butterworth"
     Params = ButterworthParams
 
-    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
-        """skimage.filters.butterworth of each plane (edge-padded by ``npad``).
-
-        Parameters
-        ----------
-        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
-        ctx : Context, unused
-
-        Returns
-        -------
-        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
-        """
+    def _planes(self, x: np.ndarray) -> np.ndarray:
+        """skimage.filters.butterworth of each plane (edge-padded by ``npad``)."""
         p = self.params
         idx = self.fft_axes()
-        x, bad = self._finite_planes(x)
         if p.npad:
             pad = [(p.npad, p.npad) if i in idx else (0, 0) for i in range(x.ndim)]
             x = np.pad(x, pad, mode="edge")
@@ -214,7 +222,7 @@ class Butterworth(_Spectral):
         y = self._filter(x, w)
         if p.npad:
             y = y[tuple(slice(p.npad, y.shape[i] - p.npad) if i in idx else slice(None) for i in range(y.ndim))]
-        return self._nan_planes(y, bad)
+        return y
 
     def describe(self) -> str:
         p = self.params
@@ -230,24 +238,13 @@ class LogSpectrum(_Spectral):
     Params = LogSpectrumParams
     linear = False
 
-    def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
-        """log1p(abs(fftshift(fftn(plane)))), the FFT in float64.
-
-        Parameters
-        ----------
-        x : array, axes ``in_axes``, whole along ``axes``; float32 or float64
-        ctx : Context, unused
-
-        Returns
-        -------
-        array, ``x``'s shape, ``x``'s dtype; NaN over every plane that holds a NaN or inf
-        """
+    def _planes(self, x: np.ndarray) -> np.ndarray:
+        """log1p(abs(fftshift(fftn(plane)))), the FFT in float64."""
         fft = _fft()
         idx = self.fft_axes()
         last = idx[-1]
         n = x.shape[last]
         h = n // 2 + 1
-        x, bad = self._finite_planes(x)
         # The FFT in float64 whatever the compute dtype: a float32 FFT's error is relative to the plane's
         # largest coefficient, and log1p shows it at the small ones (0.0033 on camera/moon/coins, against a
         # bound of 0.0017); float64 costs ~2.5x the FFT time and meets it by 8 orders of magnitude.
@@ -268,7 +265,7 @@ class LogSpectrum(_Spectral):
             sl[last] = slice(h, n)
             full[tuple(sl)] = neg[tuple(src)]
         out = np.fft.fftshift(full, axes=idx)
-        return self._nan_planes(np.log1p(out, out=out), bad)
+        return np.log1p(out, out=out)
 
     def describe(self) -> str:
         return f"log_spectrum(over {self.axes})"

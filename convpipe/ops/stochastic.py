@@ -24,6 +24,7 @@ import numpy as np
 from ..kernels import kernel_from_source
 from ..params.stochastic import StochasticParams, probabilities
 from .base import NO_CONTEXT, Context, Op
+from .local.base import place_kernel
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -107,22 +108,7 @@ class Stochastic(Op):
             prob = probabilities(kernel_from_source(p.kernel, base), p.normalize, p.temperature)
         except ValueError as e:
             raise self.error(str(e), "kernel") from None
-        default = {1: "x", 2: "yx", 3: "zyx"}.get(prob.ndim, "yx")
-        self.axes = self.resolve_axes(p.axes, default=default)
-        if prob.ndim == 1 and len(self.axes) > 1:
-            prob = prob.reshape((1,) * (len(self.axes) - 1) + (-1,))
-        if prob.ndim != len(self.axes):
-            raise self.error(f"a {prob.ndim}-D kernel needs {prob.ndim} axes, but the op acts on {self.axes!r}",
-                             "kernel")
-        origins = [p.origin] * prob.ndim if isinstance(p.origin, int) else list(p.origin)
-        if len(origins) != prob.ndim:
-            raise self.error(f"origin needs {prob.ndim} values", "origin")
-        self.centers = []
-        for o, s in zip(origins, prob.shape):
-            c = s // 2 + o
-            if not 0 <= c < s:
-                raise self.error(f"origin {o} is outside the kernel (size {s})", "origin")
-            self.centers.append(c)
+        prob, self.axes, self.centers = place_kernel(self, prob, p.origin)
         self.prob = prob
         self.thr, self.alias = alias_table(prob.ravel())
         self.kidx = np.unravel_index(np.arange(prob.size), prob.shape)  # per kernel axis: k_a of each entry

@@ -12,7 +12,7 @@ from ...kernels import kernel_from_source, normalize, separable_factors
 from ...params.local import KernelParams
 from ..base import NO_CONTEXT, Context
 from ..layers.window import Windowed
-from .base import LocalOp
+from .base import LocalOp, place_kernel
 
 
 class _Correlate(Windowed, LocalOp):
@@ -24,24 +24,7 @@ class _Correlate(Windowed, LocalOp):
         p = self.params
         base = self.step.spec.base_dir if (self.step is not None and self.step.spec is not None) else None
         k = normalize(kernel_from_source(p.kernel, base), p.normalize, p.temperature)
-        default = {1: "x", 2: "yx", 3: "zyx"}.get(k.ndim, "yx")
-        self.axes = self.resolve_axes(p.axes, default=default)
-        if k.ndim == 1 and len(self.axes) > 1:
-            k = k.reshape((1,) * (len(self.axes) - 1) + (-1,))
-        if k.ndim != len(self.axes):
-            raise self.error(f"a {k.ndim}-D kernel needs {k.ndim} axes, but the op acts on {self.axes!r}", "kernel")
-        origins = [p.origin] * k.ndim if isinstance(p.origin, int) else list(p.origin)
-        if len(origins) != k.ndim:
-            raise self.error(f"origin needs {k.ndim} values", "origin")
-        if self.flip:  # scipy.ndimage.convolve == correlate with the flipped kernel and mirrored origin
-            k = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
-            origins = [-o - (0 if s & 1 else 1) for o, s in zip(origins, k.shape)]
-        self.centers = []
-        for o, s in zip(origins, k.shape):
-            c = s // 2 + o
-            if not 0 <= c < s:
-                raise self.error(f"origin {o} is outside the kernel (size {s})", "origin")
-            self.centers.append(c)
+        k, self.axes, self.centers = place_kernel(self, k, p.origin, flip=self.flip)
         self.kernel = k
         if p.extent != "same" and any(o != 0 for o in ([p.origin] if isinstance(p.origin, int) else p.origin)):
             raise self.error("origin applies to extent: same only", "origin")

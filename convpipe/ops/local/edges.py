@@ -10,7 +10,7 @@ from ... import engines
 from ...finite import is_finite
 from ...params.local import EdgeParams, LaplaceParams
 from ..base import NO_CONTEXT, Context, insert_axis
-from .base import LocalOp
+from .base import LocalOp, axis_sum
 
 
 def orientation(dy, dx):
@@ -81,9 +81,7 @@ class _Edge(LocalOp):
         comps = [self.component(x, a, ctx.outside) for a in self.axes]
         out = self.params.output
         if out == "magnitude":
-            acc = comps[0] * comps[0]
-            for c in comps[1:]:
-                acc += c * c
+            acc = axis_sum(comps, square=True)
             return np.sqrt(acc, out=acc)
         if out == "orientation":
             dy, dx = comps  # axes in tczyx order: the first plays y, the second x
@@ -136,12 +134,7 @@ class Laplace(LocalOp):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        out = None
-        w = np.array([1.0, -2.0, 1.0])
-        for a in self.axes:
-            d = self.crop(engines.sep_correlate(x, {self.ax(a): (w, 1)}))
-            out = d.copy() if out is None else np.add(out, d, out=out)
-        return out
+        return self.laplacian(x)
 
     def method(self):
         return "separable"

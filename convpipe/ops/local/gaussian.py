@@ -10,7 +10,7 @@ import numpy as np
 from ... import engines
 from ...params.local import DogParams, GaussianParams, SigmaParams, UnsharpParams
 from ..base import NO_CONTEXT, Context
-from .base import LocalOp, gaussian_kernel1d, gaussian_radius
+from .base import LocalOp, axis_sum, gaussian_kernel1d, gaussian_radius
 
 
 class Gaussian(LocalOp):
@@ -101,11 +101,7 @@ class GaussianLaplace(_GaussDerivs):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        out = None
-        for a in self.axes:
-            d = self.crop(self.derivative(x, a, ctx.outside))
-            out = d.copy() if out is None else np.add(out, d, out=out)
-        return out
+        return axis_sum(self.crop(self.derivative(x, a, ctx.outside)) for a in self.axes)
 
 
 class GaussianGradientMagnitude(_GaussDerivs):
@@ -124,10 +120,7 @@ class GaussianGradientMagnitude(_GaussDerivs):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        out = None
-        for a in self.axes:
-            d = self.crop(self.derivative(x, a, ctx.outside))
-            out = d * d if out is None else out + d * d
+        out = axis_sum((self.crop(self.derivative(x, a, ctx.outside)) for a in self.axes), square=True)
         return np.sqrt(out, out=out)
 
 

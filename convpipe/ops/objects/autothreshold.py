@@ -50,16 +50,23 @@ def _as_numeric(darr):
     return darr.astype(np.uint8) if np.dtype(darr.dtype).kind == "b" else darr
 
 
+def _without_nan(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` without its NaN (flattened when any are dropped, ``x`` itself when none) and how many there were.
+
+    Shared by the range and the distinct-value pre-passes, so both follow one rule for what a value is: NaN
+    never is one, it is counted apart (the range's count is how :func:`compute_threshold` refuses NaN).
+    """
+    if x.dtype.kind != "f":
+        return x, 0
+    m = np.isnan(x)
+    nan = int(np.count_nonzero(m))
+    return (x[~m] if nan else x), nan
+
+
 def _range_chunk(x: np.ndarray) -> tuple:
     """(n, NaN count, non-NaN count, min, max) of one chunk; min/max as scalars of its dtype."""
     x = np.asarray(x)
-    nan = 0
-    v = x
-    if x.dtype.kind == "f":
-        m = np.isnan(x)
-        nan = int(np.count_nonzero(m))
-        if nan:
-            v = x[~m]
+    v, nan = _without_nan(x)
     if v.size == 0:
         return x.size, nan, 0, None, None
     return x.size, nan, v.size, v.min(), v.max()
@@ -125,13 +132,7 @@ def _sum_merge(parts):
 
 def _unique_chunk(x: np.ndarray) -> tuple:
     """Distinct non-NaN values and their counts, NaN count, whether +inf / -inf occur."""
-    x = np.asarray(x).ravel()
-    nan = 0
-    if x.dtype.kind == "f":
-        m = np.isnan(x)
-        nan = int(np.count_nonzero(m))
-        if nan:
-            x = x[~m]
+    x, nan = _without_nan(np.asarray(x).ravel())
     v, c = np.unique(x, return_counts=True)
     if v.size > LI_DISTINCT_LIMIT:
         raise _TooMany()

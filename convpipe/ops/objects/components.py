@@ -165,14 +165,24 @@ def _faces(lab: np.ndarray, origin: tuple[int, ...], lay: Layout) -> dict[tuple[
     return out
 
 
+def _tile_components(block: np.ndarray, lay: Layout) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """A tile's local labels, their count, each label's first voxel (local coordinates, (n, ndim) int64)
+    and the layout row it falls in.
+
+    One function for both passes: pass 2 numbers each component from what pass 1 recorded for it (by local
+    label and row), which holds only if both label the tile and place its components identically.
+    """
+    lab, n = local_labels(block, lay.struct())
+    first = first_voxels(lab, n)
+    loc = np.stack(np.unravel_index(first, lab.shape), axis=1) if n else np.zeros((0, lab.ndim), np.int64)
+    return lab, n, loc, _row_of(loc, tuple(lab.shape), lay)
+
+
 def summarize_tile(block: np.ndarray, flat: int, origin: tuple[int, ...], lay: Layout
                    ) -> tuple[TileSummary, dict[tuple[int, int], np.ndarray]]:
     """Pass 1 on one tile: its summary and its internal faces."""
-    lab, n = local_labels(block, lay.struct())
-    first = first_voxels(lab, n)
+    lab, n, loc, rows = _tile_components(block, lay)
     shape = tuple(lab.shape)
-    loc = np.stack(np.unravel_index(first, shape), axis=1) if n else np.zeros((0, lab.ndim), np.int64)
-    rows = _row_of(loc, shape, lay)
     hist_shape = tuple(shape[i] for i in lay.row_axes())
     hist = np.bincount(rows, minlength=int(np.prod(hist_shape, dtype=np.int64))).astype(np.int32)
     faces = _faces(lab, origin, lay)
@@ -353,13 +363,9 @@ def reduce_tiles(summaries: list[TileSummary], pairs: list[np.ndarray], lay: Lay
 
 def relabel_tile(block: np.ndarray, lk: TileLookup, lay: Layout, dtype: np.dtype) -> np.ndarray:
     """Pass 2 on one tile: the tile's labels in the whole array's numbering."""
-    lab, n = local_labels(block, lay.struct())
+    lab, n, _, rows = _tile_components(block, lay)
     if n != lk.n:
         raise ValueError(f"the tile has {n} components now but had {lk.n} in the first pass")
-    first = first_voxels(lab, n)
-    shape = tuple(lab.shape)
-    loc = np.stack(np.unravel_index(first, shape), axis=1) if n else np.zeros((0, lab.ndim), np.int64)
-    rows = _row_of(loc, shape, lay)
     lut = np.zeros(n + 1, dtype=np.int64)
     is_non = np.zeros(n + 1, dtype=bool)
     is_non[lk.nonowner] = True

@@ -30,6 +30,18 @@ def _fmt_count(n: int) -> str:
     return str(n)
 
 
+def label_axes(op: Op, axes: str | None) -> str:
+    """The axes of ``label`` and ``regionprops``: explicit ``axes``, else the input's spatial axes z, y, x
+    present, else (an input with none of them) its last axis.
+
+    One rule for both, so a regionprops after a label measures the objects over the axes they were found
+    on. (The morphology and distance ops refuse an input without a spatial axis instead:
+    :func:`convpipe.ops.objects.morphology.object_axes`.)
+    """
+    default = "".join(a for a in SPATIAL if a in op.in_axes) or op.in_axes[-1]
+    return op.resolve_axes(axes, default=default)
+
+
 class Label(Op):
     """scipy.ndimage.label(x != 0, structure=generate_binary_structure(len(axes), connectivity)) on every
     sub-array over ``axes``: the same numbers, in raster order of each component's first voxel."""
@@ -49,10 +61,7 @@ class Label(Op):
 
     def setup(self) -> None:
         p = self.params
-        default = "".join(a for a in SPATIAL if a in self.in_axes) or self.in_axes[-1]
-        self.axes = self.resolve_axes(p.axes, default=default)
-        if p.axes is None and not any(a in self.in_axes for a in SPATIAL):
-            self.axes = self.in_axes[-1:]
+        self.axes = label_axes(self, p.axes)
         if p.connectivity > len(self.axes):
             raise self.error(f"connectivity {p.connectivity} is more than the number of axes the op acts on "
                              f"({len(self.axes)}: {self.axes!r})", "connectivity")

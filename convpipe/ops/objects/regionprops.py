@@ -15,8 +15,7 @@ import numpy as np
 
 from ...params.objects import INTENSITY_PROPERTIES, RegionpropsParams
 from ..base import NO_CONTEXT, Context, Op, Rows
-
-SPATIAL = "zyx"
+from .label import label_axes
 
 
 class Regionprops(Op):
@@ -34,8 +33,7 @@ class Regionprops(Op):
 
     def setup(self) -> None:
         p = self.params
-        default = "".join(a for a in SPATIAL if a in self.in_axes) or self.in_axes[-1]
-        self.axes = self.resolve_axes(p.axes, default=default)
+        self.axes = label_axes(self, p.axes)
         props = list(p.properties) if p.properties is not None else (
             ["label", "area", "centroid", "bbox"] + (list(INTENSITY_PROPERTIES) if p.intensity == "input" else []))
         bad = [q for q in props if q in INTENSITY_PROPERTIES and p.intensity != "input"]
