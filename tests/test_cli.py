@@ -18,7 +18,6 @@ import scipy.ndimage as ndi
 import zarr
 
 import convpipe
-from convpipe.cli import main
 from convpipe.ops import registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,16 +49,6 @@ def work(tmp_path: Path) -> Path:
     make_input(tmp_path / "in.zarr")
     (tmp_path / "spec.yaml").write_text(GOOD)
     return tmp_path
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return run
 
 
 def one_error(err: str) -> str:

@@ -27,7 +27,6 @@ import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convpipe.cli import main
 from convpipe.humanize import duration
 from convpipe.params import catalog
 from convpipe.params.describe import op_params
@@ -42,16 +41,6 @@ steps:
   - gaussian: {sigma: 1.5}
 """
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return run
 
 
 def _image(path: Path, shape=(40, 48), chunks=(16, 16)) -> np.ndarray:

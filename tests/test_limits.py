@@ -17,7 +17,6 @@ import pytest
 import zarr
 
 from convpipe import limits
-from convpipe.cli import main
 from convpipe.errors import SpecError
 from convpipe.spec import load_spec, load_spec_text, parse_yaml
 
@@ -27,16 +26,6 @@ def work(tmp_path: Path) -> Path:
     a = zarr.create_array(str(tmp_path / "in.zarr"), shape=(64, 64), chunks=(32, 32), dtype="float32")
     a[:] = np.random.default_rng(0).random((64, 64)).astype("float32")
     return tmp_path
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return run
 
 
 def _write(work: Path, step: str, *, axes: str = "", extra: str = "") -> Path:
