@@ -1,4 +1,5 @@
-"""Extra row ``service``: the job service's throughput on tiny jobs, end to end (issue 17 item 6).
+"""The job service's throughput on tiny jobs, end to end (issue 17 item 6): the extra row ``service``
+(:mod:`.service_row`) and the main table's service section (:mod:`.summary`).
 
 A real service (``convpipe serve`` in a subprocess, on a loopback port, ``--max-running 2``) gets a burst of
 tiny jobs (a gaussian σ=1.5 of a 64 × 64 float32 image) submitted at once over HTTP; jobs/s is their count
@@ -8,8 +9,8 @@ job is run first and waited for, so the numbers are the steady state; the time f
 that first job's success is reported beside them. A sample of outputs is checked against the oracle.
 Target: ≥ 3 jobs/s warm, every job succeeded.
 
-:func:`throughput` is the measurement; the main table (``convpipe bench``, :mod:`.summary`) reports it too, with
-smaller counts.
+:func:`throughput` is the measurement both report (the main table with smaller counts). This module imports
+nothing of the harness or the extra suite, so the harness's sections can use it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from .extra import ExtraCtx, extra_row
 from .machine import loadavg
 
 STEPS = [{"gaussian": {"sigma": 1.5}}]
@@ -124,11 +124,3 @@ def throughput(workdir: Path, n_warm: int, n_cold: int, say: Callable[[str], Any
                       + (f"; {out['speedup']:.1f}×" if out["speedup"] else "")
                       + f"; load {best['loadavg_before'][0]:.1f}")
     return out
-
-
-@extra_row("service", title="service jobs/s: tiny jobs (64×64 gaussian) submitted at once, submit → succeeded, "
-                            "warm runner vs a fresh interpreter per job",
-           target=f"warm ≥ {TARGET_JOBS_PER_S:g} jobs/s end to end; every job succeeded; outputs equal the oracle")
-def extra_service(sx: ExtraCtx) -> dict:
-    n_warm, n_cold = sx.size((100, 12), (20, 6))
-    return throughput(sx.workdir / "service", n_warm, n_cold, sx.say)

@@ -153,8 +153,11 @@ def run_timed(argv: list[str], cwd: Path, timeout: float = 120.0) -> dict:
 
 
 def startup(commands: dict[str, list[str]], runs: int, cwd: Path,
-            timer: Callable[[list[str], Path], dict] = run_timed) -> dict:
+            timer: Callable[[list[str], Path], dict] | None = None) -> dict:
     """Median wall time of each command over ``runs`` round-robin rounds, and its ratio to the first's.
+
+    ``timer(argv, cwd)`` runs one (default :func:`run_timed`) and returns its ``seconds``, ``rc`` and
+    ``stderr_tail``.
 
     Returns
     -------
@@ -162,6 +165,7 @@ def startup(commands: dict[str, list[str]], runs: int, cwd: Path,
         ``baseline`` and ``commands`` (name → ``argv``, ``times``, ``median_s``, ``ratio``, ``ok``, ``met``,
         ``error`` when a run failed), ``runs``, ``target`` and ``met`` (every command ≤ target × baseline).
     """
+    timer = timer or run_timed
     res = {name: {"argv": argv, "times": [], "ok": True} for name, argv in commands.items()}
     for _ in range(runs):
         for name, argv in commands.items():
