@@ -48,8 +48,8 @@ def _app() -> typer.Typer:
     return app
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.slow  # ~32 s: whole bench runs in subprocesses
+@pytest.mark.timeout(300)
+@pytest.mark.slow  # ~35 s: the table, then start-up subprocesses and two job services
 def test_quick_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     res = CliRunner().invoke(_app(), ["bench", "--quick", "--workdir", str(tmp_path / "w"), "--json", str(out)])
@@ -86,6 +86,35 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
 
     assert res.exit_code == (0 if report["all_ok"] else 2), res.output
     assert "roofline" in res.output and "dask-image" in res.output
+
+    # the sections after the table (issue 17), in the same run: printed and in the JSON
+    from convpipe.bench import summary
+    from convpipe.service.warm import warm_supported
+
+    assert report["config"]["sections"] == list(summary.SECTIONS) and report["config"]["preset"] == "quick"
+    for title in ("estimate vs actual", "start-up", "service jobs/s"):
+        assert title in res.output, title
+    est = report["estimate_vs_actual"]
+    assert est["status"] == "ok", est.get("traceback")
+    assert [r["pipeline"] for r in est["rows"]] == (["light", "heavy"] if api else [])
+    for r in est["rows"]:
+        row = rows[(r["pipeline"], "convpipe")]
+        assert r["status"] == "ok" and r["same_plan"] is True, r
+        assert r["estimate_s"] > 0 and r["estimate_peak_bytes"] > 0
+        assert r["actual_s"] == row["seconds"] and r["actual_peak_rss"] == row["peak_rss"]
+        assert r["seconds_ratio"] == pytest.approx(r["estimate_s"] / r["actual_s"])
+        assert r["memory_ratio"] == pytest.approx(r["estimate_peak_bytes"] / r["actual_peak_rss"])
+    st = report["startup"]
+    runs, n_warm, n_cold = summary.SIZES["quick"]
+    assert st["status"] == "ok" and st["all_ok"], st
+    assert list(st["commands"]) == ["--help", "validate", "ops", "schema", "explain"]
+    for c in st["commands"].values():
+        assert len(c["times"]) == runs and c["ratio"] == pytest.approx(c["median_s"] / st["baseline"]["median_s"])
+    sv = report["service"]
+    assert sv["status"] == "ok" and sv["all_ok"], sv
+    assert sv["cold"]["jobs"] == sv["cold"]["succeeded"] == n_cold
+    if warm_supported():
+        assert sv["warm"]["jobs"] == sv["warm"]["succeeded"] == n_warm and sv["speedup"] > 0
     # outputs are removed unless --keep-outputs; the input stays for the next run
     assert not list((tmp_path / "w").glob("out-*.zarr"))
     assert len(list((tmp_path / "w").glob("input-*.zarr"))) == 1
@@ -96,18 +125,21 @@ def test_script_runs_the_same_code(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run_bench.py"), "--quick", "--only", "roofline,dask-image",
-         "--pipelines", "light", "--workdir", str(tmp_path / "w"), "--json", str(out)],
+         "--pipelines", "light", "--sections", "none", "--workdir", str(tmp_path / "w"), "--json", str(out)],
         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    assert not {"estimate_vs_actual", "startup", "service"} & set(report)  # --sections none: the table alone
+    rows = report["rows"]
     assert [(r["pipeline"], r["contender"], r["status"]) for r in rows] == [
         ("io", "roofline", "ok"), ("light", "dask-image", "ok")]
 
 
 def test_bad_options_exit_1(tmp_path: Path) -> None:
     runner = CliRunner()
-    for args in (["--shape", "1,2"], ["--only", "nope"], ["--pipelines", "nope"], ["--backend", "tpu"]):
+    for args in (["--shape", "1,2"], ["--only", "nope"], ["--pipelines", "nope"], ["--backend", "tpu"],
+                 ["--sections", "nope"]):
         res = runner.invoke(_app(), ["bench", "--quick", "--workdir", str(tmp_path), *args])
         assert res.exit_code == 1, (args, res.output)
 
@@ -350,3 +382,138 @@ def test_bytes_are_formatted_by_dask() -> None:
         assert fmt_bytes(n) == format_bytes(n)
     assert fmt_bytes(-3 * 2**20) == "-" + format_bytes(3 * 2**20)  # an RSS delta can be negative
     assert fmt_bytes(None) == "—"
+
+
+# --------------------------------------------------------------------------- the sections after the table
+
+
+def _fake_rows() -> list[dict]:
+    def row(pipeline: str, contender: str, seconds: float, peak: int, status: str = "ok") -> dict:
+        return {"pipeline": pipeline, "contender": contender, "status": status, "seconds": seconds,
+                "peak_rss": peak, "rss_delta": peak // 4, "extra": {"plan_tasks": 12}}
+
+    return [row("io", "roofline", 1.0, 100), row("light", "dask-image", 2.0, 300), row("light", "convpipe", 4.0, 400),
+            row("heavy", "convpipe", 10.0, 1000), row("conv41", "convpipe", 0, 0, status="skipped")]
+
+
+def _fake_measure(workdir: Path, n: int, *, warm: bool, **kw) -> dict:
+    secs = n / (8.0 if warm else 0.5)
+    return {"jobs": n, "succeeded": n - (not warm and n > 3), "seconds": secs, "jobs_per_s": n / secs, "submit_s": 0.01,
+            "service_start_to_first_job_s": 2.0, "max_running": 2, "sample_max_abs_diff": 1e-7, "sample_ok": True,
+            "loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [1.0, 1.0, 1.0]}
+
+
+@pytest.mark.parametrize("preset", ["quick", "default"])
+def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) -> None:
+    """Estimate vs actual, start-up and service jobs/s from fake measurements: the numbers each section
+    derives (ratios, medians, targets), the report's failures, the JSON and the tables."""
+    from rich.console import Console
+
+    from convpipe.bench import service, summary
+    from convpipe.bench.harness import json_default
+    from convpipe.cli.bench_tables import render_sections
+
+    estimates = {"light": {"seconds": 2.0, "peak_memory_bytes": 900, "plan_tasks": 12},   # 0.5× time, 2.25× memory
+                 "heavy": {"seconds": 15.0, "peak_memory_bytes": 800, "plan_tasks": 13}}  # 1.5×, 0.8×; other plan
+    monkeypatch.setattr(summary, "plan_estimate", lambda ctx, name, costs=None: dict(estimates[name]))
+    monkeypatch.setattr(summary, "_calibrate", lambda: {"costs": {}, "cached": True, "calibration_s": 1.0})
+    base = {"import numpy": [0.5, 0.4, 0.6, 0.5, 0.5], "--help": [0.6, 0.9, 0.7, 0.7, 0.7],
+            "explain": [2.0, 1.0, 1.5, 1.5, 1.5]}
+    calls: list[str] = []
+
+    def timer(argv: list[str], cwd: Path) -> dict:
+        key = "import numpy" if argv[1] == "-c" else argv[3]  # the baseline's code, or python -m convpipe <sub>
+        calls.append(key)
+        seq = base.get(key, [0.8] * 5)
+        return {"seconds": seq[sum(c == key for c in calls) - 1], "rc": 3 if key == "ops" else 0, "stderr_tail": "boom"}
+
+    monkeypatch.setattr(summary, "run_timed", timer)
+    monkeypatch.setattr(service, "measure", _fake_measure)
+    monkeypatch.setattr("convpipe.service.warm.warm_supported", lambda: True)
+
+    cfg = bench.BenchConfig(workdir=tmp_path, pipelines=("light", "heavy"), sections=summary.SECTIONS, preset=preset)
+    ctx = bench.Ctx(cfg, str(tmp_path / "in.zarr"), (2, 8, 8), (1, 8, 8), 2, 1 << 30)
+    report = {"rows": _fake_rows()}
+    summary.add_sections(ctx, report)
+    runs, n_warm, n_cold = summary.SIZES[preset]
+
+    est = report["estimate_vs_actual"]
+    assert est["status"] == "ok" and [r["pipeline"] for r in est["rows"]] == ["light", "heavy"]
+    light, heavy = est["rows"]
+    assert light["seconds_ratio"] == pytest.approx(0.5) and light["memory_ratio"] == pytest.approx(2.25)
+    assert not light["met"] and light["same_plan"] is True
+    assert heavy["seconds_ratio"] == pytest.approx(1.5) and heavy["memory_ratio"] == pytest.approx(0.8)
+    assert heavy["met"] and heavy["same_plan"] is False and not est["met"]
+
+    st = report["startup"]
+    assert st["status"] == "ok" and st["runs"] == runs and st["baseline"]["name"] == summary.STARTUP_BASELINE
+    assert list(st["commands"]) == ["--help", "validate", "ops", "schema", "explain"]
+    assert calls[:6] == ["import numpy", "--help", "validate", "ops", "schema", "explain"]  # round-robin
+    assert len(calls) == 6 * runs
+    med = {k: float(np.median(v[:runs])) for k, v in base.items()}
+    assert st["baseline"]["median_s"] == pytest.approx(med["import numpy"])
+    assert st["commands"]["--help"]["ratio"] == pytest.approx(med["--help"] / med["import numpy"])
+    assert st["commands"]["--help"]["met"] and not st["commands"]["explain"]["met"]
+    assert st["commands"]["explain"]["ratio"] == pytest.approx(med["explain"] / med["import numpy"])
+    assert not st["commands"]["ops"]["ok"] and st["commands"]["ops"]["ratio"] is None and not st["all_ok"]
+    spec = (tmp_path / "startup-spec.yaml").read_text()
+    assert "in.zarr" in spec and "sobel" in spec  # validate and explain get a spec of the benchmark's input
+
+    sv = report["service"]
+    assert sv["status"] == "ok" and sv["warm"]["jobs"] == n_warm and sv["cold"]["jobs"] == n_cold
+    assert sv["speedup"] == pytest.approx(16.0) and sv["warm"]["jobs_per_s"] == pytest.approx(8.0)
+    lost = n_cold > 3  # the fake loses one cold job of the default preset's 4
+    assert sv["all_ok"] is not lost and sv["met"] is not lost
+
+    notes = summary.section_notes(report)
+    assert any(n.startswith("startup ops failed: exit 3") for n in notes), notes
+    assert any(n.startswith("service failed") for n in notes) is lost
+    assert not summary.sections_ok(report)
+    json.loads(json.dumps(report, default=json_default))  # the --json report holds all three
+
+    console = Console(record=True, width=220)
+    tables = render_sections(report)
+    assert len(tables) == 3
+    for t in tables:
+        console.print(t)
+    text = console.export_text()
+    for needle in ("estimate vs actual", "0.50×", "2.25×", "(not the plan run)", "start-up", "convpipe explain",
+                   "3.00×", "failed", "service jobs/s", "8.00", "16.0×"):
+        assert needle in text, needle
+
+
+def test_a_failing_section_is_recorded_not_raised(tmp_path: Path, monkeypatch) -> None:
+    from convpipe.bench import summary
+    from convpipe.cli.bench_tables import render_sections
+
+    def broken(*a, **k):
+        raise RuntimeError("no calibration")
+
+    monkeypatch.setattr(summary, "_calibrate", broken)
+    cfg = bench.BenchConfig(workdir=tmp_path, sections=("estimate",))
+    report = {"rows": _fake_rows()}
+    summary.add_sections(bench.Ctx(cfg, "in.zarr", (1, 8, 8), (1, 8, 8), 1, 1 << 30), report)
+    assert report["estimate_vs_actual"]["status"] == "error" and "startup" not in report
+    assert summary.section_notes(report) == ["estimate error: RuntimeError: no calibration"]
+    assert render_sections(report) == []
+    # one plan failing to estimate is a row of its own, the others still compare
+    out = summary.estimate_vs_actual(_fake_rows(), lambda name: broken() if name == "heavy" else
+                                     {"seconds": 4.0, "peak_memory_bytes": 400})
+    assert [(r["pipeline"], r["status"]) for r in out["rows"]] == [("light", "ok"), ("heavy", "error")]
+    assert out["rows"][0]["met"] and out["rows"][0]["same_plan"] is None and not out["met"]
+
+
+def test_parse_sections_and_run_timed(tmp_path: Path) -> None:
+    from convpipe.bench import summary
+
+    assert summary.parse_sections(None) == summary.parse_sections("all") == summary.SECTIONS
+    assert summary.parse_sections("none") == ()
+    assert summary.parse_sections("service, estimate") == ("estimate", "service")  # the order they print in
+    with pytest.raises(ValueError, match="nope"):
+        summary.parse_sections("estimate,nope")
+    with pytest.raises(ValueError, match="section"):
+        bench.run_benchmark(bench.BenchConfig.quick(workdir=tmp_path, sections=("nope",)), progress=False)
+    ok = summary.run_timed([sys.executable, "-c", "pass"], tmp_path)
+    bad = summary.run_timed([sys.executable, "-c", "import sys; sys.exit('no such spec')"], tmp_path)
+    assert ok["rc"] == 0 and ok["seconds"] > 0
+    assert bad["rc"] == 1 and "no such spec" in bad["stderr_tail"]

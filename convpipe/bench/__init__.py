@@ -32,7 +32,9 @@ A new row is one small registration:
 Modules: :mod:`.registry` (config, cases and contenders registries), :mod:`.cases`, :mod:`.contenders`,
 :mod:`.data` (input, check region, oracle), :mod:`.harness` (the timed rounds), :mod:`.extra` and
 :mod:`.child` (the extra suite and its measurement subprocesses), :mod:`.objects` (the extra suite's
-``label`` and ``regionprops`` rows against dask-image, scipy and skimage), :mod:`.gpu` (GPU vs CPU),
+``label`` and ``regionprops`` rows against dask-image, scipy and skimage), :mod:`.service` (the job service's
+jobs/s; its extra row is :mod:`.service_row`), :mod:`.summary` (the main table's sections after the rows:
+estimate vs actual, start-up, service jobs/s), :mod:`.gpu` (GPU vs CPU),
 :mod:`.render` (text pieces of the report); the ``bench`` command and its rich tables are
 :mod:`convpipe.cli.bench` and :mod:`convpipe.cli.bench_tables`. Peak RSS is sampled by the run
 monitor's :class:`convpipe.monitor.RssSampler`.
@@ -46,7 +48,7 @@ from .cases import FFT_LOWPASS, fft_lowpass_mask, fft_lowpass_planes
 from .data import check_region, ensure_input
 from .extra import EXTRA_ROWS, ExtraCtx, extra_row, run_extra
 from . import layers  # noqa: F401,E402 - registers the extra row conv_layer (issue 15)
-from . import service  # noqa: F401,E402 - registers the extra row service (jobs/s, issue 17)
+from . import service_row  # noqa: F401,E402 - registers the extra row service (jobs/s, issue 17)
 from .harness import run_benchmark
 from .registry import (CASES, CONTENDERS, DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, NA, QUICK_CHUNKS,
                        QUICK_SHAPE, BenchConfig, Case, Contender, Ctx, Outcome, Skip, add_case, contender)

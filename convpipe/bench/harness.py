@@ -86,6 +86,11 @@ def validate_config(config: BenchConfig) -> None:
         raise ValueError("--repeat must be >= 1")
     if config.backend not in ("cpu", "gpu"):
         raise ValueError("--backend is cpu or gpu")
+    from .summary import SECTIONS
+
+    unknown = [s for s in config.sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
 
 
 def run_benchmark(config: BenchConfig, console: Any = None, *, progress: bool = True) -> dict:
@@ -106,7 +111,8 @@ def run_benchmark(config: BenchConfig, console: Any = None, *, progress: bool = 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"shape": list(ctx.shape), "chunks": list(ctx.chunks), "pipelines": list(config.pipelines),
                    "repeat": config.repeat, "backend": config.backend,
-                   "only": list(config.only) if config.only else None, "workdir": str(config.workdir.resolve())},
+                   "only": list(config.only) if config.only else None, "workdir": str(config.workdir.resolve()),
+                   "sections": list(config.sections), "preset": config.preset},
         "machine": {"cpus": ctx.ncpu, "ram_bytes": ctx.total_ram, "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "versions": versions(),
@@ -158,6 +164,11 @@ def run_benchmark(config: BenchConfig, console: Any = None, *, progress: bool = 
     _ratios(report["rows"])
     report["all_ok"] = all(r["status"] in ("ok", "skipped") and r.get("check_ok", True) is not False
                            for r in report["rows"])
+    if config.sections:  # estimate vs actual, start-up, service jobs/s (issue 17), after every row is measured
+        from .summary import add_sections, sections_ok
+
+        add_sections(ctx, report, say)
+        report["all_ok"] = report["all_ok"] and sections_ok(report)
     if config.json_path is not None:
         p = Path(config.json_path)
         if p.parent and not p.parent.exists():

@@ -44,11 +44,17 @@ class BenchConfig:
     only: tuple[str, ...] | None = None  # contender names; None = all
     keep_outputs: bool = False
     seed: int = 0
+    # the sections after the table (:data:`convpipe.bench.summary.SECTIONS`: estimate vs actual, start-up,
+    # service jobs/s); none by default, so a library caller (the extra suite's rows) times its rows alone;
+    # ``convpipe bench`` asks for all of them
+    sections: tuple[str, ...] = ()
+    preset: str = "default"  # "quick": the sections' smaller counts (start-up runs, service jobs)
 
     @classmethod
     def quick(cls, **kw: Any) -> BenchConfig:
         kw.setdefault("shape", QUICK_SHAPE)
         kw.setdefault("chunks", QUICK_CHUNKS)
+        kw.setdefault("preset", "quick")
         return cls(**kw)
 
 

@@ -1,4 +1,5 @@
-"""Extra row ``service``: the job service's throughput on tiny jobs, end to end (issue 17 item 6).
+"""The job service's throughput on tiny jobs, end to end (issue 17 item 6): the extra row ``service``
+(:mod:`.service_row`) and the main table's service section (:mod:`.summary`).
 
 A real service (``convpipe serve`` in a subprocess, on a loopback port, ``--max-running 2``) gets a burst of
 tiny jobs (a gaussian σ=1.5 of a 64 × 64 float32 image) submitted at once over HTTP; jobs/s is their count
@@ -7,18 +8,21 @@ warm runner (the default) and each in a fresh interpreter (``CONVPIPE_WARM_RUNNE
 job is run first and waited for, so the numbers are the steady state; the time from the service's start to
 that first job's success is reported beside them. A sample of outputs is checked against the oracle.
 Target: ≥ 3 jobs/s warm, every job succeeded.
+
+:func:`throughput` is the measurement both report (the main table with smaller counts). This module imports
+nothing of the harness or the extra suite, so the harness's sections can use it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .extra import ExtraCtx, extra_row
 from .machine import loadavg
 
 STEPS = [{"gaussian": {"sigma": 1.5}}]
@@ -88,32 +92,35 @@ def measure(workdir: Path, n: int, *, warm: bool, max_running: int = 2, sample: 
             "loadavg_before": load_before, "loadavg_after": load_after}
 
 
-@extra_row("service", title="service jobs/s: tiny jobs (64×64 gaussian) submitted at once, submit → succeeded, "
-                            "warm runner vs a fresh interpreter per job",
-           target=f"warm ≥ {TARGET_JOBS_PER_S:g} jobs/s end to end; every job succeeded; outputs equal the oracle")
-def extra_service(sx: ExtraCtx) -> dict:
+def throughput(workdir: Path, n_warm: int, n_cold: int, say: Callable[[str], Any] = lambda *a, **k: None) -> dict:
+    """Jobs/s of ``n_warm`` jobs forked from the warm runner and ``n_cold`` in a fresh interpreter each.
+
+    What the extra row ``service`` measures and the main table's service section (``convpipe bench``, with
+    small counts) reports: :func:`measure` twice (warm only where :func:`~convpipe.service.warm.warm_supported`),
+    their ratio ``speedup``, and ``met`` (warm ≥ :data:`TARGET_JOBS_PER_S` jobs/s, every job succeeded, the
+    sampled outputs equal the oracle); ``all_ok`` is the last two alone.
+    """
     from ..service.warm import warm_supported
 
-    n_warm, n_cold = sx.size((100, 12), (20, 6))
-    out: dict = {"warm": None, "cold": None}
+    out: dict = {"warm": None, "cold": None, "target_jobs_per_s": TARGET_JOBS_PER_S}
     if warm_supported():
-        sx.say(f"  warm runner: {n_warm} jobs …")
-        out["warm"] = measure(sx.workdir / "service", n_warm, warm=True)
-    sx.say(f"  fresh interpreter per job: {n_cold} jobs …")
-    out["cold"] = measure(sx.workdir / "service", n_cold, warm=False)
+        say(f"  warm runner: {n_warm} jobs …")
+        out["warm"] = measure(workdir, n_warm, warm=True)
+    say(f"  fresh interpreter per job: {n_cold} jobs …")
+    out["cold"] = measure(workdir, n_cold, warm=False)
     rows = [r for r in (out["warm"], out["cold"]) if r]
-    all_ok = all(r["succeeded"] == r["jobs"] and r["sample_ok"] for r in rows)
+    out["all_ok"] = all(r["succeeded"] == r["jobs"] and r["sample_ok"] for r in rows)
     best = out["warm"] or out["cold"]
     out["speedup"] = out["warm"]["jobs_per_s"] / out["cold"]["jobs_per_s"] if out["warm"] else None
-    out["met"] = bool(all_ok and out["warm"] and out["warm"]["jobs_per_s"] >= TARGET_JOBS_PER_S)
+    out["met"] = bool(out["all_ok"] and out["warm"] and out["warm"]["jobs_per_s"] >= TARGET_JOBS_PER_S)
 
-    def say(name: str, r: dict | None) -> str:
+    def one(name: str, r: dict | None) -> str:
         if r is None:
             return f"{name}: not here (Linux only)"
         return (f"{name} {r['jobs_per_s']:.2f} jobs/s ({r['succeeded']}/{r['jobs']} in {r['seconds']:.1f} s, "
                 f"first job {r['service_start_to_first_job_s']:.1f} s after start)")
 
-    out["summary"] = (f"{say('warm', out['warm'])}; {say('fresh interpreter', out['cold'])}"
+    out["summary"] = (f"{one('warm', out['warm'])}; {one('fresh interpreter', out['cold'])}"
                       + (f"; {out['speedup']:.1f}×" if out["speedup"] else "")
                       + f"; load {best['loadavg_before'][0]:.1f}")
     return out

@@ -63,6 +63,7 @@ def bench(
     keep_outputs: bool = False,
     suite: str = "main",
     run_limit: float = 240.0,
+    sections: str | None = None,
 ) -> int:
     """Run the benchmark and print its table; return the exit code (0 ok, 1 bad options, 2 a check failed).
 
@@ -73,7 +74,8 @@ def bench(
     from ..bench.harness import run_benchmark, selected_cases, selected_contenders, validate_config
     from ..bench.registry import DEFAULT_CHUNKS, DEFAULT_PIPELINES, DEFAULT_SHAPE, QUICK_CHUNKS, QUICK_SHAPE, BenchConfig
     from ..bench.render import render_notes
-    from .bench_tables import render_table
+    from ..bench.summary import parse_sections, section_notes
+    from .bench_tables import render_sections, render_table
 
     console = Console()
     if not console.is_terminal and console.width < 150:
@@ -97,6 +99,7 @@ def bench(
             pipelines=_parse_names(pipelines) or (),
             repeat=repeat, workdir=workdir, json_path=json_path, backend=backend,
             only=_parse_names(only), keep_outputs=keep_outputs,
+            sections=parse_sections(sections), preset="quick" if quick else "default",
         )
         validate_config(cfg)
         selected_cases(cfg)
@@ -106,13 +109,16 @@ def bench(
         return 1
     report = run_benchmark(cfg, console)
     console.print(render_table(report))
-    for note in render_notes(report):
+    for table in render_sections(report):
+        console.print(table)
+    for note in [*render_notes(report), *section_notes(report)]:
         console.print(f"  {note}", highlight=False, markup=False)
     if json_path is not None:
         console.print(f"report: {json_path}")
     if not report["all_ok"]:
         bad = [f"{r['pipeline']}/{r['contender']}" for r in report["rows"]
                if r["status"] == "error" or r.get("check_ok") is False]
+        bad += [note.split(":")[0] for note in section_notes(report)]
         err.print(f"[red]failed:[/] {escape(', '.join(bad))}")
         return 2
     return 0
@@ -181,6 +187,7 @@ def register(app: Any) -> None:
     """Add the ``bench`` command to a typer app (:func:`build` does, for the main app)."""
     from ..bench.extra import EXTRA_ROWS
     from ..bench.registry import CASES, CONTENDERS, QUICK_CHUNKS, QUICK_SHAPE
+    from ..bench.summary import SECTIONS
 
     cases = ", ".join(c for c in CASES if c != "io")
     quick_help = (f"small preset {'×'.join(map(str, QUICK_SHAPE))}, chunks {'×'.join(map(str, QUICK_CHUNKS))}, "
@@ -209,10 +216,15 @@ def register(app: Any) -> None:
                                                  f"default shape {','.join(map(str, GPU_SHAPE))}; --only cpu,gpu)"),
         run_limit: float = opt(240.0, "--run-limit", help="extra/archive: a run expected past this many seconds "
                                                           "is extrapolated, not run"),
+        sections: str | None = opt(None, "--sections",
+                                   help="main suite: what follows the table, comma-separated: "
+                                        f"{', '.join(SECTIONS)} (explain's estimate vs each convpipe row; "
+                                        "start-up of the instant commands vs import numpy, yaml, pydantic; "
+                                        "service jobs/s, warm runner vs fresh interpreter), all or none [all]"),
     ) -> None:
         code = bench(shape=shape, chunks=chunks, pipelines=pipelines, repeat=repeat, workdir=workdir,
                      json_path=json_path, backend=backend, only=only, quick=quick, keep_outputs=keep_outputs,
-                     suite=suite, run_limit=run_limit)
+                     suite=suite, run_limit=run_limit, sections=sections)
         if code:
             # SystemExit, not typer.Exit: a host CLI calling its app with standalone_mode=False gets typer.Exit's
             # code back as click's return value and may drop it; SystemExit reaches the process either way

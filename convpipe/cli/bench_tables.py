@@ -7,7 +7,7 @@ from typing import Any
 
 from ..bench.render import extra_summary, fmt, fmt_bytes
 
-__all__ = ["render_extra_table", "render_gpu_table", "render_table"]
+__all__ = ["render_extra_table", "render_gpu_table", "render_sections", "render_table"]
 
 
 def render_table(report: dict) -> Any:
@@ -44,6 +44,81 @@ def render_table(report: dict) -> Any:
                   fmt_bytes(r["peak_rss"]), fmt_bytes(r["rss_delta"]), fmt(r["max_abs_diff"], ".2e"),
                   fmt(r["rel_diff"], ".1e"), "[green]ok[/]" if ok else "[red]FAIL[/]")
     return t
+
+
+def _met(ok: bool | None) -> str:
+    return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+def _load(s: dict) -> str:
+    a, b = s.get("loadavg_start"), s.get("loadavg_end")
+    return f"load average at start/end {a} / {b}; section {fmt(s.get('section_s'), '.1f')} s"
+
+
+def render_sections(report: dict) -> list[Any]:
+    """The tables of the sections after the rows (:mod:`convpipe.bench.summary`), those the report has."""
+    from rich.table import Table
+
+    from ..bench.summary import REPORT_KEYS
+
+    out = []
+    e = report.get(REPORT_KEYS["estimate"])
+    if e is not None and e.get("status") == "ok":
+        lo, hi = e["target"]
+        cal = e.get("calibration") or {}
+        t = Table(title="estimate vs actual · explain's estimate of each convpipe row beside its measured run",
+                  caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; actual: the row's best wall time and "
+                           "peak RSS of the benchmark process (the estimate's peak is per worker: the threads "
+                           "cluster's one process); calibration "
+                           + ("cached" if cal.get("cached") else f"measured now ({fmt(cal.get('calibration_s'), '.1f')} s)")
+                           + f"; {_load(e)}"))
+        for col in ("pipeline", "estimate s", "actual s", "ratio", "estimate peak", "actual peak RSS", "ratio",
+                    "plan", "target"):
+            t.add_column(col, justify="left" if col in ("pipeline", "plan") else "right")
+        for r in e["rows"]:
+            if r["status"] != "ok":
+                t.add_row(r["pipeline"], "[red]error[/]", *["—"] * 7)
+                continue
+            plan = f"{fmt(r.get('plan_tasks'), ',d')} tasks, {r.get('cluster')}" + (
+                "" if r.get("same_plan") is not False else " [red](not the plan run)[/]")
+            t.add_row(r["pipeline"], fmt(r["estimate_s"], ".2f"), fmt(r["actual_s"], ".2f"),
+                      fmt(r["seconds_ratio"], ".2f", "×"), fmt_bytes(r["estimate_peak_bytes"]),
+                      fmt_bytes(r["actual_peak_rss"]), fmt(r["memory_ratio"], ".2f", "×"), plan, _met(r["met"]))
+        out.append(t)
+    s = report.get(REPORT_KEYS["startup"])
+    if s is not None and s.get("status") == "ok":
+        base = s["baseline"]
+        t = Table(title=f"start-up · median of {s['runs']} runs of each command as a subprocess (round-robin)",
+                  caption=f"ratio: median / the baseline's median, target ≤ {s['target']:g}×; {_load(s)}")
+        for col in ("command", "median s", "runs s", "× baseline", "target"):
+            t.add_column(col, justify="left" if col == "command" else "right")
+
+        def runs(c: dict) -> str:
+            return ", ".join(f"{x:.2f}" for x in c["times"]) + ("" if c["ok"] else " [red]failed[/]")
+
+        t.add_row(f"python -c \"{base['name']}\" (baseline)", fmt(base["median_s"], ".2f"), runs(base), "1.00×", "")
+        for name, c in s["commands"].items():
+            t.add_row(f"convpipe {name}", fmt(c["median_s"], ".2f"), runs(c), fmt(c["ratio"], ".2f", "×"),
+                      _met(c["met"]))
+        out.append(t)
+    v = report.get(REPORT_KEYS["service"])
+    if v is not None and v.get("status") == "ok":
+        t = Table(title="service jobs/s · tiny jobs (64×64 gaussian) submitted at once to a real job service, "
+                        "submit → succeeded",
+                  caption=(f"target: warm ≥ {v['target_jobs_per_s']:g} jobs/s, every job succeeded, sampled outputs "
+                           f"equal the oracle; warm / fresh {fmt(v.get('speedup'), '.1f', '×')}; {_load(v)}"))
+        for col in ("jobs start", "jobs", "succeeded", "seconds", "jobs/s", "first job s", "sample max|Δ|", "target"):
+            t.add_column(col, justify="left" if col == "jobs start" else "right")
+        for label, key in (("forked from the warm runner", "warm"), ("fresh interpreter each", "cold")):
+            r = v.get(key)
+            if r is None:
+                t.add_row(label, *["—"] * 6, "[dim]not here (Linux only)[/]")
+                continue
+            t.add_row(label, str(r["jobs"]), str(r["succeeded"]), fmt(r["seconds"], ".2f"), fmt(r["jobs_per_s"], ".2f"),
+                      fmt(r["service_start_to_first_job_s"], ".1f"), fmt(r["sample_max_abs_diff"], ".1e"),
+                      _met(v["met"]) if key == "warm" else "")
+        out.append(t)
+    return out
 
 
 def render_extra_table(report: dict) -> Any:
