@@ -333,18 +333,21 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
 
 
 def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool):
-    from . import engines
+    from . import centring, engines
     from .finite import Guard
     from .ops.base import Context
 
     guard = Guard(list(ops), block, compute, every=every)
     u = block
     have = targets[0]
+    # float32 runs of ops that declare their response to a shift run on centred values (convpipe.centring):
+    # u holds the true values minus ``shift`` (a float64 constant)
+    gains = centring.gains(ops, compute)
+    worth = centring.worth(gains)
+    shift = 0.0
     for i, op in enumerate(ops):
         out_t = targets[i + 1]
         n = extents[i]
-        u = stored_values(u, op, compute)
-        guard.before(i, u)
         halo = op.halo()
         strides = op.strides()
         full = op.full_axes()
@@ -399,13 +402,20 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
                 coords[a] = runs_to_array(out_t[a])
             else:
                 coords[a] = np.arange(n[a])
+        centred = gains[i] is not None and not centring.pads_per_pass(op, fills)
+        if shift and not centred:  # this op must see the true values (on this tile)
+            u, shift = centring.restore(u, shift), 0.0
+        elif not shift and centred and worth[i] and guard.finite:
+            u, shift = centring.centre(u, compute, xp)
+        u = stored_values(u, op, compute)
+        guard.before(i, u)
         u = _take_all(u, takes)  # every axis' halo and boundary padding in one gather
         for ax, outside, cval in fills:
             if not getattr(u.flags, "writeable", True) or u.base is not None:  # a view (or CuPy: no writeable)
                 u = u.copy()
             sl = [slice(None)] * u.ndim
             sl[ax] = outside
-            u[tuple(sl)] = cval
+            u[tuple(sl)] = cval - shift  # centred: the padding moves with the values
         # ops whose values depend on where a voxel is (stochastic draws) get global coordinates of
         # every output index along each axis (entries between two runs are discarded afterwards)
         rows_ctx = rows_wanted and op.rows_context
@@ -440,6 +450,10 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
             oax = out_axes.index(a)
             if out_t[a] != ((0, y.shape[oax]),):  # an op may change a whole axis' length (conv_layer's c)
                 y = np.take(y, runs_to_array(out_t[a]), axis=oax)
+        if shift:
+            shift *= gains[i]  # op(x - c) = op(x) - g * c
+            if shift and i == len(ops) - 1:
+                y, shift = centring.restore(y, shift), 0.0
         guard.after(i, y, last=i == len(ops) - 1)
         u = y
         have = {a: out_t.get(a, ((0, y.shape[out_axes.index(a)]),)) for a in out_axes}
