@@ -64,18 +64,32 @@ def pads_per_pass(op: Any, fills: list) -> bool:
     return bool(fills) and op.wants_outside and any(cval != 0 for _, _, cval in fills)
 
 
-def centre(u: Any, compute: np.dtype, xp: Any = np) -> tuple[Any, float]:
+def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float] | None = None,
+           inplace: bool = False) -> tuple[Any, float]:
     """``(u - c, c)`` in ``compute`` with ``c`` the mid-range of ``u`` rounded to ``compute``; ``(u, 0.0)``
-    when ``u`` holds NaN/inf or centring gains little (``|c|`` no larger than the range)."""
+    when ``u`` holds NaN/inf or centring gains little (``|c|`` no larger than the range).
+
+    ``known``: ``(min, max)`` of ``u`` when the caller has them (the finiteness check computed them).
+    ``inplace``: ``u`` (of dtype ``compute``) is the caller's to overwrite: no new block is allocated (the
+    allocation of a fresh block costs twice the subtraction).
+    """
     if getattr(u, "size", 0) == 0 or u.dtype.kind not in "iuf":
         return u, 0.0
-    lo, hi = float(u.min()), float(u.max())
+    if known is None and u.dtype.kind in "iu" and u.size > 1 << 16 and u.flags.c_contiguous:
+        # integers are finite and c need only lie near the values (x - c is exact for any c of this
+        # grid): every 61st value, a 1/60 of the two reductions (min and max of a uint16 tile cost 40% of its cast)
+        s = u.reshape(-1)[::61]
+        known = (float(s.min()), float(s.max()))
+    lo, hi = known if known is not None else (float(u.min()), float(u.max()))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return u, 0.0
     compute = np.dtype(compute)
     c = float(compute.type((lo + hi) / 2))
     if abs(c) <= hi - lo:
         return u, 0.0
+    if inplace and u.dtype == compute:
+        xp.subtract(u, compute.type(c), out=u)
+        return u, c
     if u.dtype == compute or u.dtype.itemsize < compute.itemsize or (u.dtype.kind in "iu" and u.dtype.itemsize <= 2):
         # one pass, and exact: the values and c are float32 numbers within a factor 2 of each other or integers
         return xp.subtract(u, compute.type(c), dtype=compute), c

@@ -292,7 +292,7 @@ def _local_index(have: Runs, want: np.ndarray) -> np.ndarray:
 
 def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Runs]],
               extents: Sequence[dict[str, int]], compute: np.dtype, xp: Any = np,
-              tables: dict[int, dict[str, np.ndarray]] | None = None) -> np.ndarray:
+              tables: dict[int, dict[str, np.ndarray]] | None = None, *, owned: bool = False) -> np.ndarray:
     """Run a fused chain on ``block`` (holding ``targets[0]`` of the input) and return the core.
 
     Each op runs as ``op.apply(block, ctx)`` (:class:`convpipe.ops.base.Context`: the array module and what
@@ -301,15 +301,29 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
     coordinates and only for voxels in the tile's core (``targets[-1]``): a tile reports just the rows it
     owns, so nothing is lost or doubled at tile borders.
 
+    Float32 runs of ops that declare their response to a constant shift run on the tile minus a constant
+    (:mod:`convpipe.centring`). ``owned``: ``block`` is the caller's fresh copy, which the chain may overwrite
+    (centred in place).
+
     Raises :class:`~convpipe.errors.ExecutionError` naming the step when a finite block overflows the
     compute dtype (see :mod:`convpipe.finite`).
     """
     from .finite import Attribute
 
+    state = _BlockState(owned)
     try:
-        return _run_chain(block, ops, targets, extents, compute, xp, tables, every=False)
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=False)
     except Attribute:  # the result is not finite although the block was: run again, op by op
-        return _run_chain(block, ops, targets, extents, compute, xp, tables, every=True)
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=True)
+
+
+class _BlockState:
+    """What a chain did to its input block: centred in place (``owned`` blocks) by ``shift``; a second run of
+    the chain (op by op, convpipe.finite) starts from the centred block."""
+
+    def __init__(self, owned: bool):
+        self.owned = owned
+        self.shift = 0.0
 
 
 def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
@@ -332,7 +346,7 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
     return u.astype(compute if small else np.float64)
 
 
-def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool):
+def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, every: bool):
     from . import centring, engines
     from .finite import Guard
     from .ops.base import Context
@@ -344,7 +358,7 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
     # u holds the true values minus ``shift`` (a float64 constant)
     gains = centring.gains(ops, compute)
     worth = centring.worth(gains)
-    shift = 0.0
+    shift = state.shift
     for i, op in enumerate(ops):
         out_t = targets[i + 1]
         n = extents[i]
@@ -406,7 +420,11 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, *, every: bool
         if shift and not centred:  # this op must see the true values (on this tile)
             u, shift = centring.restore(u, shift), 0.0
         elif not shift and centred and worth[i] and guard.finite:
-            u, shift = centring.centre(u, compute, xp)
+            first = u is block
+            u, shift = centring.centre(u, compute, xp, known=guard.range if first else None,
+                                       inplace=first and state.owned)
+            if first and state.owned and u is block:
+                state.owned, state.shift = False, shift
         u = stored_values(u, op, compute)
         guard.before(i, u)
         u = _take_all(u, takes)  # every axis' halo and boundary padding in one gather

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convpipe.oracles import assert_conforms, oracle, uses_fft
+from test_backends import fake_cupy  # noqa: F401  (the CuPy double: a fixture)
 
 #: ops that make a small result of a large input (the cancelling family), with parameters
 CANCELLING = [
@@ -68,7 +69,7 @@ def check_float32(steps, x, chunks, precision="float32"):
     assert_conforms(got, ref, "float32", fft=uses_fft(steps), what=f"{steps} {x.dtype} chunks={chunks}")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_offset_data_float32_meets_the_oracle_on_any_chunking(data):
     """A cancelling op, alone or after / before smoothing, on offset data of uint16 / int16 / float32, any
@@ -90,9 +91,9 @@ def test_offset_data_float32_meets_the_oracle_on_any_chunking(data):
     check_float32(steps, x, chunks)
 
 
-def camera_offset() -> np.ndarray:
+def camera_offset(scale: float, offset: float) -> np.ndarray:
     skimage = pytest.importorskip("skimage")
-    return (skimage.data.camera().astype(np.float64) * 100 + 20000).astype(np.uint16)
+    return (skimage.data.camera().astype(np.float64) * scale + offset).astype(np.uint16)
 
 
 @pytest.mark.parametrize("steps", [
@@ -103,10 +104,11 @@ def camera_offset() -> np.ndarray:
     [{"gaussian": {"sigma": 3}}, {"difference_of_gaussians": {"low_sigma": 1}}],
     [{"fft_filter": {"kind": "highpass", "cutoff": 0.2}}],
 ], ids=lambda s: "-".join(next(iter(d)) for d in s))
-def test_camera_offset_uint16_auto_precision(steps):
-    """A real image as a camera stores it (skimage camera x100 + 20000 in uint16), precision auto (float32),
-    chunks that cut every kernel."""
-    x = camera_offset()
+@pytest.mark.parametrize("scale,offset", [(100, 20000), (1, 30000)], ids=["x100+20000", "x1+30000"])
+def test_camera_offset_uint16_auto_precision(steps, scale, offset):
+    """A real image as a camera stores it (skimage's camera x100 + 20000, and its 8 bits + 30000, in uint16),
+    precision auto (float32), chunks that cut every kernel."""
+    x = camera_offset(scale, offset)
     check_float32(steps, x, (160, 200), precision="auto")
 
 
@@ -177,3 +179,65 @@ def test_nonfinite_tiles_keep_their_rules_finite_tiles_are_centred():
         assert not np.isfinite(ref[:, :16]).all()
         # the right-hand tiles' blocks (their halos reach column 11) are finite
         assert_conforms(got[:, 16:], ref[:, 16:], "float32", what=f"{steps} right-hand tiles")
+
+
+def test_offset_data_on_the_cupy_double(fake_cupy):
+    """The GPU path runs the same centring (tiles.run_chain with the block's array module): on the CuPy test
+    double of tests/test_backends.py, with CuPy's rules (no 0-d numpy arrays, no implicit host copies)."""
+    import dask.array as da
+
+    import convpipe
+    from harness import make_spec
+
+    x = offset_image((40, 44), np.uint16, 30000, 200, 4)
+    for steps in ([{"gaussian": {"sigma": 1.5}}, {"sobel": {}}], [{"gaussian_laplace": {"sigma": 2}}],
+                  [{"median": {"size": 3}}, {"correlate": {"kernel": [[0.25, -0.5, 0.125, 0.125]]}}]):
+        p = convpipe.load(make_spec(steps, "float32", execution={"backend": "gpu"}))
+        got = np.asarray(p.apply(da.from_array(x, chunks=(17, 23)), axes="yx").compute(scheduler="sync"))
+        ref, _ = oracle(steps, x, "yx")
+        assert_conforms(got, ref, "float32", what=f"{steps} on the CuPy double")
+
+
+def _one_tile(steps, x):
+    """The ops, targets and extents of ``steps`` on ``x`` as one tile (as benchmarks/offset_centring does)."""
+    from convpipe.plan import ArrayInfo, make_plan
+    from convpipe.spec import load_spec
+    from convpipe.tiles import backward
+
+    spec = load_spec({"convpipe": 1, "input": {"url": "unused.zarr"}, "steps": steps})
+    info = ArrayInfo(x.shape, x.dtype, x.shape, "yx")
+    plan = make_plan(spec.steps, info, tile=dict(zip("yx", x.shape)), out_chunks=dict(zip("yx", x.shape)),
+                     memory_per_worker=1 << 40)
+    (pp,) = plan.passes
+    return pp.ops, backward(pp.ops, {a: ((0, pp.extents[-1][a]),) for a in pp.out_axes}, pp.extents), pp.extents
+
+
+def test_owned_block_centred_in_place_survives_the_op_by_op_rerun(monkeypatch):
+    """An owned block (the task's own copy) is centred in place; when the chain runs a second time op by op
+    (convpipe.finite: a non-finite result), that run starts from the centred block and still adds the offset
+    back: the result is the oracle's, not off by g * c."""
+    from convpipe import finite
+    from convpipe.tiles import run_chain
+
+    steps = [{"correlate": {"kernel": [[0.3, -0.5, 0.45]]}}, {"gaussian_laplace": {"sigma": 1.5}}]
+    x = offset_image((30, 40), np.float32, 30000, 200, 5)
+    ref, _ = oracle(steps, x, "yx")
+    ops, targets, extents = _one_tile(steps, x)
+    calls = []
+    after = finite.Guard.after
+
+    def once(self, i, y, *, last):  # the first run's end "is not finite": run again op by op
+        if last and not self.every and not calls:
+            calls.append(i)
+            raise finite.Attribute()
+        return after(self, i, y, last=last)
+
+    monkeypatch.setattr(finite.Guard, "after", once)
+    block = x.copy()
+    got = run_chain(block, ops, targets, extents, np.dtype(np.float32), owned=True)
+    assert calls, "the rerun did not happen"
+    assert not np.array_equal(block, x), "the owned block was not centred in place"
+    assert_conforms(got, ref, "float32", what="rerun after in-place centring")
+    shared = x.copy()  # not owned: never written
+    run_chain(shared, ops, targets, extents, np.dtype(np.float32))
+    assert np.array_equal(shared, x)
