@@ -9,6 +9,11 @@ array just yields longer runs. Walking forward, each op gets its input gathered 
 block (a view when the padding is a plain slice), runs its engine, and keeps the valid part. The result
 equals the whole-array computation for every mode and every chain, because every op sees exactly the
 values the whole-array reference would see.
+
+In float32, a run of ops that declare how they answer a constant shift (``Op.shift_gain``) computes on the
+block minus its mid-range, the offset's contribution added back in float64 (:mod:`convpipe.centring`): on
+offset data (a uint16 camera near 30 000) the float32 sums of derivative and zero-sum kernels would otherwise
+lose the result's digits to cancellation.
 """
 
 from __future__ import annotations
@@ -319,7 +324,7 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
 
 class _BlockState:
     """What a chain did to its input block: centred in place (``owned`` blocks) by ``shift``; a second run of
-    the chain (op by op, convpipe.finite) starts from the centred block."""
+    the chain (op by op, convpipe.finite) starts from the centred block, and adds ``shift`` back first."""
 
     def __init__(self, owned: bool):
         self.owned = owned
@@ -355,8 +360,9 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
     u = block
     have = targets[0]
     # float32 runs of ops that declare their response to a shift run on centred values (convpipe.centring):
-    # u holds the true values minus ``shift`` (a float64 constant)
-    gains = centring.gains(ops, compute)
+    # u holds the true values minus ``shift`` (a float64 constant). Not in the run op by op, which names the
+    # step whose result overflowed: a centred result hides its own overflow until the offset is added back
+    gains = centring.gains(ops, compute) if not every else [None] * len(ops)
     worth = centring.worth(gains)
     shift = state.shift
     for i, op in enumerate(ops):

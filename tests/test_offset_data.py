@@ -214,13 +214,14 @@ def _one_tile(steps, x):
 
 def test_owned_block_centred_in_place_survives_the_op_by_op_rerun(monkeypatch):
     """An owned block (the task's own copy) is centred in place; when the chain runs a second time op by op
-    (convpipe.finite: a non-finite result), that run starts from the centred block and still adds the offset
-    back: the result is the oracle's, not off by g * c."""
+    (convpipe.finite: a non-finite result, whose step that run names), that run starts from the centred block
+    and adds the offset back first: the result is the oracle's, not off by g * c. (The rerun computes
+    uncentred, as before centring existed: offset 1000 keeps that within tolerance.)"""
     from convpipe import finite
     from convpipe.tiles import run_chain
 
     steps = [{"correlate": {"kernel": [[0.3, -0.5, 0.45]]}}, {"gaussian_laplace": {"sigma": 1.5}}]
-    x = offset_image((30, 40), np.float32, 30000, 200, 5)
+    x = offset_image((30, 40), np.float32, 1000, 200, 5)
     ref, _ = oracle(steps, x, "yx")
     ops, targets, extents = _one_tile(steps, x)
     calls = []
@@ -236,8 +237,42 @@ def test_owned_block_centred_in_place_survives_the_op_by_op_rerun(monkeypatch):
     block = x.copy()
     got = run_chain(block, ops, targets, extents, np.dtype(np.float32), owned=True)
     assert calls, "the rerun did not happen"
-    assert not np.array_equal(block, x), "the owned block was not centred in place"
     assert_conforms(got, ref, "float32", what="rerun after in-place centring")
     shared = x.copy()  # not owned: never written
     run_chain(shared, ops, targets, extents, np.dtype(np.float32))
     assert np.array_equal(shared, x)
+
+
+def test_owned_block_is_centred_in_place():
+    """The task's own block is centred where it lies (no second block allocated); the result is the oracle's."""
+    from convpipe.tiles import run_chain
+
+    steps = [{"gaussian": {"sigma": 1}}, {"laplace": {}}]
+    x = offset_image((30, 40), np.float32, 30000, 200, 6)
+    ref, _ = oracle(steps, x, "yx")
+    ops, targets, extents = _one_tile(steps, x)
+    block = x.copy()
+    got = run_chain(block, ops, targets, extents, np.dtype(np.float32), owned=True)
+    assert np.abs(block).max() <= 200, "the owned block was not centred in place"
+    assert_conforms(got, ref, "float32", what="in-place centring")
+
+
+@pytest.mark.parametrize("steps", [
+    [{"gaussian": {"sigma": 1}}, {"gaussian": {"sigma": 2}}],
+    [{"gaussian": {"sigma": 1.5}}, {"gaussian_laplace": {"sigma": 1}}],
+    [{"uniform": {"size": 3, "mode": "wrap"}}, {"gaussian_laplace": {"sigma": 0.7, "mode": "wrap"}}],
+], ids=["gauss-gauss", "gauss-log", "uniform-log"])
+def test_merged_filters_declare_the_product_of_their_parts(steps):
+    """The planner merges consecutive symmetric filters (ops.local.merged): the merged op's gain is the
+    product of its parts' (a composed kernel's sum is the product of the sums), checked against the oracle."""
+    from convpipe.ops.local.merged import MergedSeparable, merge_linear
+
+    ops = [o for s in steps for o in _one_tile([s], np.zeros((20, 20), np.float32))[0]]
+    merged = merge_linear(ops, only_if_cheaper=False)
+    assert len(merged) == 1 and isinstance(merged[0], MergedSeparable)
+    parts = np.prod([o.shift_gain() for o in ops])
+    assert merged[0].shift_gain() == pytest.approx(parts, rel=1e-12, abs=1e-15)
+    x = offset_image((24, 28), np.float64, 0.0, 100.0, 1)
+    a, _ = oracle(steps, x + 30000.0, "yx")
+    b, _ = oracle(steps, x, "yx")
+    assert np.abs(a - (b + merged[0].shift_gain() * 30000.0)).max() <= 1e-8 * max(1.0, np.abs(a).max())
