@@ -134,7 +134,9 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     # finiteness is tracked op by op (convpipe.finite); numpy's floating-point RuntimeWarnings ("invalid value
     # encountered in multiply") must not reach the user's terminal
     with np.errstate(all="ignore"):
-        res = _run_tile(prog, be, block, meta, rows)
+        # a block made for this task (assembled from several chunks, or cast) may be centred in place
+        owned = getattr(block, "base", True) is None and all(block is not c for c in chunks)
+        res = _run_tile(prog, be, block, meta, rows, owned)
     for i, table in prog.tables:
         if table is not None:  # None: the rows go back with the tile (collect_rows)
             table.write_part(meta.key, rows.get(i, {}))
@@ -154,10 +156,12 @@ def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> n
     return np.ones((1,) * res.ndim, dtype=bool)
 
 
-def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict | None) -> Any:
+def _run_tile(prog: _Program, be: Any, block: Any, meta: "_TileMeta", rows: dict | None,
+              owned: bool = False) -> Any:
     with be.task(prog, block.dtype):  # GPU: warm-up once per process, bounded device concurrency
-        res = run_chain(be.asarray(block), prog.ops, list(meta.targets), prog.extents, prog.compute,
-                        xp=be.xp, tables=rows)  # one host->device copy; the whole chain on the device
+        dev = be.asarray(block)  # one host->device copy (a block of the task's own); the whole chain on the device
+        res = run_chain(dev, prog.ops, list(meta.targets), prog.extents, prog.compute,
+                        xp=be.xp, tables=rows, owned=owned or dev is not block)
         with np.errstate(over="ignore"):  # a float cast that overflows is reported just below, as an error
             out = cast_output(res, prog.out_dtype)
         if out.dtype.kind == "f" and out.dtype.itemsize < res.dtype.itemsize and res.dtype.kind == "f":

@@ -97,7 +97,11 @@ class Guard:
         self.ops = ops
         self.compute = np.dtype(compute)
         self.every = every
-        self.finite = is_finite(block)  # the values of the current op's input are known to be finite
+        real = getattr(block, "size", 0) and getattr(block, "dtype", np.dtype(bool)).kind == "f"
+        #: (min, max) of a real float block, which the finiteness check computes anyway (centring reuses it)
+        self.range = (float(block.min()), float(block.max())) if real else None
+        # the values of the current op's input are known to be finite
+        self.finite = is_finite(block) if self.range is None else all(math.isfinite(v) for v in self.range)
 
     def before(self, i: int, u: Any) -> None:
         """Before op ``i`` runs on ``u``: check its input when it could hide an overflow (and before a domain

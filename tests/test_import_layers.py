@@ -49,8 +49,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                  "convpipe.spec_model"]),
     # -- the whole-array references: numpy, scipy, scikit-image only (INDEPENDENT below)
     ("oracles", ["convpipe.oracles.*"]),
-    # -- what computes: the ops, their engines (dispatch on the array type), the exact halo runs
-    ("ops",     ["convpipe.engines.*", "convpipe.ops.*", "convpipe.tiles"]),
+    # -- what computes: the ops, their engines (dispatch on the array type), the exact halo runs, centring
+    ("ops",     ["convpipe.engines.*", "convpipe.ops.*", "convpipe.tiles", "convpipe.centring"]),
     # -- reading what a spec names (kernel files, profiles) and binding steps to ops on the input's axes;
     #    convpipe.spec = parse + bind (load_spec), with every name of the spec layer
     ("bind",    ["convpipe.profiles", "convpipe.bind", "convpipe.spec"]),

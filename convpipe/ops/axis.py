@@ -61,6 +61,9 @@ class MovingAverage(_AlongAxis):
     def halo(self):
         return {self.axis: (self.lo, self.hi)} if self.params.window > 1 else {}
 
+    def shift_gain(self):  # a mean
+        return 1.0
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """The moving average along ``axis``.
 

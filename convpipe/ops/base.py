@@ -157,6 +157,17 @@ class Op:
         """Axes the op needs whole (kind ``full``)."""
         return ""
 
+    def shift_gain(self) -> float | None:
+        """How the op answers a constant shift of its input: ``g`` with ``op(x - c) = op(x) - g * c`` for every
+        constant ``c`` (its padding shifted alike), in the oracle's float64 arithmetic; None: unknown.
+
+        0 for shift-invariant ops (derivatives, edges, high-pass), the kernel's sum for linear filters (1 for
+        normalized smoothing; the exact float64 sum, which for a second-derivative Gaussian is not 0), 1 for rank
+        filters. The tile engine centres float32 runs of ops that declare it (:mod:`convpipe.centring`); the
+        default, None, means the op always sees the true values (abs, clip, thresholds, statistics, tables).
+        """
+        return None
+
     def out_dtype(self, compute: np.dtype) -> np.dtype:
         """The dtype of the op's output for a chain computing in ``compute`` (the dtype rule above)."""
         return compute

@@ -75,6 +75,9 @@ class Scale(_Point):
     Params = ScaleParams
     linear = True
 
+    def shift_gain(self):
+        return float(self.params.factor)
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         f = x.dtype.type(self.params.factor)  # numpy scalars: CuPy refuses 0-d numpy arrays
         o = x.dtype.type(self.params.offset)

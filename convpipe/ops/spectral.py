@@ -166,6 +166,10 @@ class FFTFilter(_Spectral):
         c = self.params.cutoff
         self.cutoff = tuple(float(v) for v in (c if isinstance(c, list) else [c]))
 
+    def shift_gain(self) -> float:  # the mask at frequency 0 (1 low-pass, 0 high- and band-pass)
+        p = self.params
+        return float(fft_filter_mask((1,) * len(self.axes), p.kind, self.cutoff, p.shape, float(p.order)).flat[0])
+
     def mask(self, shape: tuple[int, ...]) -> np.ndarray:
         p = self.params
         return fft_filter_mask(tuple(int(n) for n in shape), p.kind, self.cutoff, p.shape, float(p.order))
@@ -208,6 +212,11 @@ def butterworth_mask(shape: tuple[int, ...], factor: float, order: float, high_p
 class Butterworth(_Spectral):
     name = "butterworth"
     Params = ButterworthParams
+
+    def shift_gain(self) -> float:  # the mask at frequency 0 (edge padding moves with the shift)
+        p = self.params
+        return float(butterworth_mask((1,) * len(self.axes), float(p.cutoff_frequency_ratio), float(p.order),
+                                      bool(p.high_pass), bool(p.squared_butterworth)).flat[0])
 
     def _planes(self, x: np.ndarray) -> np.ndarray:
         """skimage.filters.butterworth of each plane (edge-padded by ``npad``)."""

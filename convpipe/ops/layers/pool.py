@@ -40,6 +40,9 @@ class Pool(Op):
     def strides(self) -> dict[str, int]:
         return {a: s for a, s in self.stride.items() if s != 1}
 
+    def shift_gain(self) -> float:  # max, min, mean: 1; a sum: the window's size
+        return float(np.prod(list(self.size.values()))) if self.params.kind == "sum" else 1.0
+
     def out_length(self, axis: str, n: int) -> int:
         if axis not in self.size:
             return n

@@ -33,6 +33,9 @@ class _Correlate(Windowed, LocalOp):
         if p.method == "separable" and self.factors is None:
             raise self.error("method separable: this kernel is not separable (rank > 1)", "method")
 
+    def shift_gain(self) -> float:  # the kernel's sum (normalized, flipped for convolve), in float64
+        return float(np.sum(self.kernel, dtype=np.float64))
+
     def method(self) -> str:
         m = self.params.method
         if m == "auto":

@@ -59,6 +59,9 @@ class _Edge(LocalOp):
     def halo(self):
         return {a: (1, 1) for a in self.axes}
 
+    def shift_gain(self):  # every component has the derivative [-1, 0, 1]: shift-invariant
+        return 0.0
+
     def component(self, x, along, outside=None):
         w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
         # scipy.ndimage.sobel: the derivative pass first, then smoothing along the other axes in order
@@ -121,6 +124,9 @@ class Laplace(LocalOp):
 
     def halo(self):
         return {a: (1, 1) for a in self.axes}
+
+    def shift_gain(self):  # [1, -2, 1] sums to 0
+        return 0.0
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """scipy.ndimage.laplace: the sum over ``axes`` of the [1, -2, 1] second differences.

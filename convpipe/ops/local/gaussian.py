@@ -33,6 +33,9 @@ class Gaussian(LocalOp):
     def halo(self):
         return {a: (r, r) for a, r in self.radius.items()}
 
+    def shift_gain(self):  # the product of the 1-D kernels' sums (an order-2 kernel's is not 0)
+        return float(np.prod([w.sum() for w, _ in self.weights(self.ax).values()]))
+
     def weights(self, x_axes_index):
         return {x_axes_index(a): (gaussian_kernel1d(s, int(self.order[a]), self.radius[a]), self.radius[a])
                 for a, s in self.active.items()}
@@ -89,6 +92,10 @@ class GaussianLaplace(_GaussDerivs):
     name = "gaussian_laplace"
     linear = True
 
+    def shift_gain(self):  # the sum over axes of the second-derivative kernels' sums: not 0
+        return float(sum(np.prod([gaussian_kernel1d(s, 2 if a == along else 0, self.radius[a]).sum()
+                                  for a, s in self.sigma.items() if s > 1e-15]) for along in self.axes))
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """scipy.ndimage.gaussian_laplace: the sum over ``axes`` of the second Gaussian derivatives.
 
@@ -107,6 +114,9 @@ class GaussianLaplace(_GaussDerivs):
 class GaussianGradientMagnitude(_GaussDerivs):
     name = "gaussian_gradient_magnitude"
     deriv_order = 1
+
+    def shift_gain(self):  # odd kernels sum to 0 (an axis of sigma 0 has none: its "derivative" is a blur)
+        return 0.0 if all(s > 1e-15 for s in self.sigma.values()) else None
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """scipy.ndimage.gaussian_gradient_magnitude: sqrt of the summed squared first derivatives.
@@ -142,6 +152,12 @@ class DifferenceOfGaussians(LocalOp):
 
     def halo(self):
         return {a: (r, r) for a, r in self.radius.items()}
+
+    def shift_gain(self):
+        def blur(sig):
+            return np.prod([gaussian_kernel1d(s, 0, gaussian_radius(s, self.params.truncate)).sum()
+                            for s in sig.values() if s > 1e-15])
+        return float(blur(self.low) - blur(self.high))
 
     def _blur(self, x, sig):
         """The gaussian of ``sig`` on the part of the block its own radius needs (the block is padded by the
@@ -191,6 +207,10 @@ class UnsharpMask(LocalOp):
 
     def boundary(self, axis):
         return "reflect", 0.0  # skimage's unsharp_mask blurs with mode='reflect'
+
+    def shift_gain(self):  # x + amount * (x - blur): 1 + amount * (1 - the blur's gain)
+        blur = np.prod([gaussian_kernel1d(s, 0, self.radius[a]).sum() for a, s in self.sigma.items() if s > 1e-15])
+        return float(1.0 + self.params.amount * (1.0 - blur))
 
     def halo(self):
         return {a: (r, r) for a, r in self.radius.items()}

@@ -46,6 +46,9 @@ class MergedSeparable(LocalOp):
     def halo(self):
         return {a: (r, r) for a, r in self.rad.items()}
 
+    def shift_gain(self):  # the terms' products of kernel sums, summed
+        return float(sum(np.prod([v.sum() for v in t.values()]) for t in self.terms))
+
     def _w(self, a, v):
         r = self.rad[a]
         if len(v) // 2 < r:  # centre a shorter kernel in the axis' common halo

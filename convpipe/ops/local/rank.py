@@ -43,11 +43,17 @@ class Uniform(_SizeOp):
         w = {self.ax(a): (np.full(s, 1.0 / s), s // 2) for a, s in self.size.items() if s > 1}
         return self.crop(engines.sep_correlate(x, w))
 
+    def shift_gain(self):
+        return float(np.prod([np.full(s, 1.0 / s).sum() for s in self.size.values() if s > 1]))
+
     def method(self):
         return "separable"
 
 
 class _Rank(_SizeOp):
+    def shift_gain(self):  # a window's k-th value moves with the window
+        return 1.0
+
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """scipy.ndimage's median / minimum / maximum filter (named by the op) over the box ``size``.
 
