@@ -54,7 +54,7 @@ def _impulse_response(op: Any) -> KernelView | None:
         centre.append(lo + hi)
     x = np.zeros(shape)
     x[tuple(centre)] = 1.0
-    y = np.asarray(op.apply(x, np), dtype=np.float64)
+    y = np.asarray(op.apply(x), dtype=np.float64)
     y = y[tuple(slice(None, None, -1) if a in halo else 0 for a in op.in_axes)]
     return KernelView(_title(op), axes, np.ascontiguousarray(y), "impulse response of the op")
 
