@@ -331,6 +331,22 @@ def test_a_nonfinite_tile_is_centred_on_its_finite_values(monkeypatch):
     assert seen and all(np.isfinite(c) and 29900 < c < 30300 for c in seen), seen
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_tiles_on_the_cupy_double(fake_cupy):
+    """The finite values' range of a block holding NaN / inf, on the GPU path (the CuPy double's rules)."""
+    import dask.array as da
+
+    import convpipe
+    from harness import make_spec
+
+    x = poisoned_offset((40, 44), 9, SPOTS[2])
+    for steps in ([{"gaussian": {"sigma": 1.5}}, {"sobel": {}}], [{"gaussian_laplace": {"sigma": 2}}]):
+        p = convpipe.load(make_spec(steps, "float32", execution={"backend": "gpu"}))
+        got = np.asarray(p.apply(da.from_array(x, chunks=(17, 23)), axes="yx").compute(scheduler="sync"))
+        ref, _ = oracle(steps, x, "yx")
+        assert_conforms(got, ref, "float32", what=f"{steps} on the CuPy double")
+
+
 def test_centre_takes_the_finite_values_only():
     """``centre`` of a block holding NaN / +-inf: c is the mid-range of the finite values, NaN and inf
     stay as they are; a block without a finite value is not centred."""
