@@ -16,10 +16,15 @@ gain is 0 (a derivative) nothing is added back. The float32 sums then hold terms
 
 - ``c`` is the tile's mid-range (the least ``max|x - c|``) rounded to float32, so ``x - c`` is exact for
   uint16 / int16 data, and ``c`` differs by tile: each tile's rounding differs, each within tolerance.
-- Only in float32 (``precision: float64`` is untouched), only for finite values (a tile holding NaN/inf keeps
-  the rules of :mod:`convpipe.finite`), only where it gains something: a run holding an op whose gain is not
-  1 (a run of smoothing filters and rank filters loses no digits), on values whose mid-range is larger than
-  their range.
+- Only in float32 (``precision: float64`` is untouched), only where it gains something: a run holding an op
+  whose gain is not 1 (a run of smoothing filters and rank filters loses no digits), on values whose
+  mid-range is larger than their range.
+- A tile holding NaN/inf is centred too, on its finite values' mid-range: SPEC.md wants the oracle's result
+  on the finite voxels outside the non-finite footprints, which lose the tolerance on offset data as any
+  other. ``NaN - c = NaN`` and ``+-inf - c = +-inf`` (and adding ``g_total * c`` back keeps them), so the
+  footprints hold what the arithmetic gives, NaN where +inf meets -inf or a zero weight, as uncentred. The
+  rules of :mod:`convpipe.finite` are untouched: such a tile is never checked for overflow nor run again op
+  by op, and the op-by-op run (of a finite tile that overflowed) computes uncentred anyway.
 - Mode ``constant`` pads with ``cval``: the engine pads the centred block with ``cval - c`` instead. Ops that
   reset the padding to cval before each 1-D pass (scipy's per-pass constant padding, ``wants_outside`` with
   cval != 0) would mix the two: on the tiles where they pad, the values are restored first.
@@ -66,10 +71,11 @@ def pads_per_pass(op: Any, fills: list) -> bool:
 
 def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float] | None = None,
            inplace: bool = False) -> tuple[Any, float]:
-    """``(u - c, c)`` in ``compute`` with ``c`` the mid-range of ``u`` rounded to ``compute``; ``(u, 0.0)``
-    when ``u`` holds NaN/inf or centring gains little (``|c|`` no larger than the range).
+    """``(u - c, c)`` in ``compute`` with ``c`` the mid-range of ``u``'s finite values rounded to ``compute``;
+    ``(u, 0.0)`` when ``u`` holds no finite value or centring gains little (``|c|`` no larger than the range).
 
-    ``known``: ``(min, max)`` of ``u`` when the caller has them (the finiteness check computed them).
+    ``known``: ``(min, max)`` of ``u`` when the caller has them (the finiteness check computed them; NaN or
+    inf there: ``u`` holds non-finite values, and the finite values' range is computed here).
     ``inplace``: ``u`` (of dtype ``compute``) is the caller's to overwrite: no new block is allocated (the
     allocation of a fresh block costs twice the subtraction).
     """
@@ -82,7 +88,12 @@ def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float
         known = (float(s.min()), float(s.max()))
     lo, hi = known if known is not None else (float(u.min()), float(u.max()))
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return u, 0.0
+        # NaN / inf in the block: c from its finite values (NaN - c is NaN, +-inf - c is +-inf, so the
+        # non-finite footprints keep what the arithmetic gives). Only such tiles pay this second reduction
+        fin = u[xp.isfinite(u)]
+        if not fin.size:
+            return u, 0.0
+        lo, hi = float(fin.min()), float(fin.max())
     compute = np.dtype(compute)
     c = float(compute.type((lo + hi) / 2))
     if abs(c) <= hi - lo:

@@ -425,7 +425,7 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
         centred = gains[i] is not None and not centring.pads_per_pass(op, fills)
         if shift and not centred:  # this op must see the true values (on this tile)
             u, shift = centring.restore(u, shift), 0.0
-        elif not shift and centred and worth[i] and guard.finite:
+        elif not shift and centred and worth[i]:  # a tile holding NaN/inf too: c from its finite values
             first = u is block
             u, shift = centring.centre(u, compute, xp, known=guard.range if first else None,
                                        inplace=first and state.owned)
