@@ -351,3 +351,10 @@ def separable_factors(k: np.ndarray, rtol: float = 1e-12) -> list[np.ndarray] | 
     if np.max(np.abs(recon - k)) <= rtol * amax * 10:
         return [np.ascontiguousarray(f) for f in factors]
     return None
+
+
+def source_name(source: str) -> str:
+    """A kernel source as a channel label: a file by its base name (``bank.npy``), a named kernel as written."""
+    import os
+
+    return os.path.basename(source.rstrip("/")) or source

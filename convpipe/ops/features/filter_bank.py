@@ -8,18 +8,11 @@ from typing import Any
 import numpy as np
 
 from ...errors import SpecError
-from ...kernels import kernel_from_source, normalize
+from ...kernels import kernel_from_source, normalize, source_name
 from ...params.features import FilterBankParams
 from ...params.local import KernelParams
 from ..base import NO_CONTEXT, Context, Op, insert_axis
 from ..local.correlate import Correlate
-
-
-def _source_name(source: str) -> str:
-    """A kernel source as a channel label: a file by its base name, a named kernel as written."""
-    import os
-
-    return os.path.basename(source.rstrip("/")) or source
 
 
 class FilterBank(Op):
@@ -42,10 +35,10 @@ class FilterBank(Op):
         if isinstance(p.kernels, str):  # one .npy of shape (N, *kernel): channel i is kernel i
             bank = kernel_from_source(p.kernels, base)
             ks = [normalize(np.ascontiguousarray(k), p.normalize, p.temperature) for k in bank]
-            self.labels = [f"{_source_name(p.kernels)}[{i}]" for i in range(len(ks))]
+            self.labels = [f"{source_name(p.kernels)}[{i}]" for i in range(len(ks))]
         elif p.kernels is not None:
             ks = [normalize(kernel_from_source(s, base), p.normalize, p.temperature) for s in p.kernels]
-            self.labels = [_source_name(s) if isinstance(s, str) else f"kernel {i}" for i, s in enumerate(p.kernels)]
+            self.labels = [source_name(s) if isinstance(s, str) else f"kernel {i}" for i, s in enumerate(p.kernels)]
         else:
             ks = [normalize(k, p.normalize, p.temperature) for k in p.gabor.kernels()]
             # frequency-major, as GaborBank.kernels() orders them

@@ -11,13 +11,12 @@ Blocks holding NaN/inf take the per-channel-pair path of the oracle's arithmetic
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from ... import engines
-from ...kernels import kernel_from_source
+from ...kernels import kernel_from_source, source_name
 from ...params.layers import ConvLayerParams
 from ..base import NO_CONTEXT, Context, Op, insert_axis
 from .window import Windowed
@@ -84,7 +83,7 @@ class ConvLayer(Windowed, Op):
     def channel_labels(self, labels: list[str] | None) -> list[str]:
         """Output channel o is filter o: ``weights.npy[o]`` for weights from a file, else ``conv_layer o``."""
         w = self.params.weights
-        stem = os.path.basename(w.rstrip("/")) if isinstance(w, str) else "conv_layer"
+        stem = source_name(w) if isinstance(w, str) else "conv_layer"
         return [f"{stem}[{o}]" if isinstance(w, str) else f"{stem} {o}" for o in range(self.out_c)]
 
     def out_length(self, axis: str, n: int) -> int:
