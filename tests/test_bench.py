@@ -215,6 +215,59 @@ def test_a_new_row_is_one_registration(tmp_path: Path, registries) -> None:
     assert report["rows"][1]["vs_roofline"] > 0
 
 
+def test_floor_is_the_jobs_own_io(tmp_path: Path) -> None:
+    """The per-job floor: zarr reads the input and writes *this job's* output values (checked against the
+    oracle like any row); its time is read + write, and every row of the job gets ``vs_floor`` over it."""
+    cfg = bench.BenchConfig.quick(pipelines=("light",), only=("floor", "convpipe"), repeat=2, workdir=tmp_path)
+    report = bench.run_benchmark(cfg, progress=False)
+    rows = {(r["pipeline"], r["contender"]): r for r in report["rows"]}
+    assert set(rows) == {("light", "floor"), ("light", "convpipe")}  # no floor for the io case (no steps)
+    floor, cp = rows[("light", "floor")], rows[("light", "convpipe")]
+    assert floor["status"] == "ok" and floor["check_ok"] is True, floor
+    assert floor["rel_diff"] <= REL_TOL
+    assert floor["output"]["dtype"] == "float32" and floor["output"]["chunks"] == list(bench.QUICK_CHUNKS)
+    assert floor["seconds"] == pytest.approx(min(floor["times"]))
+    assert floor["extra"]["read_s"] > 0 and floor["extra"]["write_s"] > 0
+    assert floor["vs_floor"] == pytest.approx(1.0)
+    assert cp["vs_floor"] == pytest.approx(cp["seconds"] / floor["seconds"])
+
+
+def test_prepare_runs_before_each_round_untimed(tmp_path: Path, registries, monkeypatch) -> None:
+    """A contender's ``prepare`` runs before every round, outside the timed window (its cost is in no row).
+    The harness's clock is a fake that only prepare and the body advance, so the test reads no real time."""
+    import time
+    import types
+
+    import zarr
+
+    from convpipe.bench import harness
+
+    clock = [0.0]
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: clock[0], strftime=time.strftime))
+    calls: list[str] = []
+
+    def prepare(ctx: bench.Ctx, case: bench.Case) -> None:
+        calls.append("prepare")
+        clock[0] += 100.0
+
+    @bench.contender("copy", applies=lambda ctx, case: None if case.steps else bench.NA, prepare=prepare)
+    def copy(ctx: bench.Ctx, case: bench.Case) -> bench.Outcome:
+        assert calls and calls[-1] == "prepare"
+        calls.append("run")
+        url = ctx.out_url(case, "copy")
+        out = create_output(ctx, url)
+        out[...] = case.oracle(zarr.open_array(ctx.input_url)[...].astype(np.float64))
+        clock[0] += 1.0
+        return bench.Outcome(url)
+
+    cfg = bench.BenchConfig.quick(pipelines=("light",), only=("copy",), repeat=2, workdir=tmp_path)
+    report = bench.run_benchmark(cfg, progress=False)
+    (row,) = report["rows"]
+    assert row["status"] == "ok" and row["check_ok"] is True, row
+    assert calls == ["prepare", "run"] * 2
+    assert row["times"] == [1.0, 1.0]
+
+
 # --------------------------------------------------------------------------- the extra suite (quick versions)
 
 

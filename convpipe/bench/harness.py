@@ -192,7 +192,7 @@ def _row(case: Case, con: Contender, **kw: Any) -> dict:
            "times": [], "cpu_s": None, "tasks": None, "graph_tasks": None, "computes": None, "peak_rss": None,
            "rss_delta": None, "baseline_rss": None,
            "voxels_per_s": None, "max_abs_diff": None, "rel_diff": None, "check_ok": None, "tol": case.tol,
-           "vs_roofline": None, "vs_dask_image": None, "output": None, "extra": {}}
+           "vs_roofline": None, "vs_floor": None, "vs_dask_image": None, "output": None, "extra": {}}
     row.update(kw)
     return row
 
@@ -203,6 +203,8 @@ def _measure(ctx: Ctx, case: Case, con: Contender, runs: list[dict], region: tup
     else None (more rounds to come)."""
     try:
         remove(ctx.out_url(case, con.name))  # every run writes a fresh output; removing the old one is not timed
+        if con.prepare is not None:
+            con.prepare(ctx, case)
         release_memory()
         with RssSampler() as rss, _task_counter() as counter:
             c0 = cpu_seconds()
@@ -250,11 +252,14 @@ def _measure(ctx: Ctx, case: Case, con: Contender, runs: list[dict], region: tup
 def _ratios(rows: list[dict]) -> None:
     roof = next((r["seconds"] for r in rows if r["contender"] == "roofline" and r["status"] == "ok"), None)
     di = {r["pipeline"]: r["seconds"] for r in rows if r["contender"] == "dask-image" and r["status"] == "ok"}
+    floor = {r["pipeline"]: r["seconds"] for r in rows if r["contender"] == "floor" and r["status"] == "ok"}
     for r in rows:
         if r["status"] != "ok" or not r["seconds"]:
             continue
         if roof:
             r["vs_roofline"] = r["seconds"] / roof
+        if floor.get(r["pipeline"]):
+            r["vs_floor"] = r["seconds"] / floor[r["pipeline"]]
         if di.get(r["pipeline"]):
             r["vs_dask_image"] = r["seconds"] / di[r["pipeline"]]
 

@@ -131,17 +131,21 @@ class Contender:
     # None: runs; a string: skipped, with the reason in the report; NA: does not apply (no row at all)
     applies: Callable[[Ctx, Case], str | None]
     description: str = ""
+    prepare: Callable[[Ctx, Case], Any] | None = None  # untimed set-up before each run (e.g. values in memory)
 
 CONTENDERS: dict[str, Contender] = {}
 NA = "n/a"  # what ``applies`` returns for a case the contender has nothing to do with (no row)
 
-def contender(name: str, *, applies: Callable[[Ctx, Case], str | None], description: str = "") -> Callable:
+def contender(name: str, *, applies: Callable[[Ctx, Case], str | None], description: str = "",
+              prepare: Callable[[Ctx, Case], Any] | None = None) -> Callable:
     """Register the decorated ``fn(ctx, case) -> Outcome`` as contender ``name``.
 
-    ``applies(ctx, case)`` returns None (it runs), a reason string (a skipped row), or :data:`NA` (no row).
+    ``applies(ctx, case)`` returns None (it runs), a reason string (a skipped row), or :data:`NA` (no row);
+    ``prepare(ctx, case)``, when given, runs before each run outside the timed window.
     """
     def deco(fn: Callable[[Ctx, Case], Outcome]) -> Callable[[Ctx, Case], Outcome]:
-        CONTENDERS[name] = Contender(name, fn, applies, description or (fn.__doc__ or "").strip().split("\n")[0])
+        CONTENDERS[name] = Contender(name, fn, applies, description or (fn.__doc__ or "").strip().split("\n")[0],
+                                     prepare)
         return fn
 
     return deco

@@ -19,12 +19,13 @@ def render_table(report: dict) -> Any:
                      f"backend {cfg['backend']} · best of {cfg['repeat']}"),
               caption=("time: best wall time of the rounds; cpu s: the least process CPU time (all threads) of "
                        "the rounds; tasks run: tasks the threaded scheduler executed (optimized graph); graph/plan: len of the "
-                       "dask graph built, or convpipe's plan.tasks; Δ RSS: peak minus RSS at the start; max|Δ|, rel: "
+                       "dask graph built, or convpipe's plan.tasks; × floor: over the job's own I/O floor (zarr reads the input, "
+                       "then writes the job's output values from memory); Δ RSS: peak minus RSS at the start; max|Δ|, rel: "
                        "vs the float64 scipy oracle on the sub-volume "
                        + " × ".join(f"[{a}:{b}]" for a, b in report["check_region"])
                        + f"; load average at start/end {m.get('loadavg_start')} / {m.get('loadavg_end')}"))
     for col, just in (("pipeline", "left"), ("contender", "left"), ("time s", "right"), ("cpu s", "right"),
-                      ("× roofline", "right"),
+                      ("× roofline", "right"), ("× floor", "right"),
                       ("× dask-image", "right"), ("tasks run", "right"), ("graph/plan", "right"), ("peak RSS", "right"), ("Δ RSS", "right"),
                       ("max|Δ|", "right"), ("rel", "right"), ("check", "center")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -35,11 +36,11 @@ def render_table(report: dict) -> Any:
         last = r["pipeline"]
         if r["status"] != "ok":
             style = "dim" if r["status"] == "skipped" else "red"
-            t.add_row(r["pipeline"], r["contender"], f"[{style}]{r['status']}[/]", *["—"] * 10)
+            t.add_row(r["pipeline"], r["contender"], f"[{style}]{r['status']}[/]", *["—"] * 11)
             continue
         ok = r.get("check_ok")
         t.add_row(r["pipeline"], r["contender"], fmt(r["seconds"], ".2f"), fmt(r["cpu_s"], ".2f"),
-                  fmt(r["vs_roofline"], ".2f", "×"),
+                  fmt(r["vs_roofline"], ".2f", "×"), fmt(r.get("vs_floor"), ".2f", "×"),
                   fmt(r["vs_dask_image"], ".2f", "×"), fmt(r["tasks"], ",d"), fmt(r["graph_tasks"], ",d"),
                   fmt_bytes(r["peak_rss"]), fmt_bytes(r["rss_delta"]), fmt(r["max_abs_diff"], ".2e"),
                   fmt(r["rel_diff"], ".1e"), "[green]ok[/]" if ok else "[red]FAIL[/]")
