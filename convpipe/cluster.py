@@ -140,14 +140,14 @@ def total_memory() -> int:
 
 def cpu_count() -> int:
     """The CPUs this process may use, as Dask sees it: affinity and the cgroup CPU quota included."""
-    from dask.system import CPU_COUNT
+    from .sysinfo import cpu_count as _cpu_count  # dask.system.CPU_COUNT, without `import dask`
 
-    return int(CPU_COUNT)
+    return _cpu_count()
 
 
 def _profile_size(p: Profile) -> tuple[int, int]:
     """(workers, memory per worker) a profile provides at most, from its fields alone."""
-    from dask.utils import parse_bytes
+    from .humanize import parse_bytes
 
     s = p.settings
     n, mem = cpu_count(), total_memory()

@@ -164,8 +164,7 @@ def explain_json(plan: Any) -> dict[str, Any]:
 
 def explain_text(plan: Any) -> str:
     """The plan as ``explain`` prints it, with this machine's estimate as its last line."""
-    from .humanize import duration
-    from dask.utils import format_bytes as _fmt_bytes
+    from .humanize import duration, format_bytes as _fmt_bytes
 
     e = estimate(plan)
     return (str(plan) + f"\n  estimate  {duration(e['seconds'])}, peak {_fmt_bytes(e['peak_memory_bytes'])} per worker "
@@ -181,7 +180,7 @@ def summary_suffix(res: Any) -> str:
         e = estimate(plan)
     except Exception:  # an estimate never turns a finished run into a failure
         return ""
-    from dask.utils import format_bytes
+    from .humanize import format_bytes
 
     peak = (res.timings or {}).get("peak_rss")
     actual_mem = f", actual {format_bytes(int(peak))}" if peak else ""
