@@ -188,3 +188,15 @@ def test_parse_bytes_is_dasks(s) -> None:
             ours(s)
     else:
         assert ours(s) == want
+
+
+def test_memory_limit_is_distributeds() -> None:
+    code = ("from convpipe import sysinfo; import sys; m = sysinfo.memory_limit(); "
+            "print(m, 'distributed' in sys.modules or 'convpipe._distributed_system' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                       env={**_env(), "PYTHONPATH": str(ROOT)})
+    import distributed.system
+
+    got, loaded = p.stdout.split()
+    assert int(got) == distributed.system.MEMORY_LIMIT
+    assert loaded == str(sys.platform != "linux")  # computed on Linux, distributed's module elsewhere
