@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..version import __version__
-from ..errors import InputError, SpecError
-from ..io import Manifest, data_digest, fingerprint, open_input, output_state
+from ..errors import SpecError
+from ..io import Manifest, data_digest, fingerprint, output_state
 from ..outputs import is_ome_output, ome_output_problem
 from ..plan import ArrayInfo, Plan
 from ..replace import check_replaceable, check_table
