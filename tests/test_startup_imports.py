@@ -200,3 +200,24 @@ def test_memory_limit_is_distributeds() -> None:
     got, loaded = p.stdout.split()
     assert int(got) == distributed.system.MEMORY_LIMIT
     assert loaded == str(sys.platform != "linux")  # computed on Linux, distributed's module elsewhere
+
+
+def test_machine_key_reads_what_importlib_and_platform_say(tmp_path: Path, v3_spec: Path, baseline: set[str]) -> None:
+    """The calibration key is read faster (METADATA's headers; uname -p once a boot), never differently."""
+    import importlib.metadata
+    import platform
+
+    from convpipe import estimate as E
+
+    for name in E._VERSIONED:
+        try:
+            want = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        assert E._version(name) == want
+    E.calibration()  # a cache hit records this boot
+    key = E.machine_key()
+    assert key["processor"] == platform.processor()
+    mods, _ = _modules(["explain", str(v3_spec)], tmp_path)
+    if E._boot_id() is not None:
+        assert "subprocess" not in mods or "subprocess" in baseline  # uname -p did not run again
