@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import calibrate  # noqa: F401  (hands the calibration in: Plan.estimate() measures this machine once)
-from .plan import Plan
-from .run.core import RunResult
-from .run.events import Event, EventBus, log_subscriber, progress_subscriber
 from .spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .run.core import RunResult
+    from .run.events import Event
+
+# The run machinery (run.core: dask, zarr, the engines) loads when a run or apply needs it, not with the API:
+# ``load`` and ``explain`` (the command line's start-up, issue 17) never run anything. ``RunResult`` is still
+# this module's name (PEP 562).
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunResult":
+        from .run.core import RunResult
+
+        return RunResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Pipeline", "RunResult", "load"]
 
@@ -54,10 +68,10 @@ class Pipeline:
     def explain(self, **overrides: Any) -> Plan:
         """The plan on the spec's input (reads metadata only, never chunk data)."""
         from .backends import backend_note, resolve
-        from .run.prepare import array_info, open_spec_input, plan_for
+        from .run.plan_input import array_info, open_spec_input, plan_for
 
         spec = self.spec.with_overrides(**overrides) if overrides else self.spec
-        _, arr, axes, ome = open_spec_input(spec)
+        _, arr, axes, ome = open_spec_input(spec, metadata_only=True)
         choice = resolve(spec.execution.backend, strict=False)  # gpu without a GPU: explain still plans
         plan = plan_for(spec, array_info(arr, axes), choice.name, ome)
         plan.backend_note = backend_note(choice, plan)  # "auto chose gpu: <device>", passes left on the CPU
@@ -130,6 +144,7 @@ class Pipeline:
             On Ctrl-C (a ``KeyboardInterrupt``), saying how many tiles were written.
         """
         from .run.core import run_pipeline
+        from .run.events import EventBus, log_subscriber, progress_subscriber
 
         spec = self.spec.with_overrides(input=input, output=output, cluster=cluster, backend=backend,
                                         overwrite=overwrite, tile=tile)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from .errors import SpecError, SpecErrors
 from .spec_locations import FILE_FIELDS, FILE_LIST_FIELDS, TABLE_FIELDS, Location, spec_locations  # noqa: F401
-from .profiles import load_profile
 from .spec_messages import step_errors
 
 if TYPE_CHECKING:
@@ -119,6 +118,8 @@ def _bind_cluster(spec: "Spec") -> list[SpecError]:
     cluster = spec.execution.cluster
     if not cluster.startswith("profile:"):
         return []
+    from .profiles import load_profile  # only for profile: clusters (its models cost validate's start-up)
+
     loc = ("execution", "cluster")
     try:
         load_profile(cluster)

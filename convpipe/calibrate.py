@@ -16,11 +16,11 @@ import time
 from typing import Any, Callable
 
 from . import estimate as _estimate
-from .apply_tables import apply_array
-from .plan import ArrayInfo, make_plan
-from .run.core import run_pipeline
-from .run.events import EventBus
 from .spec import load_spec
+
+# The run machinery (apply_tables, run.core: dask, zarr, the engines) is imported inside measure_costs: this
+# module is imported by the API only to hand measure_costs in, and explain with a cached calibration must not
+# pay for it (issue 17: zarr alone was a third of explain's start-up).
 
 
 def load(source: dict) -> Any:
@@ -58,6 +58,10 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         libraries a run loads; ``seconds``: how long calibrating took.
     """
     import numpy as np
+
+    from .apply_tables import apply_array
+    from .run.core import run_pipeline
+    from .run.events import EventBus
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -135,6 +139,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
 
 def _bound(p: Any, side: int) -> Any:
     import numpy as np
+
+    from .plan import ArrayInfo, make_plan
 
     return make_plan(p.steps, ArrayInfo((side, side), np.dtype("float32"), (side, side), "yx"),
                      tile={"y": side, "x": side})

@@ -26,7 +26,6 @@ them, and a missing one is an :class:`~convpipe.errors.InputError` that names th
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,19 +33,19 @@ from typing import Any
 
 from .errors import InputError, SpecError
 from .spec_cluster import check_cluster  # noqa: F401  (re-exported: first defined here)
-from .profiles import (  # noqa: F401  (re-exported: the profile API was first defined here)
-    PROFILE_KINDS,
-    PROFILE_NAME,
-    SCHEDULER_PLACEHOLDER,
-    Profile,
-    cluster_script,
-    find_profile,
-    import_class,
-    load_profile,
-    profile_cluster_kwargs,
-    profile_search_path,
-    slurm_processes,
-)
+#: the profile API, first defined here, now in :mod:`convpipe.profiles`; re-exported on first use (PEP 562):
+#: its pydantic models are not needed to size a plan on threads / processes / local:N (explain's start-up)
+_FROM_PROFILES = ("PROFILE_KINDS", "PROFILE_NAME", "SCHEDULER_PLACEHOLDER", "Profile", "cluster_script",
+                  "find_profile", "import_class", "load_profile", "profile_cluster_kwargs", "profile_search_path",
+                  "slurm_processes")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_PROFILES:
+        from . import profiles
+
+        return getattr(profiles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ignore_interrupts() -> None:
@@ -140,14 +139,15 @@ def total_memory() -> int:
 
 def cpu_count() -> int:
     """The CPUs this process may use, as Dask sees it: affinity and the cgroup CPU quota included."""
-    from dask.system import CPU_COUNT
+    from .sysinfo import cpu_count as _cpu_count  # dask.system.CPU_COUNT, without `import dask`
 
-    return int(CPU_COUNT)
+    return _cpu_count()
 
 
-def _profile_size(p: Profile) -> tuple[int, int]:
+def _profile_size(p: Any) -> tuple[int, int]:
     """(workers, memory per worker) a profile provides at most, from its fields alone."""
-    from dask.utils import parse_bytes
+    from .humanize import parse_bytes
+    from .profiles import slurm_processes
 
     s = p.settings
     n, mem = cpu_count(), total_memory()
@@ -198,6 +198,8 @@ def describe(cluster: str) -> tuple[str, int, int]:
     if cluster.startswith(("tcp://", "tls://")):
         return "remote", n, mem // n
     if cluster.startswith("profile:"):
+        from .profiles import load_profile
+
         workers, per = _profile_size(load_profile(cluster))
         return "profile", workers, per
     raise SpecError(f"unknown cluster {cluster!r}: use threads, processes, local:N, tcp://host:port, "
@@ -259,6 +261,8 @@ def _remote_handle(kind: str, client: Any, mem: int) -> ClusterHandle:
 def _open_profile(cluster: str, log: Callable[[str], Any] | None) -> Iterator[ClusterHandle]:
     from distributed import Client
 
+    from .profiles import import_class, load_profile, profile_cluster_kwargs
+
     p = load_profile(cluster)
     cls_path, kwargs = profile_cluster_kwargs(p)
     workers, per = _profile_size(p)
@@ -310,6 +314,8 @@ def open_cluster(cluster: str = "threads", *, log: Any = None) -> Iterator[Clust
         with _open_profile(cluster, log) as handle:
             yield handle
         return
+    import logging
+
     from distributed import Client, LocalCluster
 
     if kind == "local":

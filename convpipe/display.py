@@ -120,7 +120,7 @@ backend {{ d.backend }}, compute {{ d.compute_dtype }}{% if d.backend_note %} ({
 
 
 def plan_html(plan: Any) -> str:
-    from dask.utils import format_bytes
+    from .humanize import format_bytes
 
     d = plan.to_dict()
     passes = []

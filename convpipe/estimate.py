@@ -46,17 +46,56 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("convpipe", appauthor=False))
 
 
+def _version(name: str) -> str:
+    """``importlib.metadata.version(name)``, read off the top of its METADATA: ``version()`` parses the whole file
+    with the email parser (numpy's carries its licences), ~1 ms a distribution of explain's start-up."""
+    from importlib.metadata import distribution
+
+    dist = distribution(name)
+    text = dist.read_text("METADATA")
+    for line in (text or "").splitlines():
+        if not line:
+            break  # the headers end here
+        if line.startswith("Version:"):
+            return line[len("Version:"):].strip()
+    return dist.version
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _processor() -> str:
+    """``platform.processor()``, which on Linux runs ``uname -p`` (a subprocess: ~12 ms of explain's start-up).
+
+    It cannot change while the machine runs, so the cached calibration's key, measured since this boot
+    (``boot_id`` in the entry), says it; otherwise the subprocess runs as before."""
+    boot = _boot_id()
+    if boot is not None:
+        try:
+            cached = json.loads((cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
+            if cached.get("boot_id") == boot and isinstance(cached["key"]["processor"], str):
+                return cached["key"]["processor"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return platform.processor()
+
+
 def machine_key() -> dict[str, Any]:
     """What a calibration is valid for: this machine (host, CPU, cores) and the library versions."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError
 
     versions = {}
     for name in _VERSIONED:
         try:
-            versions[name] = version(name)
+            versions[name] = _version(name)
         except PackageNotFoundError:
             continue
-    return {"format": CALIBRATION_FORMAT, "node": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
+    return {"format": CALIBRATION_FORMAT, "node": platform.node(), "machine": platform.machine(), "processor": _processor(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "versions": versions}
 
 
@@ -81,11 +120,19 @@ def calibration(*, refresh: bool = False, measure: Callable[[], dict] | None = N
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
             if cached.get("key") == key and isinstance(cached.get("costs"), dict):
+                boot = _boot_id()
+                if boot is not None and cached.get("boot_id") != boot:  # once a boot: see _processor
+                    _store(path, {**cached, "boot_id": boot})
                 return cached
         except (OSError, ValueError):
             pass  # none yet, unreadable or torn: measure
     costs = (measure or measure_costs)()
-    entry = {"key": key, "costs": costs, "measured_at": time.time()}
+    entry = {"key": key, "costs": costs, "measured_at": time.time(), "boot_id": _boot_id()}
+    _store(path, entry)
+    return entry
+
+
+def _store(path: Path, entry: dict) -> None:
     try:  # written whole or not at all: a concurrent reader never sees half a file
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".json")
@@ -94,7 +141,6 @@ def calibration(*, refresh: bool = False, measure: Callable[[], dict] | None = N
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache directory: the estimate still holds for this process
-    return entry
 
 
 #: What :func:`calibration` runs when no cache matches: :func:`convpipe.calibrate.measure_costs`, which times
@@ -164,8 +210,7 @@ def explain_json(plan: Any) -> dict[str, Any]:
 
 def explain_text(plan: Any) -> str:
     """The plan as ``explain`` prints it, with this machine's estimate as its last line."""
-    from .humanize import duration
-    from dask.utils import format_bytes as _fmt_bytes
+    from .humanize import duration, format_bytes as _fmt_bytes
 
     e = estimate(plan)
     return (str(plan) + f"\n  estimate  {duration(e['seconds'])}, peak {_fmt_bytes(e['peak_memory_bytes'])} per worker "
@@ -181,7 +226,7 @@ def summary_suffix(res: Any) -> str:
         e = estimate(plan)
     except Exception:  # an estimate never turns a finished run into a failure
         return ""
-    from dask.utils import format_bytes
+    from .humanize import format_bytes
 
     peak = (res.timings or {}).get("peak_rss")
     actual_mem = f", actual {format_bytes(int(peak))}" if peak else ""

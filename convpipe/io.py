@@ -27,17 +27,27 @@ def zarr_location(url: str, storage_options: dict | None) -> dict[str, Any]:
 
 
 def open_input(url: str, *, level: int = 0, axes: str | None = None,
-               storage_options: dict | None = None) -> tuple[Any, str, dict]:
+               storage_options: dict | None = None, metadata_only: bool = False) -> tuple[Any, str, dict]:
     """Open the input array; return (zarr array, axes, OME info dict or {}).
 
     An OME-Zarr group opens at ``level``; axes come from the spec, else OME-Zarr metadata, else the last
-    N letters of 'tczyx'.
+    N letters of 'tczyx'. ``metadata_only`` (``explain``): a local input whose metadata documents
+    :func:`convpipe.ome.meta.open_level_meta` reads comes back as its :class:`~convpipe.ome.meta.ArrayMeta`
+    (shape, dtype, chunks), without importing zarr; anything else is opened with zarr as before.
     """
-    from .ome import open_level
     from .roots import guard
 
     guard(url, what="the input")
-    arr, ome_axes, info = open_level(url, level, storage_options)
+    got = None
+    if metadata_only:
+        from .ome.meta import open_level_meta
+
+        got = open_level_meta(url, level, storage_options)
+    if got is None:
+        from .ome import open_level
+
+        got = open_level(url, level, storage_options)
+    arr, ome_axes, info = got
     ome = {"info": info} if info is not None else {}
     if axes is None:
         axes = ome_axes or (AXES_ORDER[-arr.ndim:] if 0 < arr.ndim <= 5 else None)

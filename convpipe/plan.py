@@ -14,7 +14,7 @@ import numpy as np
 
 from .axes import canonical, is_canonical, output_order, permutation
 from .errors import PlanError, SpecError
-from .humanize import duration
+from .humanize import duration, format_bytes
 from .limits import check_padded_blocks
 from .channels import follow, summary
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
@@ -279,18 +279,16 @@ def _fmt_shape(a: ArrayInfo) -> str:
 
 def _fmt_bytes(n: int) -> str:
     """Dask's notation ('1.50 GiB'), as in its dashboard and worker logs."""
-    from dask.utils import format_bytes
-
     return format_bytes(int(n))
 
 
 def parse_bytes(v: str | int | None) -> int | None:
     if v is None or isinstance(v, int):
         return v
-    try:
-        import dask.utils
+    from .humanize import parse_bytes as _parse  # dask.utils.parse_bytes, without importing dask
 
-        return int(dask.utils.parse_bytes(v))
+    try:
+        return int(_parse(v))
     except (ValueError, TypeError):
         raise SpecError(f"cannot read memory size {v!r} (try '4GiB')", path="execution.memory_limit") from None
 

@@ -57,7 +57,7 @@ class Adaptive(BaseModel):
 
 
 def _check_bytes(v: Any) -> Any:
-    from dask.utils import parse_bytes
+    from .humanize import parse_bytes  # dask.utils.parse_bytes, without importing dask
 
     if v is None or v == "auto":
         return v

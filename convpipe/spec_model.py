@@ -34,7 +34,7 @@ AXES_ORDER = "tczyx"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 _TIFF = (".tif", ".tiff", ".btf", ".tf8")
@@ -465,12 +465,47 @@ def parse_spec_text(text: str, *, base_dir: Path | None = None, source: str = "<
 
 
 
+def _plain_json(v: Any) -> bool:
+    """A default that is JSON already: None, bool, int, str, a finite float, or lists / tuples / str-keyed dicts
+    of them (exact types: an enum or a subclass may serialise otherwise)."""
+    t = type(v)
+    if v is None or t in (bool, int, str):
+        return True
+    if t is float:
+        return v == v and v not in (float("inf"), float("-inf"))
+    if t in (list, tuple):
+        return all(_plain_json(x) for x in v)
+    if t is dict:
+        return all(type(k) is str and _plain_json(x) for k, x in v.items())
+    return False
+
+
+def _schema_generator() -> type:
+    """pydantic's GenerateJsonSchema, but a plain default (:func:`_plain_json`) skips the TypeAdapter pydantic
+    builds for every default to dump it as JSON: for these values that dump is the value itself (a tuple a
+    list, which ``to_jsonable_python`` does too). ~230 defaults made the adapters half of ``convpipe schema``'s
+    time after the imports (issue 17 item 5); the schema printed is the same."""
+    import pydantic_core
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class _Generator(GenerateJsonSchema):
+        def encode_default(self, dft: Any) -> Any:
+            if not _plain_json(dft):
+                return super().encode_default(dft)
+            config = self._config
+            return pydantic_core.to_jsonable_python(dft, timedelta_mode=config.ser_json_timedelta,
+                                                    bytes_mode=config.ser_json_bytes, by_alias=self.by_alias)
+
+    return _Generator
+
+
 def json_schema() -> dict:
     """JSON Schema of the spec, with every op's parameters."""
-    schema = _TopLevel.model_json_schema()
+    gen = _schema_generator()
+    schema = _TopLevel.model_json_schema(schema_generator=gen)
     step_variants = []
     for name, entry in catalog().items():
-        ps = entry.Params.model_json_schema()
+        ps = entry.Params.model_json_schema(schema_generator=gen)
         defs = ps.pop("$defs", {})
         schema.setdefault("$defs", {}).update(defs)
         step_variants.append({"type": "object", "properties": {name: ps}, "required": [name],

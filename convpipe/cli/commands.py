@@ -1,25 +1,24 @@
 """The ``convpipe`` app and its core commands (run, validate, explain, ops, schema, demo): thin over the API.
 
 User mistakes (bad specs, missing inputs, existing outputs) end with one line on stderr and exit 1;
-failures while running end with exit 2. Never a traceback for a user mistake.
+failures while running end with exit 2. Never a traceback for a user mistake. validate, explain, ops and
+schema do their work in :mod:`.instant`, which also runs their plain command lines without typer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from ..errors import ConvpipeError, SpecError, SpecErrors
-
+from ..errors import ConvpipeError
+from . import instant
+from .instant import _backend_note_matters, _cli_url, _name_the_flags  # noqa: F401  (run uses them too)
 from .lazy import LazyGroup  # noqa: E402
 
 app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -86,50 +85,6 @@ def _event_pipe():
     except (ValueError, OSError) as e:
         _err(f"warning: {EVENTS_FD_ENV}={fd!r} is not an open file descriptor ({e}); no events are sent")
         return None
-
-
-def _cli_url(value: str | None) -> str | None:
-    """A ``--input`` / ``--output`` value as the run gets it: a relative path resolves against the working
-    directory (SPEC.md: URLs given on the command line), not against the spec's folder; URLs pass as given."""
-    if value is None or "://" in value:
-        return value
-    import os
-
-    return os.path.abspath(os.path.expanduser(value))
-
-
-_SPEC_FIELD = re.compile(r"^(input|output)\.url(?: \(line \d+\))?: ")
-
-
-@contextlib.contextmanager
-def _name_the_flags(**flags: str | None) -> Iterator[None]:
-    """An error about ``input.url`` / ``output.url`` names ``--input`` / ``--output`` when the flag gave the
-    value: the spec's line is not where the value came from."""
-    try:
-        yield
-    except ConvpipeError as e:
-        def fix(err: Any) -> None:
-            if isinstance(err, SpecError) and err.path in ("input.url", "output.url") and flags.get(err.path[:-4]):
-                err.path, err.line = f"--{err.path[:-4]}", None
-                err.args = (err.format(),)
-            elif not isinstance(err, SpecError):
-                m = _SPEC_FIELD.match(str(err))
-                if m and flags.get(m.group(1)):
-                    err.args = (f"--{m.group(1)} {str(err)[m.end():]}",)
-
-        for err in (e.errors if isinstance(e, SpecErrors) else [e]):
-            fix(err)
-        raise
-
-
-def _backend_note_matters(spec: Any, flag: str | None) -> bool:
-    """Whether "backend auto chose cpu" tells the user anything: they asked for ``auto`` themselves (the
-    flag or the spec), or CuPy is installed (so a GPU was possible). The default on a machine without CuPy
-    says nothing new."""
-    import importlib.util
-
-    asked = flag or ((spec.raw.get("execution") or {}).get("backend") if isinstance(spec.raw, dict) else None)
-    return asked == "auto" or importlib.util.find_spec("cupy") is not None
 
 
 def _quiet_auto_cpu(write: Callable[[str], Any], matters: bool) -> Callable[[str], Any]:
@@ -203,12 +158,7 @@ def run(
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="pipeline spec")) -> None:
     """Check a spec without touching data: exit 0 valid, 1 invalid (errors on stderr)."""
-    from ..spec import load_spec
-
-    # a spec without input is what `run SPEC --input URL` and the API take: valid, and said so
-    s = load_spec(spec, input_required=False)
-    note = "" if s.input is not None else " (no input: give --input URL to run or explain it)"
-    typer.echo(f"valid: {s.name!r}, {len(s.steps)} step(s){note}")
+    instant.validate(spec, typer.echo)
 
 
 @app.command()
@@ -219,44 +169,19 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
-    from ..api import load
-    from ..estimate import explain_json, explain_text
-
-    p = load(spec)
-    with _name_the_flags(input=input):
-        plan = p.explain(input=_cli_url(input), cluster=cluster)
-    if (plan.backend_note or "").startswith("auto chose cpu") and not _backend_note_matters(p.spec, None):
-        plan.backend_note = None
-    typer.echo(json.dumps(explain_json(plan), indent=2) if as_json else explain_text(plan))
+    instant.explain(spec, input, cluster, as_json, typer.echo)
 
 
 @app.command()
 def ops(name: Optional[str] = typer.Argument(None, help="one op: its parameters' meanings, units, keys and values")) -> None:
     """List every op with its parameters and defaults (or describe one op)."""
-    from ..params import catalog
-
-    if name is not None:
-        from ..errors import InputError
-        from ..params.describe import describe_op, suggest
-
-        if name not in catalog():
-            raise InputError(f"unknown op {name!r}{suggest(name, list(catalog()))} (convpipe ops lists them)")
-        typer.echo(describe_op(name))
-        return
-    for name, op in catalog().items():
-        params = []
-        for fname, f in op.Params.model_fields.items():
-            params.append(fname if f.is_required() else f"{fname}={f.get_default(call_default_factory=True)!r}")
-        typer.echo(f"{name:28s} [{op.kind}] {op.summary}")
-        typer.echo(f"{'':28s} {', '.join(params) if params else '(no parameters)'}")
+    instant.ops(name, typer.echo)
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec."""
-    from ..spec import json_schema
-
-    typer.echo(json.dumps(json_schema(), indent=2))
+    instant.schema(typer.echo)
 
 
 @app.command()
@@ -295,16 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = lazy_root(app).main(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(n) inside a command comes back as its code
             return rv
-    except SpecErrors as e:
-        for err in e.errors:
-            _err(f"error: {err.format()}")
-        return e.exit_code
-    except ConvpipeError as e:
-        _err(f"error: {e}")
-        return e.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted (outputs left incomplete; --resume finishes them)")
-        return 130
+    except (ConvpipeError, KeyboardInterrupt) as e:
+        return instant.report(e, _err)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:

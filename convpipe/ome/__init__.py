@@ -15,10 +15,19 @@ letters and NGFF units.
 
 from __future__ import annotations
 
-from .names import AXES_ORDER, NGFF_SPACE_UNITS, NGFF_TIME_UNITS, ngff_axes_problem, normalize_unit
-from .pyramid import downsample_level, pyramid_transforms
-from .read import OmeInfo, OmeLevel, open_level, open_node, read_multiscales, zarr_storage_options
-from .write import multiscales_attrs, write_multiscales
+import importlib
+from typing import Any
+
+#: public name -> the submodule defining it. Loaded on first use (PEP 562): :mod:`.read`, :mod:`.write` and
+#: :mod:`.pyramid` import zarr, and :mod:`.meta` (``explain``'s zarr-free reader) is in this package too.
+_LAZY = {
+    "AXES_ORDER": "names", "NGFF_SPACE_UNITS": "names", "NGFF_TIME_UNITS": "names", "ngff_axes_problem": "names",
+    "normalize_unit": "names",
+    "downsample_level": "pyramid", "pyramid_transforms": "pyramid",
+    "OmeInfo": "multiscales", "OmeLevel": "multiscales",
+    "open_level": "read", "open_node": "read", "read_multiscales": "read", "zarr_storage_options": "read",
+    "multiscales_attrs": "write", "write_multiscales": "write",
+}
 
 __all__ = [
     "AXES_ORDER",
@@ -37,3 +46,16 @@ __all__ = [
     "write_multiscales",
     "zarr_storage_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

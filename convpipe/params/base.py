@@ -27,7 +27,7 @@ Kind = Literal["point", "local", "full", "global"]
 class OpParams(BaseModel):
     """Base of every op's parameters: unknown keys are refused, validated values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class AxesParam(BaseModel):

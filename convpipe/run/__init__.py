@@ -18,27 +18,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import (
-    Event,
-    EventBus,
-    Failed,
-    Finished,
-    Interrupted,
-    LogLine,
-    PassDone,
-    PassStarted,
-    PhaseDone,
-    PhaseStarted,
-    RunStarted,
-    TileDone,
-    WarningLine,
-)
+#: the event names, from :mod:`.events`; loaded on first use (PEP 562) like :mod:`.core`'s, so that
+#: ``explain`` (which imports :mod:`.plan_input` of this package) does not build the event classes
+_EVENTS = ("Event", "EventBus", "Failed", "Finished", "Interrupted", "LogLine", "PassDone", "PassStarted",
+           "PhaseDone", "PhaseStarted", "RunStarted", "TileDone", "WarningLine")
 
 __all__ = ["Event", "EventBus", "Failed", "Finished", "Interrupted", "LogLine", "PassDone", "PassStarted",
            "PhaseDone", "PhaseStarted", "RunResult", "RunStarted", "TileDone", "WarningLine", "run_pipeline"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _EVENTS:
+        from . import events
+
+        return getattr(events, name)
     if name in ("RunResult", "run_pipeline"):
         from . import core
 

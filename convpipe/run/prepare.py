@@ -6,8 +6,8 @@ plan; the output and every table lie apart from the input and from each other; w
 OME-Zarr group; the provenance this run would write; :func:`convpipe.resume.decide` on what is at the
 output; and for a new output, that only Zarr data would be replaced.
 
-The helpers above it (:func:`open_spec_input`, :func:`plan_for`, :func:`bind_input`) are shared with
-``Pipeline.explain`` and ``Pipeline.apply``.
+The helpers shared with ``Pipeline.explain`` and ``Pipeline.apply`` (:func:`open_spec_input`, :func:`plan_for`,
+...) live in :mod:`.plan_input`, which loads neither dask nor zarr; :func:`bind_input` is here.
 """
 
 from __future__ import annotations
@@ -15,79 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..version import __version__
-from ..cluster import resources
-from ..errors import InputError, SpecError
-from ..io import Manifest, data_digest, fingerprint, open_input, output_state
+from ..errors import SpecError
+from ..io import Manifest, data_digest, fingerprint, output_state
 from ..outputs import is_ome_output, ome_output_problem
-from ..plan import ArrayInfo, Plan, make_plan, parse_bytes
+from ..plan import ArrayInfo, Plan
 from ..replace import check_replaceable, check_table
 from ..resume import Decision, decide
 from ..spec import Spec
 from .events import EventBus
+from .plan_input import array_info, bind_voxel_sizes, cluster_resources, open_spec_input, plan_for  # noqa: F401
 
 __all__ = ["Prepared", "bind_input", "check_places", "cluster_resources", "open_spec_input", "plan_for",
            "prepare", "table_name", "table_sinks", "want_ome"]
 
 
 # --------------------------------------------------------------------------- shared with explain / apply
-
-
-def cluster_resources(spec: Spec) -> tuple[int, int]:
-    """(workers, memory per worker) the plan is sized for: the cluster's, or ``execution.memory_limit``."""
-    _, workers, mem = resources(spec.execution.cluster, parse_bytes(spec.execution.memory_limit))
-    return workers, mem
-
-
-def plan_for(spec: Spec, info: ArrayInfo, backend: str, ome: dict | None = None) -> Plan:
-    """The spec's plan on an input described by ``info`` (``ome``: its OME metadata, for ops that take
-    defaults from it)."""
-    workers, mem = cluster_resources(spec)
-    out = spec.output
-    plan = make_plan(spec.steps, info, spec=spec, out_chunks=out.chunks if out else None,
-                     out_dtype=out.dtype if out else None, tile=spec.execution.tile,
-                     precision=spec.execution.precision, workers=workers, memory_per_worker=mem,
-                     cluster=spec.execution.cluster, backend=backend)
-    bind_voxel_sizes(plan, ome, spec.input.level)
-    return plan
-
-
-def bind_voxel_sizes(plan: Plan, ome: dict | None, level: int | None) -> None:
-    """Ops whose defaults come from the input's OME metadata (distance_transform's sampling: the voxel sizes
-    of the level read) get them here; metadata only, so explain does this too."""
-    info = ome.get("info") if ome else None
-    if info is None or not info.axes:
-        return
-    try:
-        scale = info.levels[int(level or 0)].scale
-    except (IndexError, TypeError, ValueError):
-        return
-    sizes = dict(zip(info.axes, (float(v) for v in scale)))
-    for pp in plan.passes:
-        for op in pp.ops:
-            op.bind_voxel_sizes(sizes)
-
-
-def open_spec_input(spec: Spec) -> tuple[str, Any, str, dict]:
-    """(resolved url, array, axes, OME metadata) of the spec's input; an InputError names ``input.url``."""
-    i = spec.input
-    if i is None:  # a spec loaded for Pipeline.apply (convpipe.load accepts one without an input)
-        raise SpecError("the spec names no input: give run(input=URL) / explain(input=URL), --input, or an "
-                        "'input: URL' in the spec (only apply() works without one)", path="input")
-    url = spec.resolve(i.url)
-    try:
-        arr, axes, ome = open_input(url, level=i.level, axes=i.axes, storage_options=i.storage_options)
-    except InputError as e:
-        line = spec.line_of(("input", "url"))
-        rel = "" if url == i.url else f" (relative paths resolve against the spec's folder, {spec.base_dir})"
-        raise InputError(f"input.url{f' (line {line})' if line else ''}: {e}{rel}") from None
-    return url, arr, axes, ome
-
-
-def array_info(arr: Any, axes: str) -> ArrayInfo:
-    return ArrayInfo(tuple(arr.shape), np.dtype(arr.dtype), tuple(arr.chunks), axes)
 
 
 def bind_input(plan: Plan, array: Any, axes: str) -> None:
