@@ -8,8 +8,7 @@ Importing the package is cheap: the public names load on first use (PEP 562), so
 
 from __future__ import annotations
 
-from typing import Any
-
+from .lazy_exports import lazy_exports
 from .version import __version__
 
 #: public name -> the module defining it
@@ -23,16 +22,4 @@ __all__ = ["load", "Pipeline", "RunResult", "ConvpipeError", "SpecError", "Input
            "ExecutionError", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, __package__, _LAZY, public=__all__)

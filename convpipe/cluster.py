@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError, SpecError
+from .lazy_exports import lazy_exports
 from .spec_cluster import check_cluster  # noqa: F401  (re-exported: first defined here)
 #: the profile API, first defined here, now in :mod:`convpipe.profiles`; re-exported on first use (PEP 562):
 #: its pydantic models are not needed to size a plan on threads / processes / local:N (explain's start-up)
@@ -40,12 +41,7 @@ _FROM_PROFILES = ("PROFILE_KINDS", "PROFILE_NAME", "SCHEDULER_PLACEHOLDER", "Pro
                   "slurm_processes")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FROM_PROFILES:
-        from . import profiles
-
-        return getattr(profiles, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, __package__, dict.fromkeys(_FROM_PROFILES, "profiles"))
 
 
 def ignore_interrupts() -> None:

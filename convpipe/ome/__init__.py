@@ -15,8 +15,7 @@ letters and NGFF units.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 #: public name -> the submodule defining it. Loaded on first use (PEP 562): :mod:`.read`, :mod:`.write` and
 #: :mod:`.pyramid` import zarr, and :mod:`.meta` (``explain``'s zarr-free reader) is in this package too.
@@ -48,14 +47,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, __package__, _LAZY, public=__all__)

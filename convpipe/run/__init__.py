@@ -16,7 +16,7 @@ job service and the command line can use it without loading dask or zarr; the re
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 #: the event names, from :mod:`.events`; loaded on first use (PEP 562) like :mod:`.core`'s, so that
 #: ``explain`` (which imports :mod:`.plan_input` of this package) does not build the event classes
@@ -27,13 +27,5 @@ __all__ = ["Event", "EventBus", "Failed", "Finished", "Interrupted", "LogLine", 
            "PhaseDone", "PhaseStarted", "RunResult", "RunStarted", "TileDone", "WarningLine", "run_pipeline"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EVENTS:
-        from . import events
-
-        return getattr(events, name)
-    if name in ("RunResult", "run_pipeline"):
-        from . import core
-
-        return getattr(core, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, __package__,
+                              {**dict.fromkeys(_EVENTS, "events"), "RunResult": "core", "run_pipeline": "core"})
