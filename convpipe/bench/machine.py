@@ -8,21 +8,19 @@ import gc
 import os
 import platform
 
+from .. import sysinfo
+
 __all__ = ["cpu_count", "cpu_seconds", "loadavg", "release_memory", "total_ram", "versions"]
 
 
 def cpu_count() -> int:
     """Cores this process may use: dask's count (CPU affinity and cgroup quotas, e.g. in a container)."""
-    from dask.system import CPU_COUNT
-
-    return int(CPU_COUNT)
+    return sysinfo.cpu_count()
 
 
 def total_ram() -> int:
     """Memory this process may use: distributed's limit (RAM, cgroup limit, RLIMIT_RSS, the smallest)."""
-    from distributed.system import MEMORY_LIMIT
-
-    return int(MEMORY_LIMIT)
+    return sysinfo.memory_limit()
 
 
 def cpu_seconds() -> float:
