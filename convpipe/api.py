@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import calibrate  # noqa: F401  (hands the calibration in: Plan.estimate() measures this machine once)
+from .lazy_exports import lazy_exports
 from .spec import Spec, load_spec
 
 if TYPE_CHECKING:
@@ -23,12 +24,7 @@ if TYPE_CHECKING:
 # this module's name (PEP 562).
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RunResult":
-        from .run.core import RunResult
-
-        return RunResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, __package__, {"RunResult": "run.core"})
 
 __all__ = ["Pipeline", "RunResult", "load"]
 
