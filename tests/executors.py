@@ -14,6 +14,9 @@ distributed     ``Pipeline.run`` on a ``distributed.LocalCluster`` of 2 single-t
 cupy-double     ``Pipeline.apply`` with ``backend: gpu`` on the CuPy test double of tests/test_backends.py
                 (host memory, CuPy's refusals): the device wiring on a machine without a GPU
 cupy            ``Pipeline.apply`` with ``backend: gpu`` on a real CUDA device (skipped without one)
+slabs           as threads, with ``convpipe.tiles.SLAB_BYTES`` at 1: every chain of plane-wise ops runs
+                one plane at a time along the tile's first axis (real tiles use a few MiB per slab, which
+                the suite's small arrays never reach)
 ==============  =====================================================================================
 
 A case that writes tables runs through ``Pipeline.run`` on every executor (only a run writes tables): the
@@ -48,10 +51,11 @@ class Executor:
     every: int = 1
     all_checks: bool = True
     marks: tuple = ()
+    slab_bytes: int | None = None  # convpipe.tiles.SLAB_BYTES for the run (None: the library's)
 
     def with_cluster(self, cluster: str) -> Executor:
         return Executor(self.name, self.entry, self.backend, self.scheduler, cluster, self.every, self.all_checks,
-                        self.marks)
+                        self.marks, self.slab_bytes)
 
 
 # Default samples, sized by what a case costs there (2 cores, measured): threads ~0.19 s a case (1,316 cases:
@@ -66,6 +70,7 @@ EXECUTORS: dict[str, Executor] = {e.name: e for e in (
     Executor("distributed", "run", cluster="local:2", every=10**6, all_checks=False),
     Executor("cupy-double", "apply", backend="gpu", scheduler="sync", every=10**6, all_checks=False),
     Executor("cupy", "apply", backend="gpu", every=10, all_checks=False),
+    Executor("slabs", "apply", every=8, slab_bytes=1),
 )}
 
 
@@ -170,6 +175,15 @@ def _via_run(ex: Executor, c: Check, x: np.ndarray, tmp: Path) -> tuple[np.ndarr
 
 def run_check(ex: Executor, c: Check, tmp: Path) -> None:
     """Run one check on ``ex`` and compare the image (and every table) with the oracle."""
+    if ex.slab_bytes is not None:
+        import convpipe.tiles as tiles
+
+        saved, tiles.SLAB_BYTES = tiles.SLAB_BYTES, ex.slab_bytes
+        try:
+            return run_check(Executor(ex.name, ex.entry, ex.backend, ex.scheduler, ex.cluster, ex.every,
+                                      ex.all_checks, ex.marks), c, tmp)
+        finally:
+            tiles.SLAB_BYTES = saved
     x = c.make_x()
     tables: dict = {}
     plan_tile = None

@@ -222,3 +222,45 @@ def test_take_all_equals_numpy_take_per_axis(data):
     for ax, idx in takes.items():
         want = np.take(want, idx, axis=ax)
     assert np.array_equal(_take_all(u, takes), want)
+
+
+# --------------------------------------------------------------------------- slabs (convpipe.tiles.SLAB_BYTES)
+
+
+def _slab_decision(steps, shape=(6, 20, 24), axes="zyx"):
+    import dask.array as da
+
+    import convpipe
+    import convpipe.tiles as tiles
+
+    seen = []
+    orig = tiles._slab_planes
+
+    def spy(*a, **k):
+        seen.append(orig(*a, **k))
+        return seen[-1]
+
+    x = np.random.default_rng(3).random(shape)
+    p = convpipe.load({"convpipe": 1, "input": {"url": "unused.zarr"}, "output": {"url": "unused-out.zarr"},
+                       "steps": steps, "execution": {"precision": "float64"}})
+    saved, tiles.SLAB_BYTES = tiles.SLAB_BYTES, 1
+    tiles._slab_planes = spy
+    try:
+        out = np.asarray(p.apply(da.from_array(x, chunks=(3, 10, 12)), axes=axes).compute(scheduler="sync"))
+    finally:
+        tiles.SLAB_BYTES, tiles._slab_planes = saved, orig
+    return seen, x, out
+
+
+@pytest.mark.parametrize("steps,slabbed", [
+    ([{"gaussian": {"sigma": 1.5}}, {"sobel": {}}], True),  # plane-wise (yx): one plane at a time
+    ([{"gaussian": {"sigma": 1.5, "axes": "zyx"}}], False),  # a z halo: the planes depend on each other
+    ([{"uniform": {"size": 3}}, {"gaussian": {"sigma": 1, "axes": "zyx"}}], False),
+])
+def test_a_chain_runs_slab_by_slab_only_when_its_planes_are_independent(steps, slabbed):
+    from convpipe.oracles import oracle
+
+    seen, x, out = _slab_decision(steps)
+    assert seen and all((k is not None) == slabbed for k in seen), seen
+    ref, _ = oracle(steps, x, "zyx")
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-10 * max(1.0, float(np.abs(ref).max())))
