@@ -228,13 +228,14 @@ def _take(u: np.ndarray, axis: int, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _take_all(u: Any, takes: dict[int, np.ndarray]) -> Any:
+def _take_all(u: Any, takes: dict[int, np.ndarray], *, dtype: Any = None) -> Any:
     """``u`` indexed by ``takes[axis]`` along each axis (np.take per axis), with one copy of the block.
 
     Per axis the longest run of consecutive indices is a slice; where every axis is a plain range the result
     is a view. Otherwise the block is allocated once, its middle (the runs of every axis) copied as one
     slice, and the few padded slabs at its faces (the boundary mode's voxels) filled from it: a take per axis
-    copied the whole block once per axis (three copies of a 3-D tile at an array corner).
+    copied the whole block once per axis (three copies of a 3-D tile at an array corner). ``dtype``: the
+    copy is made in it (a view keeps ``u``'s dtype: the caller casts).
     """
     if not takes:
         return u
@@ -259,7 +260,7 @@ def _take_all(u: Any, takes: dict[int, np.ndarray]) -> Any:
     shape = list(u.shape)
     for ax, idx in takes.items():
         shape[ax] = idx.size
-    out = np.empty(shape, dtype=u.dtype)
+    out = np.empty(shape, dtype=u.dtype if dtype is None else dtype)
     dst = [slice(None)] * u.ndim
     src = [slice(None)] * u.ndim
     for ax, (a, b) in runs.items():
@@ -401,15 +402,21 @@ def stored_values(u: Any, op: Any, compute: np.dtype) -> Any:
     to 2**53, as the float64 oracle reads them), so a float32 compute never rounds what they compare.
     ``raw_input = "exact"`` (``astype``) gets the block untouched.
     """
+    dt = stored_dtype(u.dtype, op, compute)
+    return u if u.dtype == dt else u.astype(dt)
+
+
+def stored_dtype(dtype: np.dtype, op: Any, compute: np.dtype) -> np.dtype:
+    """The dtype :func:`stored_values` gives a block of ``dtype``."""
     raw = op.raw_input
     if not raw:
-        return u.astype(compute) if u.dtype != compute else u
+        return np.dtype(compute)
     if raw == "exact":
-        return u
-    if u.dtype.kind == "f":  # a float16 widens exactly (scipy has no float16 filters); a float64 stays
-        return u if u.dtype.itemsize >= np.dtype(compute).itemsize else u.astype(compute)
-    small = u.dtype.kind == "b" or u.dtype.itemsize <= 2
-    return u.astype(compute if small else np.float64)
+        return dtype
+    if dtype.kind == "f":  # a float16 widens exactly (scipy has no float16 filters); a float64 stays
+        return dtype if dtype.itemsize >= np.dtype(compute).itemsize else np.dtype(compute)
+    small = dtype.kind == "b" or dtype.itemsize <= 2
+    return np.dtype(compute if small else np.float64)
 
 
 def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, every: bool):
@@ -492,9 +499,10 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
                                        inplace=first and state.owned)
             if first and state.owned and u is block:
                 state.owned, state.shift = False, shift
-        u = stored_values(u, op, compute)
+        # every axis' halo and boundary padding in one gather, cast on the way where the gather copies (a
+        # tile at an array edge): one pass over the block instead of a cast and a copy
+        u = stored_values(_take_all(u, takes, dtype=stored_dtype(u.dtype, op, compute)), op, compute)
         guard.before(i, u)
-        u = _take_all(u, takes)  # every axis' halo and boundary padding in one gather
         for ax, outside, cval in fills:
             if not getattr(u.flags, "writeable", True) or u.base is not None:  # a view (or CuPy: no writeable)
                 u = u.copy()
