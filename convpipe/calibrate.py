@@ -52,10 +52,11 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     dict
         ``factor_<family>``: measured seconds over the planner's model for that family's probe (1.0 is
         the model); ``read_bytes_per_s`` and ``write_bytes_per_s`` of a local Zarr array (default codec,
-        decoded/encoded bytes); ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a
-        separable local op, fitted as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``: a whole tiny run
-        (open, plan, create the output, write, record); ``process_bytes``: this process's RSS with the
-        libraries a run loads; ``seconds``: how long calibrating took.
+        decoded/encoded bytes) beside ``read_chunk_s`` and ``write_chunk_s``, zarr's cost per chunk;
+        ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a separable local op, fitted
+        as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
+        a whole tiny run (open, plan, create the output, write, record); ``process_bytes``: this process's
+        RSS with the libraries a run loads; ``seconds``: how long calibrating took.
     """
     import numpy as np
 
@@ -111,21 +112,19 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="convpipe-calibration-") as tmp:
         import zarr
 
-        big = np.tile(plane, (2, 2))  # 1024 x 1024 uint16 (2 MiB) in 16 chunks, zarr's default codec
+        big = np.tile(plane, (2, 2))  # 1024 x 1024 uint16 (2 MiB), zarr's default codec
         url = os.path.join(tmp, "io.zarr")
+        out.update(_io_costs(zarr, tmp, plane, side))
         z = zarr.create_array(url, shape=big.shape, chunks=(side // 2, side // 2), dtype=big.dtype)
-
-        def write():
-            z[...] = big
-
-        out["write_bytes_per_s"] = big.nbytes / _best(write, 2)
-        out["read_bytes_per_s"] = big.nbytes / _best(lambda: zarr.open_array(url, mode="r")[...], 2)
+        z[...] = big
         # a whole tiny run: what every run pays whatever its size (threads, one tile)
         spec = {"convpipe": 1, "input": {"url": url}, "output": {"url": os.path.join(tmp, "o.zarr"), "overwrite": True},
                 "steps": [_PROBES["point"]], "execution": {"cluster": "threads", "tile": list(big.shape)}}
         fixed = _best(lambda: run_pipeline(load(spec), bus=EventBus([])), 1)
         compute = big.size * 1e-9 * 3.0 * out["factor_point"]  # the probe's own work, taken out again
-        io = big.nbytes / out["read_bytes_per_s"] + big.nbytes / out["write_bytes_per_s"]
+        n = (big.shape[0] // (side // 2)) ** 2
+        io = (big.nbytes / out["read_bytes_per_s"] + big.nbytes / out["write_bytes_per_s"]
+              + n * (out["read_chunk_s"] + out["write_chunk_s"]))
         out["run_fixed_s"] = max(fixed - compute - io, 0.0)
     try:  # a worker's own footprint: the interpreter and the libraries a run loads, before any tile
         import psutil
@@ -134,6 +133,41 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     except Exception:  # noqa: BLE001 - no psutil, or a platform without RSS
         out["process_bytes"] = 0.0
     out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
+    """Zarr's read and write cost as a cost per chunk plus a rate, fitted from two chunkings of one array.
+
+    One rate from a small array in small chunks was 4x too slow for the benchmark's 16 MiB chunks (zarr's
+    cost per chunk dominated it). Written: a float32 image like a filter's output (smooth plus noise, what
+    runs write); read: the uint16 probe plane as an input. Both 2048 x 2048, in chunks of 128^2 and 512^2.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    img = np.tile(plane, (2048 // side, 2048 // side))
+    values = {"write": (img.astype(np.float32) * 0.37 + rng.normal(0, 3, img.shape)).astype(np.float32),
+              "read": img}
+    fit: dict[str, list[tuple[int, float]]] = {"write": [], "read": []}
+    for c in (128, 512):
+        for what, v in values.items():
+            url = os.path.join(tmp, f"{what}-{c}.zarr")
+            z = zarr.create_array(url, shape=v.shape, chunks=(c, c), dtype=v.dtype)
+
+            def write(z=z, v=v):
+                z[...] = v
+
+            secs = _best(write, 2)
+            if what == "read":
+                secs = _best(lambda url=url: zarr.open_array(url, mode="r")[...], 2)
+            fit[what].append(((2048 // c) ** 2, secs))
+    out = {}
+    for what, [(n1, t1), (n2, t2)] in fit.items():
+        per_chunk = max((t1 - t2) / (n1 - n2), 0.0)
+        nbytes = values[what].nbytes
+        out[f"{what}_chunk_s"] = per_chunk
+        out[f"{what}_bytes_per_s"] = nbytes / max(t2 - per_chunk * n2, 1e-3 * t2)
     return out
 
 

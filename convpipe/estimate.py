@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 2
+CALIBRATION_FORMAT = 3
 
 
 def cache_dir() -> Path:
@@ -182,14 +182,22 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
         busy = min(workers, max(pp.n_tiles, 1))
         cpu = pp.n_tiles * task_compute + pp.tasks * costs.get("task_s", 5e-4)
         seconds += cpu / busy
-    io_bytes = plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
-    out_bytes = plan.output.nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
-    seconds += (io_bytes + out_bytes) / min(workers, max(plan.passes[-1].n_tiles if plan.passes else 1, 1))
+    io_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
+            + _chunks(plan.input) * costs.get("read_chunk_s", 0.0)
+            + plan.output.nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
+            + _chunks(plan.output) * costs.get("write_chunk_s", 0.0))
+    seconds += io_s / min(workers, max(plan.passes[-1].n_tiles if plan.passes else 1, 1))
     # a worker is a process: the threads cluster runs every task in this one, the others one task at a time
     # per worker process; each running task also holds the next block its thread reads ahead
     concurrent = workers if plan.cluster in ("threads",) else 1
     peak = float(costs.get("process_bytes", 0.0)) + 2 * concurrent * plan.peak_memory_per_worker
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
+
+
+def _chunks(info: Any) -> int:
+    import math
+
+    return math.prod(-(-n // max(int(c), 1)) for n, c in zip(info.shape, info.chunks))
 
 
 def _measured_ns(op: Any, model_ns: float, costs: dict[str, float]) -> float:

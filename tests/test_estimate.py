@@ -125,6 +125,10 @@ def test_the_estimate_follows_the_measured_costs():
     io = (plan.input.nbytes + plan.output.nbytes) / 1e6 / plan.workers
     assert slow_disk["seconds"] == pytest.approx(base["seconds"] + io - (plan.input.nbytes / 1e8 + plan.output.nbytes
                                                                           / 5e7) / plan.workers, rel=1e-3)
+    per_chunk = E.estimate(plan, dict(COSTS, read_chunk_s=0.01, write_chunk_s=0.02))
+    chunks = E._chunks(plan.input) * 0.01 + E._chunks(plan.output) * 0.02
+    assert E._chunks(plan.input) > 1
+    assert per_chunk["seconds"] == pytest.approx(base["seconds"] + chunks / plan.workers, rel=1e-3)
     more = E.estimate(_plan(workers=8), COSTS)
     assert more["seconds"] < base["seconds"]
     bigger = E.estimate(_plan(shape=(256, 2048, 2048)), COSTS)
@@ -176,7 +180,7 @@ def test_run_summary_prints_estimate_and_actual_side_by_side(tmp_path, capsys):
 def test_a_real_calibration_is_well_formed(cache):
     costs = calibrate.measure_costs(side=128)
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
-              "write_bytes_per_s", "run_fixed_s", "process_bytes", "seconds"):
+              "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
