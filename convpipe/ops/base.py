@@ -69,6 +69,10 @@ class Context:
     core: Mapping[str, slice] | None = None
     """For rows only: per axis, the slice of the op's output that the tile owns (it is larger than the core
     when a later op of the pass needs a halo). ``rows_context``."""
+    shift: float = 0.0
+    """The constant the engine subtracted from the block's values (:mod:`convpipe.centring`): the block holds
+    the true values minus ``shift``. Ops that reset constant padding before each 1-D pass pad the centred
+    intermediates with ``cval - shift * (sum of the earlier passes' kernels)``, the true ``cval`` centred."""
 
 
 #: The context of a block seen alone (numpy, no coordinates): what ``op.apply(x)`` gets.
