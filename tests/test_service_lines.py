@@ -124,3 +124,21 @@ def test_the_client_keeps_the_files_lines_too(svc, root, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and LABEL_ERROR in err and DTYPE_LINE in err, err
     assert not (root / "client-out.zarr").exists()
+
+
+def test_a_distance_transform_without_background_is_refused_by_the_job_at_the_users_line(svc, root):
+    """distance_transform of an input without background (one plane): the job fails with the InputError
+    (before writing: no output left), naming the step at the line of the text sent."""
+    x = np.ones((3, 16, 16), np.uint8)
+    x[0, 0, 0] = x[2, 5, 5] = 0
+    zarr.create_array(str(root / "fg.zarr"), data=x, chunks=(1, 8, 8), overwrite=True)
+    text = ("# distances\nconvpipe: 1\n\ninput: fg.zarr\noutput:\n  url: fg-out.zarr\nsteps:\n\n"
+            "  - distance_transform:\n      axes: yx\n")
+    with svc.http() as h:
+        r = h.post("/jobs", content=text)
+        assert r.status_code == 201, r.text
+        job = _final(h, r.json()["id"])
+    assert job["state"] == "failed"
+    assert "steps[0].distance_transform (line 9): the sub-array z=1 (over axes yx) holds no background" \
+        in job["error"], job["error"]
+    assert not (root / "fg-out.zarr").exists()

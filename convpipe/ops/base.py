@@ -237,6 +237,13 @@ class Op:
         result) on the tiles of ``pp`` (the :class:`convpipe.plan.PassPlan` the op starts), before it runs."""
         raise NotImplementedError(f"{self.name} has no tiled pre-pass")
 
+    def check_source(self, darr: Any, compute: Callable | None) -> None:
+        """Refuse, before any tile is written, an input the op cannot answer (raise InputError).
+
+        Called by a run that writes (a sink) when the op is the first of the first pass, so ``darr`` is the
+        input as stored (in the op's axes): ``distance_transform`` of a sub-array without background. One
+        reduction over the input; nothing for most ops."""
+
     def plan_notes(self, tile: Mapping[str, int], extent: Mapping[str, int]) -> list[str]:
         """Lines ``explain`` adds to the op's pass on this tiling (``label``: its border table)."""
         return []
