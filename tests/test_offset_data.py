@@ -73,7 +73,8 @@ def check_float32(steps, x, chunks, precision="float32"):
 @given(st.data())
 def test_offset_data_float32_meets_the_oracle_on_any_chunking(data):
     """A cancelling op, alone or after / before smoothing, on offset data of uint16 / int16 / float32, any
-    boundary mode (constant: cval 0, near the data or far from it), chunks that cut the kernels: within float32's tolerance."""
+    boundary mode (constant: cval 0, near the data or far from it), chunks that cut the kernels: within
+    float32's tolerance."""
     dtype = data.draw(st.sampled_from([np.uint16, np.int16, np.float32]), "dtype")
     spread = data.draw(st.floats(1.0, 500.0), "spread")
     offset = data.draw(st.floats(0.0, 60000.0 - spread), "offset")
