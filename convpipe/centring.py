@@ -27,7 +27,9 @@ gain is 0 (a derivative) nothing is added back. The float32 sums then hold terms
   by op, and the op-by-op run (of a finite tile that overflowed) computes uncentred anyway.
 - Mode ``constant`` pads with ``cval``: the engine pads the centred block with ``cval - c`` instead. Ops that
   reset the padding to cval before each 1-D pass (scipy's per-pass constant padding, ``wants_outside`` with
-  cval != 0) would mix the two: on the tiles where they pad, the values are restored first.
+  cval != 0) reset it to the true cval *as the centred intermediate holds it*: after passes of kernels
+  ``w_1 .. w_k`` the intermediate is the true one minus ``c * sum(w_1) * .. * sum(w_k)``, so pass ``k + 1``
+  pads with ``cval - c * prod(sum(w_j))`` (:func:`pass_cvals`, the op reads ``c`` from ``Context.shift``).
 
 The CPU path imports nothing from CuPy: the array module is the block's own (``xp``).
 """
@@ -64,9 +66,20 @@ def worth(g: Sequence[float | None]) -> list[bool]:
     return out
 
 
-def pads_per_pass(op: Any, fills: list) -> bool:
-    """The op resets constant padding other than 0 before each 1-D pass (see the module docstring)."""
-    return bool(fills) and op.wants_outside and any(cval != 0 for _, _, cval in fills)
+def pass_cvals(cval: float, shift: float, weights: dict, order: Sequence[int]) -> list[float]:
+    """The padding of each 1-D pass in ``order`` (scipy's per-pass ``cval``) for a block centred by ``shift``.
+
+    Pass ``k`` reads the centred intermediate of passes ``0 .. k-1``: true values minus ``shift`` times the
+    product of their kernels' sums (float64, the oracle's weights), so the true cval is ``cval`` minus the
+    same. Pass 0 reads the block the engine padded (``cval - shift``); listed for completeness.
+    """
+    out, gain = [], 1.0
+    for a in order:
+        if a not in weights:
+            continue
+        out.append(float(cval) - float(shift) * gain if shift else float(cval))
+        gain *= float(np.sum(np.asarray(weights[a][0], dtype=np.float64)))
+    return out
 
 
 def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float] | None = None,

@@ -251,4 +251,4 @@ def prepare_spec(text: str, base_dir: Path, *, source: str = "<spec>", overwrite
     if overwrite and isinstance(raw.get("output"), dict):
         raw["output"]["overwrite"] = True
         changed = True
-    return LocalSpec(dump_spec(raw) if changed else text, lines, source)
+    return LocalSpec(dump_spec(raw, spec.lines) if changed else text, lines, source)

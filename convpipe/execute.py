@@ -291,6 +291,8 @@ def execute(plan: Plan, source: Any, *, sink: Any = None, manifest: Manifest | N
         arr = t.map_blocks(contiguous, dtype=t.dtype, meta=t._meta)
     for pp in plan.passes:
         first = pp.ops[0]
+        if sink is not None and pp is plan.passes[0]:  # the input as stored: refused before a tile is written
+            first.check_source(arr, compute)
         if first.kind == "global":
             if first.tiled_prepass:  # a pre-pass over this pass's own tiles (label)
                 first.prepare_pass(arr, compute, pp)

@@ -490,7 +490,7 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
                 coords[a] = runs_to_array(out_t[a])
             else:
                 coords[a] = np.arange(n[a])
-        centred = gains[i] is not None and not centring.pads_per_pass(op, fills)
+        centred = gains[i] is not None
         if shift and not centred:  # this op must see the true values (on this tile)
             u, shift = centring.restore(u, shift), 0.0
         elif not shift and centred and worth[i]:  # a tile holding NaN/inf too: c from its finite values
@@ -515,7 +515,8 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
         ctx = Context(xp=xp, coords=coords if need_coords else None,
                       outside=masks if masks and op.wants_outside else None,
                       extent=dict(n) if op.wants_extent or rows_ctx else None,
-                      core=_owned_slices(op, coords, targets[-1], valid) if rows_ctx else None)
+                      core=_owned_slices(op, coords, targets[-1], valid) if rows_ctx else None,
+                      shift=shift)  # per-pass constant padding: the true cval, centred (centring.pass_cvals)
         rows = None
         token = engines.ASSUME_FINITE.set(guard.finite)  # the engines skip their own checks of finite blocks
         # NaN/inf are handled by rule (convpipe.finite), so numpy's floating-point warnings would only be noise

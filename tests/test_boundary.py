@@ -404,6 +404,35 @@ def test_the_stored_spec_reads_back_as_the_data_it_holds(top, steps):
     assert _same(data, raw), (raw, data)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.text(min_size=1, max_size=8), _values, min_size=1, max_size=5),
+       st.lists(st.dictionaries(st.text(min_size=1, max_size=8), _values, min_size=1, max_size=1), max_size=3),
+       st.data())
+def test_the_stored_spec_keeps_the_lines_it_was_given(top, steps, data):
+    """With the spec's line map (dump_spec keeps the user's lines), the same data reads back, whatever the
+    lines: increasing, shared, missing or behind the text written so far."""
+    from convpipe.service.policy import dump_spec
+    from convpipe.spec import parse_yaml
+
+    raw = dict(top)
+    raw["steps"] = steps
+    paths = []
+
+    def walk(v, path):
+        paths.append(path)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, path + (k,))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, path + (i,))
+
+    walk(raw, ())
+    lines = {p: data.draw(st.integers(1, 60)) for p in paths if data.draw(st.booleans())}
+    back, _ = parse_yaml(dump_spec(raw, lines))
+    assert _same(back, raw), (raw, lines, back)
+
+
 @pytest.mark.timeout(120)
 def test_a_large_inline_kernel_survives_submission_and_the_recheck(place):
     root, _ = place

@@ -8,6 +8,8 @@ contract: float32 within 1e-5 relative, float64 within 1e-10.
 
 from __future__ import annotations
 
+import re
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -124,7 +126,7 @@ def test_all_foreground_sub_array_is_an_error_naming_it(tmp_path):
     # the whole volume has background: fine in 3-D
     ref = ndi.distance_transform_edt(x != 0)
     assert_conforms(_run([{"distance_transform": {}}], x, "zyx", (2, 3, 4)), ref, "float64")
-    # through the CLI: exit 2 (found while running), one line
+    # through the CLI: refused before anything is written (exit 1, one line)
     from convpipe.cli import main
 
     z = zarr.create_array(str(tmp_path / "in.zarr"), shape=x.shape, chunks=(1, 5, 6), dtype=x.dtype)
@@ -134,7 +136,66 @@ def test_all_foreground_sub_array_is_an_error_naming_it(tmp_path):
     spec = make_spec(steps, "float32", input={"url": str(tmp_path / "in.zarr")},
                      output={"url": str(tmp_path / "out.zarr")})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["run", str(tmp_path / "s.yaml")]) == 2
+    assert main(["run", str(tmp_path / "s.yaml")]) == 1
+    assert not (tmp_path / "out.zarr").exists()
+
+
+# a spec as written: distance_transform on line 7
+NO_BACKGROUND = """# distances inside the cells
+convpipe: 1
+input: in.zarr
+output:
+  url: out.zarr
+steps:
+  - distance_transform: {axes: yx}
+"""
+
+
+def _stack(tmp_path, x, chunks):
+    zarr.create_array(str(tmp_path / "in.zarr"), data=x, chunks=chunks)
+    (tmp_path / "d.yaml").write_text(NO_BACKGROUND)
+    return tmp_path / "d.yaml"
+
+
+@pytest.mark.parametrize("case", ["2d-all-foreground", "one-plane", "nan-is-foreground"])
+def test_no_background_is_refused_before_any_tile_is_written(tmp_path, cli, case):
+    """An input (or one sub-array of it) without a voxel x == 0: InputError naming the step, its line and the
+    sub-array, from the API and the CLI (exit 1, one line), before anything is written (no output, so the
+    fixed input's run needs no --overwrite); the other planes would have been written first before."""
+    from convpipe.errors import InputError
+
+    if case == "2d-all-foreground":
+        x = np.ones((1, 40, 36), np.uint8)
+        where = "z=0"
+    elif case == "one-plane":
+        x = np.ones((6, 20, 24), np.uint16)
+        x[:, 3, 4] = 0
+        x[4, 3, 4] = 7  # plane z=4 has no background; planes 0-3 come first
+        where = "z=4"
+    else:
+        x = np.full((3, 16, 16), np.nan, np.float32)
+        x[:, 0, 0] = 0
+        x[1, 0, 0] = np.nan  # NaN != 0: foreground
+        where = "z=1"
+    path = _stack(tmp_path, x, (1, 8, 12))
+    want = rf"steps\[0\]\.distance_transform \(line 7\): the sub-array {where} \(over axes yx\) holds no background"
+    with pytest.raises(InputError, match=want):
+        convpipe.load(path).run()
+    assert not (tmp_path / "out.zarr").exists()
+    code, _, err = cli("run", str(path))
+    assert code == 1 and len(err.strip().splitlines()[-1:]) == 1, err
+    assert [ln for ln in err.splitlines() if ln.startswith("error")] == [err.strip().splitlines()[-1]], err
+    assert re.search(want, err), err
+    assert not (tmp_path / "out.zarr").exists()
+    # the input fixed: the same spec runs (nothing to overwrite) and meets the oracle
+    y = x.copy()
+    y[np.isnan(y)] = 1
+    y[:, -1, -1] = 0
+    zarr.create_array(str(tmp_path / "in.zarr"), data=y, chunks=(1, 8, 12), overwrite=True)
+    convpipe.load(path).run()
+    got = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...]
+    ref = np.stack([ndi.distance_transform_edt(p != 0) for p in y])
+    assert_conforms(got, ref, "float32")
 
 
 def test_default_sampling_from_ome_metadata(tmp_path):

@@ -368,7 +368,7 @@ def test_labels_never_saturate_into_a_narrower_output_dtype(tmp_path, steps, dty
     spec = {"convpipe": 1, "input": str(tmp_path / "in.zarr"),
             "output": {"url": str(tmp_path / "out.zarr"), "dtype": dtype}, "steps": steps}
     if not fits:
-        with pytest.raises(SpecError, match=f"output.dtype: {n} components .* written as output.dtype {dtype}"):
+        with pytest.raises(SpecError, match=rf"^steps\[0\]\.label: {n} components .* written as output.dtype {dtype}"):
             convpipe.load(spec).run()
         assert not (tmp_path / "out.zarr").exists()  # no incomplete output for the fixed spec's run to refuse
         spec["output"]["dtype"] = "int32"
@@ -379,3 +379,49 @@ def test_labels_never_saturate_into_a_narrower_output_dtype(tmp_path, steps, dty
     got = zarr.open_array(str(tmp_path / "out.zarr"))[...]
     ref = O.oracle(steps, x, "yx")[0]
     np.testing.assert_array_equal(got, ref.astype(dtype))
+
+
+# ---------------------------------------------------------------- the refusal names its step and line
+
+
+LABEL_SPEC = """# a label image of a thresholded image
+convpipe: 1
+input: in.zarr
+output:
+  url: out.zarr
+  dtype: {dtype}
+steps:
+  - threshold: {{value: 0.5}}
+
+  - label:
+      connectivity: 1
+"""
+
+
+@pytest.mark.parametrize("dtype, want", [
+    ("uint8", r"steps\[1\]\.label \(line 10\): 2165 components .* written as output.dtype uint8 \(line 6\)"),
+    ("int32", r"steps\[1\]\.label\.dtype \(line 10\): 2165 components .* use dtype: int64"),
+])
+def test_a_label_count_refusal_names_its_step_and_line_on_api_and_cli(tmp_path, monkeypatch, cli, dtype, want):
+    """Too many labels for the dtype written (output.dtype) or computed (label's dtype: int32, made small
+    here): a SpecError at the label step's line, as any other refusal of a step, from a spec file through
+    the API and the CLI (exit 1, one line), before any tile is written."""
+    import re
+
+    from convpipe.ops.objects import label as label_mod
+
+    x = (np.random.default_rng(0).random((128, 128)) > 0.7).astype(np.uint8)
+    assert ndi.label(x)[1] == 2165
+    zarr.create_array(str(tmp_path / "in.zarr"), data=x, chunks=(64, 64))
+    if dtype == "int32":  # int32 holds 2**31 - 1 labels: made to hold fewer
+        monkeypatch.setattr(label_mod, "_max_label", lambda dt: 1000 if dt == "int32" else 2**63 - 1)
+    path = tmp_path / "labels.yaml"
+    path.write_text(LABEL_SPEC.format(dtype=dtype))
+    with pytest.raises(SpecError, match=want) as e:
+        convpipe.load(path).run()
+    assert e.value.line == 10
+    assert not (tmp_path / "out.zarr").exists()
+    code, _, err = cli("run", str(path))
+    assert code == 1 and re.search(want, err), err
+    assert len([ln for ln in err.splitlines() if ln.startswith("error")]) == 1, err
+    assert not (tmp_path / "out.zarr").exists()

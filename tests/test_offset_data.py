@@ -73,7 +73,8 @@ def check_float32(steps, x, chunks, precision="float32"):
 @given(st.data())
 def test_offset_data_float32_meets_the_oracle_on_any_chunking(data):
     """A cancelling op, alone or after / before smoothing, on offset data of uint16 / int16 / float32, any
-    boundary mode (constant: cval 0 or near the data), chunks that cut the kernels: within float32's tolerance."""
+    boundary mode (constant: cval 0, near the data or far from it), chunks that cut the kernels: within
+    float32's tolerance."""
     dtype = data.draw(st.sampled_from([np.uint16, np.int16, np.float32]), "dtype")
     spread = data.draw(st.floats(1.0, 500.0), "spread")
     offset = data.draw(st.floats(0.0, 60000.0 - spread), "offset")
@@ -85,28 +86,71 @@ def test_offset_data_float32_meets_the_oracle_on_any_chunking(data):
     before = data.draw(st.sampled_from([None] + SMOOTHING), "before")
     after = data.draw(st.sampled_from([None] + SMOOTHING), "after")
     mode = data.draw(st.sampled_from(MODES), "mode")
-    cval = data.draw(st.sampled_from([0.0, round(offset + spread / 2, 1)]), "cval")
+    cval = data.draw(st.sampled_from([0.0, round(offset + spread / 2, 1), round(offset - spread, 2), -3.5]), "cval")
     steps = [_with_mode(s, mode, cval) for s in (before, core, after) if s is not None]
-    # the known gap (test_constant_padding_other_than_0_per_pass_is_not_centred): ops that pad each 1-D pass
-    # with cval run uncentred when cval != 0
-    assume(not (mode == "constant" and cval != 0 and any(_pads_per_pass(s) for s in steps)))
     chunks = tuple(data.draw(st.integers(4, n), f"chunk{i}") for i, n in enumerate(shape))
     check_float32(steps, x, chunks)
 
 
-def _pads_per_pass(step: dict) -> bool:
-    from convpipe.ops import registry
+#: ops that reset the constant padding before each 1-D pass (scipy's per-pass cval) and chains of them
+PER_PASS = [
+    [{"gaussian": {"sigma": 1.5}}, {"laplace": {}}],  # what hypothesis found: 1.06e-5 > 1e-5 uncentred
+    [{"gaussian": {"sigma": 1.2, "order": {"y": 0, "x": 1}}}], [{"gaussian": {"sigma": 2, "order": {"y": 2, "x": 1}}}],
+    [{"gaussian_laplace": {"sigma": 1.5}}], [{"gaussian_gradient_magnitude": {"sigma": 1.2}}],
+    [{"sobel": {}}], [{"prewitt": {"output": "components"}}], [{"scharr": {}}],
+    [{"gaussian": {"sigma": 1}}, {"sobel": {"output": "components"}}, {"uniform": {"size": 3}}],
+    [{"gaussian_laplace": {"sigma": 0.8}}, {"gaussian": {"sigma": 2, "order": {"y": 1, "x": 0}}}],
+]
 
-    return bool(registry.get(next(iter(step))).wants_outside)
+
+@pytest.mark.parametrize("steps", PER_PASS, ids=lambda s: "-".join(next(iter(d)) for d in s))
+@pytest.mark.parametrize("offset,spread,cval", [(13.0, 1.0, 13.5), (30000, 200, 30100.0), (30000, 200, 29950.5),
+                                                (30000, 200, -7.25), (-29000, 300, 3.0)],
+                         ids=["near13", "mid", "below", "far", "int16-neg"])
+@pytest.mark.parametrize("chunks", [(4, 4), (7, 11), (30, 30)], ids=lambda c: f"{c[0]}x{c[1]}")
+def test_constant_padding_other_than_0_per_pass_is_centred(steps, offset, spread, cval, chunks):
+    """Ops that pad each 1-D pass with cval != 0 (scipy's per-pass constant padding) run centred: each pass
+    pads with the true cval as the centred intermediate holds it, within float32's tolerance on offset data."""
+    dtype = np.int16 if offset < 0 else np.uint16
+    x = offset_image((30, 30), dtype, offset, spread, 1)
+    steps = [_with_mode(s, "constant", cval) for s in steps]
+    check_float32(steps, x, chunks)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: an op that pads every 1-D pass with cval != 0 (scipy's per-pass "
-                                       "constant padding) runs uncentred, so float32 cancels on offset data")
-def test_constant_padding_other_than_0_per_pass_is_not_centred():
-    x = offset_image((12, 12), np.uint16, 13.0, 1.0, 1)  # what hypothesis found: 1.06e-5 > 1e-5
+def test_constant_padding_other_than_0_per_pass_is_centred_found_case():
+    """What hypothesis found (uncentred: 1.06e-5 > 1e-5), as it found it."""
+    x = offset_image((12, 12), np.uint16, 13.0, 1.0, 1)
     steps = [{"gaussian": {"sigma": 1.5, "mode": "constant", "cval": 13.5}},
              {"laplace": {"mode": "constant", "cval": 13.5}}]
     check_float32(steps, x, (4, 4))
+
+
+def test_per_pass_constant_padding_op_is_centred(monkeypatch):
+    """The per-pass padding ops are no longer left out of the centred run: the tile is centred before them."""
+    import convpipe.centring as centring
+
+    seen = []
+    centre = centring.centre
+
+    def spy(u, *a, **k):
+        out, c = centre(u, *a, **k)
+        seen.append(c)
+        return out, c
+
+    monkeypatch.setattr(centring, "centre", spy)
+    x = offset_image((20, 20), np.uint16, 30000, 200, 2)
+    run([{"gaussian_laplace": {"sigma": 1, "mode": "constant", "cval": 30010.0}}], x, "yx", chunks=(20, 20),
+        precision="float32")
+    assert seen and all(29900 < c < 30300 for c in seen), seen
+
+
+def test_pass_cvals_centre_the_true_cval():
+    """Pass k pads with cval - c * (product of the earlier kernels' sums): the centred form of the true cval."""
+    from convpipe.centring import pass_cvals
+
+    w = {0: (np.array([1.0, 2.0, 1.0]), 1), 1: (np.array([-1.0, 0.0, 3.0]), 1), 2: (np.array([0.5, 0.25]), 0)}
+    assert pass_cvals(5.0, 10.0, w, [1, 0, 2]) == [5.0 - 10.0, 5.0 - 10.0 * 2.0, 5.0 - 10.0 * 8.0]
+    assert pass_cvals(5.0, 0.0, w, [0, 3, 1]) == [5.0, 5.0]
 
 
 def camera_offset(scale: float, offset: float) -> np.ndarray:
@@ -377,3 +421,19 @@ def test_centre_takes_the_finite_values_only():
     w = np.array([np.nan, np.inf], np.float32)
     v, c = centre(w, np.dtype(np.float32))
     assert c == 0.0 and v is w
+
+
+def test_per_pass_constant_padding_on_the_cupy_double(fake_cupy):
+    """The GPU engine's per-pass padding (engines.gpu.sep_correlate) pads with the centred true cval too."""
+    import dask.array as da
+
+    import convpipe
+    from harness import make_spec
+
+    x = offset_image((40, 44), np.uint16, 30000, 200, 4)
+    for steps in (PER_PASS[0], PER_PASS[2], PER_PASS[4], PER_PASS[8]):
+        steps = [_with_mode(s, "constant", 30150.5) for s in steps]
+        p = convpipe.load(make_spec(steps, "float32", execution={"backend": "gpu"}))
+        got = np.asarray(p.apply(da.from_array(x, chunks=(17, 23)), axes="yx").compute(scheduler="sync"))
+        ref, _ = oracle(steps, x, "yx")
+        assert_conforms(got, ref, "float32", what=f"{steps} on the CuPy double")

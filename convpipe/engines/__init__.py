@@ -67,6 +67,8 @@ def sep_correlate(x: Any, weights: dict[int, tuple[np.ndarray, int]], *,
     each pass's *input* (an intermediate result) with cval, so before the pass along an axis the voxels
     outside the array along that axis (``outside[axis]``, a boolean mask) are reset to cval. The passes
     then run in ``order`` (scipy's order for the op). Needed only when the kernel does not sum to one.
+    ``fill = (outside, cval, shift)``: ``x`` holds values centred by ``shift`` (convpipe.centring); each pass
+    pads with the true cval minus ``shift`` times the earlier passes' kernel sums (centring.pass_cvals).
     """
     return _dispatch("sep_correlate")(x, weights, fill=fill, order=order)
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
+from ..centring import pass_cvals
+
 try:  # OpenCV is a hard dependency, but keep the scipy path alive if a wheel is broken
     import cv2
 except ImportError:  # pragma: no cover
@@ -93,22 +95,24 @@ def sep_correlate(x: np.ndarray, weights: dict[int, tuple[np.ndarray, int]], *,
     each pass's *input* (an intermediate result) with cval, so before the pass along an axis the voxels
     outside the array along that axis (``outside[axis]``, a boolean mask) are reset to cval. The passes
     then run in ``order`` (scipy's order for the op). Needed only when the kernel does not sum to one.
+    ``fill = (outside, cval, shift)``: ``x`` is centred by ``shift`` (convpipe.centring), each pass pads with
+    the true cval as the centred intermediate holds it (:func:`convpipe.centring.pass_cvals`).
     """
     if not weights:
         return x
     cv = _cv_ok(x)  # once per call: each pass of finite weights over finite data stays finite
     if fill is not None:
-        outside, cval = fill
+        outside, cval, *shift = fill
+        passes = [a for a in (order or sorted(weights)) if a in weights]
+        cvals = pass_cvals(cval, shift[0] if shift else 0.0, weights, passes)
         out = x
-        for k, a in enumerate(order or sorted(weights)):
-            if a not in weights:
-                continue
+        for k, a in enumerate(passes):
             mask = outside.get(a)
             if k > 0 and mask is not None and mask.any():
                 out = out.copy() if out is x else out
                 sl = [slice(None)] * out.ndim
                 sl[a] = mask
-                out[tuple(sl)] = cval
+                out[tuple(sl)] = cvals[k]
             w, c = weights[a]
             out = _correlate1d_any(out, w, c, a, cv=cv)
         return out

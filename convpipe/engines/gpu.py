@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..centring import pass_cvals
 from .dispatch import on_device
 
 # --------------------------------------------------------------------------- modules (imported lazily)
@@ -150,23 +151,25 @@ def sep_correlate(x: Any, weights: dict[int, tuple[np.ndarray, int]], *,
 
     ``fill`` and ``order`` as in :func:`convpipe.engines.sep_correlate`: before each pass but the first, the
     voxels outside the array along that pass's axis (a host boolean mask) are reset to cval, as scipy's
-    ``constant`` mode pads every pass's input.
+    ``constant`` mode pads every pass's input (``fill = (outside, cval, shift)``: centred by ``shift``, the
+    true cval centred, :func:`convpipe.centring.pass_cvals`).
     """
     if not weights:
         return x
     ndi = _ndi()
     out = x
-    for k, a in enumerate(order or sorted(weights)):
-        if a not in weights:
-            continue
+    passes = [a for a in (order or sorted(weights)) if a in weights]
+    if fill is not None:
+        outside, cval, *shift = fill
+        cvals = pass_cvals(cval, shift[0] if shift else 0.0, weights, passes)
+    for k, a in enumerate(passes):
         if fill is not None:
-            outside, cval = fill
             mask = outside.get(a)
             if k > 0 and mask is not None and np.any(mask):
                 out = out.copy() if out is x else out
                 sl = [slice(None)] * out.ndim
                 sl[a] = mask  # a host mask: CuPy copies it over
-                out[tuple(sl)] = cval
+                out[tuple(sl)] = cvals[k]
         w, c = weights[a]
         w = np.asarray(w)
         origin = int(c) - len(w) // 2

@@ -69,6 +69,10 @@ class Context:
     core: Mapping[str, slice] | None = None
     """For rows only: per axis, the slice of the op's output that the tile owns (it is larger than the core
     when a later op of the pass needs a halo). ``rows_context``."""
+    shift: float = 0.0
+    """The constant the engine subtracted from the block's values (:mod:`convpipe.centring`): the block holds
+    the true values minus ``shift``. Ops that reset constant padding before each 1-D pass pad the centred
+    intermediates with ``cval - shift * (sum of the earlier passes' kernels)``, the true ``cval`` centred."""
 
 
 #: The context of a block seen alone (numpy, no coordinates): what ``op.apply(x)`` gets.
@@ -232,6 +236,13 @@ class Op:
         """``tiled_prepass`` ops: compute what the op needs over its whole input ``darr`` (the previous pass's
         result) on the tiles of ``pp`` (the :class:`convpipe.plan.PassPlan` the op starts), before it runs."""
         raise NotImplementedError(f"{self.name} has no tiled pre-pass")
+
+    def check_source(self, darr: Any, compute: Callable | None) -> None:
+        """Refuse, before any tile is written, an input the op cannot answer (raise InputError).
+
+        Called by a run that writes (a sink) when the op is the first of the first pass, so ``darr`` is the
+        input as stored (in the op's axes): ``distance_transform`` of a sub-array without background. One
+        reduction over the input; nothing for most ops."""
 
     def plan_notes(self, tile: Mapping[str, int], extent: Mapping[str, int]) -> list[str]:
         """Lines ``explain`` adds to the op's pass on this tiling (``label``: its border table)."""

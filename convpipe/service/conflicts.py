@@ -47,20 +47,34 @@ def _place(what: str, url: str) -> _Place | None:
 
 
 def _pinned_url(spec_text: str, key: str) -> str | None:
-    for line in spec_text.splitlines():
+    lines = spec_text.splitlines()
+    for i, line in enumerate(lines):
         if line.startswith(f'"{key}":'):
+            # the key's value: its line and the indented or blank lines after it (dump_spec keeps a value
+            # on the lines it had in the user's file, always indented below its top-level key)
+            end = i + 1
+            while end < len(lines) and (not lines[end].strip() or lines[end][0] == " "):
+                end += 1
             with contextlib.suppress(yaml.YAMLError, AttributeError, TypeError):
-                url = ((yaml.safe_load(line) or {}).get(key) or {}).get("url")
+                url = ((yaml.safe_load("\n".join(lines[i:end])) or {}).get(key) or {}).get("url")
                 return url if isinstance(url, str) else None
             return None
+    if not spec_text.startswith("{"):
+        return None
+    # a spec written as one flow mapping (a JSON spec keeps its lines so: dump_spec): the whole text
+    with contextlib.suppress(yaml.YAMLError, AttributeError, TypeError):
+        data = yaml.safe_load(spec_text)
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            url = data[key].get("url")
+            return url if isinstance(url, str) else None
     return None
 
 
 def pinned_input(spec_text: str) -> str | None:
     """The input URL of a stored job's spec.
 
-    Stored specs are written by :func:`convpipe.service.policy.dump_spec`, one line per top-level key, so the
-    input is read from its own line without parsing the (possibly large) steps.
+    Stored specs are written by :func:`convpipe.service.policy.dump_spec`, each top-level key at the start of
+    a line, so the input is read from its own lines without parsing the (possibly large) steps.
     """
     return _pinned_url(spec_text, "input")
 

@@ -92,7 +92,7 @@ def prepare_submission(text: str, roots: Roots, *, source: str = "<submitted spe
             outputs.append(loc.resolved)
     if isinstance(raw.get("execution"), dict):
         raw["execution"].pop("cluster", None)
-    text = dump_spec(raw)
+    text = dump_spec(raw, spec.lines)  # the user's lines: the job's errors name them
     if len(text.encode()) > MAX_SPEC_BYTES:
         raise SpecError(f"the spec with its locations made absolute is larger than {MAX_SPEC_BYTES} bytes "
                         "(put large kernels in a .npy file)", path=source)
@@ -118,18 +118,87 @@ def check_locations(spec: Any, roots: Roots) -> list:
     return locs
 
 
-def dump_spec(raw: dict) -> str:
+def dump_spec(raw: dict, lines: dict[tuple, int] | None = None) -> str:
     """A spec as compact YAML the job reads back: one line per top-level key and per step, each value in flow
     style with JSON strings (``nan``/``inf`` as YAML's ``.nan``/``.inf``). As large as the compact spec it came
-    from, never the several-fold block YAML, and fast (PyYAML's emitter takes seconds for a large kernel)."""
-    out = []
-    for key, value in raw.items():
+    from, never the several-fold block YAML, and fast (PyYAML's emitter takes seconds for a large kernel).
+
+    ``lines``: the spec's line map as parsed (YAML path tuple -> 1-based line, :attr:`convpipe.spec.Spec.lines`).
+    Each key and item then starts on the line it had in the text as written (newlines between flow tokens
+    are only whitespace to YAML), so the errors the job finds at run time (a label count, a kernel file)
+    name the lines of the user's file, not of this rewrite. A path whose line lies behind the text written
+    so far (an alias, a merge key) stays where it falls.
+    """
+    w = _Lines(lines or {})
+    tops = [(lines or {}).get((k,)) for k in raw]
+    if lines and not all(a is not None and b is not None and a < b for a, b in zip(tops, tops[1:])):
+        # top-level keys that share a line (a JSON or flow spec) cannot each start one: one flow mapping,
+        # as written (conflicts.pinned_input then reads the whole text)
+        w.flow(raw, ())
+        return "".join(w.parts) + "\n"
+    for i, (key, value) in enumerate(raw.items()):
+        if i:
+            w.newline()
+        w.goto((key,), 0)
         if key == "steps" and isinstance(value, list) and value:
-            out.append(f"{_flow(key)}:")
-            out.extend(f"- {_flow(item)}" for item in value)
+            w.put(f"{_flow(key)}:")
+            for j, item in enumerate(value):
+                w.newline()
+                w.goto((key, j), 0)
+                w.put("- ")
+                w.flow(item, (key, j))
         else:
-            out.append(f"{_flow(key)}: {_flow(value)}")
-    return "\n".join(out) + "\n"
+            w.put(f"{_flow(key)}: ")
+            w.flow(value, (key,))
+    return "".join(w.parts) + "\n"
+
+
+class _Lines:
+    """The writer of :func:`dump_spec`: flow YAML whose paths fall on the lines of ``lines``."""
+
+    #: continuation lines of a flow value: deeper than any block key or ``- `` of the dump (column 0)
+    INDENT = "    "
+
+    def __init__(self, lines: dict[tuple, int]):
+        self.lines = lines
+        self.parts: list[str] = []
+        self.line = 1
+
+    def put(self, text: str) -> None:
+        self.parts.append(text)
+
+    def newline(self) -> None:
+        self.parts.append("\n")
+        self.line += 1
+
+    def goto(self, path: tuple, indent: int | None = None) -> None:
+        """Move down to ``path``'s line (blank lines, then the indentation), when it lies ahead."""
+        target = self.lines.get(path) if self.lines else None
+        if target is not None and target > self.line:
+            self.parts.append("\n" * (target - self.line) + (self.INDENT if indent is None else ""))
+            self.line = target
+
+    def flow(self, v: Any, path: tuple) -> None:
+        if not self.lines or not isinstance(v, (dict, list, tuple)):
+            self.put(_flow(v))
+            return
+        if isinstance(v, dict):
+            self.put("{")
+            for i, (k, x) in enumerate(v.items()):
+                if i:
+                    self.put(",")
+                self.goto(path + (k,))
+                self.put(f"{_flow(k)}:")
+                self.flow(x, path + (k,))
+            self.put("}")
+            return
+        self.put("[")
+        for i, x in enumerate(v):
+            if i:
+                self.put(",")
+            self.goto(path + (i,))
+            self.flow(x, path + (i,))
+        self.put("]")
 
 
 def _flow(v: Any) -> str:

@@ -116,12 +116,17 @@ class LocalOp(Op):
     def ax(self, letter: str) -> int:
         return self.in_axes.index(letter)
 
-    def fill(self, outside: Any) -> tuple | None:
-        """scipy's per-pass cval padding, needed for kernels that do not sum to one (see engines)."""
+    def fill(self, ctx: Any) -> tuple | None:
+        """scipy's per-pass cval padding, needed for kernels that do not sum to one (see engines):
+        ``(outside, cval, shift)``, ``shift`` the block's centring (``ctx.shift``), so each pass pads with the
+        true cval as the centred intermediate holds it. None where scipy's padding needs no reset (cval 0:
+        a linear pass of a slab of 0s stays 0s, and of a centred slab ``-c`` gives ``-c * sum(w)``, the
+        centred 0, by itself)."""
+        outside = ctx.outside
         if not outside:
             return None
         mode, cval = self.boundary(self.in_axes[0])
-        return (outside, cval) if mode == "constant" and cval != 0 else None
+        return (outside, cval, ctx.shift) if mode == "constant" and cval != 0 else None
 
     def laplacian(self, x: Any) -> Any:
         """scipy.ndimage.laplace of the block over ``self.axes``: the sum of the [1, -2, 1] second

@@ -62,11 +62,11 @@ class _Edge(LocalOp):
     def shift_gain(self):  # every component has the derivative [-1, 0, 1]: shift-invariant
         return 0.0
 
-    def component(self, x, along, outside=None):
+    def component(self, x, along, ctx: Context = NO_CONTEXT):
         w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
         # scipy.ndimage.sobel: the derivative pass first, then smoothing along the other axes in order
         order = [self.ax(along)] + [self.ax(a) for a in self.axes if a != along]
-        return self.crop(engines.sep_correlate(x, w, fill=self.fill(outside), order=order))
+        return self.crop(engines.sep_correlate(x, w, fill=self.fill(ctx), order=order))
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """The derivative along each of ``axes`` (smoothed along the others), combined by ``output``.
@@ -81,7 +81,7 @@ class _Edge(LocalOp):
         array, ``x``'s dtype, ``x``'s shape less the halo along ``axes``: the magnitude, the orientation in
         (-pi, pi] (exactly two axes), or the components stacked along a new ``c`` axis (``out_axes``)
         """
-        comps = [self.component(x, a, ctx.outside) for a in self.axes]
+        comps = [self.component(x, a, ctx) for a in self.axes]
         out = self.params.output
         if out == "magnitude":
             acc = axis_sum(comps, square=True)
@@ -90,7 +90,7 @@ class _Edge(LocalOp):
             dy, dx = comps  # axes in tczyx order: the first plays y, the second x
             if x.dtype.itemsize < 8 and not (is_finite(dy) and is_finite(dx)) and engines.all_finite(x):
                 # components of finite values overflowed: arctan2(inf, inf) would be a finite, wrong angle
-                dy, dx = (self.component(x.astype(np.float64), a, ctx.outside) for a in self.axes)
+                dy, dx = (self.component(x.astype(np.float64), a, ctx) for a in self.axes)
             return orientation(dy, dx).astype(x.dtype, copy=False)
         cpos = self.out_axes.index("c")
         return np.stack(comps, axis=cpos)

@@ -53,7 +53,7 @@ class Gaussian(LocalOp):
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
         w = self.weights(self.ax)
-        fill = self.fill(ctx.outside) if any(int(o) for o in self.order.values()) else None
+        fill = self.fill(ctx) if any(int(o) for o in self.order.values()) else None
         nd = x.ndim
         lead = {k: v for k, v in w.items() if k < nd - 2}
         if fill is None and lead and len(lead) < len(w):
@@ -87,13 +87,13 @@ class _GaussDerivs(LocalOp):
     def halo(self):
         return {a: (r, r) for a, r in self.radius.items()}
 
-    def derivative(self, x, along: str, outside=None):
+    def derivative(self, x, along: str, ctx: Context = NO_CONTEXT):
         w = {}
         for a, s in self.sigma.items():
             if s > 1e-15:
                 order = self.deriv_order if a == along else 0
                 w[self.ax(a)] = (gaussian_kernel1d(s, order, self.radius[a]), self.radius[a])
-        return engines.sep_correlate(x, w, fill=self.fill(outside), order=sorted(w))
+        return engines.sep_correlate(x, w, fill=self.fill(ctx), order=sorted(w))
 
     def method(self):
         return "separable"
@@ -119,7 +119,7 @@ class GaussianLaplace(_GaussDerivs):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        return axis_sum(self.crop(self.derivative(x, a, ctx.outside)) for a in self.axes)
+        return axis_sum(self.crop(self.derivative(x, a, ctx)) for a in self.axes)
 
 
 class GaussianGradientMagnitude(_GaussDerivs):
@@ -141,7 +141,7 @@ class GaussianGradientMagnitude(_GaussDerivs):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        out = axis_sum((self.crop(self.derivative(x, a, ctx.outside)) for a in self.axes), square=True)
+        out = axis_sum((self.crop(self.derivative(x, a, ctx)) for a in self.axes), square=True)
         return np.sqrt(out, out=out)
 
 

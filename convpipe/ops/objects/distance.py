@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ExecutionError
+from ...errors import ExecutionError, InputError
 from ...params.morphology import DistanceParams
 from ..base import NO_CONTEXT, Context, Op
 from .morphology import object_axes
@@ -183,13 +183,34 @@ class EdtPass(Op):
             f = np.sqrt(f)
         return np.moveaxis(f, -1, ax)
 
-    def _no_background(self, none: np.ndarray, coords: dict) -> ExecutionError:
+    def _no_background(self, none: np.ndarray, coords: dict, error: type = ExecutionError) -> Exception:
         i = np.unravel_index(int(np.argmax(none)), none.shape)
         where = ", ".join(f"{a}={int(coords[a][j])}" for a, j in zip(self.in_axes, i) if a not in self.parent.axes)
         what = f"the sub-array {where}" if where else "the input"
         step = self.step.path if self.step is not None else "distance_transform"
-        return ExecutionError(f"{step}: {what} (over axes {self.parent.axes}) holds no background voxel "
-                              "(x == 0): its distance transform is undefined")
+        line = self.step.spec.line_of(("steps", self.step.index, self.step.name)) \
+            if self.step is not None and self.step.spec is not None else None
+        if line is not None:
+            step += f" (line {line})"
+        return error(f"{step}: {what} (over axes {self.parent.axes}) holds no background voxel "
+                     "(x == 0): its distance transform is undefined")
+
+    def check_source(self, darr: Any, compute: Any) -> None:
+        """The first pass reading the stored input: every sub-array over ``axes`` must hold a voxel x == 0,
+        checked by one reduction before anything is written (InputError, exit 1; found in a later pass of a
+        derived mask instead it is an ExecutionError, exit 2, as SPEC.md says)."""
+        if not self.first or darr.ndim != len(self.in_axes):
+            return
+        import dask
+
+        over = tuple(self.in_axes.index(a) for a in self.parent.axes)
+        (has,) = (compute or dask.compute)((darr == 0).any(axis=over))
+        has = np.asarray(has)
+        if not has.all():
+            rest = [a for a in self.in_axes if a not in self.parent.axes]
+            none = np.expand_dims(~has, over)  # the sub-arrays' index, over-axes of length 1
+            coords = {a: np.arange(none.shape[self.in_axes.index(a)]) for a in rest}
+            raise self._no_background(none, coords, InputError)
 
 
 class DistanceTransform(Op):

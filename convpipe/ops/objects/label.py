@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import SpecError
 from ...params.objects import LabelParams
 from ..base import NO_CONTEXT, Context, Op
 from .components import (Layout, border_table_size, boundary_pairs, label_bits, reduce_tiles, relabel_tile,
@@ -153,8 +152,13 @@ class Label(Op):
         (res,) = (compute or dask.compute)(Delayed(name, graph))
         if isinstance(res, str):  # the count did not fit: a SpecError at the dtype, before anything is written
             if written is not None and _max_label(written) < _max_label(self.params.dtype):
-                raise SpecError(f"{res}: the labels are written as output.dtype {written}, which would merge "
-                                "objects; use a wider output.dtype (or leave it unset)", path="output.dtype")
+                # located at the label step (its line), as every other refusal of a step; output.dtype's
+                # line is named too, since widening it is the fix
+                spec = self.step.spec
+                at = spec.line_of(("output", "dtype")) if spec is not None else None
+                raise self.error(f"{res}: the labels are written as output.dtype {written}"
+                                 f"{f' (line {at})' if at is not None else ''}, which would merge objects; use a "
+                                 "wider output.dtype (or leave it unset)")
             raise self.error(f"{res}: use dtype: int64" if self.params.dtype == "int32" else res, "dtype")
         self.numbering = res
 
