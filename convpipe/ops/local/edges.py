@@ -84,7 +84,7 @@ class _Edge(LocalOp):
         comps = [self.component(x, a, ctx) for a in self.axes]
         out = self.params.output
         if out == "magnitude":
-            acc = axis_sum(comps, square=True)
+            acc = axis_sum(comps, square=True, owned=True)  # every component is a fresh array (taps on every axis)
             return np.sqrt(acc, out=acc)
         if out == "orientation":
             dy, dx = comps  # axes in tczyx order: the first plays y, the second x
