@@ -48,7 +48,7 @@ def _host(v: Any) -> np.ndarray:
 
 
 def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias: Any = None,
-                  put: Callable[[np.ndarray], Any] | None = None) -> Any:
+                  put: Callable[[np.ndarray], Any] | None = None, check_finite: bool = False) -> Any:
     """Valid correlation of ``xc`` (in_c, *S), channel-major, with the host array ``w`` (out_c, in_c, *k),
     strided, plus ``bias``.
 
@@ -60,10 +60,13 @@ def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias:
     m : the array module of ``xc``
     bias : out_c values or None
     put : host array -> an array of ``m`` (the device's cached constants); default ``m.asarray``
+    check_finite : return None when ``xc`` holds NaN/inf (seen in the per-channel minimum and maximum the
+        centring takes anyway), so the caller needs no pass of its own over the block
 
     Returns
     -------
-    array (out_c, *O) in ``xc``'s dtype, ``O = (S - k) // stride + 1`` per axis: output channel o is
+    array (out_c, *O) in ``xc``'s dtype (None: ``check_finite`` and not finite), ``O = (S - k) // stride
+    + 1`` per axis: output channel o is
     bias[o] + sum_i correlate(xc[i], w[o, i]) at positions 0, s, 2s, ... of the valid result.
     """
     put = put or m.asarray
@@ -77,6 +80,8 @@ def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias:
         return m.empty((out_c,) + O, dtype=dt)
     ax = tuple(range(1, xc.ndim))
     lo, hi = _host(xc.min(axis=ax)).astype(np.float64), _host(xc.max(axis=ax)).astype(np.float64)
+    if check_finite and not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # min/max propagate NaN
+        return None
     c = ((lo + hi) / 2).astype(dt).astype(np.float64)  # the mid-range: the least max|x - c|, exact in dt
     shift = b64 + np.einsum("oit,i->o", w64.reshape(out_c, in_c, -1), c)  # exact offset term, in float64
     if dt.itemsize >= 8:
