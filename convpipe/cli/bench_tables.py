@@ -173,7 +173,8 @@ def render_conv_layer_table(r: dict) -> Any:
               caption=(f"Zarr→Zarr: read the input, compute, write {r['output']['chunks']} chunks "
                        f"{', '.join(r['output']['compressors'])} (convpipe's output settings); in memory: the compute "
                        f"alone; floor: the job's own read + write; speed-up: scipy loop / contender, vs torch: "
-                       f"contender / torch; rel err vs the float64 oracle; 1-min load at each round: {loads}"))
+                       f"contender / torch; rel err vs the float64 oracle; 1-min load average at the start and after "
+                       f"each round: {loads}"))
     for col in ("contender", "Zarr→Zarr s", "× floor", "in memory s", "× scipy loop (Z / mem)",
                 "/ torch (Z / mem)", "peak RSS", "rel err"):
         t.add_column(col, justify="left" if col == "contender" else "right")
