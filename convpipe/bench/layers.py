@@ -164,7 +164,9 @@ def _zarr_corners(url: str) -> dict[str, np.ndarray]:
 
 
 def _stats(v: list[float]) -> dict[str, Any]:
-    return {"min": min(v), "median": statistics.median(v), "times": v} if v else {"min": None, "median": None, "times": []}
+    if not v:
+        return {"min": None, "median": None, "times": []}
+    return {"min": min(v), "median": statistics.median(v), "times": v}
 
 
 def summarise(rows: dict[str, dict]) -> dict[str, Any]:
@@ -202,11 +204,12 @@ def summarise(rows: dict[str, dict]) -> dict[str, Any]:
     out["met"] = bool(out["exact"] and all(met.values()))
     f = lambda v, s=".2f": "n/a" if v is None else format(v, s)  # noqa: E731
     z, m = out["zarr"], out["memory"]
+    worst = max((e for e in errs.values() if e is not None), default=None)
     out["summary"] = (f"Zarr→Zarr: convpipe {f(cz)} s ({f(z['x_floor']['convpipe'])}× floor {f(fl)} s), scipy loop "
                       f"{f(sz)} s = {f(z['speedup_vs_scipy_loop'], '.1f')}×, torch {f(tz)} s (convpipe/torch "
                       f"{f(z['ratio_vs_torch'])}); in memory: convpipe {f(cm)} s, scipy loop {f(sm)} s = "
                       f"{f(m['speedup_vs_scipy_loop'], '.1f')}×, torch {f(tm)} s (convpipe/torch "
-                      f"{f(m['ratio_vs_torch'])}); worst rel err {f(max((e for e in errs.values() if e is not None), default=None), '.1e')}")
+                      f"{f(m['ratio_vs_torch'])}); worst rel err {f(worst, '.1e')}")
     return out
 
 

@@ -197,6 +197,7 @@ def render_conv_layer_table(r: dict) -> Any:
         else:
             peak_s = fmt_bytes(peak)
         pair = lambda v: " / ".join(fmt(x, ".2f", "×") for x in v) if v else ""  # noqa: E731
-        t.add_row(name, bm(row.get("zarr")), fmt(z.get("x_floor", {}).get(name), ".2f", "×") if name != "floor" else "1.00×",
+        xf = fmt(z.get("x_floor", {}).get(name), ".2f", "×") if name != "floor" else "1.00×"
+        t.add_row(name, bm(row.get("zarr")), xf,
                   bm(row.get("memory")), pair(sp.get(name)), pair(vt.get(name)), peak_s, fmt(row.get("rel_err"), ".1e"))
     return t
