@@ -141,7 +141,9 @@ def apply_array(spec: Any, array: Any, axes: str | None = None, *, tile: Any = N
     from .backends import meta_on_device, on_device, resolve
 
     if not isinstance(array, da.Array):
-        array = da.from_array(array if on_device(array) else np.asarray(array), chunks="auto")
+        # name=False: a random name, not a sha1 of the whole array (64 MiB took 66 ms of one thread before any
+        # tile could start; the pass's own name still comes from the plan and this name)
+        array = da.from_array(array if on_device(array) else np.asarray(array), chunks="auto", name=False)
     device = meta_on_device(array)  # CuPy in (chunks on the device): GPU backend, CuPy out
     info = ArrayInfo(tuple(array.shape), np.dtype(array.dtype), tuple(c[0] for c in array.chunks), axes)
     workers, mem = cluster_resources(spec)

@@ -371,3 +371,23 @@ def test_conv_layer_float32_on_offset_data_keeps_the_tolerance(in_c, stride):
     w -= w.mean(axis=(1, 2, 3), keepdims=True)
     check([{"conv_layer": {"weights": w.tolist(), "stride": stride}}], x, "cyx", chunks=(in_c, 16, 16),
           precision="float32")
+
+
+def test_conv_channels_bound_tries_the_first_blocks_max_then_the_tiles(monkeypatch):
+    """The float32 bound needs the tile's max |out|; the engine tries the first block's (a lower bound) and
+    takes the whole tile's only when that is not enough: quiet first rows, loud rest, float32 kept, exact."""
+    from convpipe.engines import gemm
+
+    rng = np.random.default_rng(3)
+    x = (3 * rng.standard_normal((16, 120, 90))).astype(np.float32)
+    x[:, :12] *= 1e-3  # the first block's outputs near 0: its max says nothing
+    w = rng.standard_normal((8, 16, 3, 3)) / 12
+    calls = []
+    real = gemm._products
+    monkeypatch.setattr(gemm, "BLOCK_BYTES", 64 << 10)  # blocks of a few rows
+    monkeypatch.setattr(gemm, "_products", lambda xc, *a, **k: calls.append(np.dtype(xc.dtype)) or real(xc, *a, **k))
+    y = gemm.conv_channels(x, w, (1, 1), np)
+    ref = np.stack([sum(ndi.correlate(x[i].astype(np.float64), w[o, i], mode="constant")[1:-1, 1:-1]
+                        for i in range(16)) for o in range(8)])
+    assert calls == [np.dtype(np.float32)]  # no float64 rerun
+    assert y.dtype == np.float32 and np.abs(y - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())

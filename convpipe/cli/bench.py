@@ -127,7 +127,7 @@ def bench(
 def _bench_extra(pipelines: str | None, workdir: Path, quick: bool, json_path: Path | None, run_limit: float,
                  console: Any, err: Any) -> int:
     from ..bench.extra import EXTRA_ROWS, run_extra
-    from .bench_tables import render_extra_table
+    from .bench_tables import render_conv_layer_table, render_extra_table
 
     names = _parse_names(pipelines)
     unknown = [n for n in (names or ()) if n not in EXTRA_ROWS]
@@ -138,6 +138,8 @@ def _bench_extra(pipelines: str | None, workdir: Path, quick: bool, json_path: P
     report = run_extra(names, workdir, quick=quick, json_path=json_path, console=console,
                        archive_run_limit_s=run_limit)
     console.print(render_extra_table(report))
+    if report["rows"].get("conv_layer", {}).get("status") == "ok":  # its contenders side by side
+        console.print(render_conv_layer_table(report["rows"]["conv_layer"]))
     console.print(f"report: {json_path}")
     bad = [n for n, r in report["rows"].items() if r.get("status") != "ok"]
     if bad:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..bench.render import extra_summary, fmt, fmt_bytes
 
-__all__ = ["render_extra_table", "render_gpu_table", "render_sections", "render_table"]
+__all__ = ["render_conv_layer_table", "render_extra_table", "render_gpu_table", "render_sections", "render_table"]
 
 
 def render_table(report: dict) -> Any:
@@ -158,4 +158,46 @@ def render_gpu_table(report: dict) -> Any:
                   f"{moved.get('h2d', 0)} / {moved.get('d2h', 0)}" if name == "gpu" else "—",
                   "×".join(map(str, k.get("shape", []))) or "—",
                   fmt(k["warm_s"] * 1e3 if k.get("warm_s") is not None else None, ".1f"))
+    return t
+
+
+def render_conv_layer_table(r: dict) -> Any:
+    """The extra row ``conv_layer`` side by side: per contender its Zarr -> Zarr and in-memory seconds (best
+    and median of the rounds), × the job's I/O floor, the ratios the targets name, peak RSS and error."""
+    from rich.table import Table
+
+    z, m = r.get("zarr", {}), r.get("memory", {})
+    loads = ", ".join(f"{v[0]:.1f}" for v in r.get("loadavg", []))
+    t = Table(title=f"conv_layer 16→32, 3×3, {'×'.join(map(str, r['shape']))} float32 · {r['threads']} threads · "
+                    f"best / median of {r['rounds']} rounds",
+              caption=(f"Zarr→Zarr: read the input, compute, write {r['output']['chunks']} chunks "
+                       f"{', '.join(r['output']['compressors'])} (convpipe's output settings); in memory: the compute "
+                       f"alone; floor: the job's own read + write; speed-up: scipy loop / contender, vs torch: "
+                       f"contender / torch; rel err vs the float64 oracle; 1-min load average at the start and after "
+                       f"each round: {loads}"))
+    for col in ("contender", "Zarr→Zarr s", "× floor", "in memory s", "× scipy loop (Z / mem)",
+                "/ torch (Z / mem)", "peak RSS", "rel err"):
+        t.add_column(col, justify="left" if col == "contender" else "right")
+
+    def bm(s: dict | None) -> str:
+        return "—" if not s or s.get("min") is None else f"{s['min']:.2f} / {s['median']:.2f}"
+
+    sp = {"convpipe": (z.get("speedup_vs_scipy_loop"), m.get("speedup_vs_scipy_loop"))}
+    vt = {"convpipe": (z.get("ratio_vs_torch"), m.get("ratio_vs_torch"))}
+    for name in ("floor", "convpipe", "convpipe-memory", "torch-conv2d", "scipy-loop"):
+        row = r["rows"].get(name)
+        if row is None or name == "convpipe-memory":  # its times are convpipe's in-memory column
+            continue
+        if row.get("status") != "ok":
+            t.add_row(name, f"[dim]{row.get('status')}[/]", *["—"] * 5, "", str(row.get("reason", ""))[:60])
+            continue
+        peak = row.get("peak_rss")
+        if name == "convpipe":
+            peak_s = f"{fmt_bytes(peak)} / {fmt_bytes(r['rows'].get('convpipe-memory', {}).get('peak_rss'))}"
+        else:
+            peak_s = fmt_bytes(peak)
+        pair = lambda v: " / ".join(fmt(x, ".2f", "×") for x in v) if v else ""  # noqa: E731
+        xf = fmt(z.get("x_floor", {}).get(name), ".2f", "×") if name != "floor" else "1.00×"
+        t.add_row(name, bm(row.get("zarr")), xf,
+                  bm(row.get("memory")), pair(sp.get(name)), pair(vt.get(name)), peak_s, fmt(row.get("rel_err"), ".1e"))
     return t

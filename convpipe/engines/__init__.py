@@ -84,13 +84,15 @@ def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
     return _dispatch("fftconvolve")(x, k, mode=mode, axes=axes)
 
 
-def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], bias: Any = None) -> Any:
+def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], bias: Any = None, *,
+                  check_finite: bool = False) -> Any:
     """conv_layer's valid multi-channel correlation: ``xc`` (in_c, *S) channel-major, ``w`` (out_c, in_c, *k)
     a host array (float64 keeps the exact offset term, :mod:`.gemm`) -> (out_c, *O), ``O = (S - k) // stride
     + 1``, ``xc``'s dtype; output channel o is bias[o] + sum_i correlate(xc[i], w[o, i]) strided (matrix
     products: :mod:`.gemm`). For finite blocks; the caller takes scipy's per-pair path where NaN/inf must
-    reach only their footprint."""
-    return _dispatch("conv_channels")(xc, w, stride, bias)
+    reach only their footprint. ``check_finite``: return None for a block holding NaN/inf (known from the
+    per-channel minimum and maximum the engine takes anyway: no separate pass over the block)."""
+    return _dispatch("conv_channels")(xc, w, stride, bias, check_finite=check_finite)
 
 
 def rank_filter(x: Any, kind: str, sizes: dict[int, int]) -> Any:

@@ -208,13 +208,14 @@ def rank_filter(x: np.ndarray, kind: str, sizes: dict[int, int]) -> np.ndarray:
     return ndi.median_filter(x, size=size, mode="reflect")
 
 
-def conv_channels(xc: np.ndarray, w: np.ndarray, stride: tuple[int, ...], bias: Any = None) -> np.ndarray:
+def conv_channels(xc: np.ndarray, w: np.ndarray, stride: tuple[int, ...], bias: Any = None, *,
+                  check_finite: bool = False) -> np.ndarray | None:
     """Valid multi-channel correlation plus bias by BLAS matrix products (:func:`.gemm.conv_channels`), with
     one BLAS thread (:func:`blas_threads`): dask already runs one tile per core."""
     from .gemm import conv_channels as gemm
 
     with blas_threads(1):
-        return gemm(xc, w, stride, np, bias=bias)
+        return gemm(xc, w, stride, np, bias=bias, check_finite=check_finite)
 
 
 _BLAS_LOCK = threading.Lock()

@@ -19,11 +19,11 @@ mid-range subtracted while it is copied into the columns) and the offset's exact
 float64. What remains is the float32 products' own rounding, bounded (probabilistically, Higham & Mary
 2019) by ``(sqrt(K) + 2) * u * sum |w| |x - c|`` per output, K the terms it sums. Where that is below half the
 tolerance for every voxel at its channels' largest |x - c| (known from the centring's minimum and maximum),
-the products run as they are; otherwise each block's bound is computed with it, by a second product
-|w| @ |x - c| on the block's columns while they are in cache (1.6x the products' cost), and a tile whose
-bound exceeds half the tolerance (relative to its own largest output, which is at most the array's) is
-computed again in float64. On the benchmark's layer (random weights, 16 channels, 3x3) the per-block bound
-passes: float32 throughout.
+the products run as they are; otherwise the tile's bound is taken by Cauchy-Schwarz, ``||w_o|| * ||x - c||``
+over each output's footprint (one pass of squares, :func:`_footprint_norm`), and a tile whose bound exceeds
+half the tolerance (relative to its own largest output, which is at most the array's; the first block's
+largest output is tried first, a lower bound) is computed again in float64. On the benchmark's layer (random
+weights, 16 channels, 3x3) the tile bound passes: float32 throughout.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ import numpy as np
 
 #: SPEC.md's float32 tolerance, relative to max(1, max|oracle|): the float32 products must stay within half
 TOL_FLOAT32 = 1e-5
-#: bytes of the column buffer of one block (taps * in_c rows): about the L2 cache of one core (measured best
-#: between 0.5 and 4 MiB on 16 x 258 x 770 -> 32 channels)
-BLOCK_BYTES = 2 << 20
+#: bytes of the column buffer of one block (taps * in_c rows): about twice the L2 cache of one core (2 MiB
+#: here). Measured on 16 x 258 x 770 -> 32 channels, 3x3, CPU ms per tile (best of 7, one thread): 1 MiB 58,
+#: 2 MiB 45, 3-8 MiB 40-42, 16 MiB 50; two threads at once, 6 tiles: 2 MiB 296 ms, 4 MiB 271, 8 MiB 293
+BLOCK_BYTES = 4 << 20
 #: on a device the buffer may be large: fewer, larger products
 DEVICE_BLOCK_BYTES = 256 << 20
 
@@ -47,7 +48,7 @@ def _host(v: Any) -> np.ndarray:
 
 
 def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias: Any = None,
-                  put: Callable[[np.ndarray], Any] | None = None) -> Any:
+                  put: Callable[[np.ndarray], Any] | None = None, check_finite: bool = False) -> Any:
     """Valid correlation of ``xc`` (in_c, *S), channel-major, with the host array ``w`` (out_c, in_c, *k),
     strided, plus ``bias``.
 
@@ -59,10 +60,13 @@ def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias:
     m : the array module of ``xc``
     bias : out_c values or None
     put : host array -> an array of ``m`` (the device's cached constants); default ``m.asarray``
+    check_finite : return None when ``xc`` holds NaN/inf (seen in the per-channel minimum and maximum the
+        centring takes anyway), so the caller needs no pass of its own over the block
 
     Returns
     -------
-    array (out_c, *O) in ``xc``'s dtype, ``O = (S - k) // stride + 1`` per axis: output channel o is
+    array (out_c, *O) in ``xc``'s dtype (None: ``check_finite`` and not finite), ``O = (S - k) // stride
+    + 1`` per axis: output channel o is
     bias[o] + sum_i correlate(xc[i], w[o, i]) at positions 0, s, 2s, ... of the valid result.
     """
     put = put or m.asarray
@@ -76,6 +80,8 @@ def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias:
         return m.empty((out_c,) + O, dtype=dt)
     ax = tuple(range(1, xc.ndim))
     lo, hi = _host(xc.min(axis=ax)).astype(np.float64), _host(xc.max(axis=ax)).astype(np.float64)
+    if check_finite and not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # min/max propagate NaN
+        return None
     c = ((lo + hi) / 2).astype(dt).astype(np.float64)  # the mid-range: the least max|x - c|, exact in dt
     shift = b64 + np.einsum("oit,i->o", w64.reshape(out_c, in_c, -1), c)  # exact offset term, in float64
     if dt.itemsize >= 8:
@@ -88,8 +94,14 @@ def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], m: Any, bias:
     r = np.maximum(hi - c, c - lo)  # max |x - c| per channel
     cheap = lam * wn * math.sqrt(math.prod(k) * float((r * r).sum()))  # every voxel at its channels' max
     exact = cheap <= 0.5 * TOL_FLOAT32  # enough whatever the result's size (the tolerance is >= TOL * 1)
-    y, ymax = _products(xc, w64.astype(dt), c.astype(dt), shift.astype(dt), stride, O, m, put, track=not exact)
-    if exact or lam * wn * _footprint_norm(xc, c, k, stride, O, m) <= 0.5 * TOL_FLOAT32 * max(1.0, ymax):
+    y, ysample = _products(xc, w64.astype(dt), c.astype(dt), shift.astype(dt), stride, O, m, put, track=not exact)
+    if exact:
+        return y
+    bound = lam * wn * _footprint_norm(xc, c, k, stride, O, m)
+    # max |y| of the first block is a lower bound of the tile's: enough when the bound passes with it (the
+    # common case; measured: tracking every block's max cost 10 % of the layer's time); else the whole tile's
+    if bound <= 0.5 * TOL_FLOAT32 * max(1.0, ysample) or \
+            bound <= 0.5 * TOL_FLOAT32 * max(1.0, float(_host(m.abs(y).max()))):
         return y
     return _products(xc.astype(np.float64), w64, c, shift, stride, O, m, put)[0].astype(dt)
 
@@ -118,7 +130,7 @@ def _products(xc: Any, w: np.ndarray, c: np.ndarray, shift: np.ndarray, stride: 
 
     Stride 1: each tap's columns of a block are one flat run of every channel's plane (the rows' wrap-around
     positions are computed and dropped on the way out). With a stride: each tap's strided window. Returns
-    (out, max |out|); the latter only with ``track`` (else 0), taken per block while it is in cache.
+    (out, max |out| over the first block): the latter only with ``track`` (else 0), while it is in cache.
     """
     dt = np.dtype(xc.dtype)
     out_c, in_c = w.shape[:2]
@@ -179,6 +191,7 @@ def _products(xc: Any, w: np.ndarray, c: np.ndarray, shift: np.ndarray, stride: 
                     dst = out[(slice(None),) + outer + (slice(r0, r0 + b),)]
                     val = tmp.reshape(out_c, b, e)[:, :, :ox]
                 m.add(val, sd.reshape((out_c,) + (1,) * (val.ndim - 1)), out=dst)  # bias and offset term, in cache
-                if track:
-                    ymax = max(ymax, float(dst.max()), -float(dst.min()))
+                if track:  # the first block only: a lower bound of the tile's max |out|
+                    ymax = max(float(dst.max()), -float(dst.min()))
+                    track = False
     return out, ymax

@@ -206,11 +206,12 @@ def rank_filter(x: Any, kind: str, sizes: dict[int, int]) -> Any:
     return ndi.median_filter(x, size=size, mode="reflect")
 
 
-def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], bias: Any = None) -> Any:
+def conv_channels(xc: Any, w: np.ndarray, stride: tuple[int, ...], bias: Any = None, *,
+                  check_finite: bool = False) -> Any:
     """Valid multi-channel correlation plus bias by matrix products on the device (:func:`.gemm.conv_channels`)."""
     from .gemm import conv_channels as gemm
 
-    return gemm(xc, w, stride, _cp(), bias=bias, put=lambda a: _dev_const(a, a.dtype))
+    return gemm(xc, w, stride, _cp(), bias=bias, put=lambda a: _dev_const(a, a.dtype), check_finite=check_finite)
 
 
 def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:
