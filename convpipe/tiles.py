@@ -325,11 +325,12 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
     a = ops[0].in_axes[0]
     pos = runs_to_array(targets[0][a])
     out = None
+    memo: dict = {}
     for j0 in range(0, block.shape[0], k):
         j1 = min(block.shape[0], j0 + k)
         sub = _array_to_runs(pos[j0:j1])
         t = [{**tt, a: sub} for tt in targets]
-        y = _run_chain_once(block[j0:j1], ops, t, extents, compute, xp, tables, owned)
+        y = _run_chain_once(block[j0:j1], ops, t, extents, compute, xp, tables, owned, memo)
         if out is None:
             out = np.empty((block.shape[0],) + y.shape[1:], dtype=y.dtype)
         elif y.dtype != out.dtype:  # a slab that fell back to a wider dtype widens the whole result
@@ -374,14 +375,14 @@ def _slab_planes(block: Any, ops: Sequence[Any], targets: list[dict[str, Runs]],
     return k if k < block.shape[0] else None
 
 
-def _run_chain_once(block, ops, targets, extents, compute, xp, tables, owned):
+def _run_chain_once(block, ops, targets, extents, compute, xp, tables, owned, memo=None):
     from .finite import Attribute
 
     state = _BlockState(owned)
     try:
-        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=False)
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=False, memo=memo)
     except Attribute:  # the result is not finite although the block was: run again, op by op
-        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=True)
+        return _run_chain(block, ops, targets, extents, compute, xp, tables, state, every=True, memo=memo)
 
 
 class _BlockState:
@@ -419,7 +420,61 @@ def stored_dtype(dtype: np.dtype, op: Any, compute: np.dtype) -> np.dtype:
     return np.dtype(compute if small else np.float64)
 
 
-def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, every: bool):
+def _axis_plan(op: Any, a: str, out_t: dict, have: dict, n: dict, halo: dict, strides: dict, full: str,
+               need_coords: bool) -> tuple:
+    """Op ``op``'s gather along axis ``a``: (the block's local index of every voxel it reads, the mask of padded
+    voxels outside the array or None, their cval, the valid output positions between runs or None, the global
+    coordinates of its outputs or None). The arrays are shared by the slabs of a tile: read-only."""
+    take = outside = vsel = crd = None
+    cval = 0.0
+    if a in strides and a not in full:
+        lo, hi = halo.get(a, (0, 0))
+        mode, cval = op.boundary(a)
+        want, used, vsel_a, coords_a = _gather_plan(out_t[a], lo, hi, strides[a], n[a], mode)
+        if need_coords:
+            crd = coords_a
+        if used is None:
+            loc = _local_index(have[a], want)
+        else:  # positions in the gaps between windows are never read: any voxel will do
+            loc = np.zeros(want.size, dtype=np.int64)
+            loc[used] = _local_index(have[a], want[used])
+        out = loc < 0
+        take = np.where(out, 0, loc)
+        if out.any():
+            outside = out
+        if len(out_t[a]) > 1:
+            vsel = vsel_a
+    elif a in halo:
+        lo, hi = halo[a]
+        mode, cval = op.boundary(a)
+        pieces, sel, off = [], [], 0
+        for s, e in out_t[a]:
+            pieces.append(map_index(np.arange(s - lo, e + hi), n[a], mode))
+            sel.append(np.arange(off, off + e - s))
+            off += e - s + lo + hi
+        want = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        if need_coords:
+            raw = np.concatenate([np.arange(s - lo, e + hi) for s, e in out_t[a]])
+            crd = raw[lo: raw.size - hi]
+        loc = _local_index(have[a], want)
+        out = loc < 0
+        take = np.where(out, 0, loc)
+        if out.any():
+            outside = out
+        if len(out_t[a]) > 1:
+            vsel = np.concatenate(sel)
+    elif a not in full:
+        take = _local_index(have[a], runs_to_array(out_t[a]))
+        crd = runs_to_array(out_t[a])
+    else:
+        crd = np.arange(n[a])
+    for v in (take, outside, vsel, crd):
+        if v is not None:
+            v.setflags(write=False)
+    return take, outside, cval, vsel, crd
+
+
+def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, every: bool, memo: dict | None = None):
     from . import centring, engines
     from .finite import Guard
     from .ops.base import Context
@@ -447,49 +502,23 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
         takes: dict[int, np.ndarray] = {}  # per axis: the block's local index of every voxel the op reads
         fills: list = []  # (axis, outside mask, cval): set after the gather
         for ax, a in enumerate(op.in_axes):
-            if a in strides and a not in full:
-                lo, hi = halo.get(a, (0, 0))
-                mode, cval = op.boundary(a)
-                want, used, vsel_a, coords_a = _gather_plan(out_t[a], lo, hi, strides[a], n[a], mode)
-                if need_coords:
-                    coords[a] = coords_a
-                if used is None:
-                    loc = _local_index(have[a], want)
-                else:  # positions in the gaps between windows are never read: any voxel will do
-                    loc = np.zeros(want.size, dtype=np.int64)
-                    loc[used] = _local_index(have[a], want[used])
-                outside = loc < 0
-                takes[ax] = np.where(outside, 0, loc)
-                if outside.any():
-                    fills.append((ax, outside, cval))
-                    masks[ax] = outside
-                if len(out_t[a]) > 1:
-                    valid[ax] = vsel_a
-            elif a in halo:
-                lo, hi = halo[a]
-                mode, cval = op.boundary(a)
-                pieces, vsel, off = [], [], 0
-                for s, e in out_t[a]:
-                    pieces.append(map_index(np.arange(s - lo, e + hi), n[a], mode))
-                    vsel.append(np.arange(off, off + e - s))
-                    off += e - s + lo + hi
-                want = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-                if need_coords:
-                    raw = np.concatenate([np.arange(s - lo, e + hi) for s, e in out_t[a]])
-                    coords[a] = raw[lo: raw.size - hi]
-                loc = _local_index(have[a], want)
-                outside = loc < 0
-                takes[ax] = np.where(outside, 0, loc)
-                if outside.any():
-                    fills.append((ax, outside, cval))
-                    masks[ax] = outside
-                if len(out_t[a]) > 1:
-                    valid[ax] = np.concatenate(vsel)
-            elif a not in full:
-                takes[ax] = _local_index(have[a], runs_to_array(out_t[a]))
-                coords[a] = runs_to_array(out_t[a])
-            else:
-                coords[a] = np.arange(n[a])
+            # the slabs of one tile share every axis' index plan but the slab axis' (memo: one per tile)
+            key = (i, a, out_t.get(a), have.get(a), n.get(a))
+            got = memo.get(key) if memo is not None else None
+            if got is None:
+                got = _axis_plan(op, a, out_t, have, n, halo, strides, full, need_coords)
+                if memo is not None:
+                    memo[key] = got
+            take, outside, cval, vsel, crd = got
+            if take is not None:
+                takes[ax] = take
+            if outside is not None:
+                fills.append((ax, outside, cval))
+                masks[ax] = outside
+            if vsel is not None:
+                valid[ax] = vsel
+            if crd is not None:
+                coords[a] = crd
         centred = gains[i] is not None
         if shift and not centred:  # this op must see the true values (on this tile)
             u, shift = centring.restore(u, shift), 0.0
