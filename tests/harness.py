@@ -58,3 +58,14 @@ def check(steps: list[dict], x: np.ndarray, dims: str | None = None, chunks: Any
                     what=f"{steps} on {dims}{tuple(np.shape(x))} chunks={chunks} tile={tile}", circular=circular,
                     ignore=ignore)
     return out, ref
+
+
+def same_data(a: Any, b: Any) -> bool:
+    """Equal as parsed spec data: the same keys in the same order, the same types, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(same_data(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_data(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from harness import same_data
 
 from convpipe.errors import InputError, SpecError
 from convpipe.roots import ROOTS_ENV, Roots, guard
@@ -369,15 +370,6 @@ def test_serve_refuses_a_cluster_address_without_a_port(tmp_path, capsys):
     assert rc == 1 and "has no port" in capsys.readouterr().err
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -401,7 +393,7 @@ def test_the_stored_spec_reads_back_as_the_data_it_holds(top, steps):
     raw = dict(top)
     raw["steps"] = steps
     data, _ = parse_yaml(dump_spec(raw))
-    assert _same(data, raw), (raw, data)
+    assert same_data(data, raw), (raw, data)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -430,7 +422,7 @@ def test_the_stored_spec_keeps_the_lines_it_was_given(top, steps, data):
     walk(raw, ())
     lines = {p: data.draw(st.integers(1, 60)) for p in paths if data.draw(st.booleans())}
     back, _ = parse_yaml(dump_spec(raw, lines))
-    assert _same(back, raw), (raw, lines, back)
+    assert same_data(back, raw), (raw, lines, back)
 
 
 @pytest.mark.timeout(120)

@@ -117,19 +117,13 @@ def test_constant_padding_other_than_0_per_pass_is_centred(steps, offset, spread
     check_float32(steps, x, chunks)
 
 
-def test_constant_padding_other_than_0_per_pass_is_centred_found_case():
-    """What hypothesis found (uncentred: 1.06e-5 > 1e-5), as it found it."""
-    x = offset_image((12, 12), np.uint16, 13.0, 1.0, 1)
-    steps = [{"gaussian": {"sigma": 1.5, "mode": "constant", "cval": 13.5}},
-             {"laplace": {"mode": "constant", "cval": 13.5}}]
-    check_float32(steps, x, (4, 4))
 
-
-def test_per_pass_constant_padding_op_is_centred(monkeypatch):
-    """The per-pass padding ops are no longer left out of the centred run: the tile is centred before them."""
+@pytest.fixture
+def centre_spy(monkeypatch) -> list:
+    """The centring constants ``convpipe.centring.centre`` picks during the test, in call order."""
     import convpipe.centring as centring
 
-    seen = []
+    seen: list = []
     centre = centring.centre
 
     def spy(u, *a, **k):
@@ -138,6 +132,20 @@ def test_per_pass_constant_padding_op_is_centred(monkeypatch):
         return out, c
 
     monkeypatch.setattr(centring, "centre", spy)
+    return seen
+
+
+def test_constant_padding_other_than_0_per_pass_is_centred_found_case():
+    """What hypothesis found (uncentred: 1.06e-5 > 1e-5), as it found it."""
+    x = offset_image((12, 12), np.uint16, 13.0, 1.0, 1)
+    steps = [{"gaussian": {"sigma": 1.5, "mode": "constant", "cval": 13.5}},
+             {"laplace": {"mode": "constant", "cval": 13.5}}]
+    check_float32(steps, x, (4, 4))
+
+
+def test_per_pass_constant_padding_op_is_centred(centre_spy):
+    """The per-pass padding ops are no longer left out of the centred run: the tile is centred before them."""
+    seen = centre_spy
     x = offset_image((20, 20), np.uint16, 30000, 200, 2)
     run([{"gaussian_laplace": {"sigma": 1, "mode": "constant", "cval": 30010.0}}], x, "yx", chunks=(20, 20),
         precision="float32")
@@ -374,19 +382,9 @@ def test_tiles_holding_nonfinite_values_are_centred_on_their_finite_values(steps
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_a_nonfinite_tile_is_centred_on_its_finite_values(monkeypatch):
+def test_a_nonfinite_tile_is_centred_on_its_finite_values(centre_spy):
     """The centring constant of a tile holding NaN / inf is its finite values' mid-range (finite), not NaN."""
-    import convpipe.centring as centring
-
-    seen = []
-    centre = centring.centre
-
-    def spy(u, *a, **k):
-        out, c = centre(u, *a, **k)
-        seen.append(c)
-        return out, c
-
-    monkeypatch.setattr(centring, "centre", spy)
+    seen = centre_spy
     x = poisoned_offset((30, 30), 8, [(4, 4, np.nan), (20, 20, np.inf)])
     steps = [{"gaussian": {"sigma": 1}}, {"sobel": {}}]
     run(steps, x, "yx", chunks=(30, 30), precision="float32")  # one tile, holding both
