@@ -190,20 +190,28 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
         fit.append((k * k, max(_best(run, 2) - call, 0.0) / arr.size * 1e9))
     (t1, n1), (t2, n2) = fit
     tap = max((n2 - n1) / (t2 - t1), 0.0)
-    # an FFT filter's cost per call (plans, padding to a fast length, crops): on blocks as small as the
-    # examples' tiles (143^2) it was 4x its cost per voxel; a 16x16 kernel on a 128^2 block, less its voxels
-    small = np.ascontiguousarray(arr[:128, :128])
+    # an FFT correlation as a cost per call (plans, padding to a fast length, the kernel's transform, crops)
+    # plus one per voxel, fitted from a 16x16 kernel on blocks of 128^2 and bside^2: on blocks as small as
+    # the examples' tiles (143^2) the call was 4x the voxels' cost, and the butterworth probe's cost per
+    # voxel (one rfft2 pair of a plane) was a third of a correlation's on a stack of planes
     kern = rng.normal(0, 1, (16, 16)).round(3).tolist()
     p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
               "steps": [{"correlate": {"kernel": kern, "method": "fft"}}]})
-    run = apply(p, small, [128, 128])
-    run()
-    fft_call = max(_best(run, 3) - call, 0.0)
+    pts = []
+    for s in (128, bside):
+        block = np.ascontiguousarray(arr[:s, :s])
+        run = apply(p, block, [s, s])
+        run()
+        pts.append((block.size, max(_best(run, 2) - call, 0.0)))
+    (v1, s1), (v2, s2) = pts
+    fft_ns = max((s2 - s1) / (v2 - v1), 0.0) * 1e9
+    fft_call = max(s1 - fft_ns * 1e-9 * v1, 0.0)
     a = rng.random((bside * bside // 4, 72), dtype=np.float32)
     w = rng.random((72, 8), dtype=np.float32)
     a @ w
     mac = _best(lambda: a @ w, 3) / (a.shape[0] * 72 * 8) * 1e9
-    return {"direct_tap_ns": tap, "direct_base_ns": max(n1 - tap * t1, 0.0), "mac_ns": mac, "fft_call_s": fft_call}
+    return {"direct_tap_ns": tap, "direct_base_ns": max(n1 - tap * t1, 0.0), "mac_ns": mac, "fft_call_s": fft_call,
+            "fft_ns": fft_ns}
 
 
 def _table_costs(tmp: str, rng: Any) -> dict[str, float]:
@@ -228,15 +236,18 @@ def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
     """Zarr's read and write cost as a cost per chunk plus a rate, fitted from two chunkings of one array.
 
     One rate from a small array in small chunks was 4x too slow for the benchmark's 16 MiB chunks (zarr's
-    cost per chunk dominated it). Written: a float32 image like a filter's output (smooth plus noise, what
+    cost per chunk dominated it). Written: a float32 image like a filter's output (the plane smoothed, what
     runs write); read: the uint16 probe plane as an input. Both 1024 x 2048, in chunks of 128^2 and 512^2.
     """
     import numpy as np
 
-    rng = np.random.default_rng(1)
+    from scipy import ndimage
+
     img = np.tile(plane, (1024 // side, 2048 // side))
-    values = {"write": (img.astype(np.float32) * 0.37 + rng.normal(0, 3, img.shape)).astype(np.float32),
-              "read": img}
+    # written: a smoothing filter's float32 output of the plane, as runs write. zstd spends longer on smooth
+    # values than on the noisy scaled plane this wrote before (75 vs 170 MB/s here): the examples' outputs
+    # were written at 66 MB/s, so the noisy probe had every write estimated 2-4x too fast
+    values = {"write": ndimage.uniform_filter(img.astype(np.float32), 5), "read": img}
     fit: dict[str, list[tuple[int, float]]] = {"write": [], "read": []}
     for c in (128, 512):
         for what, v in values.items():

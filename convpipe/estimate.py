@@ -330,14 +330,16 @@ def _work(op: Any) -> dict[str, float]:
 def _work_ns(work: dict[str, float], costs: dict[str, float]) -> float:
     """Nanoseconds per voxel of an op's own account of its work (``Op.estimate_work``): ``point``
     elementwise passes in units of the point probe (``x * 2 + 1``), ``taps`` of a direct kernel (a base cost
-    per voxel plus one per tap), ``macs`` multiply-adds of a matrix product, ``fft`` FFT filters."""
+    per voxel plus one per tap), ``macs`` multiply-adds of a matrix product, ``fft`` FFT correlations (their
+    measured cost per voxel; the cost per call is added per tile by :func:`_pass_seconds`)."""
     from .tilechoice import _COST_NS
 
     ns = work.get("point", 0.0) * costs.get("factor_point", 1.0) * _COST_NS["point"]
     if work.get("taps"):
         ns += costs.get("direct_base_ns", 0.0) + work["taps"] * costs.get("direct_tap_ns", 0.3)
     ns += work.get("macs", 0.0) * costs.get("mac_ns", 0.1)
-    ns += work.get("fft", 0.0) * costs.get("factor_full", 1.0) * _COST_NS["full"]
+    fft_ns = costs.get("fft_ns", costs.get("factor_full", 1.0) * _COST_NS["full"])  # a measured correlation
+    ns += work.get("fft", 0.0) * fft_ns
     return ns
 
 

@@ -49,8 +49,8 @@ class MovingAverage(_AlongAxis):
     linear = True
     Params = MovingAverageParams
 
-    def estimate_work(self):  # estimate only: pad, running sum, difference, scale (measured ~4 point probes)
-        return {"point": 4.0}
+    def estimate_work(self):  # estimate only: pad, running sum, difference, scale (measured ~6 point probes)
+        return {"point": 6.0}
 
     def setup(self):
         self.axis = self.resolve_axis()
