@@ -180,7 +180,9 @@ def test_run_summary_prints_estimate_and_actual_side_by_side(tmp_path, capsys):
 def test_a_real_calibration_is_well_formed(cache):
     costs = calibrate.measure_costs(side=128)
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
-              "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds"):
+              "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds",
+              "compute_s", "direct_base_ns", "direct_tap_ns", "mac_ns", "fft_ns", "fft_call_s", "tile_s",
+              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
