@@ -93,7 +93,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     tiny = arr[:8, :8].copy()
     apply(point, tiny, [8, 8])()
     call = _best(apply(point, tiny, [8, 8]))
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"compute_s": call}  # what each pre-pass computation costs beyond its work
     for fam, step in _PROBES.items():
         p = point if fam == "point" else load({"convpipe": 1, "input": {"url": "calibration.zarr"}, "steps": [step]})
         run = apply(p, arr, [bside, bside])
@@ -118,6 +118,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     (h1, n1), (h2, n2) = fit
     out["separable_tap_ns"] = max((n2 - n1) / (h2 - h1), 0.0)
     out["separable_base_ns"] = max(n1 - out["separable_tap_ns"] * h1, 0.0)
+    # on the side^2 plane: a direct 9x9 on 4x the voxels was a tenth of the calibration's time
+    out.update(_direct_and_gemm(apply, np.ascontiguousarray(arr[:side, :side]), side, call, rng))
     # one more task: the point op on 16 tiles of a quarter plane against one tile of it
     quarter = arr[: side // 2, : side // 2].copy()
     q = side // 2
@@ -127,20 +129,42 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="convpipe-calibration-") as tmp:
         import zarr
 
-        big = np.tile(plane, (2, 2))  # 1024 x 1024 uint16 (2 MiB), zarr's default codec
+        # a quarter plane in one chunk: what every run pays whatever its size. On a 1024^2 array in 16
+        # chunks, the one task's serial reads and writes (which the I/O rates, measured on whole-array
+        # assignments, do not model) were most of what was left, and every small run's estimate paid them
+        big = plane[: side // 2, : side // 2].copy()
         url = os.path.join(tmp, "io.zarr")
         out.update(_io_costs(zarr, tmp, plane, side))
-        z = zarr.create_array(url, shape=big.shape, chunks=(side // 2, side // 2), dtype=big.dtype)
+        z = zarr.create_array(url, shape=big.shape, chunks=big.shape, dtype=big.dtype)
         z[...] = big
         # a whole tiny run: what every run pays whatever its size (threads, one tile)
         spec = {"convpipe": 1, "input": {"url": url}, "output": {"url": os.path.join(tmp, "o.zarr"), "overwrite": True},
                 "steps": [_PROBES["point"]], "execution": {"cluster": "threads", "tile": list(big.shape)}}
-        fixed = _best(lambda: run_pipeline(load(spec), bus=EventBus([])), 1)
+        # warmed first: a process's first run imports the run machinery (0.03 s of CPU here), which a
+        # later run and the benchmark's timed runs do not pay; best of two after it
+        tiny_run = lambda: run_pipeline(load(spec), bus=EventBus([]))  # noqa: E731
+        tiny_run()
+        fixed = _best(tiny_run, 2)
         compute = big.size * 1e-9 * 3.0 * out["factor_point"]  # the probe's own work, taken out again
-        n = (big.shape[0] // (side // 2)) ** 2
-        io = (big.nbytes / out["read_bytes_per_s"] + big.nbytes / out["write_bytes_per_s"]
-              + n * (out["read_chunk_s"] + out["write_chunk_s"]))
+        io = (big.nbytes / out["read_bytes_per_s"] + 4 * big.size / out["write_bytes_per_s"]  # float32 out
+              + out["read_chunk_s"] + out["write_chunk_s"])
         out["run_fixed_s"] = max(fixed - compute - io, 0.0)
+        # one more tile of a run: its task, its chunk read and written, its record in the manifest; the
+        # same plane in 16 tiles of 16 chunks against the one tile above (what the task and chunk costs
+        # measured on bare graphs and arrays leave out)
+        q = side // 8
+        url16 = os.path.join(tmp, "io16.zarr")
+        zarr.create_array(url16, shape=big.shape, chunks=(q, q), dtype=big.dtype)[...] = big
+        spec16 = {**spec, "input": {"url": url16}, "output": {**spec["output"], "url": os.path.join(tmp, "o16.zarr")},
+                  "execution": {"cluster": "threads", "tile": [q, q]}}
+        sixteen = _best(lambda: run_pipeline(load(spec16), bus=EventBus([])), 2)
+        out["tile_s"] = max((sixteen - fixed) / 15 - out["read_chunk_s"] - out["write_chunk_s"] - 2 * out["task_s"], 0.0)
+        # an OME output with one pyramid level, the same tiny run: what a level and its metadata cost
+        ome = {**spec, "output": {**spec["output"], "url": os.path.join(tmp, "p.zarr"), "ome": True, "pyramid": 1}}
+        ome_run = lambda: run_pipeline(load(ome), bus=EventBus([]))  # noqa: E731
+        ome_run()  # warm: the OME writer's imports
+        out["pyramid_level_s"] = max(_best(ome_run, 1) - fixed, 0.0)
+        out.update(_table_costs(tmp, rng))
     try:  # a worker's own footprint: the interpreter and the libraries a run loads, before any tile
         import psutil
 
@@ -151,19 +175,84 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     return out
 
 
+def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: Any) -> dict[str, float]:
+    """A direct kernel as a base plus a cost per tap (3x3 and 9x9 correlations, fitted), and the cost of a
+    multiply-add of the matrix products ``conv_layer`` runs (its im2col shape: many rows, few columns)."""
+    import numpy as np
+
+    fit = []
+    for k in (3, 9):
+        kern = rng.normal(0, 1, (k, k)).round(3).tolist()
+        p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
+                  "steps": [{"correlate": {"kernel": kern, "method": "direct"}}]})
+        run = apply(p, arr, [bside, bside])
+        run()
+        fit.append((k * k, max(_best(run, 2) - call, 0.0) / arr.size * 1e9))
+    (t1, n1), (t2, n2) = fit
+    tap = max((n2 - n1) / (t2 - t1), 0.0)
+    # an FFT correlation as a cost per call (plans, padding to a fast length, the kernel's transform, crops)
+    # plus one per voxel, fitted from a 16x16 kernel on blocks of 128^2 and bside^2: on blocks as small as
+    # the examples' tiles (143^2) the call was 4x the voxels' cost, and the butterworth probe's cost per
+    # voxel (one rfft2 pair of a plane) was a third of a correlation's on a stack of planes
+    kern = rng.normal(0, 1, (16, 16)).round(3).tolist()
+    p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
+              "steps": [{"correlate": {"kernel": kern, "method": "fft"}}]})
+    pts = []
+    for s in (bside // 4, bside):  # 128^2 and 512^2 at the default side
+        block = np.ascontiguousarray(arr[:s, :s])
+        run = apply(p, block, [s, s])
+        run()
+        pts.append((block.size, max(_best(run, 2) - call, 0.0)))
+    (v1, s1), (v2, s2) = pts
+    fft_ns = max((s2 - s1) / (v2 - v1), 0.0) * 1e9
+    fft_call = max(s1 - fft_ns * 1e-9 * v1, 0.0)
+    a = rng.random((bside * bside // 4, 72), dtype=np.float32)
+    w = rng.random((72, 8), dtype=np.float32)
+    a @ w
+    mac = _best(lambda: a @ w, 3) / (a.shape[0] * 72 * 8) * 1e9
+    return {"direct_tap_ns": tap, "direct_base_ns": max(n1 - tap * t1, 0.0), "mac_ns": mac, "fft_call_s": fft_call,
+            "fft_ns": fft_ns}
+
+
+def _table_costs(tmp: str, rng: Any) -> dict[str, float]:
+    """Parquet tables as runs write them (:class:`convpipe.tables.TableSink`): a part of 50 rows per tile,
+    and the merge at the end as a fixed cost plus one per part (fitted from 1 and 5 parts)."""
+    from .tables import TableSink
+
+    cols = {"y": rng.integers(0, 1000, 50), "x": rng.integers(0, 1000, 50), "value": rng.random(50)}
+    times = {}
+    for n in (1, 5):
+        sink = TableSink(os.path.join(tmp, f"t{n}.parquet"))
+        t = time.process_time()
+        for i in range(n):
+            sink.write_part(f"tile-{i}", cols)
+        part = (time.process_time() - t) / n
+        times[n] = _best(lambda sink=sink: sink.finalize({"calibration": True}), 1)
+    per = max((times[5] - times[1]) / 4, 0.0)
+    return {"table_part_s": part, "table_merge_part_s": per, "table_fixed_s": max(times[1] - per, 0.0)}
+
+
 def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
     """Zarr's read and write cost as a cost per chunk plus a rate, fitted from two chunkings of one array.
 
     One rate from a small array in small chunks was 4x too slow for the benchmark's 16 MiB chunks (zarr's
-    cost per chunk dominated it). Written: a float32 image like a filter's output (smooth plus noise, what
-    runs write); read: the uint16 probe plane as an input. Both 1024 x 2048, in chunks of 128^2 and 512^2.
+    cost per chunk dominated it). Written: a float32 image like a filter's output (the plane smoothed, what
+    runs write); read: the uint16 probe plane as an input. Both 1024 x 1024 (halved from 1024 x 2048: a third
+    of the calibration's time), in chunks of 128^2 and 512^2.
     """
     import numpy as np
 
+    from scipy import ndimage
+
+    img = np.tile(plane, (1024 // side, 1024 // side))
+    # written: float32 images like a filter's output. zstd's speed follows the content: here it wrote the
+    # examples' smooth outputs at 66-100 MB/s and the benchmark's (gaussian -> sobel of a noisy stack) at
+    # 180-270. One noisy probe (170 MB/s) had the examples' writes 2-4x too fast, one smooth probe (75) the
+    # benchmark's 2-3x too slow; the rate is the geometric mean of the two, each off by at most ~1.7x
+    smooth = ndimage.uniform_filter(img.astype(np.float32), 5)
     rng = np.random.default_rng(1)
-    img = np.tile(plane, (1024 // side, 2048 // side))
-    values = {"write": (img.astype(np.float32) * 0.37 + rng.normal(0, 3, img.shape)).astype(np.float32),
-              "read": img}
+    noisy = (img.astype(np.float32) * 0.37 + rng.normal(0, 3, img.shape)).astype(np.float32)
+    values = {"write": smooth, "read": img}
     fit: dict[str, list[tuple[int, float]]] = {"write": [], "read": []}
     for c in (128, 512):
         for what, v in values.items():
@@ -176,13 +265,22 @@ def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
             secs = _best(write, 2)
             if what == "read":
                 secs = _best(lambda url=url: zarr.open_array(url, mode="r")[...], 2)
-            fit[what].append(((1024 // c) * (2048 // c), secs))
+            fit[what].append(((1024 // c) ** 2, secs))
+    z = zarr.create_array(os.path.join(tmp, "noisy.zarr"), shape=noisy.shape, chunks=(512, 512), dtype=noisy.dtype)
+
+    def write_noisy():
+        z[...] = noisy
+
+    t_noisy = _best(write_noisy, 2)
     out = {}
     for what, [(n1, t1), (n2, t2)] in fit.items():
         per_chunk = max((t1 - t2) / (n1 - n2), 0.0)
         nbytes = values[what].nbytes
         out[f"{what}_chunk_s"] = per_chunk
         out[f"{what}_bytes_per_s"] = nbytes / max(t2 - per_chunk * n2, 1e-3 * t2)
+        if what == "write":
+            rate_noisy = nbytes / max(t_noisy - per_chunk * n2, 1e-3 * t_noisy)
+            out["write_bytes_per_s"] = math.sqrt(out["write_bytes_per_s"] * rate_noisy)
     return out
 
 

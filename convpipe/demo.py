@@ -164,6 +164,19 @@ def _relocated(path: Path, out: Path) -> dict:
     return spec
 
 
+def write_sample_data(out: Path) -> list[str]:
+    """The sample data the example pipelines read, written to ``out``; returns the real images written
+    (scikit-image's, when it is installed). Shared by the demo and the benchmark's example estimates."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stack = make_stack()
+    _write(out / "stack.zarr", stack, STACK_CHUNKS)
+    _write(out / "image.zarr", make_image(), IMAGE_CHUNKS)
+    _write(out / "plane.zarr", stack[STACK_SHAPE[0] // 2], STACK_CHUNKS[1:])  # a 256 x 256 image
+    _write(out / "nuclei.zarr", make_nuclei()[0], NUCLEI_CHUNKS)
+    return _real_images(out)
+
+
 def run_demo(out: Path, *, echo: Callable[[str], None] = print, pipelines: Path | None = None) -> None:
     """Write sample data to ``out``, run every spec in ``pipelines/`` on it, and save ``out/preview.png``.
 
@@ -185,15 +198,8 @@ def run_demo(out: Path, *, echo: Callable[[str], None] = print, pipelines: Path 
     specs = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not specs:
         raise InputError(f"no example pipelines: {folder} holds no *.yaml spec")
-    out.mkdir(parents=True, exist_ok=True)
-
     t0 = time.perf_counter()
-    stack = make_stack()
-    _write(out / "stack.zarr", stack, STACK_CHUNKS)
-    _write(out / "image.zarr", make_image(), IMAGE_CHUNKS)
-    _write(out / "plane.zarr", stack[STACK_SHAPE[0] // 2], STACK_CHUNKS[1:])  # a 256 x 256 image
-    _write(out / "nuclei.zarr", make_nuclei()[0], NUCLEI_CHUNKS)
-    real = _real_images(out)
+    real = write_sample_data(out)
     echo(f"sample data: {out / 'stack.zarr'} {STACK_SHAPE} uint16, {out / 'image.zarr'} {IMAGE_SHAPE} uint16, "
          f"{out / 'nuclei.zarr'} {NUCLEI_SHAPE} uint16"
          + (f", {', '.join(real)} (scikit-image)" if real else "") + f" ({time.perf_counter() - t0:.2f} s)")

@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 3
+CALIBRATION_FORMAT = 4
 
 
 def cache_dir() -> Path:
@@ -167,31 +167,119 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
         ``seconds`` and ``peak_memory_bytes`` (per worker), as ``explain --json`` reports them under
         ``"estimate"``.
     """
-    from .tilechoice import _COST_NS, _op_weight
-
     if costs is None:
         costs = calibration()["costs"]
     workers = max(int(plan.workers), 1)
     seconds = float(costs.get("run_fixed_s", 0.0))
-    for pp in plan.passes:
-        model_ns = [_COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in pp.ops]
-        total_ns = sum(model_ns) + 2.0
-        scaled = sum(_measured_ns(op, ns, costs) for ns, op in zip(model_ns, pp.ops))
-        scaled += 2.0 * costs.get("factor_point", 1.0)
-        task_compute = pp.est_seconds_per_task * scaled / total_ns
-        busy = min(workers, max(pp.n_tiles, 1))
-        cpu = pp.n_tiles * task_compute + pp.tasks * costs.get("task_s", 5e-4)
-        seconds += cpu / busy
-    io_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
-            + _chunks(plan.input) * costs.get("read_chunk_s", 0.0)
-            + plan.output.nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
+    pass_s = [_pass_seconds(pp, costs, workers) for pp in plan.passes]
+    seconds += sum(pass_s)
+    read_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
+              + _chunks(plan.input) * costs.get("read_chunk_s", 0.0))
+    io_s = (read_s + plan.output.nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
             + _chunks(plan.output) * costs.get("write_chunk_s", 0.0))
-    seconds += io_s / min(workers, max(plan.passes[-1].n_tiles if plan.passes else 1, 1))
+    last_tiles = max(plan.passes[-1].n_tiles if plan.passes else 1, 1)
+    # each tile of the last pass is written and recorded by the run (its sink, the manifest): measured on a
+    # real tiny run as the cost of one more tile beyond its task and chunks
+    seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(workers, last_tiles)
+    seconds += _prepass_seconds(plan, costs, workers, pass_s, read_s)
+    seconds += _tables_seconds(plan, costs)
+    seconds += _pyramid_seconds(plan, costs, workers)
     # a worker is a process: the threads cluster runs every task in this one, the others one task at a time
     # per worker process; each running task also holds the next block its thread reads ahead
     concurrent = workers if plan.cluster in ("threads",) else 1
     peak = float(costs.get("process_bytes", 0.0)) + 2 * concurrent * plan.peak_memory_per_worker
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
+
+
+def _pass_seconds(pp: Any, costs: dict[str, float], workers: int) -> float:
+    """One pass's compute and task costs, spread over the workers its tiles keep busy.
+
+    The planner's seconds per task are its model's nanoseconds per voxel times a tile's input voxels; the
+    voxels are taken back out of it, and each op's measured nanoseconds are weighed by the voxels the op
+    itself sees (``pool`` leaves a quarter for the ops after it, ``filter_bank`` multiplies them by its
+    kernels): the planner charges every op of a pass the pass's input voxels.
+    """
+    from .plan import _ns_per_voxel
+    from .tilechoice import _COST_NS, _op_weight
+
+    in_vox = pp.est_seconds_per_task * 1e9 / max(_ns_per_voxel(pp.ops), 1e-9)
+    vox0 = max(_voxels(pp.extents[0]), 1.0)
+    ns = 2.0 * costs.get("factor_point", 1.0)  # the tile's own assembly and cast (the model's + 2.0)
+    for i, op in enumerate(pp.ops):
+        ratio = _voxels(pp.extents[i]) / vox0 if i < len(pp.extents) else 1.0
+        model_ns = op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op)
+        ns += ratio * _measured_ns(op, model_ns, costs)
+        # what a call costs whatever the block's size (FFT filters: plans, padding), once per tile
+        calls = _work(op).get("fft", 0.0)
+        ns += calls * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
+    task_compute = in_vox * ns * 1e-9
+    busy = min(workers, max(pp.n_tiles, 1))
+    return (pp.n_tiles * task_compute + pp.tasks * costs.get("task_s", 5e-4)) / busy
+
+
+def _voxels(extent: dict[str, int]) -> float:
+    import math
+
+    return float(math.prod(int(n) for n in extent.values()))
+
+
+def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: list[float],
+                     read_s: float) -> float:
+    """What the pre-passes of global ops cost: each one is a computation of its own (a graph, a schedule)
+    that reads the input again and recomputes every pass before its own, once per reduction it needs
+    (``threshold {method}``: the value range, then the histogram), plus its own work per voxel."""
+    total = 0.0
+    for k, pp in enumerate(plan.passes):
+        first = pp.ops[0]
+        if first.kind != "global":
+            continue
+        computes, point_units = _prepasses(first)
+        if not computes:
+            continue
+        busy = min(workers, max(plan.passes[0].n_tiles if plan.passes else 1, 1))
+        upstream = sum(pass_s[:k]) + read_s / busy
+        work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / busy
+        total += computes * (costs.get("compute_s", 0.0) + upstream) + work
+    return total
+
+
+def _prepasses(op: Any) -> tuple[int, float]:
+    """(whole-input computations before the op's pass, their work per voxel in point-probe units)."""
+    hook = getattr(op, "estimate_prepasses", None)
+    if callable(hook):
+        got = hook()
+        if got is not None:
+            return int(got[0]), float(got[1])
+    return 1, 0.0  # one reduction (zscore's moments, label's tiles: its work is in its cost_ns)
+
+
+def _tables_seconds(plan: Any, costs: dict[str, float]) -> float:
+    """Parquet tables: a part written per tile of the op's pass (with the tile, on its worker), and the
+    merge of the parts into one file at the end of the run (in this process, after the tiles)."""
+    workers = max(int(plan.workers), 1)
+    total = 0.0
+    for pp in plan.passes:
+        for op in pp.ops:
+            if getattr(op, "emits_table", False) and getattr(getattr(op, "params", None), "table", None):
+                total += (pp.n_tiles * costs.get("table_part_s", 0.0) / min(workers, max(pp.n_tiles, 1))
+                          + costs.get("table_fixed_s", 0.0) + pp.n_tiles * costs.get("table_merge_part_s", 0.0))
+    return total
+
+
+def _pyramid_seconds(plan: Any, costs: dict[str, float], workers: int) -> float:
+    """An OME-Zarr output's lower levels: a computation per level that reads the level above and writes
+    a quarter (2-D) of its voxels, plus the NGFF metadata (measured as one level of a tiny run)."""
+    out = getattr(getattr(plan, "spec", None), "output", None)
+    levels = int(getattr(out, "pyramid", 0) or 0)
+    if not levels:
+        return 0.0
+    total, nbytes = 0.0, float(plan.output.nbytes)
+    for _ in range(levels):
+        io = nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
+        nbytes /= 4.0
+        io += nbytes / max(costs.get("write_bytes_per_s", 1e9), 1.0)
+        total += costs.get("pyramid_level_s", costs.get("compute_s", 0.0)) + io / workers
+    return total
 
 
 def _chunks(info: Any) -> int:
@@ -201,12 +289,58 @@ def _chunks(info: Any) -> int:
 
 
 def _measured_ns(op: Any, model_ns: float, costs: dict[str, float]) -> float:
-    """Nanoseconds per voxel of ``op`` on this machine: the fitted separable line, else the model times its family's factor."""
+    """Nanoseconds per voxel of ``op``'s input on this machine.
+
+    In order: an op made of sub-ops (``filter_bank``: one correlation per kernel) costs their sum; an op's
+    own account of its work (:func:`_work_ns`: taps, multiply-adds, elementwise passes, FFTs), which the
+    planner's model has no room for; the fitted separable line; an op's declared ``cost_ns`` as it is; else
+    the model times its family's measured factor.
+    """
+    subs = getattr(op, "subs", None)
+    if subs:
+        from .tilechoice import _COST_NS, _op_weight
+
+        return sum(_measured_ns(s, s.cost_ns or _COST_NS.get(s.kind, 3.0) * _op_weight(s), costs) for s in subs)
+    hook = getattr(op, "estimate_work", None)
+    work = hook() if callable(hook) else None
+    if work:
+        return _work_ns(work, costs)
     if op.kind == "local" and "separable_tap_ns" in costs and str(op.method()).startswith("separable"):
         halo = sum(lo + hi for lo, hi in op.halo().values())
         terms = len(getattr(op, "terms", None) or [1])  # a merged chain runs one separable pass per term
         return terms * (costs["separable_base_ns"] + costs["separable_tap_ns"] * halo)
+    if op.cost_ns:
+        return float(op.cost_ns)
     return model_ns * costs.get(f"factor_{op.kind}", 1.0)
+
+
+def _work(op: Any) -> dict[str, float]:
+    """``Op.estimate_work()``, summed over sub-ops ({} where the op gives none)."""
+    subs = getattr(op, "subs", None)
+    if subs:
+        out: dict[str, float] = {}
+        for s in subs:
+            for k, v in _work(s).items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+    hook = getattr(op, "estimate_work", None)
+    return (hook() if callable(hook) else None) or {}
+
+
+def _work_ns(work: dict[str, float], costs: dict[str, float]) -> float:
+    """Nanoseconds per voxel of an op's own account of its work (``Op.estimate_work``): ``point``
+    elementwise passes in units of the point probe (``x * 2 + 1``), ``taps`` of a direct kernel (a base cost
+    per voxel plus one per tap), ``macs`` multiply-adds of a matrix product, ``fft`` FFT correlations (their
+    measured cost per voxel; the cost per call is added per tile by :func:`_pass_seconds`)."""
+    from .tilechoice import _COST_NS
+
+    ns = work.get("point", 0.0) * costs.get("factor_point", 1.0) * _COST_NS["point"]
+    if work.get("taps"):
+        ns += costs.get("direct_base_ns", 0.0) + work["taps"] * costs.get("direct_tap_ns", 0.3)
+    ns += work.get("macs", 0.0) * costs.get("mac_ns", 0.1)
+    fft_ns = costs.get("fft_ns", costs.get("factor_full", 1.0) * _COST_NS["full"])  # a measured correlation
+    ns += work.get("fft", 0.0) * fft_ns
+    return ns
 
 
 def explain_json(plan: Any) -> dict[str, Any]:

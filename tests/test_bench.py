@@ -104,6 +104,10 @@ def test_quick_end_to_end(tmp_path: Path) -> None:
         assert r["actual_s"] == row["seconds"] and r["actual_peak_rss"] == row["peak_rss"]
         assert r["seconds_ratio"] == pytest.approx(r["estimate_s"] / r["actual_s"])
         assert r["memory_ratio"] == pytest.approx(r["estimate_peak_bytes"] / r["actual_peak_rss"])
+    ex = est["examples"]  # --quick: three example pipelines on the demo's data, estimate vs actual
+    assert [r["example"] for r in ex["rows"]] == sorted(summary.QUICK_EXAMPLES), ex
+    assert all(r["status"] == "ok" and r["actual_s"] > 0 and r["estimate_s"] > 0 for r in ex["rows"]), ex
+    assert "the example pipelines" in res.output
     st = report["startup"]
     runs, n_warm, n_cold = summary.SIZES["quick"]
     assert st["status"] == "ok" and st["all_ok"], st
@@ -470,6 +474,17 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
                  "heavy": {"seconds": 15.0, "peak_memory_bytes": 800, "plan_tasks": 13}}  # 1.5×, 0.8×; other plan
     monkeypatch.setattr(summary, "plan_estimate", lambda ctx, name, costs=None: dict(estimates[name]))
     monkeypatch.setattr(summary, "_calibrate", lambda: {"costs": {}, "cached": True, "calibration_s": 1.0})
+    asked: list = []
+
+    def fake_examples(workdir, costs, names=None):
+        asked.append(names)
+        return {"target": [0.5, 2.0], "ran": 1, "met": False, "rows": [
+            {"example": "edges", "status": "ok", "estimate_s": 0.03, "actual_s": 0.04, "ratio": 0.75, "met": True,
+             "passes": 1, "loadavg": [1.0, 1.0, 1.0]},
+            {"example": "coins-segmentation", "status": "skipped", "reason": "coins.zarr needs scikit-image"},
+            {"example": "diffusion", "status": "error", "reason": "RuntimeError: boom"}]}
+
+    monkeypatch.setattr(summary, "example_estimates", fake_examples)
     base = {"import numpy": [0.5, 0.4, 0.6, 0.5, 0.5], "--help": [0.6, 0.9, 0.7, 0.7, 0.7],
             "explain": [2.0, 1.0, 1.5, 1.5, 1.5]}
     calls: list[str] = []
@@ -497,6 +512,8 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     assert not light["met"] and light["same_plan"] is True
     assert heavy["seconds_ratio"] == pytest.approx(1.5) and heavy["memory_ratio"] == pytest.approx(0.8)
     assert heavy["met"] and heavy["same_plan"] is False and not est["met"]
+    assert asked == [summary.QUICK_EXAMPLES if preset == "quick" else None]  # --quick: three examples
+    assert [r["status"] for r in est["examples"]["rows"]] == ["ok", "skipped", "error"]
 
     st = report["startup"]
     assert st["status"] == "ok" and st["runs"] == runs and st["baseline"]["name"] == summary.STARTUP_BASELINE
@@ -521,18 +538,66 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     notes = summary.section_notes(report)
     assert any(n.startswith("startup ops failed: exit 3") for n in notes), notes
     assert any(n.startswith("service failed") for n in notes) is lost
+    assert "estimate example diffusion error: RuntimeError: boom" in notes  # skipped is no failure
+    assert not any("coins-segmentation" in n for n in notes)
     assert not summary.sections_ok(report)
     json.loads(json.dumps(report, default=json_default))  # the --json report holds all three
 
     console = Console(record=True, width=220)
     tables = render_sections(report)
-    assert len(tables) == 3
+    assert len(tables) == 4  # the estimate's rows and its examples, start-up, service
     for t in tables:
         console.print(t)
     text = console.export_text()
     for needle in ("estimate vs actual", "0.50×", "2.25×", "(not the plan run)", "start-up", "convpipe explain",
-                   "3.00×", "failed", "service jobs/s", "8.00", "16.0×"):
+                   "3.00×", "failed", "service jobs/s", "8.00", "16.0×", "the example pipelines", "0.75×",
+                   "skipped", "error"):
         assert needle in text, needle
+
+
+def test_example_estimates_report_each_example_and_survive_a_failing_one(tmp_path: Path, monkeypatch) -> None:
+    """The estimate section's examples part on the demo's data with a fake runner (no timing): the ratio is
+    the plan's estimate over the runner's seconds; a failing example and one whose input is absent are rows."""
+    import convpipe.demo
+    from convpipe.bench import summary
+    from convpipe.bench.examples import example_estimates
+
+    costs = {"factor_point": 1.0, "factor_local": 1.0, "factor_full": 1.0, "factor_global": 1.0, "task_s": 1e-3,
+             "read_bytes_per_s": 1e8, "write_bytes_per_s": 1e8, "run_fixed_s": 0.05, "process_bytes": 1e8}
+    monkeypatch.setattr(convpipe.demo, "_real_images", lambda out: [])  # as without scikit-image: coins absent
+    ran: list[str] = []
+
+    def runner(p):
+        ran.append(p.spec.name)
+        if p.spec.name == "diffusion":
+            raise RuntimeError("boom")
+        return 0.5, p.explain()
+
+    names = ("edges", "diffusion", "nuclei-3d", "coins-segmentation")
+    out = example_estimates(tmp_path, costs, names, runner=runner)
+    rows = {r["example"]: r for r in out["rows"]}
+    assert sorted(rows) == sorted(names) and sorted(ran) == ["diffusion", "edges", "nuclei-3d"]
+    assert rows["diffusion"]["status"] == "error" and "boom" in rows["diffusion"]["reason"]
+    assert rows["coins-segmentation"]["status"] == "skipped" and "coins.zarr" in rows["coins-segmentation"]["reason"]
+    for name in ("edges", "nuclei-3d"):
+        r = rows[name]
+        assert r["status"] == "ok" and r["actual_s"] == 0.5
+        assert r["ratio"] == pytest.approx(r["estimate_s"] / 0.5) and r["met"] == (0.5 <= r["ratio"] <= 2.0)
+    assert rows["nuclei-3d"]["passes"] == 2 and out["ran"] == 2
+    assert (tmp_path / "examples" / "demo-out" / "nuclei.zarr").exists()
+    notes = summary.section_notes({"estimate_vs_actual": {"status": "ok", "rows": [], "examples": out}})
+    assert notes == [f"estimate example diffusion error: {rows['diffusion']['reason']}"]
+    # the real runner: a warm-up run, then the timed one, whose plan it returns
+    from convpipe.bench.examples import run_twice
+
+    class P:
+        runs = 0
+
+        def run(self, overwrite):
+            P.runs += 1
+            return type("R", (), {"elapsed": float(P.runs), "plan": "plan"})()
+
+    assert run_twice(P()) == (2.0, "plan") and P.runs == 2
 
 
 def test_a_failing_section_is_recorded_not_raised(tmp_path: Path, monkeypatch) -> None:

@@ -180,7 +180,9 @@ def test_run_summary_prints_estimate_and_actual_side_by_side(tmp_path, capsys):
 def test_a_real_calibration_is_well_formed(cache):
     costs = calibrate.measure_costs(side=128)
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
-              "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds"):
+              "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds",
+              "compute_s", "direct_base_ns", "direct_tap_ns", "mac_ns", "fft_ns", "fft_call_s", "tile_s",
+              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
@@ -219,3 +221,76 @@ def test_the_api_hands_the_calibration_in():
     import convpipe.api  # noqa: F401
 
     assert E.measure_costs is calibrate.measure_costs
+
+
+# --------------------------------------------------------------------------- the model's terms (fake costs)
+
+
+def _est(plan, **over):
+    return E.estimate(plan, dict(COSTS, **over))["seconds"]
+
+
+def test_a_pre_pass_costs_a_computation_and_the_passes_before_it_once_per_reduction():
+    # zscore: one reduction of the gaussian's output; threshold otsu: two (value range, then histogram)
+    steps = {"zscore": [{"gaussian": {"sigma": 2}}, {"zscore": {}}],
+             "otsu": [{"gaussian": {"sigma": 2}}, {"threshold": {"method": "otsu"}}]}
+    for name, computes in (("zscore", 1), ("otsu", 2)):
+        plan = _plan(steps=steps[name])
+        assert len(plan.passes) == 2 and plan.passes[1].ops[0].kind == "global"
+        assert _est(plan, compute_s=1.0) - _est(plan) == pytest.approx(computes, abs=2e-3), name
+        # the pass before is computed again each time: a slower gaussian weighs (1 + computes) times
+        slow = _est(plan, separable_base_ns=200.0, separable_tap_ns=0.0)
+        slower = _est(plan, separable_base_ns=400.0, separable_tap_ns=0.0)
+        once = E._pass_seconds(plan.passes[0], dict(COSTS, separable_base_ns=400.0, separable_tap_ns=0.0),
+                               plan.workers) - E._pass_seconds(plan.passes[0], dict(
+                                   COSTS, separable_base_ns=200.0, separable_tap_ns=0.0), plan.workers)
+        assert slower - slow == pytest.approx((1 + computes) * once, rel=0.01), name
+    assert E._prepasses(_plan(steps=steps["otsu"]).passes[1].ops[0])[0] == 2
+
+
+def test_a_table_costs_a_part_per_tile_and_its_merge(tmp_path):
+    plan = _plan(shape=(4, 512, 512), steps=[{"gaussian": {"sigma": 1}},
+                                              {"peaks": {"radius": 3, "table": str(tmp_path / "p.parquet")}}])
+    n = plan.passes[-1].n_tiles
+    base = _est(plan)
+    assert _est(plan, table_fixed_s=1.0) - base == pytest.approx(1.0, abs=2e-3)
+    assert _est(plan, table_merge_part_s=1.0) - base == pytest.approx(n, abs=2e-3)
+    assert _est(plan, table_part_s=1.0) - base == pytest.approx(n / min(plan.workers, n), abs=2e-3)
+    no_table = _plan(shape=(4, 512, 512), steps=[{"gaussian": {"sigma": 1}}, {"peaks": {"radius": 3}}])
+    assert _est(no_table, table_fixed_s=1.0) == pytest.approx(_est(no_table), abs=2e-3)
+
+
+def test_each_op_is_charged_its_own_work_and_its_own_voxels():
+    bank = [[[1.0, 0.0, -1.0]] * 3, [[0.0, 1.0, 0.0]] * 3]
+    one = _plan(steps=[{"filter_bank": {"kernels": [bank[0]], "method": "direct"}}])
+    many = _plan(steps=[{"filter_bank": {"kernels": bank * 8, "method": "direct"}}])
+    work = lambda p, **c: _est(p, direct_tap_ns=10.0, **c) - _est(p, direct_tap_ns=0.0, **c)  # noqa: E731
+    assert work(many) == pytest.approx(16 * work(one), rel=0.02)  # a bank of 16 kernels: 16 kernels' taps
+    # diffusion's sub-steps: elementwise passes, which the point probe's factor prices
+    diff = _plan(steps=[{"diffusion": {"steps": 10, "dt": 0.2, "axes": "yx"}}])
+    assert all(op.estimate_work() == {"point": 3.0} for op in diff.passes[0].ops)
+    assert _est(diff, factor_point=4.0) - _est(diff, factor_point=2.0) > 0
+    # an op after pool sees a quarter of the pass's voxels
+    pooled = _plan(steps=[{"pool": {"size": 2, "kind": "max", "axes": "yx"}}, {"scale": {"factor": 2.0}}])
+    ops = pooled.passes[0].ops
+    assert len(pooled.passes) == 1 and [op.name for op in ops] == ["pool", "scale"]
+    assert E._voxels(pooled.passes[0].extents[1]) == E._voxels(pooled.passes[0].extents[0]) / 4
+    assert E._work_ns({"point": 2, "taps": 9, "macs": 100, "fft": 1},
+                      dict(COSTS, direct_base_ns=1.0, direct_tap_ns=0.5, mac_ns=0.01)) == pytest.approx(
+        2 * 1.0 + (1.0 + 4.5) + 1.0 + 40.0 * COSTS["factor_full"])
+
+
+def test_an_fft_call_costs_per_tile_and_a_pyramid_per_level(tmp_path):
+    fft = _plan(steps=[{"correlate": {"kernel": [[1.0] * 15] * 15, "method": "fft"}}])
+    pp = fft.passes[0]
+    busy = min(fft.workers, pp.n_tiles)
+    assert _est(fft, fft_call_s=1.0) - _est(fft) == pytest.approx(pp.n_tiles / busy, rel=1e-3)
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(64, 64), chunks=(32, 32), dtype="uint16")[...] = 7
+    levels = []
+    for n in (0, 2):
+        out = {"url": str(tmp_path / f"o{n}.zarr")} | ({"ome": True, "pyramid": n} if n else {})
+        plan = convpipe.load({"convpipe": 1, "input": {"url": str(url)}, "output": out,
+                              "steps": [{"gaussian": {"sigma": 1}}]}).explain()
+        levels.append(_est(plan, pyramid_level_s=1.0))
+    assert levels[1] - levels[0] == pytest.approx(2.0, abs=0.01)

@@ -49,6 +49,7 @@ class BenchConfig:
     # ``convpipe bench`` asks for all of them
     sections: tuple[str, ...] = ()
     preset: str = "default"  # "quick": the sections' smaller counts (start-up runs, service jobs)
+    examples: bool = True  # the estimate section's example pipelines (convpipe.bench.examples)
 
     @classmethod
     def quick(cls, **kw: Any) -> BenchConfig:

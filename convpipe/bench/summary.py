@@ -6,7 +6,10 @@
   numbers ``explain`` prints, from this machine's cached calibration) beside the row's measured wall time and
   peak RSS; ratio = estimate / actual, target 0.5–2× (below 0.5: optimistic, above 2: pessimistic). The plan
   is built again from the row's own spec after the rows ran (so the calibration, should it run here, is in no
-  row's time or RSS); ``same_plan`` says its task count equals the one the row ran.
+  row's time or RSS); ``same_plan`` says its task count equals the one the row ran. Its ``examples`` part
+  (:func:`convpipe.bench.examples.example_estimates`; ``BenchConfig.examples``, off with ``--no-examples``):
+  each example pipeline on the demo's sample data in the workdir, run once to warm up and once timed,
+  estimate vs actual (``--quick``: three of them); an example that fails is a row with its reason.
 - ``startup``: the median wall time of ``python -m convpipe`` ``--help``, ``validate``, ``ops``, ``schema``
   and ``explain`` (on a spec of the benchmark's input) as subprocesses, over that of
   ``python -c "import numpy, yaml, pydantic"``; target ≤ 2×. The commands run round-robin, so a burst of
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .examples import QUICK_EXAMPLES, example_estimates
 from .machine import loadavg
 from .registry import CASES, Ctx
 
@@ -231,6 +235,13 @@ def add_sections(ctx: Ctx, report: dict, say: Callable[..., Any] = lambda *a, **
         costs = calibrated()["costs"]
         out = estimate_vs_actual(report["rows"], lambda name: plan_estimate(ctx, name, costs))
         out["calibration"] = {k: v for k, v in calibrated().items() if k != "costs"}
+        if getattr(ctx.config, "examples", True):
+            say("estimate vs actual: the example pipelines …")
+            try:
+                out["examples"] = example_estimates(workdir, costs, QUICK_EXAMPLES if ctx.config.preset == "quick"
+                                                    else None)
+            except Exception as e:  # noqa: BLE001 - the sample data failing must not sink the rows' estimates
+                out["examples"] = {"status": "error", "reason": f"{type(e).__name__}: {e}", "rows": []}
         return out
 
     def do_startup() -> dict:
@@ -269,6 +280,11 @@ def section_notes(report: dict) -> list[str]:
             continue
         if name == "estimate":
             notes += [f"estimate {r['pipeline']} error: {r['reason']}" for r in s["rows"] if r["status"] != "ok"]
+            ex = s.get("examples") or {}
+            if ex.get("status") == "error":
+                notes.append(f"estimate examples error: {ex.get('reason')}")
+            notes += [f"estimate example {r['example']} error: {r['reason']}" for r in ex.get("rows", [])
+                      if r["status"] == "error"]
         elif name == "startup":
             notes += [f"startup {n} failed: {c['error']}" for n, c in
                       [(s["baseline"]["name"], s["baseline"]), *s["commands"].items()] if not c["ok"]]

@@ -64,6 +64,7 @@ def bench(
     suite: str = "main",
     run_limit: float = 240.0,
     sections: str | None = None,
+    examples: bool = True,
 ) -> int:
     """Run the benchmark and print its table; return the exit code (0 ok, 1 bad options, 2 a check failed).
 
@@ -99,7 +100,7 @@ def bench(
             pipelines=_parse_names(pipelines) or (),
             repeat=repeat, workdir=workdir, json_path=json_path, backend=backend,
             only=_parse_names(only), keep_outputs=keep_outputs,
-            sections=parse_sections(sections), preset="quick" if quick else "default",
+            sections=parse_sections(sections), preset="quick" if quick else "default", examples=examples,
         )
         validate_config(cfg)
         selected_cases(cfg)
@@ -223,10 +224,12 @@ def register(app: Any) -> None:
                                         f"{', '.join(SECTIONS)} (explain's estimate vs each convpipe row; "
                                         "start-up of the instant commands vs import numpy, yaml, pydantic; "
                                         "service jobs/s, warm runner vs fresh interpreter), all or none [all]"),
+        no_examples: bool = opt(False, "--no-examples", help="main suite: leave the example pipelines out of the "
+                                                             "estimate section (each runs twice on the demo's data)"),
     ) -> None:
         code = bench(shape=shape, chunks=chunks, pipelines=pipelines, repeat=repeat, workdir=workdir,
                      json_path=json_path, backend=backend, only=only, quick=quick, keep_outputs=keep_outputs,
-                     suite=suite, run_limit=run_limit, sections=sections)
+                     suite=suite, run_limit=run_limit, sections=sections, examples=not no_examples)
         if code:
             # SystemExit, not typer.Exit: a host CLI calling its app with standalone_mode=False gets typer.Exit's
             # code back as click's return value and may drop it; SystemExit reaches the process either way

@@ -56,6 +56,27 @@ def _load(s: dict) -> str:
     return f"load average at start/end {a} / {b}; section {fmt(s.get('section_s'), '.1f')} s"
 
 
+def _examples_table(ex: dict, lo: float, hi: float) -> Any:
+    """The estimate section's examples part: each example pipeline's estimate beside its timed run."""
+    from rich.table import Table
+
+    t = Table(title="estimate vs actual · the example pipelines (pipelines/*.yaml) on the demo's data",
+              caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; actual: the run after a warm-up run; "
+                       "load: the 1-minute load average as it started"
+                       + (f"; [red]{ex.get('reason')}[/]" if ex.get("status") == "error" else "")))
+    for col in ("example", "estimate s", "actual s", "ratio", "passes", "load", "target"):
+        t.add_column(col, justify="left" if col == "example" else "right")
+    for r in ex.get("rows", []):
+        if r["status"] != "ok":
+            colour = "red" if r["status"] == "error" else "yellow"
+            t.add_row(r["example"], f"[{colour}]{r['status']}[/]", "—", "—", "—", "—", str(r.get("reason", ""))[:60])
+            continue
+        load = r.get("loadavg")
+        t.add_row(r["example"], fmt(r["estimate_s"], ".3f"), fmt(r["actual_s"], ".3f"), fmt(r["ratio"], ".2f", "×"),
+                  str(r.get("passes", "")), f"{load[0]:.1f}" if load else "—", _met(r["met"]))
+    return t
+
+
 def render_sections(report: dict) -> list[Any]:
     """The tables of the sections after the rows (:mod:`convpipe.bench.summary`), those the report has."""
     from rich.table import Table
@@ -86,6 +107,9 @@ def render_sections(report: dict) -> list[Any]:
                       fmt(r["seconds_ratio"], ".2f", "×"), fmt_bytes(r["estimate_peak_bytes"]),
                       fmt_bytes(r["actual_peak_rss"]), fmt(r["memory_ratio"], ".2f", "×"), plan, _met(r["met"]))
         out.append(t)
+        ex = e.get("examples")
+        if ex is not None:
+            out.append(_examples_table(ex, lo, hi))
     s = report.get(REPORT_KEYS["startup"])
     if s is not None and s.get("status") == "ok":
         base = s["baseline"]

@@ -133,6 +133,13 @@ class Op:
     cost_ns: ClassVar[float] = 0.0
     """Nanoseconds per voxel for the planner's tile size and time estimate; 0: its kind's default."""
 
+    def estimate_work(self) -> dict[str, float] | None:
+        """The op's work per voxel of its input, for ``explain``'s estimate only (:mod:`convpipe.estimate`;
+        the planner's tile choice never sees it): ``point`` elementwise passes in units of ``x * 2 + 1``,
+        ``taps`` of a direct kernel, ``macs`` multiply-adds of a matrix product, ``fft`` FFT filters of the
+        block. None: the planner's model, scaled by its kind's measured factor."""
+        return None
+
     def __init__(self, params: Any, axes: str, *, step: Any = None):
         self.params = params
         self.in_axes = axes

@@ -115,6 +115,10 @@ class MatchTemplate(Op):
     def boundary(self, axis):
         return "constant", float("nan")  # NaN marks the array's edges; replaced by skimage's zero padding
 
+    def estimate_work(self):  # estimate only: two correlations (image, template), box sums, the quotient
+        taps = float(np.prod(self.tshape))
+        return {"fft": 2.0, "point": 8.0} if self.method() == "fft" else {"taps": 2 * taps, "point": 8.0}
+
     def method(self):
         m = self.params.method
         if m == "auto":

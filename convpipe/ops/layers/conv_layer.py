@@ -161,6 +161,12 @@ class ConvLayer(Windowed, Op):
     def method(self) -> str:
         return "im2col gemm"
 
+    def estimate_work(self):
+        """Estimate only: per input voxel (each of ``in_c`` channels), the im2col copy of its taps, out_c x
+        taps multiply-adds, the bias and activation of the output voxels."""
+        taps = float(np.prod(self.weights.shape[2:]))
+        return {"point": taps / 2 + self.out_c / self.in_c, "macs": self.out_c * taps}
+
     def describe(self) -> str:
         k = "x".join(map(str, self.weights.shape[2:]))
         act = "" if self.params.activation == "none" else f", {self.params.activation}"

@@ -36,6 +36,12 @@ class _Correlate(Windowed, LocalOp):
     def shift_gain(self) -> float:  # the kernel's sum (normalized, flipped for convolve), in float64
         return float(np.sum(self.kernel, dtype=np.float64))
 
+    def estimate_work(self):  # estimate only: a direct kernel's taps, an FFT filter (separable: the fit)
+        m = self.method()
+        if m == "direct":
+            return {"taps": float(self.kernel.size)}
+        return {"fft": 1.0} if m == "fft" else None
+
     def method(self) -> str:
         m = self.params.method
         if m == "auto":

@@ -285,6 +285,11 @@ class AutoThreshold(_GlobalOp):
     def _where(self) -> str:
         return self.step.path if self.step is not None else "threshold"
 
+    def estimate_prepasses(self):
+        """Estimate only: two computations over the whole input (the value range, then the histogram or
+        distinct values), and their work per voxel in x*2+1 probes (measured on the coins: ~0.4 us a voxel)."""
+        return (2, 100.0)
+
     def prepare_from(self, darr, compute: Callable | None = None) -> None:
         try:
             value = compute_threshold(darr, self.params.method, compute)
