@@ -199,10 +199,9 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int) -> float:
     itself sees (``pool`` leaves a quarter for the ops after it, ``filter_bank`` multiplies them by its
     kernels): the planner charges every op of a pass the pass's input voxels.
     """
-    from .plan import _ns_per_voxel
-    from .tilechoice import _COST_NS, _op_weight
+    from .tilechoice import _COST_NS, _op_weight, ns_per_voxel
 
-    in_vox = pp.est_seconds_per_task * 1e9 / max(_ns_per_voxel(pp.ops), 1e-9)
+    in_vox = pp.est_seconds_per_task * 1e9 / max(ns_per_voxel(pp.ops), 1e-9)
     vox0 = max(_voxels(pp.extents[0]), 1.0)
     ns = 2.0 * costs.get("factor_point", 1.0)  # the tile's own assembly and cast (the model's + 2.0)
     for i, op in enumerate(pp.ops):

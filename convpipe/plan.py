@@ -19,7 +19,7 @@ from .limits import check_padded_blocks
 from .channels import follow, summary
 from .bind import bind_ops, check_step_axes  # noqa: F401  (bind_ops: also this module's name)
 from .spec import Spec, Step
-from .tilechoice import _COST_NS, MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, _op_weight, choose_tile, tile_costs
+from .tilechoice import MAX_READ_AMPLIFICATION, MIN_TASK_SECONDS, choose_tile, ns_per_voxel, tile_costs
 
 # Measured here (2 cores): building the graph costs ~9 us per task (1.05 M tasks of an 8 TB plan in
 # 9.2 s); dask's distributed scheduler holds roughly 2 KiB per task and spends ~0.3-1 ms on each.
@@ -468,12 +468,7 @@ def _err(spec: Spec | None, msg: str, loc: tuple) -> SpecError:
 
 
 def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
-    return tile_costs(ops, t, ext, halo, full, inp, compute, out_axes, _ns_per_voxel(ops))
-
-
-def _ns_per_voxel(ops) -> float:
-    # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
-    return sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    return tile_costs(ops, t, ext, halo, full, inp, compute, out_axes, ns_per_voxel(ops))
 
 
 
@@ -495,7 +490,7 @@ def _choose_tile(tile, out_axes, exts, chunks, halo, full, ops, compute, workers
             t[a] = min(r, ext[a]) if r < ext[a] else ext[a]
     else:  # the candidate that obeys this planner's own warnings (convpipe.tilechoice)
         t = choose_tile(ops, out_axes, exts, chunks, halo, full, compute, workers, mem_budget, inp,
-                        _ns_per_voxel(ops), _SCHED_S_PER_TASK)
+                        ns_per_voxel(ops), _SCHED_S_PER_TASK)
     for a in full:
         if t[a] != ext[a]:
             t[a] = ext[a]

@@ -104,7 +104,7 @@ def test_factored_costs_match_the_planner_on_every_candidate():
     cinfo = planmod.canonical_info(info)
     opts = {a: tilechoice.axis_options(pp.extents[-1][a], c) for a, c in zip("zyx", (8, 128, 256))}
     g = tilechoice.score_grid(pp.ops, opts, pp.extents, pp.full_axes, plan.compute_dtype, cinfo,
-                              planmod._ns_per_voxel(pp.ops))
+                              planmod.ns_per_voxel(pp.ops))
     seen = 0
     for idx in itertools.product(*(range(len(v)) for v in opts.values())):
         t = {a: opts[a][j] for a, j in zip(opts, idx)}
