@@ -587,17 +587,19 @@ def test_example_estimates_report_each_example_and_survive_a_failing_one(tmp_pat
     assert (tmp_path / "examples" / "demo-out" / "nuclei.zarr").exists()
     notes = summary.section_notes({"estimate_vs_actual": {"status": "ok", "rows": [], "examples": out}})
     assert notes == [f"estimate example diffusion error: {rows['diffusion']['reason']}"]
-    # the real runner: a warm-up run, then the timed one, whose plan it returns
-    from convpipe.bench.examples import run_twice
+    # the real runner: a warm-up run (not counted), then TIMED_RUNS timed ones; the median, and the plan
+    from convpipe.bench.examples import TIMED_RUNS, run_timed
+
+    elapsed = iter([9.0, 5.0, 1.0, 3.0])
 
     class P:
         runs = 0
 
         def run(self, overwrite):
             P.runs += 1
-            return type("R", (), {"elapsed": float(P.runs), "plan": "plan"})()
+            return type("R", (), {"elapsed": next(elapsed), "plan": "plan"})()
 
-    assert run_twice(P()) == (2.0, "plan") and P.runs == 2
+    assert TIMED_RUNS == 3 and run_timed(P()) == (3.0, "plan") and P.runs == 4
 
 
 def test_a_failing_section_is_recorded_not_raised(tmp_path: Path, monkeypatch) -> None:

@@ -8,8 +8,8 @@
   is built again from the row's own spec after the rows ran (so the calibration, should it run here, is in no
   row's time or RSS); ``same_plan`` says its task count equals the one the row ran. Its ``examples`` part
   (:func:`convpipe.bench.examples.example_estimates`; ``BenchConfig.examples``, off with ``--no-examples``):
-  each example pipeline on the demo's sample data in the workdir, run once to warm up and once timed,
-  estimate vs actual (``--quick``: three of them); an example that fails is a row with its reason.
+  each example pipeline on the demo's sample data in the workdir, run once to warm up and three times timed
+  (the median), estimate vs actual (``--quick``: three of them); an example that fails is a row with its reason.
 - ``startup``: the median wall time of ``python -m convpipe`` ``--help``, ``validate``, ``ops``, ``schema``
   and ``explain`` (on a spec of the benchmark's input) as subprocesses, over that of
   ``python -c "import numpy, yaml, pydantic"``; target ≤ 2×. The commands run round-robin, so a burst of

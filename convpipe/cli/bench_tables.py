@@ -61,7 +61,8 @@ def _examples_table(ex: dict, lo: float, hi: float) -> Any:
     from rich.table import Table
 
     t = Table(title="estimate vs actual · the example pipelines (pipelines/*.yaml) on the demo's data",
-              caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; actual: the run after a warm-up run; "
+              caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; "
+                       "actual: the median of 3 runs after a warm-up run; "
                        "load: the 1-minute load average as it started"
                        + (f"; [red]{ex.get('reason')}[/]" if ex.get("status") == "error" else "")))
     for col in ("example", "estimate s", "actual s", "ratio", "passes", "load", "target"):
