@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 4
+CALIBRATION_FORMAT = 5
 
 
 def cache_dir() -> Path:
@@ -152,7 +153,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
                        "(convpipe.load does) or pass costs= to estimate()")
 
 
-def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, float]:
+def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: bool | None = None) -> dict[str, float]:
     """Wall time and peak memory per worker of ``plan`` on this machine.
 
     Parameters
@@ -160,6 +161,9 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
     plan : convpipe.plan.Plan
     costs : dict, optional
         :func:`measure_costs`' numbers; default this machine's (:func:`calibration`, cached).
+    first_run : bool, optional
+        The run is its process's first, which loads the engines on its clock (``convpipe run`` always is);
+        default: whether this process has not loaded them yet.
 
     Returns
     -------
@@ -171,6 +175,10 @@ def estimate(plan: Any, costs: dict[str, float] | None = None) -> dict[str, floa
         costs = calibration()["costs"]
     workers = max(int(plan.workers), 1)
     seconds = float(costs.get("run_fixed_s", 0.0))
+    if first_run is None:
+        first_run = _FIRST_RUN_MODULE not in sys.modules
+    if first_run:
+        seconds += float(costs.get("first_run_s", 0.0))
     pass_s = [_pass_seconds(pp, costs, workers) for pp in plan.passes]
     seconds += sum(pass_s)
     read_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
@@ -281,6 +289,10 @@ def _pyramid_seconds(plan: Any, costs: dict[str, float], workers: int) -> float:
     return total
 
 
+#: loaded by a process's first run (the engines' host implementations): its absence means the next run pays that
+_FIRST_RUN_MODULE = "convpipe.engines.cpu"
+
+
 def _chunks(info: Any) -> int:
     import math
 
@@ -364,7 +376,7 @@ def summary_suffix(res: Any) -> str:
     if plan is None or not getattr(plan, "passes", None):
         return ""
     try:
-        e = estimate(plan)
+        e = estimate(plan, first_run=getattr(res, "first_in_process", None))
     except Exception:  # an estimate never turns a finished run into a failure
         return ""
     from .humanize import format_bytes

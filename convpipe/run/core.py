@@ -17,6 +17,7 @@ Everything the run has to say goes out as events (:mod:`convpipe.run.events`); f
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,8 @@ class RunResult:
     plan: Any = field(default=None, repr=False, compare=False)
     #: output voxels this run computed (a resume skips the recorded tiles); None: all of ``voxels``
     computed_voxels: int | None = None
+    #: the process's first run: it loaded the engines on its clock (the estimate in the summary counts that)
+    first_in_process: bool | None = None
 
     @property
     def voxels_per_second(self) -> float:
@@ -120,6 +123,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
         return res
     bind_input(plan, p.arr, p.axes)
     source = input_source(plan, p.arr, p.in_url, p.fingerprint)
+    first = "convpipe.engines.cpu" not in sys.modules  # before anything of the run loads them
     t0 = time.perf_counter()
     created = p.decision.action == "resume"
     made = False  # this run created (or replaced) the output
@@ -149,7 +153,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
                              f"finishes it): {type(e).__name__}: {e}") from e
     computed = total - tile_voxels(plan, p.skip)
     res = RunResult(p.out_url, elapsed, total, plan.tasks, n_tiles, len(p.skip), outputs,
-                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed)
+                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed, first_in_process=first)
     bus.emit(Finished(p.out_url, elapsed, total, computed, n_tiles, len(p.skip), plan.tasks))
     return res
 
