@@ -63,7 +63,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a separable local op, fitted
         as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
         a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's first run
-        pays beyond a later one (imports on the run's clock); ``process_bytes``: this process's
+        pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each library of
+        ``convpipe.estimate.LOADS`` costs; ``process_bytes``: this process's
         RSS with the libraries a run loads; ``seconds``: how long calibrating took.
     """
     import numpy as np
@@ -150,8 +151,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         io = (big.nbytes / out["read_bytes_per_s"] + 4 * big.size / out["write_bytes_per_s"]  # float32 out
               + out["read_chunk_s"] + out["write_chunk_s"])
         out["run_fixed_s"] = max(fixed - compute - io, 0.0)
-        out["first_run_s"] = _first_run_s({**spec, "steps": [{"gaussian": {"sigma": 1}}],
-                                           "output": {**spec["output"], "url": os.path.join(tmp, "first.zarr")}})
+        out.update(_first_run_costs({**spec, "steps": [{"gaussian": {"sigma": 1}}],
+                                     "output": {**spec["output"], "url": os.path.join(tmp, "first.zarr")}}))
         # one more tile of a run: its task, its chunk read and written, its record in the manifest; the
         # same plane in 16 tiles of 16 chunks against the one tile above (what the task and chunk costs
         # measured on bare graphs and arrays leave out)
@@ -239,30 +240,38 @@ def _table_costs(tmp: str, rng: Any) -> dict[str, float]:
 # execution on, after the input is opened and planned): the engines, OpenCV, scipy.ndimage and dask's threaded
 # scheduler load on a first run's clock. One process, so one sample: wall time, as the run's own clock is.
 _FIRST_RUN = """
-import json, sys
+import importlib, json, sys, time
 from convpipe.calibrate import load
 from convpipe.run.core import run_pipeline
 from convpipe.run.events import EventBus
-spec = json.loads(sys.argv[1])
+spec, loads = json.loads(sys.argv[1]), sys.argv[2:]
 first, second = (run_pipeline(load(spec), bus=EventBus([])).elapsed for _ in range(2))
-print(max(first - second, 0.0))
+out = {"first_run_s": max(first - second, 0.0)}
+for m in loads:  # what a plan that needs it pays on its first use (0 if a run above loaded it already)
+    t = time.perf_counter()
+    importlib.import_module(m)
+    out["load_s:" + m] = time.perf_counter() - t
+print(json.dumps(out))
 """
 
 
-def _first_run_s(spec: dict) -> float:
+def _first_run_costs(spec: dict) -> dict[str, float]:
     """What the first run in a process pays that later runs do not (``convpipe run`` is always a first run:
-    0.2 s of a 0.22 s run of the edges example, against an estimate of 0.03 s without it); 0 when the probe
+    0.2 s of a 0.22 s run of the edges example, against an estimate of 0.03 s without it), and what loading
+    each library of ``estimate.LOADS`` costs a plan that needs it (scipy.signal ~0.6 s); zeros when the probe
     cannot run."""
     import json
     import subprocess
     import sys
 
+    zeros = {"first_run_s": 0.0, **{f"load_s:{m}": 0.0 for m in _estimate.LOADS}}
     try:
-        r = subprocess.run([sys.executable, "-c", _FIRST_RUN, json.dumps(spec)], capture_output=True, text=True,
-                           timeout=120, check=True)
-        return max(float(r.stdout.strip().splitlines()[-1]), 0.0)
+        r = subprocess.run([sys.executable, "-c", _FIRST_RUN, json.dumps(spec), *_estimate.LOADS],
+                           capture_output=True, text=True, timeout=120, check=True)
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        return {k: max(float(got.get(k, 0.0)), 0.0) for k in zeros}
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        return 0.0
+        return zeros
 
 
 def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:

@@ -32,7 +32,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 5
+CALIBRATION_FORMAT = 6
 
 
 def cache_dir() -> Path:
@@ -153,7 +153,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
                        "(convpipe.load does) or pass costs= to estimate()")
 
 
-def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: bool | None = None) -> dict[str, float]:
+def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: bool | None = None,
+             loaded: Any = None) -> dict[str, float]:
     """Wall time and peak memory per worker of ``plan`` on this machine.
 
     Parameters
@@ -164,6 +165,10 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     first_run : bool, optional
         The run is its process's first, which loads the engines on its clock (``convpipe run`` always is);
         default: whether this process has not loaded them yet.
+    loaded : collection of str, optional
+        The modules the process had loaded when the run started (default: ``sys.modules`` now): a library the
+        plan needs (scipy.signal for FFT correlation, pyarrow for tables) and the process lacks loads on the
+        run's clock, at its measured cost (0.3-0.6 s: most of a small run's first time).
 
     Returns
     -------
@@ -175,10 +180,12 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
         costs = calibration()["costs"]
     workers = max(int(plan.workers), 1)
     seconds = float(costs.get("run_fixed_s", 0.0))
+    have = sys.modules if loaded is None else loaded
     if first_run is None:
-        first_run = _FIRST_RUN_MODULE not in sys.modules
+        first_run = _FIRST_RUN_MODULE not in have
     if first_run:
         seconds += float(costs.get("first_run_s", 0.0))
+    seconds += sum(float(costs.get(f"load_s:{m}", 0.0)) for m in plan_loads(plan) if m not in have)
     pass_s = [_pass_seconds(pp, costs, workers) for pp in plan.passes]
     seconds += sum(pass_s)
     read_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
@@ -291,6 +298,25 @@ def _pyramid_seconds(plan: Any, costs: dict[str, float], workers: int) -> float:
 
 #: loaded by a process's first run (the engines' host implementations): its absence means the next run pays that
 _FIRST_RUN_MODULE = "convpipe.engines.cpu"
+#: libraries some plans load on their first use, each timed by the calibration (``load_s:<module>``)
+LOADS = ("scipy.signal", "pyarrow.parquet", "pandas")
+
+
+def plan_loads(plan: Any) -> set[str]:
+    """Of :data:`LOADS`, the libraries ``plan``'s ops load: scipy.signal for FFT correlations (correlate and
+    banks by FFT, match_template) and the recursive filter, pyarrow for Parquet tables (and pandas, which
+    pyarrow loads when it builds a table from columns)."""
+    need: set[str] = set()
+    for pp in plan.passes:
+        for op in pp.ops:
+            for o in getattr(op, "subs", None) or getattr(op, "parts", None) or [op]:
+                hook = getattr(o, "estimate_work", None)
+                work = (hook() if callable(hook) else None) or {}
+                if work.get("fft") or getattr(o, "name", "") == "autoregressive":
+                    need.add("scipy.signal")
+            if getattr(op, "emits_table", False) and getattr(getattr(op, "params", None), "table", None):
+                need.update(("pyarrow.parquet", "pandas"))
+    return need
 
 
 def _chunks(info: Any) -> int:
@@ -376,7 +402,8 @@ def summary_suffix(res: Any) -> str:
     if plan is None or not getattr(plan, "passes", None):
         return ""
     try:
-        e = estimate(plan, first_run=getattr(res, "first_in_process", None))
+        e = estimate(plan, first_run=getattr(res, "first_in_process", None),
+                     loaded=getattr(res, "modules_before", None))
     except Exception:  # an estimate never turns a finished run into a failure
         return ""
     from .humanize import format_bytes

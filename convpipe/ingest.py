@@ -368,7 +368,7 @@ def _ingest_source(
             nxt = downsample_level(prev, out_axes, method=pyramid_method)  # type: ignore[arg-type]
             arr = _create_level(root, str(lv), nxt.shape, out_chunks, src.dtype, out_axes, zarr_format)
             # align the computed blocks to the level's chunks so no chunk has two writers
-            _store(nxt.rechunk(arr.chunks), arr, progress, (lv, n_stages))
+            _store(nxt.rechunk(arr.chunks, method="tasks"), arr, progress, (lv, n_stages))
             levels.append(arr)
     except ConvpipeError:
         raise

@@ -314,7 +314,32 @@ def test_the_run_summary_uses_the_runs_own_first_run_flag(monkeypatch):
     from types import SimpleNamespace
 
     seen = []
-    monkeypatch.setattr(E, "estimate", lambda plan, costs=None, *, first_run=None:
-                        seen.append(first_run) or {"seconds": 1.0, "peak_memory_bytes": 1})
-    res = SimpleNamespace(plan=_plan(), elapsed=2.0, timings={}, first_in_process=True)
-    assert "estimate 1.00 s vs actual 2.00 s" in E.summary_suffix(res) and seen == [True]
+    monkeypatch.setattr(E, "estimate", lambda plan, costs=None, *, first_run=None, loaded=None:
+                        seen.append((first_run, loaded)) or {"seconds": 1.0, "peak_memory_bytes": 1})
+    res = SimpleNamespace(plan=_plan(), elapsed=2.0, timings={}, first_in_process=True,
+                          modules_before=frozenset({"pandas"}))
+    assert "estimate 1.00 s vs actual 2.00 s" in E.summary_suffix(res) and seen == [(True, {"pandas"})]
+
+
+def test_a_library_the_plan_loads_on_first_use_is_counted_when_the_process_lacks_it(tmp_path):
+    """FFT correlation loads scipy.signal, a table pyarrow and pandas: each costs the run that loads it."""
+    costs = dict(COSTS, **{"load_s:scipy.signal": 0.5, "load_s:pyarrow.parquet": 0.1, "load_s:pandas": 0.25})
+    plain = _plan()
+    assert E.plan_loads(plain) == set()
+    fft = convpipe.load({"convpipe": 1, "input": {"url": "x.zarr"},
+                         "steps": [{"correlate": {"kernel": np.ones((15, 15)).tolist(), "method": "fft"}}]})
+    table = convpipe.load({"convpipe": 1, "input": {"url": "x.zarr"},
+                           "steps": [{"peaks": {"radius": 2, "threshold": 1.0, "table": str(tmp_path / "p.parquet")}}]})
+    from convpipe.plan import ArrayInfo, make_plan
+
+    info = ArrayInfo((256, 256), np.dtype("float32"), (128, 128), "yx")
+    fft_plan = make_plan(fft.spec.steps, info)
+    table_plan = make_plan(table.spec.steps, info)
+    assert E.plan_loads(fft_plan) == {"scipy.signal"}
+    assert E.plan_loads(table_plan) == {"pyarrow.parquet", "pandas"}
+    warm = {"convpipe.engines.cpu", "scipy.signal", "pyarrow.parquet", "pandas"}
+    base = E.estimate(fft_plan, costs, loaded=warm)["seconds"]
+    assert E.estimate(fft_plan, costs, loaded=warm - {"scipy.signal"})["seconds"] == pytest.approx(base + 0.5, abs=2e-3)
+    base = E.estimate(table_plan, costs, loaded=warm)["seconds"]
+    assert E.estimate(table_plan, costs, loaded={"convpipe.engines.cpu"})["seconds"] == pytest.approx(base + 0.35,
+                                                                                                   abs=2e-3)

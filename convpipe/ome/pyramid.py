@@ -142,7 +142,7 @@ def downsample_level(
             # an odd chunk would split a 2x2 block between two tasks
             new_chunks[ax] = max(2, cs[0] + cs[0] % 2)
     if new_chunks:
-        array = array.rechunk(new_chunks)
+        array = array.rechunk(new_chunks, method="tasks")
     out_chunks = tuple(
         tuple((c + 1) // 2 for c in cs) if i in (ya, xa) else cs for i, cs in enumerate(array.chunks)
     )

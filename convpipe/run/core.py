@@ -26,6 +26,7 @@ import numpy as np
 
 from ..cluster import open_cluster
 from ..errors import ConvpipeError, ExecutionError, InputError, RunInterrupted, SpecError
+from ..estimate import LOADS
 from ..monitor import RunMonitor
 from ..spec import Spec
 from .events import EventBus, Failed, Finished, Interrupted, PassSummary, RunStarted
@@ -57,6 +58,8 @@ class RunResult:
     computed_voxels: int | None = None
     #: the process's first run: it loaded the engines on its clock (the estimate in the summary counts that)
     first_in_process: bool | None = None
+    #: of the libraries some plans load on first use (convpipe.estimate.LOADS), those loaded before the run
+    modules_before: frozenset | None = field(default=None, repr=False)
 
     @property
     def voxels_per_second(self) -> float:
@@ -124,6 +127,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
     bind_input(plan, p.arr, p.axes)
     source = input_source(plan, p.arr, p.in_url, p.fingerprint)
     first = "convpipe.engines.cpu" not in sys.modules  # before anything of the run loads them
+    before = frozenset(m for m in ("convpipe.engines.cpu", *LOADS) if m in sys.modules)
     t0 = time.perf_counter()
     created = p.decision.action == "resume"
     made = False  # this run created (or replaced) the output
@@ -153,7 +157,8 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
                              f"finishes it): {type(e).__name__}: {e}") from e
     computed = total - tile_voxels(plan, p.skip)
     res = RunResult(p.out_url, elapsed, total, plan.tasks, n_tiles, len(p.skip), outputs,
-                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed, first_in_process=first)
+                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed, first_in_process=first,
+                    modules_before=before)
     bus.emit(Finished(p.out_url, elapsed, total, computed, n_tiles, len(p.skip), plan.tasks))
     return res
 

@@ -117,7 +117,7 @@ class Label(Op):
         from dask.highlevelgraph import HighLevelGraph
 
         chunks = tuple(tuple(e - s for s, e in g) for g in grid)
-        arr = darr if tuple(darr.chunks) == chunks else darr.rechunk(chunks)
+        arr = darr if tuple(darr.chunks) == chunks else darr.rechunk(chunks, method="tasks")
         lay = self.layout(arr.shape)
         gshape = tuple(len(g) for g in grid)
         bits = label_bits(max(int(np.prod([max(c) for c in chunks], dtype=np.int64)), 1))
