@@ -343,7 +343,8 @@ def run_chain(block: np.ndarray, ops: Sequence[Any], targets: list[dict[str, Run
 #: of 16 x 530 x 1040 float32 (35 MB) makes every temporary a fresh mmap (glibc serves blocks over 32 MiB that
 #: way) that page-faults on first touch and streams through memory; slabs of a plane or two keep the
 #: temporaries in the cache and the allocator's free lists. The light benchmark chain (gaussian -> Sobel
-#: magnitude) measured 2.3-2.8x less CPU per tile run plane by plane (benchmarks/README.md).
+#: magnitude) took 108 ms of CPU per 16 x 512 x 1024 tile in slabs of 1-2 MiB against 133 ms whole, and 127 ms
+#: in slabs of 4 MiB (benchmarks/tile_cost.py on a quiet machine; benchmarks/README.md).
 SLAB_BYTES = 2 << 20
 
 
