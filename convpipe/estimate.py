@@ -182,7 +182,7 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     seconds = float(costs.get("run_fixed_s", 0.0))
     have = sys.modules if loaded is None else loaded
     if first_run is None:
-        first_run = _FIRST_RUN_MODULE not in have
+        first_run = FIRST_RUN_MODULE not in have
     if first_run:
         seconds += float(costs.get("first_run_s", 0.0))
     seconds += sum(float(costs.get(f"load_s:{m}", 0.0)) for m in plan_loads(plan) if m not in have)
@@ -297,7 +297,7 @@ def _pyramid_seconds(plan: Any, costs: dict[str, float], workers: int) -> float:
 
 
 #: loaded by a process's first run (the engines' host implementations): its absence means the next run pays that
-_FIRST_RUN_MODULE = "convpipe.engines.cpu"
+FIRST_RUN_MODULE = "convpipe.engines.cpu"
 #: libraries some plans load on their first use, each timed by the calibration (``load_s:<module>``)
 LOADS = ("scipy.signal", "pyarrow.parquet", "pandas")
 

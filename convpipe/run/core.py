@@ -26,7 +26,7 @@ import numpy as np
 
 from ..cluster import open_cluster
 from ..errors import ConvpipeError, ExecutionError, InputError, RunInterrupted, SpecError
-from ..estimate import LOADS
+from ..estimate import FIRST_RUN_MODULE, LOADS
 from ..monitor import RunMonitor
 from ..spec import Spec
 from .events import EventBus, Failed, Finished, Interrupted, PassSummary, RunStarted
@@ -126,8 +126,8 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
         return res
     bind_input(plan, p.arr, p.axes)
     source = input_source(plan, p.arr, p.in_url, p.fingerprint)
-    first = "convpipe.engines.cpu" not in sys.modules  # before anything of the run loads them
-    before = frozenset(m for m in ("convpipe.engines.cpu", *LOADS) if m in sys.modules)
+    first = FIRST_RUN_MODULE not in sys.modules  # before anything of the run loads them
+    before = frozenset(m for m in (FIRST_RUN_MODULE, *LOADS) if m in sys.modules)
     t0 = time.perf_counter()
     created = p.decision.action == "resume"
     made = False  # this run created (or replaced) the output
