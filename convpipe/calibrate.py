@@ -62,11 +62,12 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         decoded/encoded bytes) beside ``read_chunk_s`` and ``write_chunk_s``, zarr's cost per chunk;
         ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a separable local op, fitted
         as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
-        a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's first run
-        pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each library of
-        ``convpipe.estimate.LOADS`` costs; ``process_bytes``: this process's
-        RSS with the libraries a run loads; ``seconds``: how long calibrating took.
+        a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's
+        first run pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each
+        library of ``convpipe.estimate.LOADS`` costs; ``process_bytes``: this process's RSS with the
+        libraries a run loads; ``seconds``: how long calibrating took.
     """
+    import dask.array as da
     import numpy as np
 
     from .apply_tables import apply_array
@@ -81,8 +82,6 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     # Python) was most of what the probe timed, and the fit's slope came out as noise
     arr = np.tile(plane, (2, 2)).astype(np.float32)
     bside = arr.shape[0]
-
-    import dask.array as da
 
     def apply(p, a, tile):
         # name=False: no sha1 of the probe array (dask's token for a numpy input), which a run from Zarr never
