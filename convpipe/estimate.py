@@ -214,15 +214,14 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int) -> float:
     itself sees (``pool`` leaves a quarter for the ops after it, ``filter_bank`` multiplies them by its
     kernels): the planner charges every op of a pass the pass's input voxels.
     """
-    from .tilechoice import _COST_NS, _op_weight, ns_per_voxel
+    from .tilechoice import ns_per_voxel, op_model_ns
 
     in_vox = pp.est_seconds_per_task * 1e9 / max(ns_per_voxel(pp.ops), 1e-9)
     vox0 = max(_voxels(pp.extents[0]), 1.0)
     ns = 2.0 * costs.get("factor_point", 1.0)  # the tile's own assembly and cast (the model's + 2.0)
     for i, op in enumerate(pp.ops):
         ratio = _voxels(pp.extents[i]) / vox0 if i < len(pp.extents) else 1.0
-        model_ns = op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op)
-        ns += ratio * _measured_ns(op, model_ns, costs)
+        ns += ratio * _measured_ns(op, op_model_ns(op), costs)
         # what a call costs whatever the block's size (FFT filters: plans, padding), once per tile
         calls = _work(op).get("fft", 0.0)
         ns += calls * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
@@ -274,7 +273,7 @@ def _tables_seconds(plan: Any, costs: dict[str, float]) -> float:
     total = 0.0
     for pp in plan.passes:
         for op in pp.ops:
-            if getattr(op, "emits_table", False) and getattr(getattr(op, "params", None), "table", None):
+            if _writes_table(op):
                 total += (pp.n_tiles * costs.get("table_part_s", 0.0) / min(workers, max(pp.n_tiles, 1))
                           + costs.get("table_fixed_s", 0.0) + pp.n_tiles * costs.get("table_merge_part_s", 0.0))
     return total
@@ -309,14 +308,17 @@ def plan_loads(plan: Any) -> set[str]:
     need: set[str] = set()
     for pp in plan.passes:
         for op in pp.ops:
-            for o in getattr(op, "subs", None) or getattr(op, "parts", None) or [op]:
-                hook = getattr(o, "estimate_work", None)
-                work = (hook() if callable(hook) else None) or {}
-                if work.get("fft") or getattr(o, "name", "") == "autoregressive":
+            for o in getattr(op, "parts", None) or [op]:  # a merged run: each filter it was made of
+                if _work(o).get("fft") or getattr(o, "name", "") == "autoregressive":
                     need.add("scipy.signal")
-            if getattr(op, "emits_table", False) and getattr(getattr(op, "params", None), "table", None):
+            if _writes_table(op):
                 need.update(("pyarrow.parquet", "pandas"))
     return need
+
+
+def _writes_table(op: Any) -> bool:
+    """The op writes Parquet rows in this run (it emits them and its step names a table)."""
+    return bool(getattr(op, "emits_table", False) and getattr(getattr(op, "params", None), "table", None))
 
 
 def _chunks(info: Any) -> int:
@@ -335,11 +337,10 @@ def _measured_ns(op: Any, model_ns: float, costs: dict[str, float]) -> float:
     """
     subs = getattr(op, "subs", None)
     if subs:
-        from .tilechoice import _COST_NS, _op_weight
+        from .tilechoice import op_model_ns
 
-        return sum(_measured_ns(s, s.cost_ns or _COST_NS.get(s.kind, 3.0) * _op_weight(s), costs) for s in subs)
-    hook = getattr(op, "estimate_work", None)
-    work = hook() if callable(hook) else None
+        return sum(_measured_ns(s, op_model_ns(s), costs) for s in subs)
+    work = _work(op)
     if work:
         return _work_ns(work, costs)
     if op.kind == "local" and "separable_tap_ns" in costs and str(op.method()).startswith("separable"):

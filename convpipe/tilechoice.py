@@ -40,10 +40,15 @@ ALL_MULTIPLES_UP_TO = 24
 _COST_NS = {"point": 1.0, "local": 3.0, "full": 40.0, "global": 2.0}
 
 
+def op_model_ns(op) -> float:
+    """The planner's model of one op's nanoseconds per input voxel: its declared ``cost_ns`` (label: two
+    scipy.ndimage.label passes), else its kind's cost times its kernel's weight."""
+    return op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op)
+
+
 def ns_per_voxel(ops) -> float:
     """The planner's model of a pass's nanoseconds per input voxel (it steers the tile; the estimate corrects it)."""
-    # an op may declare its own cost per voxel (label: two scipy.ndimage.label passes), else its kind's
-    return sum(op.cost_ns or _COST_NS.get(op.kind, 3.0) * _op_weight(op) for op in ops) + 2.0
+    return sum(op_model_ns(op) for op in ops) + 2.0
 
 
 def _op_weight(op) -> float:
