@@ -403,8 +403,7 @@ def summary_suffix(res: Any) -> str:
     if plan is None or not getattr(plan, "passes", None):
         return ""
     try:
-        e = estimate(plan, first_run=getattr(res, "first_in_process", None),
-                     loaded=getattr(res, "modules_before", None))
+        e = estimate(plan, loaded=getattr(res, "modules_before", None))  # the first run follows from it
     except Exception:  # an estimate never turns a finished run into a failure
         return ""
     from .humanize import format_bytes

@@ -56,9 +56,8 @@ class RunResult:
     plan: Any = field(default=None, repr=False, compare=False)
     #: output voxels this run computed (a resume skips the recorded tiles); None: all of ``voxels``
     computed_voxels: int | None = None
-    #: the process's first run: it loaded the engines on its clock (the estimate in the summary counts that)
-    first_in_process: bool | None = None
-    #: of the libraries some plans load on first use (convpipe.estimate.LOADS), those loaded before the run
+    #: of the engines and the libraries some plans load on first use (convpipe.estimate), those the process had
+    #: loaded before the run: the rest loaded on the run's clock, which the summary's estimate counts
     modules_before: frozenset | None = field(default=None, repr=False)
 
     @property
@@ -126,8 +125,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
         return res
     bind_input(plan, p.arr, p.axes)
     source = input_source(plan, p.arr, p.in_url, p.fingerprint)
-    first = FIRST_RUN_MODULE not in sys.modules  # before anything of the run loads them
-    before = frozenset(m for m in (FIRST_RUN_MODULE, *LOADS) if m in sys.modules)
+    before = frozenset(m for m in (FIRST_RUN_MODULE, *LOADS) if m in sys.modules)  # before the run loads any
     t0 = time.perf_counter()
     created = p.decision.action == "resume"
     made = False  # this run created (or replaced) the output
@@ -157,8 +155,7 @@ def _phases(spec: Spec, resume: bool, bus: EventBus, monitor: RunMonitor) -> Run
                              f"finishes it): {type(e).__name__}: {e}") from e
     computed = total - tile_voxels(plan, p.skip)
     res = RunResult(p.out_url, elapsed, total, plan.tasks, n_tiles, len(p.skip), outputs,
-                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed, first_in_process=first,
-                    modules_before=before)
+                    timings=monitor.to_dict(), plan=plan, computed_voxels=computed, modules_before=before)
     bus.emit(Finished(p.out_url, elapsed, total, computed, n_tiles, len(p.skip), plan.tasks))
     return res
 
