@@ -88,11 +88,9 @@ def ops(name: str | None, echo: Echo) -> None:
 
 
 def schema(echo: Echo) -> None:
-    import json
+    from ..schema_doc import schema_text
 
-    from ..spec import json_schema
-
-    echo(json.dumps(json_schema(), indent=2))
+    echo(schema_text())
 
 
 # --------------------------------------------------------------------------- shared with the typer commands
