@@ -8,7 +8,6 @@ map it should be, and a misspelt parameter is reported once (not also as a missi
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from typing import Any
@@ -98,6 +97,7 @@ def unknown_op(name: Any, known: list[str]) -> str:
         ours = FOREIGN_NAMES.get(short.lower())
     if ours is not None and ours in known:
         return f"unknown op {name!r} (did you mean {ours!r}? that is convpipe's name for it)"
+    import difflib  # loaded for a mistake only: ~1 ms of every start-up
     close = difflib.get_close_matches(short, known, n=1, cutoff=0.6)
     if close:
         return f"unknown op {name!r} (did you mean {close[0]!r}?)"
@@ -123,6 +123,7 @@ def pydantic_message(err: dict) -> str:
         given = err.get("input")
         hint = ""
         if isinstance(given, str):
+            import difflib  # loaded for a mistake only: ~1 ms of every start-up
             close = difflib.get_close_matches(given, choices, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{_short(given)} is not allowed{hint}: use {expected}"
@@ -200,6 +201,7 @@ def step_errors(e: Any, op_cls: type, name: str, params: dict, loc: tuple, lines
     for err in errs:
         if err.message.startswith("unknown parameter"):
             key = err.path.rsplit(".", 1)[-1]
+            import difflib  # loaded for a mistake only: ~1 ms of every start-up
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             if close and close[0] not in params:

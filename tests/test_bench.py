@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -490,7 +491,8 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     calls: list[str] = []
 
     def timer(argv: list[str], cwd: Path) -> dict:
-        key = "import numpy" if argv[1] == "-c" else argv[3]  # the baseline's code, or python -m convpipe <sub>
+        # the baseline's code, or [python -m] convpipe <sub>
+        key = "import numpy" if argv[1] == "-c" else argv[3] if argv[1] == "-m" else argv[1]
         calls.append(key)
         seq = base.get(key, [0.8] * 5)
         return {"seconds": seq[sum(c == key for c in calls) - 1], "rc": 3 if key == "ops" else 0, "stderr_tail": "boom"}
@@ -519,6 +521,9 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     assert st["status"] == "ok" and st["runs"] == runs and st["baseline"]["name"] == summary.STARTUP_BASELINE
     assert list(st["commands"]) == ["--help", "validate", "ops", "schema", "explain"]
     assert calls[:6] == ["import numpy", "--help", "validate", "ops", "schema", "explain"]  # round-robin
+    # timed as an installed wheel starts: with bytecode, whatever PYTHONDONTWRITEBYTECODE says
+    assert st["bytecode_files"] > 100
+    assert Path(importlib.util.cache_from_source(summary.__file__)).exists()
     assert len(calls) == 6 * runs
     med = {k: float(np.median(v[:runs])) for k, v in base.items()}
     assert st["baseline"]["median_s"] == pytest.approx(med["import numpy"])

@@ -86,11 +86,18 @@ def test_a_torn_cache_is_measured_again_and_an_unwritable_one_still_estimates(ca
     assert E.calibration(measure=m)["costs"] == COSTS and m.calls == 2
 
 
-def test_the_default_cache_is_the_users_cache_dir(monkeypatch):
-    import platformdirs
+@pytest.mark.parametrize("xdg", [None, "xdg-cache"])
+def test_the_default_cache_is_the_users_cache_dir(xdg, tmp_path, monkeypatch):
+    import platformdirs  # on Linux the answer is computed without it: it must stay the same
 
     monkeypatch.delenv(E.CACHE_ENV, raising=False)
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / xdg))
     assert E.cache_dir() == Path(platformdirs.user_cache_dir("convpipe", appauthor=False))
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "mine"))
+    assert E.cache_dir() == tmp_path / "mine"
 
 
 def test_importing_convpipe_does_not_calibrate(tmp_path):

@@ -7,7 +7,6 @@ nothing here knows how.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,34 @@ Mode = Literal["reflect", "mirror", "nearest", "wrap", "constant"]
 PerAxis = float | dict[str, float]
 PerAxisInt = int | dict[str, int]
 Kind = Literal["point", "local", "full", "global"]
+
+
+Extent = Literal["same", "valid", "full"]
+
+#: A stride or pool size beyond this is refused (a window wider than any halo convpipe allows).
+MAX_STEP = 1 << 16
+
+
+def _positive_ints(v: Any, name: str) -> Any:
+    vals = v.values() if isinstance(v, dict) else [v]
+    for x in vals:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or int(x) != x or not 1 <= x <= MAX_STEP:
+            raise ValueError(f"{name} must be a positive integer (at most {MAX_STEP}), got {x!r}"[:200])
+    return {k: int(x) for k, x in v.items()} if isinstance(v, dict) else int(v)
+
+
+class ExtentParams(BaseModel):
+    """``extent``: same (default; the input's length) / valid (n - k + 1) / full (n + k - 1); ``stride``:
+    keep positions 0, s, 2s, ... of that result along each axis (a number or a per-axis map)."""
+
+    extent: Extent = "same"
+    stride: int | dict[str, int] = 1
+
+    @field_validator("stride", mode="before")
+    @classmethod
+    def _stride_ok(cls, v):
+        return _positive_ints(v, "stride")
+
 
 
 class OpParams(BaseModel):
@@ -118,6 +145,7 @@ NUMERIC_DTYPES = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16"
 
 def suggest(name: str, choices: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, else ``""``."""
+    import difflib  # loaded for a mistake only: ~1 ms of every start-up
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from .. import limits
 from ..kernels import _gabor, kernel_or_none, normalize
 from .base import AxesParam, Entry, Mode, OpParams, table_location
-from .layers import ExtentParams
+from .base import ExtentParams
 
 
 class PeaksParams(OpParams, AxesParam):

@@ -1,43 +1,18 @@
 """Parameters of the convolutional layers (:mod:`convpipe.ops.layers`; SPEC.md, "Convolutional layers").
 
-``ExtentParams`` is the mixin that gives ``extent`` and ``stride`` to correlate, convolve, filter_bank and
-conv_layer (their output extents change); ``PoolParams`` and ``ConvLayerParams`` are the new ops' own.
+``PoolParams`` and ``ConvLayerParams`` are the new ops' own; ``ExtentParams``, the mixin that gives ``extent``
+and ``stride`` to correlate, convolve, filter_bank and conv_layer, lives in :mod:`.base`, so that a spec of
+gaussians does not build these models.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..kernels import kernel_or_none
-from .base import AxesParam, Entry, Mode, OpParams
-
-Extent = Literal["same", "valid", "full"]
-
-#: A stride or pool size beyond this is refused (a window wider than any halo convpipe allows).
-MAX_STEP = 1 << 16
-
-
-def _positive_ints(v: Any, name: str) -> Any:
-    vals = v.values() if isinstance(v, dict) else [v]
-    for x in vals:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or int(x) != x or not 1 <= x <= MAX_STEP:
-            raise ValueError(f"{name} must be a positive integer (at most {MAX_STEP}), got {x!r}"[:200])
-    return {k: int(x) for k, x in v.items()} if isinstance(v, dict) else int(v)
-
-
-class ExtentParams(BaseModel):
-    """``extent``: same (default; the input's length) / valid (n - k + 1) / full (n + k - 1); ``stride``:
-    keep positions 0, s, 2s, ... of that result along each axis (a number or a per-axis map)."""
-
-    extent: Extent = "same"
-    stride: int | dict[str, int] = 1
-
-    @field_validator("stride", mode="before")
-    @classmethod
-    def _stride_ok(cls, v):
-        return _positive_ints(v, "stride")
+from .base import MAX_STEP, AxesParam, Entry, Extent, ExtentParams, Mode, OpParams, _positive_ints  # noqa: F401
 
 
 class PoolParams(OpParams, AxesParam):

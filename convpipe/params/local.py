@@ -11,7 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from .. import limits
 from ..kernels import kernel_or_none, normalize
 from .base import AxesParam, Entry, Mode, ModeParams, OpParams, PerAxis, PerAxisInt, check_positive, check_size
-from .layers import ExtentParams
+from .base import ExtentParams
 
 
 class KernelParams(ModeParams, AxesParam, ExtentParams):
