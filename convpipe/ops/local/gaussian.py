@@ -142,7 +142,10 @@ class GaussianGradientMagnitude(_GaussDerivs):
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
         fresh = any(s > 1e-15 for s in self.sigma.values())  # else derivative() returns x itself
-        out = axis_sum((self.crop(self.derivative(x, a, ctx)) for a in self.axes), square=True, owned=fresh)
+        terms = [self.crop(self.derivative(x, a, ctx)) for a in self.axes]
+        if fresh:
+            return engines.magnitude(*terms)
+        out = axis_sum(terms, square=True)
         return np.sqrt(out, out=out)
 
 
