@@ -1,7 +1,7 @@
 """CPU time of one tile of a spec's chain, with the tile engine's slab size varied (issue 17).
 
     PYTHONPATH=. python benchmarks/tile_cost.py SPEC.yaml [--shape 16,512,1024] [--slab-bytes 0,2097152,4194304]
-                                                          [--rounds 9] [--profile]
+                                                          [--rounds 9] [--values 0,60000] [--profile]
 
 Runs the spec's steps with ``Pipeline.apply`` on one generated uint16 tile (the benchmark's tile: 16 x 512 x 1024,
 a whole array, so every face is an array edge), in this thread on dask's synchronous scheduler, and reports the
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", default="16,512,1024")
     ap.add_argument("--slab-bytes", default=f"0,{1 << 20},{2 << 20},{4 << 20},{8 << 20}")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--values", default="0,60000", help="lo,hi of the uniform uint16 values (a narrow range far "
+                    "from 0, like a camera's offset, makes float32 chains centre their blocks)")
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args(argv)
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = convpipe.load(a.spec).spec
     shape = tuple(int(v) for v in a.shape.split(","))
-    x = np.random.default_rng(0).integers(0, 60000, shape).astype(np.uint16)
+    x = np.random.default_rng(0).integers(*(int(v) for v in a.values.split(",")), shape).astype(np.uint16)
     d = da.from_array(x, chunks=x.shape, name=False)  # no sha1 of the array: a run from Zarr computes none
     axes = "tczyx"[-len(shape):]
 

@@ -521,17 +521,29 @@ def _run_chain(block, ops, targets, extents, compute, xp, tables, state, *, ever
             if crd is not None:
                 coords[a] = crd
         centred = gains[i] is not None
+        gathered = None
         if shift and not centred:  # this op must see the true values (on this tile)
             u, shift = centring.restore(u, shift), 0.0
         elif not shift and centred and worth[i]:  # a tile holding NaN/inf too: c from its finite values
             first = u is block
-            u, shift = centring.centre(u, compute, xp, known=guard.range if first else None,
-                                       inplace=first and state.owned)
-            if first and state.owned and u is block:
-                state.owned, state.shift = False, shift
+            if first and not state.owned and not op.raw_input and isinstance(u, np.ndarray):
+                g = _take_all(u, takes, dtype=np.dtype(compute))
+                if g is not u and g.base is None:  # the gather copied (a tile at an array edge): cast, pad
+                    # and centre in that one copy, not in a fresh centred block gathered again (same values:
+                    # float32(x) - c either way, the padding copies of the block's values)
+                    gathered, shift = centring.centre(g, compute, xp, known=guard.range, inplace=True)
+            if gathered is None:
+                u, shift = centring.centre(u, compute, xp, known=guard.range if first else None,
+                                           inplace=first and state.owned)
+                if first and state.owned and u is block:
+                    state.owned, state.shift = False, shift
         # every axis' halo and boundary padding in one gather, cast on the way where the gather copies (a
         # tile at an array edge): one pass over the block instead of a cast and a copy
-        u = stored_values(_take_all(u, takes, dtype=stored_dtype(u.dtype, op, compute)), op, compute)
+        u = gathered if gathered is not None else stored_values(
+            _take_all(u, takes, dtype=stored_dtype(u.dtype, op, compute)), op, compute)
+        # no other name may hold the op's input once it is done: a slab's buffers kept alive past their op
+        # missed the allocator's free lists, and the page faults of fresh ones cost 20 of a light tile's 60 ms
+        g = gathered = None
         guard.before(i, u)
         for ax, outside, cval in fills:
             if not getattr(u.flags, "writeable", True) or u.base is not None:  # a view (or CuPy: no writeable)
