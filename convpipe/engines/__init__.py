@@ -39,13 +39,13 @@ def _implementations(where: str) -> dict[str, Any]:
     if where == "cpu":
         from . import cpu
 
-        return {"sep_correlate": cpu.sep_correlate, "correlate_nd": cpu.correlate_nd, "magnitude": cpu.magnitude,
+        return {"sep_correlate": cpu.sep_correlate, "correlate_nd": cpu.correlate_nd,
                 "rank_filter": cpu.rank_filter, "fftconvolve": cpu.fftconvolve,
                 "conv_channels": cpu.conv_channels, "array_module": lambda x: np, "to_host": lambda x, **kw: np.asarray(x),
                 "on_device": lambda x: False}
     from . import gpu
 
-    return {"sep_correlate": gpu.sep_correlate, "correlate_nd": gpu.correlate_nd, "magnitude": sum_sq_sqrt,
+    return {"sep_correlate": gpu.sep_correlate, "correlate_nd": gpu.correlate_nd,
             "rank_filter": gpu.rank_filter, "fftconvolve": gpu.fftconvolve,
             "conv_channels": gpu.conv_channels, "array_module": lambda x: gpu._cp(), "to_host": gpu.to_host, "on_device": lambda x: True}
 
@@ -77,25 +77,6 @@ def correlate_nd(x: Any, k: np.ndarray, centers: tuple[int, ...], axes: tuple[in
     """Direct (non-separable) correlation of ``x`` with the host kernel ``k`` over ``axes`` (``centers``: the
     kernel's centre per axis). Same shape and dtype as ``x``; exact where the footprint lies inside ``x``."""
     return _dispatch("correlate_nd")(x, k, centers, axes)
-
-
-def magnitude(*terms: Any) -> Any:
-    """``sqrt(t0 * t0 + t1 * t1 + ...)`` of same-shaped float arrays, the squares summed in the order given.
-
-    The terms are the caller's to overwrite (arrays the op made): the result may be one of them. On the host
-    two terms go through OpenCV's ``magnitude`` plane by plane (one pass, ~2.5x numpy's four: 13 of the 70 ms a
-    light benchmark tile took), float32 within an ulp of numpy's (OpenCV may fuse the multiply-add).
-    """
-    return _dispatch("magnitude")(*terms)
-
-
-def sum_sq_sqrt(*terms: Any) -> Any:
-    """:func:`magnitude` with numpy's ufuncs, in place in the first term (CuPy's too, through the protocols)."""
-    out = None
-    for t in terms:
-        t = np.multiply(t, t, out=t)
-        out = t if out is None else np.add(out, t, out=out)
-    return np.sqrt(out, out=out)
 
 
 def fftconvolve(x: Any, k: Any, mode: str = "full", axes: Any = None) -> Any:

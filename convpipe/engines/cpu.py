@@ -76,25 +76,6 @@ def _cv_ok(x: np.ndarray) -> bool:
     return _cv_layout(x) and _finite(x)
 
 
-def magnitude(*terms: np.ndarray) -> np.ndarray:
-    """:func:`convpipe.engines.magnitude` on the host: OpenCV for two finite float terms, numpy otherwise.
-
-    Finite as :func:`convpipe.engines.all_finite` knows it: from the chain, for terms made of a finite block (a
-    term that overflowed to inf makes the tile engine run the op again in float64)."""
-    from . import sum_sq_sqrt
-
-    a = terms[0]
-    if (len(terms) != 2 or cv2 is None or a.ndim < 2 or a.dtype not in (np.float32, np.float64)
-            or terms[1].dtype != a.dtype or terms[1].shape != a.shape
-            or not all(t.strides[-1] == t.itemsize for t in terms) or not all(_finite(t) for t in terms)):
-        return sum_sq_sqrt(*terms)  # NaN/inf: OpenCV's rule for them is not numpy's (hypot(inf, nan) is inf)
-    b = terms[1]
-    out = np.empty(a.shape, a.dtype)  # each plane of it contiguous: OpenCV writes into it in place
-    for idx in _planes(a):
-        cv2.magnitude(a[idx], b[idx], out[idx])
-    return out
-
-
 def _planes(x: np.ndarray):
     """Iterate 2-D views over the last two axes."""
     lead = x.shape[:-2]

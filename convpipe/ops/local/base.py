@@ -40,32 +40,35 @@ def gaussian_radius(sigma: float, truncate: float) -> int:
     return int(truncate * float(sigma) + 0.5)
 
 
-def axis_sum(terms: Iterable[Any], *, square: bool = False) -> Any:
+def axis_sum(terms: Iterable[Any], *, square: bool = False, owned: bool = False) -> Any:
     """The sum of ``terms`` (one array per axis, all of one shape), or of their squares, in the order given.
 
     Shared by every op that adds up one filtered copy of its block per axis: ``laplace`` and ``heat_step``
-    (second differences), ``gaussian_laplace`` (second derivatives), and ``gaussian_gradient_magnitude`` of a
-    block with no taps (its terms are not its own: arrays an op made take :func:`convpipe.engines.magnitude`).
-    scipy adds the per-axis results in axis order, one after the other, in the input's dtype; so does this, so
-    the rounding is scipy's. The first term is copied before the others are added into it in place, since it
-    may be a view of the op's input (a pass with no taps returns its block); a squared term is a new array.
+    (second differences), ``gaussian_laplace`` (second derivatives), ``gaussian_gradient_magnitude`` and the
+    edge magnitudes (squared first derivatives). scipy adds the per-axis results in axis order, one after
+    the other, in the input's dtype; so does this, so the rounding is scipy's. The first term is copied
+    before the others are added into it in place, since it may be a view of the op's input (a pass with
+    no taps returns its block); a squared term is a new array already.
 
     Parameters
     ----------
     terms : iterable of array (numpy or CuPy), at least one, all of one shape and dtype
     square : bool
         Add ``t * t`` for each term ``t`` instead of ``t``.
+    owned : bool
+        The terms are the caller's to overwrite (views of arrays the op made, never of its input): squared and
+        summed in place, with no new array (the Sobel magnitude of a 16 x 512 x 1024 tile allocated three).
 
     Returns
     -------
-    array, the terms' shape and dtype: a new array
+    array, the terms' shape and dtype: a new array, or (``owned``) the first term
     """
     out = None
     for t in terms:
         if square:
-            t = t * t
+            t = np.multiply(t, t, out=t) if owned else t * t
         if out is None:
-            out = t if square else t.copy()
+            out = t if square or owned else t.copy()
         else:
             np.add(out, t, out=out)
     return out

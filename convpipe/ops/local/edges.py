@@ -10,7 +10,7 @@ from ... import engines
 from ...finite import is_finite
 from ...params.local import EdgeParams, LaplaceParams
 from ..base import NO_CONTEXT, Context, insert_axis
-from .base import LocalOp
+from .base import LocalOp, axis_sum
 
 
 def orientation(dy, dx):
@@ -84,7 +84,8 @@ class _Edge(LocalOp):
         comps = [self.component(x, a, ctx) for a in self.axes]
         out = self.params.output
         if out == "magnitude":
-            return engines.magnitude(*comps)  # every component is a fresh array (taps on every axis)
+            acc = axis_sum(comps, square=True, owned=True)  # every component is a fresh array (taps on every axis)
+            return np.sqrt(acc, out=acc)
         if out == "orientation":
             dy, dx = comps  # axes in tczyx order: the first plays y, the second x
             if x.dtype.itemsize < 8 and not (is_finite(dy) and is_finite(dx)) and engines.all_finite(x):

@@ -142,10 +142,7 @@ class GaussianGradientMagnitude(_GaussDerivs):
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
         fresh = any(s > 1e-15 for s in self.sigma.values())  # else derivative() returns x itself
-        terms = [self.crop(self.derivative(x, a, ctx)) for a in self.axes]
-        if fresh:
-            return engines.magnitude(*terms)
-        out = axis_sum(terms, square=True)
+        out = axis_sum((self.crop(self.derivative(x, a, ctx)) for a in self.axes), square=True, owned=fresh)
         return np.sqrt(out, out=out)
 
 
