@@ -52,8 +52,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # -- what computes: the ops, their engines (dispatch on the array type), the exact halo runs, centring
     ("ops",     ["convpipe.engines.*", "convpipe.ops.*", "convpipe.tiles", "convpipe.centring"]),
     # -- reading what a spec names (kernel files, profiles) and binding steps to ops on the input's axes;
-    #    convpipe.spec = parse + bind (load_spec), with every name of the spec layer
-    ("bind",    ["convpipe.profiles", "convpipe.bind", "convpipe.spec"]),
+    #    convpipe.spec = parse + bind (load_spec), with every name of the spec layer; the JSON Schema document
+    ("bind",    ["convpipe.profiles", "convpipe.bind", "convpipe.spec", "convpipe.schema_doc"]),
     # -- the plan: passes, tiles, costs and estimates, composite kernels, where each pass runs, channel names
     ("plan",    ["convpipe.tilechoice", "convpipe.composite", "convpipe.placement", "convpipe.estimate",
                  "convpipe.plan", "convpipe.display", "convpipe.channels"]),
@@ -76,7 +76,7 @@ LAYERS: list[tuple[str, list[str]]] = [
 INDEPENDENT = ["convpipe.oracles.*"]
 
 #: Importing these must not load dask or zarr (validate a spec without the array stack).
-PURE = ["convpipe.spec", "convpipe.bind", "convpipe.params"]
+PURE = ["convpipe.spec", "convpipe.bind", "convpipe.params", "convpipe.schema_doc"]
 
 
 

@@ -10,7 +10,7 @@ from ... import engines
 from ...finite import is_finite
 from ...params.local import EdgeParams, LaplaceParams
 from ..base import NO_CONTEXT, Context, insert_axis
-from .base import LocalOp, axis_sum
+from .base import LocalOp, sqrt_sum_squares
 
 
 def orientation(dy, dx):
@@ -62,11 +62,12 @@ class _Edge(LocalOp):
     def shift_gain(self):  # every component has the derivative [-1, 0, 1]: shift-invariant
         return 0.0
 
-    def component(self, x, along, ctx: Context = NO_CONTEXT):
+    def component(self, x, along, ctx: Context = NO_CONTEXT, *, crop: bool = True):
         w = {self.ax(a): ((self.deriv if a == along else self.smooth), 1) for a in self.axes}
         # scipy.ndimage.sobel: the derivative pass first, then smoothing along the other axes in order
         order = [self.ax(along)] + [self.ax(a) for a in self.axes if a != along]
-        return self.crop(engines.sep_correlate(x, w, fill=self.fill(ctx), order=order))
+        y = engines.sep_correlate(x, w, fill=self.fill(ctx), order=order)
+        return self.crop(y) if crop else y
 
     def apply(self, x: Any, ctx: Context = NO_CONTEXT) -> Any:
         """The derivative along each of ``axes`` (smoothed along the others), combined by ``output``.
@@ -81,11 +82,10 @@ class _Edge(LocalOp):
         array, ``x``'s dtype, ``x``'s shape less the halo along ``axes``: the magnitude, the orientation in
         (-pi, pi] (exactly two axes), or the components stacked along a new ``c`` axis (``out_axes``)
         """
-        comps = [self.component(x, a, ctx) for a in self.axes]
         out = self.params.output
-        if out == "magnitude":
-            acc = axis_sum(comps, square=True, owned=True)  # every component is a fresh array (taps on every axis)
-            return np.sqrt(acc, out=acc)
+        if out == "magnitude":  # every component is a fresh array (taps on every axis): squared and summed in place
+            return self.crop(sqrt_sum_squares([self.component(x, a, ctx, crop=False) for a in self.axes]))
+        comps = [self.component(x, a, ctx) for a in self.axes]
         if out == "orientation":
             dy, dx = comps  # axes in tczyx order: the first plays y, the second x
             if x.dtype.itemsize < 8 and not (is_finite(dy) and is_finite(dx)) and engines.all_finite(x):

@@ -10,7 +10,7 @@ import numpy as np
 from ... import engines
 from ...params.local import DogParams, GaussianParams, SigmaParams, UnsharpParams
 from ..base import NO_CONTEXT, Context
-from .base import LocalOp, axis_sum, gaussian_kernel1d, gaussian_radius
+from .base import LocalOp, axis_sum, gaussian_kernel1d, gaussian_radius, sqrt_sum_squares
 
 
 class Gaussian(LocalOp):
@@ -141,8 +141,10 @@ class GaussianGradientMagnitude(_GaussDerivs):
         -------
         array, ``x``'s shape less the halo along ``axes``, ``x``'s dtype
         """
-        fresh = any(s > 1e-15 for s in self.sigma.values())  # else derivative() returns x itself
-        out = axis_sum((self.crop(self.derivative(x, a, ctx)) for a in self.axes), square=True, owned=fresh)
+        if any(s > 1e-15 for s in self.sigma.values()):  # fresh arrays: squared and summed in place
+            return self.crop(sqrt_sum_squares([self.derivative(x, a, ctx) for a in self.axes]))
+        # derivative() returned x itself: not this op's to overwrite
+        out = axis_sum((self.crop(self.derivative(x, a, ctx)) for a in self.axes), square=True)
         return np.sqrt(out, out=out)
 
 
