@@ -126,7 +126,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     many = _best(apply(point, quarter, [q // 4, q // 4]), 2)
     one = _best(apply(point, quarter, [q, q]), 2)
     out["task_s"] = max((many - one) / 15, 1e-5)
-    import tempfile  # shutil, random, bz2 ...: ~3 ms of every explain, needed only to calibrate
+    import tempfile  # only to calibrate: explain need not load it (shutil, random, bz2, ...)
 
     with tempfile.TemporaryDirectory(prefix="convpipe-calibration-") as tmp:
         import zarr

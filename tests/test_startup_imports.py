@@ -82,6 +82,13 @@ def test_instant_commands_load_no_heavy_module(tmp_path: Path, v3_spec: Path, ba
     mods, out = _modules([str(v3_spec) if a == "SPEC" else a for a in args], tmp_path)
     assert _heavy(mods, baseline) == []
     assert "convpipe.run.core" not in mods  # the run machinery: a run's, not a plan's
+    if args[0] in ("validate", "explain"):
+        # a few ms each: difflib only for a mistake, platformdirs not on Linux, the layer models not for gaussians
+        light = ["difflib", "convpipe.params.layers"] + (["platformdirs"] if sys.platform == "linux" else [])
+        assert sorted(m for m in light if m in mods and m not in baseline) == []
+    # schema prints the shipped document and builds no model at all
+    if args == ["schema"]:
+        assert "pydantic.main" not in mods and "convpipe.params.local" not in mods
     if args[0] == "explain":
         assert "convpipe.calibrate" in mods and "estimate " in out or '"estimate"' in out  # cached, not measured
     assert out.strip()
