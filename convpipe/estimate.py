@@ -196,7 +196,8 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     last_tiles = max(plan.passes[-1].n_tiles if plan.passes else 1, 1)
     # each tile of the last pass is written and recorded by the run (its sink, the manifest): measured on a
     # real tiny run as the cost of one more tile beyond its task and chunks
-    seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(workers, last_tiles)
+    seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(compute_workers(plan, costs, "thread_io_speedup"),
+                                                                   last_tiles)
     seconds += _prepass_seconds(plan, costs, workers, pass_s, read_s, par)
     seconds += _tables_seconds(plan, costs)
     seconds += _pyramid_seconds(plan, costs, workers)
@@ -207,14 +208,15 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
 
 
-def compute_workers(plan: Any, costs: dict[str, float]) -> float:
-    """How many tiles' compute runs at once: the workers, except on the threads cluster, whose tiles share one
-    process and overlap only as far as the engines let them (``thread_speedup``, measured: ~1.0 on this 2-core
-    machine, where an estimate that spread every example's compute over both cores was half its run)."""
+def compute_workers(plan: Any, costs: dict[str, float], measured: str = "thread_speedup") -> float:
+    """How many tiles' compute (``measured="thread_io_speedup"``: reads and writes) run at once: the workers,
+    except on the threads cluster, whose tiles share one process and overlap only as far as the engines and
+    zarr let them (measured: ~1.0 on this 2-core machine, where an estimate that spread every example's work
+    over both cores was half its run)."""
     workers = float(max(int(plan.workers), 1))
     if plan.cluster != "threads":
         return workers
-    return min(max(float(costs.get("thread_speedup", workers)), 1.0), workers)
+    return min(max(float(costs.get(measured, workers)), 1.0), workers)
 
 
 def _pass_seconds(pp: Any, costs: dict[str, float], workers: int, par: float | None = None) -> float:
@@ -263,7 +265,7 @@ def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: l
         if not computes:
             continue
         busy = min(workers, max(plan.passes[0].n_tiles if plan.passes else 1, 1))
-        upstream = sum(pass_s[:k]) + read_s / busy
+        upstream = sum(pass_s[:k]) + read_s / min(compute_workers(plan, costs, "thread_io_speedup"), busy)
         overlap = min(float(workers if par is None else par), busy)  # its blocks' work: compute, as a pass's
         work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / overlap
         total += computes * (costs.get("compute_s", 0.0) + upstream) + work
