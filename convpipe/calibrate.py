@@ -65,8 +65,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's
         first run pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each
         library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup``: how many tiles the threads
-        cluster computes at once (:func:`_thread_speedup`), ``thread_io_speedup`` and ``thread_io_speedup_large`` how
-        many it reads and writes at once (small and large chunks, :func:`_thread_io_speedup`); ``process_bytes``: this process's RSS with the
+        cluster computes at once (:func:`_thread_speedup`); ``process_bytes``: this process's RSS with the
         libraries a run loads; ``seconds``: how long calibrating took.
     """
     import dask.array as da
@@ -139,7 +138,6 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         big = plane[: side // 2, : side // 2].copy()
         url = os.path.join(tmp, "io.zarr")
         out.update(_io_costs(zarr, tmp, plane, side))
-        out.update(_thread_io_speedup(zarr, tmp, plane))
         z = zarr.create_array(url, shape=big.shape, chunks=big.shape, dtype=big.dtype)
         z[...] = big
         # a whole tiny run: what every run pays whatever its size (threads, one tile)
@@ -259,52 +257,6 @@ def _thread_speedup(arr: Any, repeat: int = 3) -> float:
     wall(cores)  # warm: kernel tables, the pool's threads
     one, every = wall(1), wall(cores)
     return float(min(max(one / max(every, 1e-9), 1.0), cores))
-
-
-def _thread_io_speedup(zarr: Any, tmp: str, plane: Any, repeat: int = 3) -> dict[str, float]:
-    """As :func:`_thread_speedup` for the tiles' reads and writes: tiles of a Zarr array (a chunk each), each
-    read and written back as a float32 output, on one thread over every core, at the two float32 chunk sizes
-    of ``convpipe.estimate.THREAD_IO_CHUNK_BYTES`` (16 tiles of 128^2, as the examples'; 4 of 512^2).
-
-    The examples' runs whose time is mostly I/O (moving-average: 4 tiles, 0.006 s of compute) took as long on
-    2 workers as pinned to one core, where the estimate had spread their reads and writes over both; the
-    benchmark's 16 MiB chunks do overlap (its floor: 2.0 CPU-seconds of codecs in 1.2 s): the Python around a
-    chunk runs one at a time, the codecs do not, so the overlap is measured at two sizes and interpolated.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    cores = max(os.cpu_count() or 1, 1)
-    keys = ("thread_io_speedup", "thread_io_speedup_large")
-    if cores == 1:
-        return dict.fromkeys(keys, 1.0)
-    img = np.ascontiguousarray(np.tile(plane, (2, 2))[:1024, :1024])
-    out = {}
-    for key, nbytes in zip(keys, _estimate.THREAD_IO_CHUNK_BYTES):
-        c = int(math.isqrt(nbytes // 4))
-        n = min(4 * c, img.shape[0])  # 16 tiles of 128^2, 4 of 512^2
-        src = zarr.create_array(os.path.join(tmp, f"par-in-{c}.zarr"), shape=(n, n), chunks=(c, c), dtype=img.dtype)
-        src[...] = img[:n, :n]
-        dst = zarr.create_array(os.path.join(tmp, f"par-out-{c}.zarr"), shape=(n, n), chunks=(c, c), dtype="float32")
-        tiles = [(slice(y, y + c), slice(x, x + c)) for y in range(0, n, c) for x in range(0, n, c)]
-
-        def tile(sl, src=src, dst=dst):
-            dst[sl] = src[sl].astype(np.float32) * np.float32(0.5)
-
-        def wall(k: int, tiles=tiles, tile=tile) -> float:
-            best = math.inf
-            with ThreadPoolExecutor(k) as pool:
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    list(pool.map(tile, tiles))
-                    best = min(best, time.perf_counter() - t0)
-            return best
-
-        wall(cores)  # warm: zarr's codec pipeline and event loop
-        one, every = wall(1), wall(cores)
-        out[key] = float(min(max(one / max(every, 1e-9), 1.0), cores))
-    return out
 
 
 def _table_costs(tmp: str, rng: Any) -> dict[str, float]:

@@ -196,7 +196,7 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     last_tiles = max(plan.passes[-1].n_tiles if plan.passes else 1, 1)
     # each tile of the last pass is written and recorded by the run (its sink, the manifest): measured on a
     # real tiny run as the cost of one more tile beyond its task and chunks
-    seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(io_workers(plan, costs), last_tiles)
+    seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(workers, last_tiles)
     seconds += _prepass_seconds(plan, costs, workers, pass_s, read_s, par)
     seconds += _tables_seconds(plan, costs)
     seconds += _pyramid_seconds(plan, costs, workers)
@@ -207,36 +207,14 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
 
 
-#: the float32 chunk sizes the calibration measures the threads cluster's I/O overlap at (``thread_io_speedup``,
-#: ``thread_io_speedup_large``): 128^2 and 512^2
-THREAD_IO_CHUNK_BYTES = (1 << 16, 1 << 20)
-
-
-def io_workers(plan: Any, costs: dict[str, float]) -> float:
-    """How many tiles' reads and writes run at once: as :func:`compute_workers`, the overlap measured at the
-    two chunk sizes and interpolated in log(bytes) at the output's chunk (clamped to the two): the Python
-    around each chunk runs one at a time, the codecs on large chunks do not."""
-    import math
-
-    small = compute_workers(plan, costs, "thread_io_speedup")
-    if plan.cluster != "threads" or "thread_io_speedup_large" not in costs:
-        return small
-    large = compute_workers(plan, costs, "thread_io_speedup_large")
-    chunk = math.prod(int(c) for c in plan.output.chunks) * plan.output.dtype.itemsize
-    lo, hi = (math.log(b) for b in THREAD_IO_CHUNK_BYTES)
-    f = min(max((math.log(max(chunk, 1)) - lo) / (hi - lo), 0.0), 1.0)
-    return small + f * (large - small)
-
-
-def compute_workers(plan: Any, costs: dict[str, float], measured: str = "thread_speedup") -> float:
-    """How many tiles' compute (``measured="thread_io_speedup"``: reads and writes) run at once: the workers,
-    except on the threads cluster, whose tiles share one process and overlap only as far as the engines and
-    zarr let them (measured: ~1.0 on this 2-core machine, where an estimate that spread every example's work
-    over both cores was half its run)."""
+def compute_workers(plan: Any, costs: dict[str, float]) -> float:
+    """How many tiles' compute runs at once: the workers, except on the threads cluster, whose tiles share one
+    process and overlap only as far as the engines let them (``thread_speedup``, measured: ~1.0 on this 2-core
+    machine, where an estimate that spread every example's compute over both cores was half its run)."""
     workers = float(max(int(plan.workers), 1))
     if plan.cluster != "threads":
         return workers
-    return min(max(float(costs.get(measured, workers)), 1.0), workers)
+    return min(max(float(costs.get("thread_speedup", workers)), 1.0), workers)
 
 
 def _pass_seconds(pp: Any, costs: dict[str, float], workers: int, par: float | None = None) -> float:
@@ -285,7 +263,7 @@ def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: l
         if not computes:
             continue
         busy = min(workers, max(plan.passes[0].n_tiles if plan.passes else 1, 1))
-        upstream = sum(pass_s[:k]) + read_s / min(io_workers(plan, costs), busy)
+        upstream = sum(pass_s[:k]) + read_s / busy
         overlap = min(float(workers if par is None else par), busy)  # its blocks' work: compute, as a pass's
         work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / overlap
         total += computes * (costs.get("compute_s", 0.0) + upstream) + work
