@@ -63,7 +63,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
         a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's
         first run pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each
-        library of ``convpipe.estimate.LOADS`` costs; ``process_bytes``: this process's RSS with the
+        library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup``: how many tiles the threads
+        cluster computes at once (:func:`_thread_speedup`); ``process_bytes``: this process's RSS with the
         libraries a run loads; ``seconds``: how long calibrating took.
     """
     import dask.array as da
@@ -120,6 +121,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     out["separable_base_ns"] = max(n1 - out["separable_tap_ns"] * h1, 0.0)
     # on the side^2 plane: a direct 9x9 on 4x the voxels was a tenth of the calibration's time
     out.update(_direct_and_gemm(apply, np.ascontiguousarray(arr[:side, :side]), side, call, rng))
+    out["thread_speedup"] = _thread_speedup(arr)
     # one more task: the point op on 16 tiles of a quarter plane against one tile of it
     quarter = arr[: side // 2, : side // 2].copy()
     q = side // 2
@@ -201,12 +203,15 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
     kern = rng.normal(0, 1, (16, 16)).round(3).tolist()
     p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
               "steps": [{"correlate": {"kernel": kern, "method": "fft"}}]})
+    # the op itself on blocks padded by its halo, not a one-tile graph: the graph's halo padding and assembly
+    # (~0.7 ms at 128^2, beyond the 8x8 graph's `call`) came out as a cost per FFT call, which a bank pays
+    # once per kernel: cnn-bank's 32 kernels on 143^2 blocks took 0.21 ms each, estimated 0.98
     pts = []
     for s in (bside // 4, bside):  # 128^2 and 512^2 at the default side
-        block = np.ascontiguousarray(arr[:s, :s])
-        run = apply(p, block, [s, s])
-        run()
-        pts.append((block.size, max(_best(run, 2) - call, 0.0)))
+        op = _bound(p, s).passes[0].ops[0]
+        block = np.ascontiguousarray(np.pad(arr[:s, :s], [op.halo()[a] for a in "yx"], mode="reflect"))
+        op.apply(block)
+        pts.append((s * s, _best(lambda op=op, block=block: op.apply(block), 3)))
     (v1, s1), (v2, s2) = pts
     fft_ns = max((s2 - s1) / (v2 - v1), 0.0) * 1e9
     fft_call = max(s1 - fft_ns * 1e-9 * v1, 0.0)
@@ -216,6 +221,43 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
     mac = _best(lambda: a @ w, 3) / (a.shape[0] * 72 * 8) * 1e9
     return {"direct_tap_ns": tap, "direct_base_ns": max(n1 - tap * t1, 0.0), "mac_ns": mac, "fft_call_s": fft_call,
             "fft_ns": fft_ns}
+
+
+def _thread_speedup(arr: Any, repeat: int = 3) -> float:
+    """How many tiles' compute the threads cluster gets done at once: a chain of the engines' filters
+    (gaussian, then Sobel) on 16 tiles, wall time on one thread over wall time on every core, in [1, cores].
+
+    Wall time, unlike the other probes: what is measured is the overlap. The estimate had assumed the workers'
+    tiles overlap fully; on this 2-core machine they did not overlap at all (OpenCV's calls on small planes and
+    the engines' finiteness checks ran one at a time: 2 workers took 1.0-1.4x the wall time of 1), so every
+    threads estimate of a compute-bound example was half the run (diffusion, coins-distance: 0.44).
+    """
+    import dask.array as da
+    import numpy as np
+
+    from .apply_tables import apply_array
+
+    cores = max(os.cpu_count() or 1, 1)
+    if cores == 1:
+        return 1.0
+    p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
+              "steps": [{"gaussian": {"sigma": 2}}, {"sobel": {}}]})
+    a = np.ascontiguousarray(arr)
+    t = [max(a.shape[0] // 4, 1), max(a.shape[1] // 4, 1)]
+    d = da.from_array(a, chunks=tuple(t), name=False)
+    graph = apply_array(p, d, axes="yx", tile=t)
+
+    def wall(n: int) -> float:
+        best = math.inf
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            graph.compute(scheduler="threads", num_workers=n)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    wall(cores)  # warm: kernel tables, the pool's threads
+    one, every = wall(1), wall(cores)
+    return float(min(max(one / max(every, 1e-9), 1.0), cores))
 
 
 def _table_costs(tmp: str, rng: Any) -> dict[str, float]:

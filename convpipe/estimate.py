@@ -10,9 +10,9 @@ another machine is measured again.
 
 The estimate of a plan: each pass's compute (the planner's model scaled by the measured factor of each op's
 family), reading the input and writing the output at the measured rates, and a measured cost per task, spread
-over the workers the tiles can keep busy, plus the fixed cost of a run. Peak memory per worker is the
-process's own footprint (measured) plus the plan's memory per task for each task it runs at once (twice:
-the block read ahead for the next one).
+over the workers the tiles can keep busy (the compute over as many as the threads cluster overlaps, measured),
+plus the fixed cost of a run. Peak memory per worker is the process's own footprint (measured) plus the plan's
+memory per task for each task it runs at once (twice: the block read ahead for the next one).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 6
+CALIBRATION_FORMAT = 7
 
 
 def cache_dir() -> Path:
@@ -189,7 +189,8 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     if first_run:
         seconds += float(costs.get("first_run_s", 0.0))
     seconds += sum(float(costs.get(f"load_s:{m}", 0.0)) for m in plan_loads(plan) if m not in have)
-    pass_s = [_pass_seconds(pp, costs, workers) for pp in plan.passes]
+    par = compute_workers(plan, costs)
+    pass_s = [_pass_seconds(pp, costs, workers, par) for pp in plan.passes]
     seconds += sum(pass_s)
     read_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
               + _chunks(plan.input) * costs.get("read_chunk_s", 0.0))
@@ -199,7 +200,7 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     # each tile of the last pass is written and recorded by the run (its sink, the manifest): measured on a
     # real tiny run as the cost of one more tile beyond its task and chunks
     seconds += (io_s + last_tiles * costs.get("tile_s", 0.0)) / min(workers, last_tiles)
-    seconds += _prepass_seconds(plan, costs, workers, pass_s, read_s)
+    seconds += _prepass_seconds(plan, costs, workers, pass_s, read_s, par)
     seconds += _tables_seconds(plan, costs)
     seconds += _pyramid_seconds(plan, costs, workers)
     # a worker is a process: the threads cluster runs every task in this one, the others one task at a time
@@ -209,8 +210,19 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
 
 
-def _pass_seconds(pp: Any, costs: dict[str, float], workers: int) -> float:
-    """One pass's compute and task costs, spread over the workers its tiles keep busy.
+def compute_workers(plan: Any, costs: dict[str, float]) -> float:
+    """How many tiles' compute runs at once: the workers, except on the threads cluster, whose tiles share one
+    process and overlap only as far as the engines let them (``thread_speedup``, measured: ~1.0 on this 2-core
+    machine, where an estimate that spread every example's compute over both cores was half its run)."""
+    workers = float(max(int(plan.workers), 1))
+    if plan.cluster != "threads":
+        return workers
+    return min(max(float(costs.get("thread_speedup", workers)), 1.0), workers)
+
+
+def _pass_seconds(pp: Any, costs: dict[str, float], workers: int, par: float | None = None) -> float:
+    """One pass's compute and task costs, spread over the workers its tiles keep busy (the compute over
+    ``par`` of them at most, :func:`compute_workers`; default all).
 
     The planner's seconds per task are its model's nanoseconds per voxel times a tile's input voxels; the
     voxels are taken back out of it, and each op's measured nanoseconds are weighed by the voxels the op
@@ -230,7 +242,8 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int) -> float:
         ns += calls * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
     task_compute = in_vox * ns * 1e-9
     busy = min(workers, max(pp.n_tiles, 1))
-    return (pp.n_tiles * task_compute + pp.tasks * costs.get("task_s", 5e-4)) / busy
+    overlap = min(float(workers if par is None else par), busy)
+    return pp.n_tiles * task_compute / overlap + pp.tasks * costs.get("task_s", 5e-4) / busy
 
 
 def _voxels(extent: dict[str, int]) -> float:
@@ -240,7 +253,7 @@ def _voxels(extent: dict[str, int]) -> float:
 
 
 def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: list[float],
-                     read_s: float) -> float:
+                     read_s: float, par: float | None = None) -> float:
     """What the pre-passes of global ops cost: each one is a computation of its own (a graph, a schedule)
     that reads the input again and recomputes every pass before its own, once per reduction it needs
     (``threshold {method}``: the value range, then the histogram), plus its own work per voxel."""
@@ -254,7 +267,8 @@ def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: l
             continue
         busy = min(workers, max(plan.passes[0].n_tiles if plan.passes else 1, 1))
         upstream = sum(pass_s[:k]) + read_s / busy
-        work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / busy
+        overlap = min(float(workers if par is None else par), busy)  # its blocks' work: compute, as a pass's
+        work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / overlap
         total += computes * (costs.get("compute_s", 0.0) + upstream) + work
     return total
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,8 +190,9 @@ def test_a_real_calibration_is_well_formed(cache):
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
               "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds",
               "compute_s", "direct_base_ns", "direct_tap_ns", "mac_ns", "fft_ns", "fft_call_s", "tile_s",
-              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s"):
+              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s", "thread_speedup"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
+    assert 1.0 <= costs["thread_speedup"] <= max(os.cpu_count() or 1, 1)
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
 
@@ -285,6 +287,29 @@ def test_each_op_is_charged_its_own_work_and_its_own_voxels():
     assert E._work_ns({"point": 2, "taps": 9, "macs": 100, "fft": 1},
                       dict(COSTS, direct_base_ns=1.0, direct_tap_ns=0.5, mac_ns=0.01)) == pytest.approx(
         2 * 1.0 + (1.0 + 4.5) + 1.0 + 40.0 * COSTS["factor_full"])
+
+
+def test_the_threads_cluster_overlaps_its_tiles_compute_only_as_far_as_measured():
+    """One process runs every tile of the threads cluster: its passes' compute is spread over the measured
+    overlap (``thread_speedup``), the other clusters' over their workers; per-task costs over the workers."""
+    steps = [{"gaussian": {"sigma": 2}}, {"threshold": {"method": "otsu"}}]
+    threads, local = _plan(steps=steps, cluster="threads"), _plan(steps=steps)
+    assert threads.workers == 4 and threads.passes[0].n_tiles >= 4
+    pp = threads.passes[0]
+    compute = E._pass_seconds(pp, dict(COSTS, task_s=0.0), 4, 1.0)
+    assert compute == pytest.approx(4 * E._pass_seconds(pp, dict(COSTS, task_s=0.0), 4), rel=1e-9)
+    tasks = E._pass_seconds(pp, dict(COSTS, task_s=1.0), 4, 1.0) - compute
+    assert tasks == pytest.approx(pp.tasks / 4, rel=1e-6)  # the scheduler's cost per task: not compute
+    serial, half, full = (_est(threads, thread_speedup=v) for v in (1.0, 2.0, 4.0))
+    assert serial > half > full
+    # the pre-pass's own work and both passes' compute: what a measured overlap of 1 leaves on one worker
+    work = lambda p, **c: _est(p, factor_point=2.0, **c) - _est(p, factor_point=1.0, **c)  # noqa: E731
+    assert work(threads, thread_speedup=1.0) == pytest.approx(4 * work(threads, thread_speedup=4.0), rel=1e-3)
+    # clamped to [1, workers]; a cache without it (and every other cluster) keeps the workers
+    assert _est(threads, thread_speedup=0.1) == serial and _est(threads, thread_speedup=64.0) == full
+    assert _est(threads) == full
+    assert _est(local, thread_speedup=1.0) == _est(local) == pytest.approx(full, rel=1e-9)
+    assert E.compute_workers(local, dict(COSTS, thread_speedup=1.0)) == 4.0
 
 
 def test_an_fft_call_costs_per_tile_and_a_pyramid_per_level(tmp_path):
