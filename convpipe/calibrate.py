@@ -63,9 +63,10 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
         a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's
         first run pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each
-        library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup``: how many tiles the threads
-        cluster computes at once (:func:`_thread_speedup`); ``process_bytes``: this process's RSS with the
-        libraries a run loads; ``seconds``: how long calibrating took.
+        library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup[_large]``: how many tiles the threads
+        cluster computes at once, on planes of ``thread_plane[_large]`` voxels (small and large tiles;
+        :func:`_thread_speedup`); ``process_bytes``: this process's RSS with the libraries a run loads;
+        ``seconds``: how long calibrating took.
     """
     import dask.array as da
     import numpy as np
@@ -121,7 +122,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     out["separable_base_ns"] = max(n1 - out["separable_tap_ns"] * h1, 0.0)
     # on the side^2 plane: a direct 9x9 on 4x the voxels was a tenth of the calibration's time
     out.update(_direct_and_gemm(apply, np.ascontiguousarray(arr[:side, :side]), side, call, rng))
-    out["thread_speedup"] = _thread_speedup(arr)
+    out.update(_thread_speedup(arr))
     # one more task: the point op on 16 tiles of a quarter plane against one tile of it
     quarter = arr[: side // 2, : side // 2].copy()
     q = side // 2
@@ -223,14 +224,24 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
             "fft_ns": fft_ns}
 
 
-def _thread_speedup(arr: Any, repeat: int = 3) -> float:
-    """How many tiles' compute the threads cluster gets done at once: a chain of the engines' filters
-    (gaussian, then Sobel) on 16 tiles, wall time on one thread over wall time on every core, in [1, cores].
+def _thread_speedup(arr: Any, repeat: int = 3) -> dict[str, float]:
+    """How many tiles' compute the threads cluster gets done at once, on small tiles and on large ones: a chain
+    of the engines' filters (gaussian, then Sobel), wall time on one thread over wall time on every core, in
+    [1, cores], with the voxels of each probe's planes (what decides the overlap: :func:`convpipe.estimate.
+    compute_workers`).
 
     Wall time, unlike the other probes: what is measured is the overlap. The estimate had assumed the workers'
-    tiles overlap fully; on this 2-core machine they did not overlap at all (OpenCV's calls on small planes and
-    the engines' finiteness checks ran one at a time: 2 workers took 1.0-1.4x the wall time of 1), so every
-    threads estimate of a compute-bound example was half the run (diffusion, coins-distance: 0.44).
+    tiles overlap fully; on this 2-core machine tiles of a millisecond did not overlap at all (OpenCV's calls on
+    small planes and the engines' finiteness checks ran one at a time: 2 workers took 1.0-1.4x the wall time of
+    1), so every threads estimate of a compute-bound example was half the run (diffusion, coins-distance:
+    0.44); tiles of tens of milliseconds (the benchmark's) overlapped 1.7x, and one overlap for both made their
+    estimates 2.2x the run.
+
+    Returns
+    -------
+    dict
+        ``thread_speedup`` and ``thread_plane`` (``arr`` in tiles of 128 x 128), ``thread_speedup_large`` and
+        ``thread_plane_large`` (a stack of copies of ``arr``, a plane a tile).
     """
     import dask.array as da
     import numpy as np
@@ -238,26 +249,30 @@ def _thread_speedup(arr: Any, repeat: int = 3) -> float:
     from .apply_tables import apply_array
 
     cores = max(os.cpu_count() or 1, 1)
-    if cores == 1:
-        return 1.0
     p = load({"convpipe": 1, "input": {"url": "calibration.zarr"},
               "steps": [{"gaussian": {"sigma": 2}}, {"sobel": {}}]})
     a = np.ascontiguousarray(arr)
-    t = [max(a.shape[0] // 4, 1), max(a.shape[1] // 4, 1)]
-    d = da.from_array(a, chunks=tuple(t), name=False)
-    graph = apply_array(p, d, axes="yx", tile=t)
+    # the small probe's planes are the examples' (128 x 128), the large one's a megavoxel
+    big = np.ascontiguousarray(np.broadcast_to(a, (max(4, min(2 * cores, 16)),) + a.shape))
+    out: dict[str, float] = {}
+    for suffix, x, axes, tile in (("", a, "yx", [min(a.shape[0], 128), min(a.shape[1], 128)]),
+                                  ("_large", big, "zyx", [1, big.shape[1], big.shape[2]])):
+        graph = apply_array(p, da.from_array(x, chunks=tuple(tile), name=False), axes=axes, tile=tile)
 
-    def wall(n: int) -> float:
-        best = math.inf
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            graph.compute(scheduler="threads", num_workers=n)
-            best = min(best, time.perf_counter() - t0)
-        return best
+        def wall(n: int, graph: Any = graph) -> float:
+            best = math.inf
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                graph.compute(scheduler="threads", num_workers=n)
+                best = min(best, time.perf_counter() - t0)
+            return best
 
-    wall(cores)  # warm: kernel tables, the pool's threads
-    one, every = wall(1), wall(cores)
-    return float(min(max(one / max(every, 1e-9), 1.0), cores))
+        wall(cores)  # warm: kernel tables, the pool's threads
+        one = wall(1)
+        every = wall(cores) if cores > 1 else one
+        out[f"thread_speedup{suffix}"] = float(min(max(one / max(every, 1e-9), 1.0), cores))
+        out[f"thread_plane{suffix}"] = float(tile[-1] * tile[-2])
+    return out
 
 
 def _table_costs(tmp: str, rng: Any) -> dict[str, float]:

@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 7
+CALIBRATION_FORMAT = 10
 
 
 def cache_dir() -> Path:
@@ -189,7 +189,9 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     if first_run:
         seconds += float(costs.get("first_run_s", 0.0))
     seconds += sum(float(costs.get(f"load_s:{m}", 0.0)) for m in plan_loads(plan) if m not in have)
-    par = compute_workers(plan, costs)
+    def par(plane: float) -> float:
+        return compute_workers(plan, costs, plane)
+
     pass_s = [_pass_seconds(pp, costs, workers, par) for pp in plan.passes]
     seconds += sum(pass_s)
     read_s = (plan.input.nbytes / max(costs.get("read_bytes_per_s", 1e9), 1.0)
@@ -210,19 +212,43 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
 
 
-def compute_workers(plan: Any, costs: dict[str, float]) -> float:
+def compute_workers(plan: Any, costs: dict[str, float], plane: float | None = None) -> float:
     """How many tiles' compute runs at once: the workers, except on the threads cluster, whose tiles share one
-    process and overlap only as far as the engines let them (``thread_speedup``, measured: ~1.0 on this 2-core
-    machine, where an estimate that spread every example's compute over both cores was half its run)."""
+    process and overlap only as far as the engines let them.
+
+    What decides that overlap is how much each engine call does, not how long a tile takes: a call on a small
+    plane is mostly Python holding the GIL, whatever the number of calls (diffusion's 20 steps on 128 x 128
+    planes: 24 ms a tile, no overlap). So the overlap was measured on tiles of two plane sizes
+    (``thread_speedup`` on planes of ``thread_plane`` voxels, ``thread_speedup_large`` on ``thread_plane_large``),
+    and a tile whose planes hold ``plane`` voxels gets the one between, in log size (the nearer one outside).
+    Here on 2 cores: 1.0 on 128 x 128 planes (an estimate that spread the examples' compute over both cores was
+    half their run), 2.0 on 1024 x 1024 (one overlap for both had made the benchmark's estimates 2.2x its runs).
+    """
     workers = float(max(int(plan.workers), 1))
     if plan.cluster != "threads":
         return workers
-    return min(max(float(costs.get("thread_speedup", workers)), 1.0), workers)
+    small = float(costs.get("thread_speedup", workers))
+    large, p_small, p_large = (costs.get(k) for k in ("thread_speedup_large", "thread_plane", "thread_plane_large"))
+    speed = small
+    if plane is not None and None not in (large, p_small, p_large) and 0 < p_small < p_large:
+        import math
+
+        f = (math.log(max(plane, 1.0)) - math.log(p_small)) / (math.log(p_large) - math.log(p_small))
+        speed = small + min(max(f, 0.0), 1.0) * (float(large) - small)
+    return min(max(speed, 1.0), workers)
 
 
-def _pass_seconds(pp: Any, costs: dict[str, float], workers: int, par: float | None = None) -> float:
+def tile_plane(pp: Any) -> float:
+    """Voxels of one plane of a pass's tile: its last two axes (an engine call's work)."""
+    import math
+
+    return float(math.prod(list(pp.tile.values())[-2:])) if getattr(pp, "tile", None) else 1.0
+
+
+def _pass_seconds(pp: Any, costs: dict[str, float], workers: int,
+                  par: Callable[[float], float] | None = None) -> float:
     """One pass's compute and task costs, spread over the workers its tiles keep busy (the compute over
-    ``par`` of them at most, :func:`compute_workers`; default all).
+    ``par(voxels of a plane of its tile)`` of them at most, :func:`compute_workers`; default all).
 
     The planner's seconds per task are its model's nanoseconds per voxel times a tile's input voxels; the
     voxels are taken back out of it, and each op's measured nanoseconds are weighed by the voxels the op
@@ -242,7 +268,7 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int, par: float | N
         ns += calls * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
     task_compute = in_vox * ns * 1e-9
     busy = min(workers, max(pp.n_tiles, 1))
-    overlap = min(float(workers if par is None else par), busy)
+    overlap = min(float(workers if par is None else par(tile_plane(pp))), busy)
     return pp.n_tiles * task_compute / overlap + pp.tasks * costs.get("task_s", 5e-4) / busy
 
 
@@ -253,7 +279,7 @@ def _voxels(extent: dict[str, int]) -> float:
 
 
 def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: list[float],
-                     read_s: float, par: float | None = None) -> float:
+                     read_s: float, par: Callable[[float], float] | None = None) -> float:
     """What the pre-passes of global ops cost: each one is a computation of its own (a graph, a schedule)
     that reads the input again and recomputes every pass before its own, once per reduction it needs
     (``threshold {method}``: the value range, then the histogram), plus its own work per voxel."""
@@ -267,7 +293,8 @@ def _prepass_seconds(plan: Any, costs: dict[str, float], workers: int, pass_s: l
             continue
         busy = min(workers, max(plan.passes[0].n_tiles if plan.passes else 1, 1))
         upstream = sum(pass_s[:k]) + read_s / busy
-        overlap = min(float(workers if par is None else par), busy)  # its blocks' work: compute, as a pass's
+        # its blocks' work: compute, as a pass's (a block per tile of the first pass)
+        overlap = min(float(workers if par is None else par(tile_plane(plan.passes[0]))), busy)
         work = _voxels(pp.extents[0]) * point_units * costs.get("factor_point", 1.0) * 1e-9 / overlap
         total += computes * (costs.get("compute_s", 0.0) + upstream) + work
     return total

@@ -190,9 +190,12 @@ def test_a_real_calibration_is_well_formed(cache):
     for k in ("factor_point", "factor_local", "factor_full", "factor_global", "task_s", "read_bytes_per_s",
               "write_bytes_per_s", "read_chunk_s", "write_chunk_s", "run_fixed_s", "process_bytes", "seconds",
               "compute_s", "direct_base_ns", "direct_tap_ns", "mac_ns", "fft_ns", "fft_call_s", "tile_s",
-              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s", "thread_speedup"):
+              "pyramid_level_s", "table_part_s", "table_merge_part_s", "table_fixed_s", "thread_speedup",
+              "thread_plane", "thread_speedup_large", "thread_plane_large"):
         assert math.isfinite(costs[k]) and costs[k] >= 0, (k, costs)
-    assert 1.0 <= costs["thread_speedup"] <= max(os.cpu_count() or 1, 1)
+    for k in ("thread_speedup", "thread_speedup_large"):
+        assert 1.0 <= costs[k] <= max(os.cpu_count() or 1, 1)
+    assert 0 < costs["thread_plane"] < costs["thread_plane_large"]  # the two probes' planes: small and large
     assert costs["read_bytes_per_s"] > 0 and costs["write_bytes_per_s"] > 0 and costs["factor_local"] > 0
     assert not any(cache.rglob("*.zarr"))  # the probe data went with its temporary folder
 
@@ -296,9 +299,9 @@ def test_the_threads_cluster_overlaps_its_tiles_compute_only_as_far_as_measured(
     threads, local = _plan(steps=steps, cluster="threads"), _plan(steps=steps)
     assert threads.workers == 4 and threads.passes[0].n_tiles >= 4
     pp = threads.passes[0]
-    compute = E._pass_seconds(pp, dict(COSTS, task_s=0.0), 4, 1.0)
+    compute = E._pass_seconds(pp, dict(COSTS, task_s=0.0), 4, lambda task_s: 1.0)
     assert compute == pytest.approx(4 * E._pass_seconds(pp, dict(COSTS, task_s=0.0), 4), rel=1e-9)
-    tasks = E._pass_seconds(pp, dict(COSTS, task_s=1.0), 4, 1.0) - compute
+    tasks = E._pass_seconds(pp, dict(COSTS, task_s=1.0), 4, lambda task_s: 1.0) - compute
     assert tasks == pytest.approx(pp.tasks / 4, rel=1e-6)  # the scheduler's cost per task: not compute
     serial, half, full = (_est(threads, thread_speedup=v) for v in (1.0, 2.0, 4.0))
     assert serial > half > full
@@ -310,6 +313,24 @@ def test_the_threads_cluster_overlaps_its_tiles_compute_only_as_far_as_measured(
     assert _est(threads) == full
     assert _est(local, thread_speedup=1.0) == _est(local) == pytest.approx(full, rel=1e-9)
     assert E.compute_workers(local, dict(COSTS, thread_speedup=1.0)) == 4.0
+
+
+def test_the_threads_overlap_follows_the_tiles_size():
+    """Tiles of small planes overlap as measured on small planes, large as on large, and between them in log
+    size: one overlap for both had put the examples at 0.5x or the benchmark's jobs at 2.2x their runs."""
+    threads = _plan(steps=[{"gaussian": {"sigma": 2}}], cluster="threads")
+    c = dict(COSTS, thread_speedup=1.0, thread_plane=1e3, thread_speedup_large=3.0, thread_plane_large=1e5)
+    at = lambda t: E.compute_workers(threads, c, t)  # noqa: E731
+    assert at(1.0) == at(1e3) == 1.0 and at(1e5) == at(1e8) == 3.0
+    assert at(1e4) == pytest.approx(2.0) and 1.0 < at(2e3) < at(5e4) < 3.0
+    assert E.compute_workers(threads, dict(c, thread_speedup_large=64.0), 1e8) == threads.workers  # clamped
+    old = dict(COSTS, thread_speedup=1.5)  # a cache of one size only: that overlap, whatever the tile
+    assert E.compute_workers(threads, old, 1.0) == E.compute_workers(threads, old, 1e8) == 1.5
+    # the estimate asks with the voxels of a plane of each pass's tile
+    pp = threads.passes[0]
+    seen: list[float] = []
+    E._pass_seconds(pp, c, threads.workers, lambda plane: seen.append(plane) or 1.0)
+    assert seen == [E.tile_plane(pp)] and E.tile_plane(pp) == pp.tile["y"] * pp.tile["x"]
 
 
 def test_an_fft_call_costs_per_tile_and_a_pyramid_per_level(tmp_path):
