@@ -60,10 +60,10 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         the model); ``read_bytes_per_s`` and ``write_bytes_per_s`` of a local Zarr array (default codec,
         decoded/encoded bytes) beside ``read_chunk_s`` and ``write_chunk_s``, zarr's cost per chunk;
         ``separable_base_ns`` and ``separable_tap_ns``: nanoseconds per voxel of a separable local op, fitted
-        as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``run_fixed_s``:
-        a whole tiny run (open, plan, create the output, write, record); ``first_run_s``: what a process's
-        first run pays beyond a later one (imports on the run's clock), ``load_s:<module>`` what loading each
-        library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup[_large]``: how many tiles the threads
+        as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``op_s``: of one
+        more op in a tile's chain; ``run_fixed_s``: a whole tiny run (open, plan, create the output, write,
+        record); ``first_run_s``: what a process's first run pays beyond a later one (imports on the run's
+        clock), ``load_s:<module>`` what loading each library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup[_large]``: how many tiles the threads
         cluster computes at once, on planes of ``thread_plane[_large]`` voxels (small and large tiles;
         :func:`_thread_speedup`); ``process_bytes``: this process's RSS with the libraries a run loads;
         ``seconds``: how long calibrating took.
@@ -129,6 +129,13 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     many = _best(apply(point, quarter, [q // 4, q // 4]), 2)
     one = _best(apply(point, quarter, [q, q]), 2)
     out["task_s"] = max((many - one) / 15, 1e-5)
+    # one more op in a tile's chain: its gathers, index plans and checks, whatever its arithmetic (a
+    # diffusion of 20 explicit steps on 128 x 128 tiles spent 2/3 of its run there, and its estimate was 0.45x)
+    small = arr[:16, :16].copy()
+    chains = [load({"convpipe": 1, "input": {"url": "calibration.zarr"},
+                    "steps": [{"diffusion": {"steps": n, "dt": 0.2, "axes": "yx"}}]}) for n in (2, 20)]
+    t2, t20 = (_best(apply(c, small, [16, 16]), 3) for c in chains)
+    out["op_s"] = max((t20 - t2) / 18, 0.0)
     import tempfile  # only to calibrate: explain need not load it (shutil, random, bz2, ...)
 
     with tempfile.TemporaryDirectory(prefix="convpipe-calibration-") as tmp:

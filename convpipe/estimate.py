@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 10
+CALIBRATION_FORMAT = 11
 
 
 def cache_dir() -> Path:
@@ -269,7 +269,9 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int,
     task_compute = in_vox * ns * 1e-9
     busy = min(workers, max(pp.n_tiles, 1))
     overlap = min(float(workers if par is None else par(tile_plane(pp))), busy)
-    return pp.n_tiles * task_compute / overlap + pp.tasks * costs.get("task_s", 5e-4) / busy
+    # each op past a tile's first costs its bookkeeping (task_s, measured on a one-op chain, has the first's)
+    ops_s = pp.n_tiles * max(len(pp.ops) - 1, 0) * costs.get("op_s", 0.0) / overlap
+    return pp.n_tiles * task_compute / overlap + ops_s + pp.tasks * costs.get("task_s", 5e-4) / busy
 
 
 def _voxels(extent: dict[str, int]) -> float:
