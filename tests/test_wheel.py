@@ -68,6 +68,9 @@ def test_wheel_installs_and_runs_the_demo_from_any_folder(tmp_path):
     r = _run([py, "-c", "import convpipe, json; print(json.dumps(convpipe.__file__))"], cwd=elsewhere, env=env)
     assert r.returncode == 0, r.stderr
     assert Path(json.loads(r.stdout)).is_relative_to(site), r.stdout  # the wheel's copy, not this checkout
+    # the shipped JSON Schema document is current in the installed copy: schema prints it without pydantic
+    r = _run([py, "-c", "import convpipe.schema_doc as d; print(d.is_current())"], cwd=elsewhere, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stdout + r.stderr
 
     script = env_dir / ("Scripts/convpipe.exe" if os.name == "nt" else "bin/convpipe")
     r = _run([script, "demo", "--out", "demo-here"], cwd=elsewhere, env=env)
