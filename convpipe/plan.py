@@ -399,7 +399,9 @@ def make_plan(spec_steps: list[Step], inp: ArrayInfo, *, spec: Spec | None = Non
                             "per worker, or fewer whole axes")
         if amp > MAX_READ_AMPLIFICATION:
             warnings.append(f"pass {k}: read amplification {amp:.2f} > 1.5: tiles are small for this halo")
-        if secs < MIN_TASK_SECONDS:
+        # no tile can help an array whose whole pass is one short task (every example's small image said so)
+        if secs < MIN_TASK_SECONDS and \
+                _whole_pass_seconds(seg, ext, halo, full, cur, compute, out_axes) >= MIN_TASK_SECONDS:
             warnings.append(f"pass {k}: tasks take about {secs * 1e3:.0f} ms (< 20 ms): per-task overhead "
                             "will dominate; larger tiles help")
         cur = ArrayInfo(tuple(ext[-1][a] for a in out_axes), compute, tuple(t[a] for a in out_axes), out_axes)
@@ -469,6 +471,12 @@ def _err(spec: Spec | None, msg: str, loc: tuple) -> SpecError:
 
 def _tile_costs(ops, t, ext, halo, full, inp: ArrayInfo, compute, out_axes):
     return tile_costs(ops, t, ext, halo, full, inp, compute, out_axes, ns_per_voxel(ops))
+
+
+def _whole_pass_seconds(ops, ext, halo, full, inp: ArrayInfo, compute, out_axes) -> float:
+    """The planner's seconds of a pass run as one task (a tile of the whole output): the longest any task of it
+    can take, so its tiny-task warning is worth giving only when this reaches MIN_TASK_SECONDS."""
+    return _tile_costs(ops, {a: ext[-1][a] for a in out_axes}, ext, halo, full, inp, compute, out_axes)[2]
 
 
 

@@ -32,7 +32,8 @@ def _warnings(plan):
 
 
 def _brute_force_best(plan, steps, info, mem):
-    """Fewest warnings over every legal whole-chunk tile of the (single) pass, by the planner's cost function."""
+    """Fewest warnings over every legal whole-chunk tile of the (single) pass, by the planner's cost function
+    and its rules."""
     pp = plan.passes[0]
     ext, out_axes, full = pp.extents, pp.out_axes, pp.full_axes
     chunks = dict(zip(plan.output.axes, plan.output.chunks))
@@ -41,13 +42,16 @@ def _brute_force_best(plan, steps, info, mem):
         n, c = ext[-1][a], chunks[a]
         opts.append([n] if a in full else sorted({min(k * c, n) for k in range(1, -(-n // c) + 1)}))
     best = None
+    # the tiny-task warning only where a tile could avoid it: the whole pass as one task reaches 20 ms
+    whole = planmod._whole_pass_seconds(pp.ops, ext, pp.halo, full, planmod.canonical_info(info),
+                                        plan.compute_dtype, out_axes)
     for combo in itertools.product(*opts):
         t = dict(zip(out_axes, combo))
         amp, m, secs = planmod._tile_costs(pp.ops, t, ext, pp.halo, full, planmod.canonical_info(info),
                                            plan.compute_dtype, out_axes)
         if m > mem:
             continue
-        w = int(amp > 1.5) + int(secs < 0.02)
+        w = int(amp > 1.5) + int(secs < 0.02 and whole >= 0.02)
         best = w if best is None else min(best, w)
     return best
 
@@ -151,3 +155,18 @@ def test_small_array_still_plans_and_an_explicit_tile_is_kept():
     assert auto.passes[0].n_tiles >= 1
     pinned = make_plan(steps, info, tile={"y": 32, "x": 32})
     assert pinned.passes[0].tile == {"y": 32, "x": 32} and pinned.passes[0].n_tiles == 4
+
+
+def test_tiny_task_warning_only_where_a_tile_could_avoid_it():
+    """A small image's whole pass is one short task: no tile helps, so explain says nothing (each example's
+    explain used to); small tiles of a large array still draw it."""
+    small = ArrayInfo((64, 96), np.dtype("uint16"), (16, 16), "yx")
+    plan = make_plan(_steps(LIGHT), small, workers=2, memory_per_worker=1 << 30, tile={"y": 16, "x": 16})
+    pp = plan.passes[0]
+    whole = planmod._whole_pass_seconds(pp.ops, pp.extents, pp.halo, pp.full_axes, planmod.canonical_info(small),
+                                        plan.compute_dtype, pp.out_axes)
+    assert whole < tilechoice.MIN_TASK_SECONDS and pp.est_seconds_per_task < tilechoice.MIN_TASK_SECONDS
+    assert not [w for w in plan.warnings if "per-task overhead" in w]
+    big = ArrayInfo((32, 2048, 2048), np.dtype("uint16"), (1, 64, 64), "zyx")
+    plan = make_plan(_steps(LIGHT), big, workers=2, memory_per_worker=1 << 30, tile={"z": 1, "y": 64, "x": 64})
+    assert [w for w in plan.warnings if "per-task overhead" in w]
