@@ -63,10 +63,10 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         as a base plus a cost per voxel of halo; ``task_s``: the cost of one more tile task; ``op_s``: of one
         more op in a tile's chain; ``run_fixed_s``: a whole tiny run (open, plan, create the output, write,
         record); ``first_run_s``: what a process's first run pays beyond a later one (imports on the run's
-        clock), ``load_s:<module>`` what loading each library of ``convpipe.estimate.LOADS`` costs; ``thread_speedup[_large]``: how many tiles the threads
-        cluster computes at once, on planes of ``thread_plane[_large]`` voxels (small and large tiles;
-        :func:`_thread_speedup`); ``process_bytes``: this process's RSS with the libraries a run loads;
-        ``seconds``: how long calibrating took.
+        clock), ``load_s:<module>`` what loading each library of ``convpipe.estimate.LOADS`` costs;
+        ``thread_speedup[_large]``: how many tiles the threads cluster computes at once, on planes of
+        ``thread_plane[_large]`` voxels (small and large tiles; :func:`_thread_speedup`); ``process_bytes``: this
+        process's RSS with the libraries a run loads; ``seconds``: how long calibrating took.
     """
     import dask.array as da
     import numpy as np

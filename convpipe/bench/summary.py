@@ -150,12 +150,12 @@ def startup_commands(spec_path: Path) -> dict[str, list[str]]:
             "explain": [*m, "explain", str(spec_path)]}
 
 
-def run_timed(argv: list[str], cwd: Path, timeout: float = 120.0, env: dict[str, str] | None = None) -> dict:
+def run_timed(argv: list[str], cwd: Path, timeout: float = 120.0) -> dict:
     """Wall time of one subprocess start to exit (its output discarded), its exit code, its error's tail."""
     t0 = time.perf_counter()
     try:
         p = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout, check=False, env=env)
+                           timeout=timeout, check=False)
         rc, err = p.returncode, p.stderr
     except subprocess.TimeoutExpired:
         rc, err = None, f"timed out after {timeout:g} s"
