@@ -77,8 +77,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:side, 0:side]
-    plane = (1000 + 300 * np.sin(yy / 37.0) * np.cos(xx / 23.0) + rng.normal(0, 20, (side, side))).astype(np.uint16)
+    plane = _probe_plane(side, rng)
     # the op probes run on a plane of 4x the voxels: on a side^2 plane a one-tile graph's own cost (~3 ms of
     # Python) was most of what the probe timed, and the fit's slope came out as noise
     arr = np.tile(plane, (2, 2)).astype(np.float32)
@@ -231,7 +230,7 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
             "fft_ns": fft_ns}
 
 
-def _thread_speedup(arr: Any, repeat: int = 3) -> dict[str, float]:
+def _thread_speedup(arr: Any, repeat: int = 5) -> dict[str, float]:
     """How many tiles' compute the threads cluster gets done at once, on small tiles and on large ones: a chain
     of the engines' filters (gaussian, then Sobel), wall time on one thread over wall time on every core, in
     [1, cores], with the voxels of each probe's planes (what decides the overlap: :func:`convpipe.estimate.
@@ -243,6 +242,12 @@ def _thread_speedup(arr: Any, repeat: int = 3) -> dict[str, float]:
     1), so every threads estimate of a compute-bound example was half the run (diffusion, coins-distance:
     0.44); tiles of tens of milliseconds (the benchmark's) overlapped 1.7x, and one overlap for both made their
     estimates 2.2x the run.
+
+    One thread and every thread take turns, ``repeat`` rounds, and each keeps its best: measured one after the
+    other (best of 3 each, 4 planes), a burst of load on the second half (the kernel writing back a run's
+    output) cached an overlap of 1.2 where the quiet machine gives 1.8-2.0, and every threads estimate of
+    this boot was 2.6x its run. A quiet 2-core machine gave 1.49-2.07 that way, 1.83-1.93 interleaved with
+    8 planes; a machine with one core busy elsewhere 1.1-1.4 (what a run there gets).
 
     Returns
     -------
@@ -260,23 +265,22 @@ def _thread_speedup(arr: Any, repeat: int = 3) -> dict[str, float]:
               "steps": [{"gaussian": {"sigma": 2}}, {"sobel": {}}]})
     a = np.ascontiguousarray(arr)
     # the small probe's planes are the examples' (128 x 128), the large one's a megavoxel
-    big = np.ascontiguousarray(np.broadcast_to(a, (max(4, min(2 * cores, 16)),) + a.shape))
+    big = np.ascontiguousarray(np.broadcast_to(a, (max(8, min(2 * cores, 16)),) + a.shape))
     out: dict[str, float] = {}
     for suffix, x, axes, tile in (("", a, "yx", [min(a.shape[0], 128), min(a.shape[1], 128)]),
                                   ("_large", big, "zyx", [1, big.shape[1], big.shape[2]])):
         graph = apply_array(p, da.from_array(x, chunks=tuple(tile), name=False), axes=axes, tile=tile)
 
         def wall(n: int, graph: Any = graph) -> float:
-            best = math.inf
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                graph.compute(scheduler="threads", num_workers=n)
-                best = min(best, time.perf_counter() - t0)
-            return best
+            t0 = time.perf_counter()
+            graph.compute(scheduler="threads", num_workers=n)
+            return time.perf_counter() - t0
 
         wall(cores)  # warm: kernel tables, the pool's threads
-        one = wall(1)
-        every = wall(cores) if cores > 1 else one
+        one = every = math.inf
+        for _ in range(repeat):
+            one = min(one, wall(1))
+            every = min(every, wall(cores)) if cores > 1 else one
         out[f"thread_speedup{suffix}"] = float(min(max(one / max(every, 1e-9), 1.0), cores))
         out[f"thread_plane{suffix}"] = float(tile[-1] * tile[-2])
     return out
@@ -342,23 +346,20 @@ def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
     """Zarr's read and write cost as a cost per chunk plus a rate, fitted from two chunkings of one array.
 
     One rate from a small array in small chunks was 4x too slow for the benchmark's 16 MiB chunks (zarr's
-    cost per chunk dominated it). Written: a float32 image like a filter's output (the plane smoothed, what
-    runs write); read: the uint16 probe plane as an input. Both 1024 x 1024 (halved from 1024 x 2048: a third
-    of the calibration's time), in chunks of 128^2 and 512^2.
+    cost per chunk dominated it). Written: a float32 image like a filter's output (the probe image under a
+    Gaussian); read: the uint16 probe image as an input. Both 1024 x 1024 in chunks of 128^2 and 512^2, and
+    made at that size, not tiled from ``plane``: zstd found the tiles' repeats, and the writes it timed (a
+    uniform filter of 2 x 2 copies, ~125 MB/s, the geometric mean with a noisy image's ~260) were a third
+    as fast as a filter output of the same values without repeats (~390 MB/s, the benchmark's light output
+    330-400 in its 16 MiB chunks): the light job's estimate was 2.3x its run, most of it the writes.
     """
     import numpy as np
 
     from scipy import ndimage
 
-    img = np.tile(plane, (1024 // side, 1024 // side))
-    # written: float32 images like a filter's output. zstd's speed follows the content: here it wrote the
-    # examples' smooth outputs at 66-100 MB/s and the benchmark's (gaussian -> sobel of a noisy stack) at
-    # 180-270. One noisy probe (170 MB/s) had the examples' writes 2-4x too fast, one smooth probe (75) the
-    # benchmark's 2-3x too slow; the rate is the geometric mean of the two, each off by at most ~1.7x
-    smooth = ndimage.uniform_filter(img.astype(np.float32), 5)
-    rng = np.random.default_rng(1)
-    noisy = (img.astype(np.float32) * 0.37 + rng.normal(0, 3, img.shape)).astype(np.float32)
-    values = {"write": smooth, "read": img}
+    n = 1024
+    img = _probe_plane(n, np.random.default_rng(0))
+    values = {"write": ndimage.gaussian_filter(img.astype(np.float32), 2), "read": img}
     fit: dict[str, list[tuple[int, float]]] = {"write": [], "read": []}
     for c in (128, 512):
         for what, v in values.items():
@@ -371,23 +372,21 @@ def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
             secs = _best(write, 2)
             if what == "read":
                 secs = _best(lambda url=url: zarr.open_array(url, mode="r")[...], 2)
-            fit[what].append(((1024 // c) ** 2, secs))
-    z = zarr.create_array(os.path.join(tmp, "noisy.zarr"), shape=noisy.shape, chunks=(512, 512), dtype=noisy.dtype)
-
-    def write_noisy():
-        z[...] = noisy
-
-    t_noisy = _best(write_noisy, 2)
+            fit[what].append(((n // c) ** 2, secs))
     out = {}
     for what, [(n1, t1), (n2, t2)] in fit.items():
         per_chunk = max((t1 - t2) / (n1 - n2), 0.0)
-        nbytes = values[what].nbytes
         out[f"{what}_chunk_s"] = per_chunk
-        out[f"{what}_bytes_per_s"] = nbytes / max(t2 - per_chunk * n2, 1e-3 * t2)
-        if what == "write":
-            rate_noisy = nbytes / max(t_noisy - per_chunk * n2, 1e-3 * t_noisy)
-            out["write_bytes_per_s"] = math.sqrt(out["write_bytes_per_s"] * rate_noisy)
+        out[f"{what}_bytes_per_s"] = values[what].nbytes / max(t2 - per_chunk * n2, 1e-3 * t2)
     return out
+
+
+def _probe_plane(n: int, rng: Any) -> Any:
+    """The probes' uint16 image: a smooth pattern near 1000 with noise, ``n`` x ``n``."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:n, 0:n]
+    return (1000 + 300 * np.sin(yy / 37.0) * np.cos(xx / 23.0) + rng.normal(0, 20, (n, n))).astype(np.uint16)
 
 
 def _bound(p: Any, side: int) -> Any:
