@@ -65,8 +65,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         record); ``first_run_s``: what a process's first run pays beyond a later one (imports on the run's
         clock), ``load_s:<module>`` what loading each library of ``convpipe.estimate.LOADS`` costs;
         ``thread_speedup[_large]``: how many tiles the threads cluster computes at once, on planes of
-        ``thread_plane[_large]`` voxels (small and large tiles; :func:`_thread_speedup`); ``process_bytes``: this
-        process's RSS with the libraries a run loads; ``seconds``: how long calibrating took.
+        ``thread_plane[_large]`` voxels (small and large tiles; :func:`_thread_speedup`); ``process_bytes``: the
+        RSS of a process that ran (a child: the interpreter and what a run loads); ``seconds``: how long calibrating took.
     """
     import dask.array as da
     import numpy as np
@@ -75,6 +75,9 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     from .run.core import run_pipeline
     from .run.events import EventBus
 
+    from . import heap
+
+    heap.warm()  # the probes' temporaries as a run's tiles get them (convpipe.heap): half the CPU of a cold heap
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     plane = _probe_plane(side, rng)
@@ -122,6 +125,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
     # on the side^2 plane: a direct 9x9 on 4x the voxels was a tenth of the calibration's time
     out.update(_direct_and_gemm(apply, np.ascontiguousarray(arr[:side, :side]), side, call, rng))
     out.update(_thread_speedup(arr))
+    out.update(_envelope_costs(rng))
     # one more task: the point op on 16 tiles of a quarter plane against one tile of it
     quarter = arr[: side // 2, : side // 2].copy()
     q = side // 2
@@ -178,12 +182,13 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         ome_run()  # warm: the OME writer's imports
         out["pyramid_level_s"] = max(_best(ome_run, 1) - fixed, 0.0)
         out.update(_table_costs(tmp, rng))
-    try:  # a worker's own footprint: the interpreter and the libraries a run loads, before any tile
-        import psutil
+    if "process_bytes" not in out:  # the child could not tell: this process, which may hold more than a run's
+        try:
+            import psutil
 
-        out["process_bytes"] = float(psutil.Process().memory_info().rss)
-    except Exception:  # noqa: BLE001 - no psutil, or a platform without RSS
-        out["process_bytes"] = 0.0
+            out["process_bytes"] = float(psutil.Process().memory_info().rss)
+        except Exception:  # noqa: BLE001 - no psutil, or a platform without RSS
+            out["process_bytes"] = 0.0
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -228,6 +233,22 @@ def _direct_and_gemm(apply: Callable, arr: Any, bside: int, call: float, rng: An
     mac = _best(lambda: a @ w, 3) / (a.shape[0] * 72 * 8) * 1e9
     return {"direct_tap_ns": tap, "direct_base_ns": max(n1 - tap * t1, 0.0), "mac_ns": mac, "fft_call_s": fft_call,
             "fft_ns": fft_ns}
+
+
+def _envelope_costs(rng: Any) -> dict[str, float]:
+    """``distance_transform``'s lower envelope (every pass after the first): a Python loop over a line's
+    positions, vectorised across the block's lines, so a tile costs ``positions x (envelope_step_s +
+    lines x envelope_line_s)``, fitted from 16 and 256 lines of 256 positions. Priced as elementwise passes
+    it was 4x too cheap on the coins' 192-line tiles (770 ns a voxel) and 2x too dear on 512 lines (280)."""
+    import numpy as np
+
+    from .ops.objects.distance import envelope_sq
+
+    f = np.round(rng.random((256, 256)) * 100.0)
+    t16 = _best(lambda: envelope_sq(f[:16], 1.0), 3)
+    t256 = _best(lambda: envelope_sq(f, 1.0), 3)
+    line = max((t256 - t16) / (240 * 256), 0.0)
+    return {"envelope_line_s": line, "envelope_step_s": max(t16 / 256 - 16 * line, 0.0)}
 
 
 def _thread_speedup(arr: Any, repeat: int = 5) -> dict[str, float]:
@@ -315,6 +336,11 @@ from convpipe.run.events import EventBus
 spec, loads = json.loads(sys.argv[1]), sys.argv[2:]
 first, second = (run_pipeline(load(spec), bus=EventBus([])).elapsed for _ in range(2))
 out = {"first_run_s": max(first - second, 0.0)}
+try:  # a run's process: the interpreter and what a run loads (not the calibrating process's own data)
+    import psutil
+    out["process_bytes"] = float(psutil.Process().memory_info().rss)
+except Exception:
+    pass
 for m in loads:  # what a plan that needs it pays on its first use (0 if a run above loaded it already)
     t = time.perf_counter()
     importlib.import_module(m)
@@ -337,7 +363,10 @@ def _first_run_costs(spec: dict) -> dict[str, float]:
         r = subprocess.run([sys.executable, "-c", _FIRST_RUN, json.dumps(spec), *_estimate.LOADS],
                            capture_output=True, text=True, timeout=120, check=True)
         got = json.loads(r.stdout.strip().splitlines()[-1])
-        return {k: max(float(got.get(k, 0.0)), 0.0) for k in zeros}
+        out = {k: max(float(got.get(k, 0.0)), 0.0) for k in zeros}
+        if float(got.get("process_bytes", 0.0)) > 0:
+            out["process_bytes"] = float(got["process_bytes"])
+        return out
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return zeros
 

@@ -31,7 +31,7 @@ CACHE_FILE = "calibration.json"
 _VERSIONED = ("convpipe", "numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "opencv-python-headless",
               "opencv-python", "scikit-image")
 #: What measure_costs returns: a cache of another format is measured again.
-CALIBRATION_FORMAT = 12
+CALIBRATION_FORMAT = 13
 
 
 def cache_dir() -> Path:
@@ -206,10 +206,26 @@ def estimate(plan: Any, costs: dict[str, float] | None = None, *, first_run: boo
     seconds += _tables_seconds(plan, costs)
     seconds += _pyramid_seconds(plan, costs, workers)
     # a worker is a process: the threads cluster runs every task in this one, the others one task at a time
-    # per worker process; each running task also holds the next block its thread reads ahead
+    # per worker process; each running task also holds the next block its thread reads ahead: its input block,
+    # not a second task (twice the task's memory was 2.1-2.6x the benchmark runs' own growth)
     concurrent = workers if plan.cluster in ("threads",) else 1
-    peak = float(costs.get("process_bytes", 0.0)) + 2 * concurrent * plan.peak_memory_per_worker
+    peak = float(costs.get("process_bytes", 0.0)) + concurrent * (plan.peak_memory_per_worker
+                                                                   + _input_block_bytes(plan))
     return {"seconds": round(seconds, 3), "peak_memory_bytes": int(peak)}
+
+
+def _input_block_bytes(plan: Any) -> float:
+    """Bytes of the first pass's input block (a tile with its halo, as stored): what a read ahead holds."""
+    import math
+
+    import numpy as np
+
+    if not plan.passes:
+        return 0.0
+    pp = plan.passes[0]
+    ext = pp.extents[0]
+    vox = math.prod(min(int(pp.tile.get(a, n)) + sum(pp.halo.get(a, (0, 0))), int(n)) for a, n in ext.items())
+    return float(vox * np.dtype(plan.input.dtype).itemsize)
 
 
 def compute_workers(plan: Any, costs: dict[str, float], plane: float | None = None) -> float:
@@ -264,14 +280,28 @@ def _pass_seconds(pp: Any, costs: dict[str, float], workers: int,
         ratio = _voxels(pp.extents[i]) / vox0 if i < len(pp.extents) else 1.0
         ns += ratio * _measured_ns(op, op_model_ns(op), costs)
         # what a call costs whatever the block's size (FFT filters: plans, padding), once per tile
-        calls = _work(op).get("fft", 0.0)
-        ns += calls * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
+        work = _work(op)
+        ns += work.get("fft", 0.0) * costs.get("fft_call_s", 0.0) * 1e9 / max(in_vox, 1.0)
+        if work.get("envelope"):
+            ns += ratio * work["envelope"] * _envelope_ns(op, pp, in_vox, costs)
     task_compute = in_vox * ns * 1e-9
     busy = min(workers, max(pp.n_tiles, 1))
     overlap = min(float(workers if par is None else par(tile_plane(pp))), busy)
     # each op past a tile's first costs its bookkeeping (task_s, measured on a one-op chain, has the first's)
     ops_s = pp.n_tiles * max(len(pp.ops) - 1, 0) * costs.get("op_s", 0.0) / overlap
     return pp.n_tiles * task_compute / overlap + ops_s + pp.tasks * costs.get("task_s", 5e-4) / busy
+
+
+def _envelope_ns(op: Any, pp: Any, in_vox: float, costs: dict[str, float]) -> float:
+    """Nanoseconds per voxel of a lower envelope along ``op.axis`` on a tile of ``in_vox`` voxels: a loop over
+    the line's positions whose steps each cost a fixed part plus one per line (convpipe.calibrate's
+    ``_envelope_costs``); ~400 ns without a calibration that has them."""
+    step, line = costs.get("envelope_step_s"), costs.get("envelope_line_s")
+    n = float((getattr(pp, "tile", None) or {}).get(getattr(op, "axis", ""), 0) or 0)
+    if step is None or line is None or n <= 0:
+        return 400.0
+    lines = max(in_vox / n, 1.0)
+    return (step / lines + line) * 1e9
 
 
 def _voxels(extent: dict[str, int]) -> float:

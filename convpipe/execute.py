@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import heap
 from .backends import array_module, get_backend, pass_backend
 from .digest import digest
 from .io import Manifest, cast_output
@@ -120,6 +121,7 @@ def _assemble(chunks: list[np.ndarray], meta: _TileMeta, in_axes: str) -> np.nda
 
 
 def _tile_task(prog: _Program, index: tuple[int, ...], *chunks: np.ndarray) -> np.ndarray:
+    heap.warm()  # the slabs' temporaries from the heap, not a fresh mmap each (convpipe.heap)
     meta = prog.meta(index)
     be = get_backend(prog.backend, check=False)
     block = _assemble(be.gather(chunks), meta, prog.in_axes)  # on the host for host chunks

@@ -472,7 +472,8 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     from convpipe.cli.bench_tables import render_sections
 
     estimates = {"light": {"seconds": 2.0, "peak_memory_bytes": 900, "plan_tasks": 12},   # 0.5× time, 2.25× memory
-                 "heavy": {"seconds": 15.0, "peak_memory_bytes": 800, "plan_tasks": 13}}  # 1.5×, 0.8×; other plan
+                 # 1.5×; 2.0× of the run's growth (250) on a run process's footprint (150); other plan
+                 "heavy": {"seconds": 15.0, "peak_memory_bytes": 800, "plan_tasks": 13, "process_bytes": 150}}
     monkeypatch.setattr(summary, "plan_estimate", lambda ctx, name, costs=None: dict(estimates[name]))
     monkeypatch.setattr(summary, "_calibrate", lambda: {"costs": {}, "cached": True, "calibration_s": 1.0})
     asked: list = []
@@ -512,7 +513,9 @@ def test_sections_assemble_and_render(tmp_path: Path, monkeypatch, preset: str) 
     light, heavy = est["rows"]
     assert light["seconds_ratio"] == pytest.approx(0.5) and light["memory_ratio"] == pytest.approx(2.25)
     assert not light["met"] and light["same_plan"] is True
-    assert heavy["seconds_ratio"] == pytest.approx(1.5) and heavy["memory_ratio"] == pytest.approx(0.8)
+    assert heavy["seconds_ratio"] == pytest.approx(1.5) and heavy["memory_ratio"] == pytest.approx(2.0)
+    assert (heavy["actual_peak_rss"], heavy["process_peak_rss"]) == (400, 1000)  # not the bench process's peak
+    assert light["actual_peak_rss"] == 400  # no footprint known: the process's peak
     assert heavy["met"] and heavy["same_plan"] is False and not est["met"]
     assert asked == [summary.QUICK_EXAMPLES if preset == "quick" else None]  # --quick: three examples
     assert [r["status"] for r in est["examples"]["rows"]] == ["ok", "skipped", "error"]

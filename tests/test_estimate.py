@@ -122,9 +122,13 @@ def test_the_estimate_follows_the_measured_costs():
     plan = _plan()
     base = E.estimate(plan, COSTS)
     assert base["seconds"] > COSTS["run_fixed_s"]
-    assert base["peak_memory_bytes"] == 2 * plan.peak_memory_per_worker + COSTS["process_bytes"]  # local:N
+    # a task and the input block (tile + halo, uint16) its thread reads ahead, per worker process (local:N)
+    pp = plan.passes[0]
+    block = np.prod([pp.tile[a] + sum(pp.halo.get(a, (0, 0))) for a in "zyx"]) * 2
+    assert base["peak_memory_bytes"] == pytest.approx(plan.peak_memory_per_worker + block + COSTS["process_bytes"])
     threads = E.estimate(_plan(cluster="threads"), COSTS)  # one process runs every worker's task at once
-    assert threads["peak_memory_bytes"] == 2 * 4 * plan.peak_memory_per_worker + COSTS["process_bytes"]
+    assert threads["peak_memory_bytes"] == pytest.approx(4 * (plan.peak_memory_per_worker + block)
+                                                          + COSTS["process_bytes"])
     slow_local = E.estimate(plan, dict(COSTS, factor_local=20.0))
     assert slow_local["seconds"] > 2 * base["seconds"]  # the local ops dominate this chain
     slow_point = E.estimate(plan, dict(COSTS, factor_point=1.5))
@@ -412,3 +416,36 @@ def test_a_library_the_plan_loads_on_first_use_is_counted_when_the_process_lacks
     base = E.estimate(table_plan, costs, loaded=warm)["seconds"]
     assert E.estimate(table_plan, costs, loaded={"convpipe.engines.cpu"})["seconds"] == pytest.approx(base + 0.35,
                                                                                                    abs=2e-3)
+
+
+def test_heap_warm_once_allocates_below_glibcs_adaptive_limit(monkeypatch):
+    """convpipe.heap.warm frees one block just under glibc's largest adaptive mmap threshold (a block above
+    32 MiB adapts nothing), and only on its first call in a process."""
+    import numpy as np
+
+    from convpipe import heap
+
+    seen = []
+    real = np.empty
+    monkeypatch.setattr(heap, "_warmed", False)
+    monkeypatch.setattr(np, "empty", lambda n, dtype=None: seen.append(n) or real(1, dtype=dtype))
+    heap.warm()
+    heap.warm()
+    assert seen == [heap.WARM_BYTES] and heap.WARM_BYTES < 32 << 20
+
+
+def test_envelope_is_priced_by_a_tiles_lines_and_positions():
+    """distance_transform's lower envelope loops over a line's positions, vectorised across the tile's lines:
+    a tile costs positions x (step + lines x line), so a voxel's share falls with the lines a tile holds."""
+    from convpipe import estimate as E
+
+    class PP:
+        tile = {"y": 100, "x": 50}
+
+    class Op:
+        axis = "y"
+
+    costs = {"envelope_step_s": 1e-4, "envelope_line_s": 2e-7}
+    assert E._envelope_ns(Op, PP, 5000.0, costs) == pytest.approx(100 * (1e-4 + 50 * 2e-7) / 5000 * 1e9)
+    assert E._envelope_ns(Op, PP, 50000.0, costs) < E._envelope_ns(Op, PP, 5000.0, costs)  # 500 lines
+    assert E._envelope_ns(Op, PP, 5000.0, {}) == 400.0  # a calibration without the probe

@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # -- leaves: errors, axis letters, limits, hashing, version, root guards, NaN tracking, kernel sources,
     #    Parquet rows, streaming statistics, RSS sampling, checks before replacing an output
     ("leaves",  ["convpipe.errors", "convpipe.axes", "convpipe.limits", "convpipe.digest", "convpipe.version",
-                 "convpipe.humanize", "convpipe.sysinfo", "convpipe.lazy_exports",
+                 "convpipe.humanize", "convpipe.sysinfo", "convpipe.lazy_exports", "convpipe.heap",
                  "convpipe.roots", "convpipe.finite", "convpipe.kernels", "convpipe.tables", "convpipe.stats",
                  "convpipe.monitor", "convpipe.replace"]),
     # -- each op's parameters (pydantic), the op catalog

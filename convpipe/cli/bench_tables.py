@@ -90,12 +90,13 @@ def render_sections(report: dict) -> list[Any]:
         lo, hi = e["target"]
         cal = e.get("calibration") or {}
         t = Table(title="estimate vs actual · explain's estimate of each convpipe row beside its measured run",
-                  caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; actual: the row's best wall time and "
-                           "peak RSS of the benchmark process (the estimate's peak is per worker: the threads "
-                           "cluster's one process); calibration "
+                  caption=(f"ratio: estimate / actual, target {lo:g}–{hi:g}×; actual: the row's best wall time, and "
+                           "its RSS growth on a process that ran and holds nothing else (the calibration's child; "
+                           "the benchmark's process holds its inputs besides); the estimate's peak is per worker: "
+                           "the threads cluster's one process; calibration "
                            + ("cached" if cal.get("cached") else f"measured now ({fmt(cal.get('calibration_s'), '.1f')} s)")
                            + f"; {_load(e)}"))
-        for col in ("pipeline", "estimate s", "actual s", "ratio", "estimate peak", "actual peak RSS", "ratio",
+        for col in ("pipeline", "estimate s", "actual s", "ratio", "estimate peak", "actual peak", "ratio",
                     "plan", "target"):
             t.add_column(col, justify="left" if col in ("pipeline", "plan") else "right")
         for r in e["rows"]:

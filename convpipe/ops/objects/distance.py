@@ -145,9 +145,9 @@ class EdtPass(Op):
 
     def estimate_work(self):
         """Estimate only. The first axis is a few vectorised passes; the others run the lower envelope as a
-        Python loop over each line's positions (vectorised across lines), ~400 ns a voxel measured on the
-        coins' 192-line blocks: one iteration's overhead spread over the lines of a block."""
-        return {"point": 3.0} if self.first else {"point": 160.0}
+        Python loop over each line's positions (vectorised across lines): ``envelope``, priced per tile by
+        its lines and positions (:func:`convpipe.estimate._envelope_seconds`)."""
+        return {"point": 3.0} if self.first else {"point": 3.0, "envelope": 1.0}
 
     def method(self) -> str:
         if self.first:
