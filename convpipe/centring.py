@@ -92,8 +92,25 @@ def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float
     ``inplace``: ``u`` (of dtype ``compute``) is the caller's to overwrite: no new block is allocated (the
     allocation of a fresh block costs twice the subtraction).
     """
-    if getattr(u, "size", 0) == 0 or u.dtype.kind not in "iuf":
+    compute = np.dtype(compute)
+    c = centre_value(u, compute, xp, known=known)
+    if not c:
         return u, 0.0
+    if inplace and u.dtype == compute:
+        xp.subtract(u, compute.type(c), out=u)
+        return u, c
+    if u.dtype == compute or u.dtype.itemsize < compute.itemsize or (u.dtype.kind in "iu" and u.dtype.itemsize <= 2):
+        # one pass, and exact: the values and c are float32 numbers within a factor 2 of each other or integers
+        return xp.subtract(u, compute.type(c), dtype=compute), c
+    return xp.subtract(u, c, dtype=np.float64).astype(compute), c  # int32 / float64 stored values
+
+
+def centre_value(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float] | None = None) -> float:
+    """The ``c`` of :func:`centre` (a value of ``compute``), or 0.0 where ``u`` is not worth centring: for a
+    caller that subtracts it while it copies the block anyway (``convpipe.tiles``' gather of an edge tile)."""
+    compute = np.dtype(compute)
+    if getattr(u, "size", 0) == 0 or u.dtype.kind not in "iuf":
+        return 0.0
     if known is None and u.dtype.kind in "iu" and u.size > 1 << 16 and u.flags.c_contiguous:
         # integers are finite and c need only lie near the values (x - c is exact for any c of this
         # grid): every 61st value, a 1/60 of the two reductions (min and max of a uint16 tile cost 40% of its cast)
@@ -105,19 +122,10 @@ def centre(u: Any, compute: np.dtype, xp: Any = np, *, known: tuple[float, float
         # non-finite footprints keep what the arithmetic gives). Only such tiles pay this second reduction
         fin = u[xp.isfinite(u)]
         if not fin.size:
-            return u, 0.0
+            return 0.0
         lo, hi = float(fin.min()), float(fin.max())
-    compute = np.dtype(compute)
     c = float(compute.type((lo + hi) / 2))
-    if abs(c) <= hi - lo:
-        return u, 0.0
-    if inplace and u.dtype == compute:
-        xp.subtract(u, compute.type(c), out=u)
-        return u, c
-    if u.dtype == compute or u.dtype.itemsize < compute.itemsize or (u.dtype.kind in "iu" and u.dtype.itemsize <= 2):
-        # one pass, and exact: the values and c are float32 numbers within a factor 2 of each other or integers
-        return xp.subtract(u, compute.type(c), dtype=compute), c
-    return xp.subtract(u, c, dtype=np.float64).astype(compute), c  # int32 / float64 stored values
+    return 0.0 if abs(c) <= hi - lo else c
 
 
 def restore(y: Any, shift: float) -> Any:

@@ -120,18 +120,26 @@ def test_constant_padding_other_than_0_per_pass_is_centred(steps, offset, spread
 
 @pytest.fixture
 def centre_spy(monkeypatch) -> list:
-    """The centring constants ``convpipe.centring.centre`` picks during the test, in call order."""
+    """The centring constants ``convpipe.centring.centre`` picks during the test, in call order (and those
+    ``centre_value`` picks for a gather that subtracts while it copies an edge tile)."""
     import convpipe.centring as centring
 
     seen: list = []
-    centre = centring.centre
+    centre, value = centring.centre, centring.centre_value
 
     def spy(u, *a, **k):
         out, c = centre(u, *a, **k)
         seen.append(c)
         return out, c
 
+    def spy_value(u, *a, **k):
+        c = value(u, *a, **k)
+        if c:
+            seen.append(c)
+        return c
+
     monkeypatch.setattr(centring, "centre", spy)
+    monkeypatch.setattr(centring, "centre_value", spy_value)
     return seen
 
 
