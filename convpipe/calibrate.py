@@ -66,7 +66,8 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         clock), ``load_s:<module>`` what loading each library of ``convpipe.estimate.LOADS`` costs;
         ``thread_speedup[_large]``: how many tiles the threads cluster computes at once, on planes of
         ``thread_plane[_large]`` voxels (small and large tiles; :func:`_thread_speedup`); ``process_bytes``: the
-        RSS of a process that ran (a child: the interpreter and what a run loads); ``seconds``: how long calibrating took.
+        RSS of a process that ran (a child: the interpreter and what a run loads); ``seconds``: how long
+        calibrating took.
     """
     import dask.array as da
     import numpy as np

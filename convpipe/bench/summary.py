@@ -100,8 +100,9 @@ def estimate_vs_actual(rows: list[dict], estimator: Callable[[str], dict]) -> di
     dict
         ``rows`` (per pipeline: ``estimate_s``, ``actual_s``, ``seconds_ratio``, ``estimate_peak_bytes``,
         ``actual_peak_rss`` (the row's RSS growth plus ``process_bytes``, the footprint of a process that ran,
-        where both are known; else the benchmark process's peak, ``process_peak_rss``), ``memory_ratio``, ``met``; ``status`` error with ``reason`` where no estimate
-        came), ``target`` and ``met`` (every row within the target, both ratios).
+        where both are known; else the benchmark process's peak, ``process_peak_rss``), ``memory_ratio``,
+        ``met``; ``status`` error with ``reason`` where no estimate came), ``target`` and ``met`` (every row
+        within the target, both ratios).
     """
     out: dict = {"ratio": "estimate / actual", "target": list(ESTIMATE_TARGET), "rows": []}
     for r in rows:
