@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -339,6 +340,36 @@ def test_explain(work, cli):
     assert plan["passes"][0]["halo"] == {"y": [7, 7], "x": [7, 7]}  # gaussian radius 6 + sobel 1
     assert plan["tasks"] >= plan["passes"][0]["tiles"] >= 1
     assert plan["output"]["shape"] == [4, 40, 48]
+
+
+def test_explain_recalibrate_measures_again_and_caches(work, cli, monkeypatch, tmp_path):
+    """``explain --recalibrate`` measures this machine's costs again (a calibration taken while the machine
+    was busy otherwise stays until a version or the machine changes) and estimates from the new ones; a spec
+    mistake is reported before any measuring."""
+    import convpipe.calibrate  # noqa: F401 - hands its measure_costs in on import: before the fake replaces it
+    import convpipe.estimate as E
+
+    costs = json.loads((Path(os.environ[E.CACHE_ENV]) / E.CACHE_FILE).read_text())["costs"]  # conftest's
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache"))
+    calls: list = []
+
+    def fake(side: int = 512) -> dict:
+        calls.append(side)
+        return {**costs, "run_fixed_s": 1234.0}
+
+    monkeypatch.setattr(E, "measure_costs", fake)
+    (work / "spec.yaml").write_text(GOOD)
+    rc, out, err = cli("explain", work / "spec.yaml", "--recalibrate")
+    assert rc == 0, err
+    assert calls == [512], calls
+    assert "estimate  20 min" in out, out  # the new costs' fixed 1234 s is in the estimate
+    cached = json.loads((tmp_path / "cache" / E.CACHE_FILE).read_text())
+    assert cached["costs"]["run_fixed_s"] == 1234.0 and cached["measured_at"] > 0
+    rc, out, err = cli("explain", work / "spec.yaml")  # cached now: no second measurement
+    assert rc == 0 and calls == [512]
+    (work / "bad.yaml").write_text(GOOD.replace("gaussian", "gausian"))
+    rc, out, err = cli("explain", work / "bad.yaml", "--recalibrate")
+    assert rc == 1 and calls == [512] and "gaussian" in err
 
 
 def test_explain_missing_input(work, cli):

@@ -167,9 +167,12 @@ def explain(
     input: Optional[str] = typer.Option(None, "--input", help="override input.url"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="threads | processes | local:N | tcp://... | profile:NAME"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure this machine's costs again (a few "
+                                     "seconds) before estimating, and cache them: the cached ones were taken "
+                                     "while the machine was busy, or it changed"),
 ) -> None:
     """Show the plan: passes, halos, tile, tasks, memory per worker, methods, read amplification."""
-    instant.explain(spec, input, cluster, as_json, typer.echo)
+    instant.explain(spec, input, cluster, as_json, typer.echo, recalibrate=recalibrate)
 
 
 @app.command()

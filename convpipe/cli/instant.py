@@ -54,13 +54,16 @@ def validate(spec: Path, echo: Echo) -> None:
     echo(f"valid: {s.name!r}, {len(s.steps)} step(s){note}")
 
 
-def explain(spec: Path, input: str | None, cluster: str | None, as_json: bool, echo: Echo) -> None:
+def explain(spec: Path, input: str | None, cluster: str | None, as_json: bool, echo: Echo, *,
+            recalibrate: bool = False) -> None:
     import json
 
     from ..api import load
-    from ..estimate import explain_json, explain_text
+    from ..estimate import calibration, explain_json, explain_text
 
     p = load(spec)
+    if recalibrate:  # after the spec is read: its mistakes are reported before seconds of measuring
+        calibration(refresh=True)
     with _name_the_flags(input=input):
         plan = p.explain(input=_cli_url(input), cluster=cluster)
     if (plan.backend_note or "").startswith("auto chose cpu") and not _backend_note_matters(p.spec, None):
