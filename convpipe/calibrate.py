@@ -160,7 +160,7 @@ def measure_costs(side: int = 512) -> dict[str, float]:
         # assignments, do not model) were most of what was left, and every small run's estimate paid them
         big = plane[: side // 2, : side // 2].copy()
         url = os.path.join(tmp, "io.zarr")
-        out.update(_io_costs(zarr, tmp, plane, side))
+        out.update(_io_costs(zarr, tmp))
         z = zarr.create_array(url, shape=big.shape, chunks=big.shape, dtype=big.dtype)
         z[...] = big
         # a whole tiny run: what every run pays whatever its size (threads, one tile)
@@ -382,13 +382,13 @@ def _first_run_costs(spec: dict) -> dict[str, float]:
         return zeros
 
 
-def _io_costs(zarr: Any, tmp: str, plane: Any, side: int) -> dict[str, float]:
+def _io_costs(zarr: Any, tmp: str) -> dict[str, float]:
     """Zarr's read and write cost as a cost per chunk plus a rate, fitted from two chunkings of one array.
 
     One rate from a small array in small chunks was 4x too slow for the benchmark's 16 MiB chunks (zarr's
     cost per chunk dominated it). Written: a float32 image like a filter's output (the probe image under a
     Gaussian); read: the uint16 probe image as an input. Both 1024 x 1024 in chunks of 128^2 and 512^2, and
-    made at that size, not tiled from ``plane``: zstd found the tiles' repeats, and the writes it timed (a
+    made at that size, not tiled from the probes' plane: zstd found the tiles' repeats, and the writes it timed (a
     uniform filter of 2 x 2 copies, ~125 MB/s, the geometric mean with a noisy image's ~260) were a third
     as fast as a filter output of the same values without repeats (~390 MB/s, the benchmark's light output
     330-400 in its 16 MiB chunks): the light job's estimate was 2.3x its run, most of it the writes.

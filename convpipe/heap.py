@@ -7,8 +7,9 @@ thresholds rise only once the process frees an mmapped block larger than the thr
 size, at most 32 MiB, the trim threshold to twice it). A run's first tiles, the calibration's probes and any
 process whose big blocks never came and went paid the page faults on every temporary: the light benchmark
 chain (gaussian -> Sobel magnitude) took 113-117 ms of CPU on a 16 x 512 x 1024 tile in a fresh process
-against 57-59 ms once one 31 MiB block had been allocated and freed, and the run's tile tasks 292 ms against
-230 ms (``benchmarks/tile_cost.py``, ``benchmarks/profile_run.py``).
+against 57-59 ms once one 31 MiB block had been allocated and freed (``benchmarks/tile_cost.py``). A whole
+run's chunk buffers raise the thresholds anyway (12 alternating light runs: no difference beyond the noise);
+what this fixes is short computations, the calibration's probes among them.
 
 :func:`warm` allocates and frees that one block. Nothing is configured: glibc adapts as it does in any
 process that once freed a large array (``mallopt`` or ``MALLOC_*`` variables set by the user keep

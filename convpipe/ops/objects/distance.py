@@ -146,7 +146,7 @@ class EdtPass(Op):
     def estimate_work(self):
         """Estimate only. The first axis is a few vectorised passes; the others run the lower envelope as a
         Python loop over each line's positions (vectorised across lines): ``envelope``, priced per tile by
-        its lines and positions (:func:`convpipe.estimate._envelope_seconds`)."""
+        its lines and positions (:func:`convpipe.estimate._envelope_ns`)."""
         return {"point": 3.0} if self.first else {"point": 3.0, "envelope": 1.0}
 
     def method(self) -> str:
